@@ -1,0 +1,123 @@
+// Package cluster holds the data model shared by origins, the registry and gateways.
+package cluster
+
+import (
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Origin states.
+const (
+	StateUp       = "up"
+	StateDraining = "draining"
+)
+
+// Stream states.
+const (
+	StreamRunning  = "running"
+	StreamOnDemand = "ondemand"
+)
+
+// Schemes an origin may publish a public URL for.
+var Schemes = []string{"http", "https", "rtsp", "rtsps", "rtmp", "rtmps"}
+
+// Public holds an origin's public base URL per scheme, e.g. {"http": "http://edge1.example.com:8081"}.
+// A base URL is scheme://host[:port] with no path, query or fragment.
+type Public map[string]string
+
+// Load is what an origin reports about itself on every heartbeat.
+type Load struct {
+	Clients   int64   `json:"clients"`
+	EgressBps int64   `json:"egress_bps"`
+	CPU       float64 `json:"cpu"` // 0..1 of the whole machine
+}
+
+// Capacity limits an origin; zero means unlimited.
+type Capacity struct {
+	MaxClients      int64 `json:"max_clients,omitempty"`
+	MaxBandwidthBps int64 `json:"max_bandwidth_bps,omitempty"`
+}
+
+// Origin is the record an origin writes on every heartbeat.
+type Origin struct {
+	ID         string    `json:"id"`
+	Epoch      uint64    `json:"epoch"` // random per process start; a new epoch resets stream-list versions
+	Private    string    `json:"private,omitempty"`
+	Public     Public    `json:"public"`
+	State      string    `json:"state"`
+	Load       Load      `json:"load"`
+	Capacity   Capacity  `json:"capacity"`
+	StartedAt  time.Time `json:"started_at"`
+	Software   string    `json:"software,omitempty"`
+	StreamsVer uint64    `json:"streams_ver"` // version of the stream list this record was written with
+	TTLMillis  int64     `json:"ttl_ms"`
+}
+
+// StreamMeta describes a running stream; all fields are optional.
+type StreamMeta struct {
+	Codecs     string `json:"codecs,omitempty"` // as HLS CODECS wants them, e.g. "avc1.64001f,mp4a.40.2"
+	Width      int    `json:"width,omitempty"`
+	Height     int    `json:"height,omitempty"`
+	BitrateBps int64  `json:"bitrate_bps,omitempty"`
+}
+
+// Stream is one entry of an origin's stream list.
+type Stream struct {
+	Name  string     `json:"name"`
+	State string     `json:"state"` // running | ondemand
+	Meta  StreamMeta `json:"meta,omitzero"`
+}
+
+// StreamChange is one element of a stream-list delta: an upsert, or a removal when Removed is set.
+type StreamChange struct {
+	Stream
+	Removed bool `json:"removed,omitempty"`
+}
+
+var idRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// ValidID reports whether id may name an origin (it becomes part of Redis keys).
+func ValidID(id string) bool { return idRe.MatchString(id) }
+
+// ValidatePublicURL checks that u is a bare absolute base URL of the given scheme.
+func ValidatePublicURL(scheme, u string) error {
+	p, err := url.Parse(u)
+	if err != nil {
+		return err
+	}
+	switch {
+	case p.Scheme != scheme:
+		return fmt.Errorf("scheme must be %q", scheme)
+	case p.Host == "" || p.Hostname() == "":
+		return fmt.Errorf("host is missing")
+	case p.User != nil:
+		return fmt.Errorf("user info is not allowed")
+	case p.Path != "" && p.Path != "/", p.RawQuery != "", p.Fragment != "", p.Opaque != "":
+		return fmt.Errorf("must be scheme://host[:port] with no path, query or fragment")
+	case strings.ContainsAny(u, " \t\r\n\\"):
+		return fmt.Errorf("contains forbidden characters")
+	}
+	return nil
+}
+
+// Validate checks an origin record as read from the registry or built from config.
+func (o *Origin) Validate() error {
+	if !ValidID(o.ID) {
+		return fmt.Errorf("origin id %q is invalid", o.ID)
+	}
+	if o.State != StateUp && o.State != StateDraining {
+		return fmt.Errorf("origin %s: state %q is invalid", o.ID, o.State)
+	}
+	if len(o.Public) == 0 {
+		return fmt.Errorf("origin %s: no public URL", o.ID)
+	}
+	for s, u := range o.Public {
+		if err := ValidatePublicURL(s, u); err != nil {
+			return fmt.Errorf("origin %s: public %s URL %q: %w", o.ID, s, u, err)
+		}
+	}
+	return nil
+}
