@@ -1,0 +1,46 @@
+# peergate: `make build`, `make test` (what CI runs), `make demo`, `make bench`, `make lint`, `make fuzz`.
+GO       ?= go
+BIN      ?= bin
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+FUZZTIME ?= 10s
+
+.PHONY: all build test tools bench lint fuzz demo clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/gateway ./gateway
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/origin ./origin
+
+# Tests use real redis-server, redis-sentinel and ffmpeg processes: .ci/tools finds them,
+# installs them when root, or fails printing the apt-get command.
+test: tools
+	$(GO) test -race -timeout 30m ./...
+
+tools:
+	@.ci/tools
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+lint:
+	@out="$$(gofmt -l .)"; \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# Runs every fuzz target briefly (FUZZTIME each); go test -fuzz takes one target at a time.
+fuzz:
+	@set -e; for dir in $$(grep -rl --exclude-dir=.git --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+		for f in $$(grep -h --include='*_test.go' -o '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go | cut -d' ' -f2); do \
+			echo "== $$dir $$f"; \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$dir; \
+		done; \
+	done
+
+# A local cluster without Docker: redis-server, 2 origins and 1 gateway on the design ports.
+demo: build
+	deploy/demo/run.sh
+
+clean:
+	rm -rf $(BIN)

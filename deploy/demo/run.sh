@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# make demo: a local peergate cluster without Docker. Starts redis-server on 6379 unless one
+# answers there, then origin1 (stream `demo`), origin2 (stream `live/demo2`) and the gateway,
+# in the foreground. Ctrl-C stops everything this script started.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$root"
+bin="${BIN:-bin}"
+conf=deploy/demo
+
+for b in gateway origin; do
+	[ -x "$bin/$b" ] || { echo "missing $bin/$b: run 'make build' (or 'make demo')" >&2; exit 1; }
+done
+
+pids=()
+redis_pid=""
+tmp="$(mktemp -d)"
+
+cleanup() {
+	trap - INT TERM EXIT
+	echo
+	echo "stopping..."
+	# Origins first, so they deregister while Redis is still there.
+	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	if [ -n "$redis_pid" ]; then
+		kill -TERM "$redis_pid" 2>/dev/null || true
+		wait "$redis_pid" 2>/dev/null || true
+	fi
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+redis_up() {
+	if command -v redis-cli >/dev/null 2>&1; then
+		[ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = "PONG" ]
+	else
+		(exec 3<>/dev/tcp/127.0.0.1/6379 && printf 'PING\r\n' >&3 && head -c5 <&3 | grep -q PONG) 2>/dev/null
+	fi
+}
+
+if redis_up; then
+	echo "using the redis-server already answering on 127.0.0.1:6379"
+else
+	command -v redis-server >/dev/null 2>&1 || { echo "redis-server not found: apt-get install -y redis-server" >&2; exit 1; }
+	# Its own session keeps Ctrl-C away from Redis, so the origins can still deregister on the way out.
+	nosig=""
+	command -v setsid >/dev/null 2>&1 && nosig=setsid
+	$nosig redis-server --bind 127.0.0.1 --port 6379 --save '' --appendonly no --dir "$tmp" \
+		> >(sed -u 's/^/[redis]   /') 2>&1 &
+	redis_pid=$!
+	for _ in $(seq 50); do redis_up && break; sleep 0.1; done
+	redis_up || { echo "redis-server did not start on 127.0.0.1:6379" >&2; exit 1; }
+fi
+
+start() { # name binary config
+	"$bin/$2" -config "$conf/$3" > >(sed -u "s/^/[$1] /") 2>&1 &
+	pids+=($!)
+}
+start origin1 origin origin1.yaml
+start origin2 origin origin2.yaml
+start gateway gateway gateway.yaml
+
+# Ready once the gateway has its first registry snapshot and both origins are in it.
+ready=""
+for _ in $(seq 100); do
+	if command -v curl >/dev/null 2>&1; then
+		if curl -fsS http://127.0.0.1:9080/readyz >/dev/null 2>&1 &&
+			[ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/live/demo2/index.m3u8)" = 302 ] &&
+			[ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/demo/index.m3u8)" = 302 ]; then
+			ready=1
+			break
+		fi
+	else
+		sleep 2; ready=1; break
+	fi
+	for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null || { echo "a process exited during start-up (port busy?)" >&2; exit 1; }; done
+	sleep 0.1
+done
+[ -n "$ready" ] || { echo "the gateway did not become ready within 10 s" >&2; exit 1; }
+
+cat <<'MSG'
+
+peergate demo is running. Try:
+  curl -i http://127.0.0.1:8080/demo/index.m3u8          # 302 -> http://127.0.0.1:8081/demo/index.m3u8 (origin1)
+  curl -i http://127.0.0.1:8080/live/demo2/index.m3u8    # 302 -> http://127.0.0.1:8082/live/demo2/index.m3u8 (origin2)
+  curl -i 'http://127.0.0.1:8080/demo/mpegts?token=abc'  # path and query are kept
+  curl -i http://127.0.0.1:8080/nope/index.m3u8          # 404: no origin has it
+  curl -s http://127.0.0.1:9080/api/v1/origins           # cluster view
+  curl -s http://127.0.0.1:9080/api/v1/streams
+  curl -s 'http://127.0.0.1:9080/api/v1/explain?name=demo&proto=http&client=10.0.0.1'
+  curl -s http://127.0.0.1:9080/metrics | grep ^peergate
+Origins' admin: http://127.0.0.1:9081/readyz, http://127.0.0.1:9082/readyz.
+(Media playback from the origins arrives with the media issue; the redirects work now.)
+Ctrl-C stops everything.
+
+MSG
+
+# Stay in the foreground until Ctrl-C or until one of the processes dies.
+set +e
+wait -n "${pids[@]}"
+echo "a peergate process exited; stopping the demo" >&2
+exit 1

@@ -1,0 +1,343 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/peergate/peergate/shared/redistest"
+)
+
+const (
+	clusterKey   = "e2e-cluster-key-0123456789abcdef"
+	wrongKey     = "another-cluster-key-fedcba9876543210"
+	perOrigin    = 10000
+	heartbeat    = 200 * time.Millisecond
+	ttl          = 1 * time.Second
+	addsMeasured = 1000
+)
+
+// topology is a Redis deployment the core test can kill and bring back.
+type topology interface {
+	URL() string
+	Kill()
+	Restart()
+}
+
+func TestClusterStandalone(t *testing.T)   { runCore(t, redistest.Standalone(t)) }
+func TestClusterRedisCluster(t *testing.T) { runCore(t, redistest.Cluster(t)) }
+func TestClusterSentinel(t *testing.T)     { runCore(t, redistest.Sentinel(t)) }
+
+type origin struct {
+	id     string
+	public string
+	names  []string
+	p      *proc
+}
+
+func startOrigin(t *testing.T, id, key, redisURL string, names []string) *origin {
+	public := "http://" + id + ".invalid:8081"
+	cfg := originConfig(t, id, names)
+	p := start(t, "origin", id, cfg, []string{
+		"PEERGATE_CLUSTER_KEY=" + key,
+		"PEERGATE_REDIS_URL=" + redisURL,
+		"PEERGATE_PUBLIC_HTTP=" + public,
+		"PEERGATE_LISTEN_HTTP=127.0.0.1:0",
+		"PEERGATE_LISTEN_RTSP=127.0.0.1:0",
+		"PEERGATE_LISTEN_RTMP=127.0.0.1:0",
+		"PEERGATE_LISTEN_ADMIN=127.0.0.1:0",
+		"PEERGATE_HEARTBEAT_INTERVAL=" + heartbeat.String(),
+		"PEERGATE_HEARTBEAT_TTL=" + ttl.String(),
+		"PEERGATE_DRAIN_TIMEOUT=2s",
+	}, "admin")
+	return &origin{id: id, public: public, names: names, p: p}
+}
+
+func startGateway(t *testing.T, name, redisURL string) *proc {
+	return start(t, "gateway", name, "", []string{
+		"PEERGATE_CLUSTER_KEY=" + clusterKey,
+		"PEERGATE_REDIS_URL=" + redisURL,
+		"PEERGATE_LISTEN_HTTP=127.0.0.1:0",
+		"PEERGATE_LISTEN_RTSP=127.0.0.1:0",
+		"PEERGATE_LISTEN_RTMP=127.0.0.1:0",
+		"PEERGATE_LISTEN_ADMIN=127.0.0.1:0",
+		"PEERGATE_REGISTRY_ANTI_ENTROPY=10s",
+	}, "http", "admin")
+}
+
+func names(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s/s%05d", prefix, i)
+	}
+	return out
+}
+
+// waitReady waits until a gateway's /readyz says 200.
+func waitReady(t *testing.T, gw *proc) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		res, err := http.Get("http://" + gw.addr("admin") + "/readyz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == 200 {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s never became ready", gw.name)
+}
+
+// checkAll asks every gateway for every name of every origin and wants a 302 to that origin.
+func checkAll(t *testing.T, gws []*proc, origins []*origin) {
+	t.Helper()
+	c := noRedirects()
+	type job struct{ gw, path, want string }
+	jobs := make(chan job)
+	var bad atomic.Int64
+	var firstBad atomic.Value
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				code, loc, err := probe(context.Background(), c, j.gw, j.path)
+				if err != nil || code != http.StatusFound || loc != j.want {
+					if bad.Add(1) == 1 {
+						firstBad.Store(fmt.Sprintf("%s%s: %d %q %v, want 302 %q", j.gw, j.path, code, loc, err, j.want))
+					}
+				}
+			}
+		}()
+	}
+	for _, gw := range gws {
+		for _, o := range origins {
+			for _, n := range o.names {
+				p := "/" + n + "/index.m3u8?token=abc"
+				jobs <- job{gw.addr("http"), p, o.public + p}
+			}
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	if n := bad.Load(); n > 0 {
+		t.Fatalf("%d wrong answers; first: %s", n, firstBad.Load())
+	}
+}
+
+func addStream(t *testing.T, o *origin, name string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPut, "http://"+o.p.addr("admin")+"/api/v1/streams/"+name, bytes.NewReader([]byte(`{"state":"running"}`)))
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode/100 != 2 {
+		t.Fatalf("adding %s on %s: %s", name, o.id, res.Status)
+	}
+}
+
+// routable polls every gateway until path redirects to want, and returns how long that took.
+func routable(t *testing.T, c *http.Client, gws []*proc, path, want string, limit time.Duration) time.Duration {
+	t.Helper()
+	t0 := time.Now()
+	for _, gw := range gws {
+		for {
+			code, loc, err := probe(context.Background(), c, gw.addr("http"), path)
+			if err == nil && code == http.StatusFound && loc == want {
+				break
+			}
+			if time.Since(t0) > limit {
+				t.Fatalf("%s on %s: not routable after %v (last %d %q %v)", path, gw.name, limit, code, loc, err)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	return time.Since(t0)
+}
+
+// watch keeps asking gateways for paths until stop is closed and records when each origin was last redirected to.
+type watch struct {
+	mu       sync.Mutex
+	last     map[string]time.Time // Location prefix (origin public URL) -> last seen
+	failures []string
+	stop     chan struct{}
+	done     chan struct{}
+}
+
+func startWatch(gws []*proc, paths []string, publics []string, wantOK bool) *watch {
+	w := &watch{last: map[string]time.Time{}, stop: make(chan struct{}), done: make(chan struct{})}
+	c := noRedirects()
+	go func() {
+		defer close(w.done)
+		deadline := time.Now().Add(60 * time.Second) // bounded whatever happens
+		for i := 0; time.Now().Before(deadline); i++ {
+			select {
+			case <-w.stop:
+				return
+			default:
+			}
+			gw := gws[i%len(gws)]
+			p := paths[i%len(paths)]
+			code, loc, err := probe(context.Background(), c, gw.addr("http"), p)
+			now := time.Now()
+			w.mu.Lock()
+			for _, pub := range publics {
+				if strings.HasPrefix(loc, pub+"/") {
+					w.last[pub] = now
+				}
+			}
+			if wantOK && (err != nil || code != http.StatusFound) && len(w.failures) < 10 {
+				w.failures = append(w.failures, fmt.Sprintf("%s %s: %d %v", gw.name, p, code, err))
+			}
+			w.mu.Unlock()
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	return w
+}
+
+func (w *watch) end() (map[string]time.Time, []string) {
+	close(w.stop)
+	<-w.done
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.last, w.failures
+}
+
+func runCore(t *testing.T, redis topology) {
+	url := redis.URL()
+	o1 := startOrigin(t, "o1", clusterKey, url, names("one", perOrigin))
+	o2 := startOrigin(t, "o2", clusterKey, url, names("two", perOrigin))
+	// Same names as o1 plus one of its own, but the wrong key: it must never be chosen.
+	rogue := startOrigin(t, "rogue", wrongKey, url, append(names("one", 100), "rogue/only"))
+	gws := []*proc{startGateway(t, "gw1", url), startGateway(t, "gw2", url)}
+	for _, gw := range gws {
+		waitReady(t, gw)
+	}
+	origins := []*origin{o1, o2}
+
+	// Every stream of both origins, on both gateways.
+	t0 := time.Now()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		// Origins may still be writing their lists when the gateways become ready.
+		last := names("two", perOrigin)[perOrigin-1]
+		code, _, _ := probe(context.Background(), noRedirects(), gws[1].addr("http"), "/"+last+"/index.m3u8")
+		if code == http.StatusFound || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	checkAll(t, gws, origins)
+	t.Logf("all %d streams x %d gateways redirect correctly (%v)", 2*perOrigin, len(gws), time.Since(t0).Round(time.Millisecond))
+
+	// The wrong-key origin is invisible.
+	c := noRedirects()
+	for _, gw := range gws {
+		code, loc, err := probe(context.Background(), c, gw.addr("http"), "/rogue/only/index.m3u8")
+		if err != nil || code != http.StatusNotFound {
+			t.Fatalf("rogue stream on %s: %d %q %v, want 404", gw.name, code, loc, err)
+		}
+	}
+
+	// Adds are routable on both gateways within 100 ms (p99).
+	var lat []time.Duration
+	for i := range addsMeasured {
+		name := fmt.Sprintf("added/a%04d", i)
+		o := origins[i%2]
+		addStream(t, o, name)
+		p := "/" + name + "/mpegts"
+		lat = append(lat, routable(t, c, gws, p, o.public+p, 5*time.Second))
+	}
+	slices.Sort(lat)
+	p50, p99, max := lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1]
+	t.Logf("add -> routable on both gateways over %d adds: p50 %v p99 %v max %v", len(lat), p50, p99, max)
+	if p99 > 100*time.Millisecond {
+		t.Errorf("p99 add latency %v, want <= 100ms", p99)
+	}
+
+	// Redis away: gateways keep redirecting known streams the whole time, and pick up
+	// changes made after it returns.
+	known := []string{"/" + o1.names[7] + "/index.m3u8", "/" + o2.names[9] + "/index.m3u8", "/added/a0001/mpegts"}
+	w := startWatch(gws, known, []string{o1.public, o2.public}, true)
+	redis.Kill()
+	time.Sleep(2*ttl + 500*time.Millisecond)
+	redis.Restart()
+	addAfter := "after/restart"
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		// The origin's registrar needs Redis back before it can take the write.
+		req, _ := http.NewRequest(http.MethodPut, "http://"+o1.p.addr("admin")+"/api/v1/streams/"+addAfter, bytes.NewReader([]byte(`{"state":"running"}`)))
+		res, err := http.DefaultClient.Do(req)
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode/100 == 2 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("origin did not take a stream after Redis returned")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	routable(t, c, gws, "/"+addAfter+"/index.m3u8", o1.public+"/"+addAfter+"/index.m3u8", 30*time.Second)
+	_, failures := w.end()
+	if len(failures) > 0 {
+		t.Fatalf("known streams failed while Redis was away: %v", failures)
+	}
+	checkAll(t, gws, origins)
+	t.Logf("Redis killed for %v and restarted: no failed redirect; a stream added afterwards is routable; all streams still correct", 2*ttl+500*time.Millisecond)
+
+	// SIGTERM: no new redirect to o2 200 ms after the signal.
+	shared := "both/shared"
+	addStream(t, o1, shared)
+	addStream(t, o2, shared)
+	sp := "/" + shared + "/index.m3u8"
+	routable(t, c, gws, "/"+o2.names[0]+"/index.m3u8", o2.public+"/"+o2.names[0]+"/index.m3u8", 5*time.Second)
+	w = startWatch(gws, []string{sp, "/" + o2.names[1] + "/index.m3u8"}, []string{o1.public, o2.public}, false)
+	time.Sleep(100 * time.Millisecond)
+	tTerm := time.Now()
+	o2.p.signal(syscall.SIGTERM)
+	time.Sleep(500 * time.Millisecond)
+	last, _ := w.end()
+	if d := last[o2.public].Sub(tTerm); d > 200*time.Millisecond {
+		t.Fatalf("redirect to o2 %v after SIGTERM, want none after 200ms", d)
+	}
+	t.Logf("SIGTERM: last redirect to o2 %v after the signal", last[o2.public].Sub(tTerm).Round(time.Millisecond))
+	if code, ok := o2.p.wait(10 * time.Second); !ok || code != 0 {
+		t.Fatalf("o2 after SIGTERM: exited=%v code=%d, want a clean exit", ok, code)
+	}
+	routable(t, c, gws, sp, o1.public+sp, 2*time.Second)
+
+	// SIGKILL: no redirect to o1 after the TTL.
+	w = startWatch(gws, []string{"/" + o1.names[3] + "/index.m3u8", sp}, []string{o1.public}, false)
+	time.Sleep(100 * time.Millisecond)
+	tKill := time.Now()
+	o1.p.signal(syscall.SIGKILL)
+	time.Sleep(ttl + time.Second)
+	last, _ = w.end()
+	if d := last[o1.public].Sub(tKill); d > ttl+100*time.Millisecond {
+		t.Fatalf("redirect to o1 %v after SIGKILL, want none after the TTL (%v)", d, ttl)
+	}
+	t.Logf("SIGKILL: last redirect to o1 %v after the kill (TTL %v)", last[o1.public].Sub(tKill).Round(time.Millisecond), ttl)
+	for _, gw := range gws {
+		code, loc, _ := probe(context.Background(), c, gw.addr("http"), sp)
+		if code == http.StatusFound {
+			t.Fatalf("%s still redirects %s to %s with every origin gone", gw.name, sp, loc)
+		}
+	}
+	_ = rogue
+}

@@ -1,0 +1,92 @@
+// Package adminapi serves the gateway's JSON view of the cluster (/api/v1/origins, /api/v1/streams, /api/v1/explain) on the admin listener.
+package adminapi
+
+import (
+	"net"
+	"net/http"
+	"strconv"
+
+	"github.com/peergate/peergate/gateway/resolve"
+	"github.com/peergate/peergate/shared/admin"
+	"github.com/peergate/peergate/shared/streamname"
+)
+
+// View is what the API reads; resolve.Table implements it.
+type View interface {
+	Origins() []resolve.OriginInfo
+	Streams() []resolve.StreamInfo
+	Explain(req resolve.Request) resolve.Explanation
+}
+
+var _ View = (*resolve.Table)(nil)
+
+// maxClientLen bounds the client key an operator may pass to explain.
+const maxClientLen = 256
+
+// Handlers returns the routes to mount on the admin listener.
+func Handlers(v View) map[string]http.Handler {
+	return map[string]http.Handler{
+		"GET /api/v1/origins": http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			admin.WriteJSON(w, http.StatusOK, map[string]any{"origins": v.Origins()})
+		}),
+		"GET /api/v1/streams": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			all := v.Streams()
+			// ?name= narrows the list to one stream so big clusters stay browsable.
+			if name := r.URL.Query().Get("name"); name != "" {
+				out := []resolve.StreamInfo{}
+				for _, s := range all {
+					if s.Name == name {
+						out = append(out, s)
+					}
+				}
+				all = out
+			}
+			admin.WriteJSON(w, http.StatusOK, map[string]any{"streams": all})
+		}),
+		"GET /api/v1/explain": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			req, msg := explainRequest(r)
+			if msg != "" {
+				admin.WriteError(w, http.StatusBadRequest, msg)
+				return
+			}
+			admin.WriteJSON(w, http.StatusOK, v.Explain(req))
+		}),
+	}
+}
+
+// explainRequest reads name, proto (default http), client (default the caller's address) and secure.
+func explainRequest(r *http.Request) (resolve.Request, string) {
+	q := r.URL.Query()
+	req := resolve.Request{Name: q.Get("name"), Client: q.Get("client")}
+	if req.Name == "" {
+		return req, "name: required"
+	}
+	if !streamname.Valid(req.Name) {
+		return req, "name: not a valid stream name"
+	}
+	proto := q.Get("proto")
+	if proto == "" {
+		proto = "http"
+	}
+	p, ok := resolve.ParseProto(proto)
+	if !ok {
+		return req, "proto: must be http, rtsp or rtmp"
+	}
+	req.Proto = p
+	if s := q.Get("secure"); s != "" {
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return req, "secure: must be true or false"
+		}
+		req.Secure = b
+	}
+	if req.Client == "" {
+		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+			req.Client = host
+		}
+	}
+	if len(req.Client) > maxClientLen {
+		return req, "client: too long"
+	}
+	return req, ""
+}

@@ -1,0 +1,182 @@
+package adminapi
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/peergate/peergate/gateway/resolve"
+	"github.com/peergate/peergate/shared/admin"
+	"github.com/peergate/peergate/shared/cluster"
+	"github.com/peergate/peergate/shared/registry"
+)
+
+func origin(id, state, http string) cluster.Origin {
+	return cluster.Origin{
+		ID: id, Epoch: 1, State: state, Public: cluster.Public{"http": http},
+		StartedAt: time.Unix(1, 0).UTC(), TTLMillis: 3000,
+	}
+}
+
+func startAPI(t *testing.T) string {
+	t.Helper()
+	tab := resolve.New(resolve.Options{})
+	tab.ReplaceAll([]registry.OriginView{
+		{Origin: origin("o1", cluster.StateUp, "http://127.0.0.1:8081"), Streams: []cluster.Stream{
+			{Name: "demo", State: cluster.StreamRunning},
+		}},
+		{Origin: origin("o2", cluster.StateDraining, "http://127.0.0.1:8082"), Streams: []cluster.Stream{
+			{Name: "demo", State: cluster.StreamRunning}, {Name: "live/demo2", State: cluster.StreamOnDemand},
+		}},
+	})
+	s := &admin.Server{Address: "127.0.0.1:0", Handlers: Handlers(tab)}
+	if err := s.Initialize(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return "http://" + s.Addr().String()
+}
+
+func getJSON(t *testing.T, u string, v any) int {
+	t.Helper()
+	res, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if ct := res.Header.Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("%s: content type %q", u, ct)
+	}
+	if err := json.NewDecoder(res.Body).Decode(v); err != nil {
+		t.Fatalf("%s: %v", u, err)
+	}
+	return res.StatusCode
+}
+
+func TestOriginsAndStreams(t *testing.T) {
+	t.Parallel()
+	base := startAPI(t)
+	var o struct {
+		Origins []resolve.OriginInfo `json:"origins"`
+	}
+	if st := getJSON(t, base+"/api/v1/origins", &o); st != 200 {
+		t.Fatalf("status %d", st)
+	}
+	if len(o.Origins) != 2 || o.Origins[0].Origin.ID != "o1" || o.Origins[1].Origin.State != "draining" ||
+		o.Origins[1].Streams != 2 || o.Origins[0].Origin.Public["http"] != "http://127.0.0.1:8081" {
+		t.Fatalf("origins = %+v", o.Origins)
+	}
+	var s struct {
+		Streams []resolve.StreamInfo `json:"streams"`
+	}
+	getJSON(t, base+"/api/v1/streams", &s)
+	if len(s.Streams) != 2 || s.Streams[0].Name != "demo" || len(s.Streams[0].Origins) != 2 ||
+		s.Streams[1].Name != "live/demo2" || s.Streams[1].Origins[0].State != "ondemand" {
+		t.Fatalf("streams = %+v", s.Streams)
+	}
+	getJSON(t, base+"/api/v1/streams?name=live/demo2", &s)
+	if len(s.Streams) != 1 || s.Streams[0].Name != "live/demo2" {
+		t.Fatalf("filtered streams = %+v", s.Streams)
+	}
+}
+
+func TestExplain(t *testing.T) {
+	t.Parallel()
+	base := startAPI(t)
+	cases := []struct {
+		desc    string
+		query   url.Values
+		status  int
+		outcome string
+		origin  string
+		errMsg  string
+	}{
+		{"running on o1, o2 draining", url.Values{"name": {"demo"}, "client": {"10.0.0.1"}}, 200, "ok", "o1", ""},
+		{"default proto and client", url.Values{"name": {"demo"}}, 200, "ok", "o1", ""},
+		{"only on draining", url.Values{"name": {"live/demo2"}}, 200, "unavailable", "", ""},
+		{"unknown", url.Values{"name": {"nope"}}, 200, "not_found", "", ""},
+		{"no name", url.Values{}, 400, "", "", "name: required"},
+		{"bad name", url.Values{"name": {"../x"}}, 400, "", "", "name: not a valid stream name"},
+		{"bad proto", url.Values{"name": {"demo"}, "proto": {"ftp"}}, 400, "", "", "proto: must be http, rtsp or rtmp"},
+		{"bad secure", url.Values{"name": {"demo"}, "secure": {"maybe"}}, 400, "", "", "secure: must be true or false"},
+	}
+	for _, ca := range cases {
+		var ex struct {
+			Name   string `json:"name"`
+			Reason string `json:"reason"`
+			Result struct {
+				Outcome  string `json:"outcome"`
+				OriginID string `json:"origin_id"`
+			} `json:"result"`
+			Candidates []struct {
+				OriginID string `json:"origin_id"`
+			} `json:"candidates"`
+			Error string `json:"error"`
+		}
+		st := getJSON(t, base+"/api/v1/explain?"+ca.query.Encode(), &ex)
+		if st != ca.status || ex.Error != ca.errMsg {
+			t.Errorf("%s: %d %q, want %d %q", ca.desc, st, ex.Error, ca.status, ca.errMsg)
+			continue
+		}
+		if st != 200 {
+			continue
+		}
+		if ex.Result.Outcome != ca.outcome || ex.Result.OriginID != ca.origin {
+			t.Errorf("%s: result %+v, want origin %q", ca.desc, ex.Result, ca.origin)
+		}
+		if ex.Name != ca.query.Get("name") || ex.Reason == "" {
+			t.Errorf("%s: %+v", ca.desc, ex)
+		}
+	}
+}
+
+func TestRegistryMetrics(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1000, 0)
+	reg := prometheus.NewRegistry()
+	stats := registry.WatcherStats{Connected: true, LastSync: now.Add(-2 * time.Second), SignatureFailures: 4, Resyncs: 2}
+	err := RegisterRegistryMetrics(reg, RegistryView{
+		Stats: func() registry.WatcherStats { return stats },
+		Size:  func() (int, int, int) { return 2, 3, 5 },
+		Now:   func() time.Time { return now },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `
+# HELP peergate_registry_connected 1 while subscribed to the registry with a loaded snapshot.
+# TYPE peergate_registry_connected gauge
+peergate_registry_connected 1
+# HELP peergate_registry_entries (stream, origin) entries in the index.
+# TYPE peergate_registry_entries gauge
+peergate_registry_entries 5
+# HELP peergate_registry_origins Origins in the gateway's in-memory index.
+# TYPE peergate_registry_origins gauge
+peergate_registry_origins 2
+# HELP peergate_registry_signature_failures_total Records, stream entries and events dropped for a bad signature.
+# TYPE peergate_registry_signature_failures_total counter
+peergate_registry_signature_failures_total 4
+# HELP peergate_registry_snapshot_age_seconds Seconds since the last full snapshot (absent before the first).
+# TYPE peergate_registry_snapshot_age_seconds gauge
+peergate_registry_snapshot_age_seconds 2
+# HELP peergate_registry_resyncs_total Full snapshots read (start, reconnect, anti-entropy).
+# TYPE peergate_registry_resyncs_total counter
+peergate_registry_resyncs_total 2
+`
+	names := []string{"peergate_registry_connected", "peergate_registry_entries", "peergate_registry_origins",
+		"peergate_registry_signature_failures_total", "peergate_registry_snapshot_age_seconds", "peergate_registry_resyncs_total"}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), names...); err != nil {
+		t.Fatal(err)
+	}
+	// Before any contact, the age metrics are absent rather than a made-up number.
+	stats = registry.WatcherStats{}
+	if n, err := testutil.GatherAndCount(reg, "peergate_registry_staleness_seconds", "peergate_registry_snapshot_age_seconds"); err != nil || n != 0 {
+		t.Fatalf("age metrics before contact: %d %v", n, err)
+	}
+}

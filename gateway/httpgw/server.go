@@ -1,0 +1,244 @@
+// Package httpgw is the gateway's HTTP listener: it answers every stream URL with a 302 to the chosen origin.
+package httpgw
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"golang.org/x/net/netutil"
+
+	"github.com/peergate/peergate/gateway/resolve"
+)
+
+// Defaults of the Server settings.
+const (
+	DefaultAddress           = ":8080"
+	DefaultReadHeaderTimeout = 5 * time.Second
+	DefaultReadTimeout       = 10 * time.Second
+	DefaultWriteTimeout      = 10 * time.Second
+	DefaultIdleTimeout       = 60 * time.Second
+	DefaultShutdownTimeout   = 2 * time.Second
+	DefaultMaxHeaderBytes    = 16 << 10
+	DefaultMaxConns          = 10000
+	DefaultRetryAfter        = 2 * time.Second
+)
+
+// Resolver chooses the origin for a request; *resolve.Table implements it.
+type Resolver interface {
+	Resolve(req resolve.Request) resolve.Result
+}
+
+var _ Resolver = (*resolve.Table)(nil)
+
+// Server is the HTTP redirect listener. Set the fields, call Initialize, then Close.
+// Fields must not change after Initialize.
+//
+// GET and HEAD of a stream URL (design.md section 2) answer 302 with Location = the chosen
+// origin's registered base URL + the escaped path + the query as sent; an unknown NAME 404;
+// a listed NAME with no eligible origin 503 + Retry-After; a path that is not exactly a
+// stream URL 404; a query a Location must not carry 400. Never 301/308. Every answer has
+// Access-Control-Allow-Origin: * and Cache-Control: no-store. OPTIONS on any path is a
+// CORS preflight: 204 with Allow-Methods GET, HEAD, OPTIONS, Allow-Headers *, Max-Age one
+// day (browsers refuse a redirected preflight). Other methods get 405 with Allow.
+// The listener speaks HTTP/1.1 only (no h2 offered over TLS): one redirect per session does
+// not need more.
+type Server struct {
+	// Address to listen on. It defaults to ":8080".
+	Address string
+	// Resolver chooses origins. Required.
+	Resolver Resolver
+	// TLSConfig, when set, makes the listener speak HTTPS; it needs Certificates or
+	// GetCertificate. Requests over TLS ask the resolver for https origins.
+	TLSConfig *tls.Config
+	// TrustedProxies are the peers whose X-Forwarded-For and X-Forwarded-Proto headers are
+	// believed. It defaults to none: the socket's address is the client and the socket's
+	// TLS state is the scheme.
+	TrustedProxies []netip.Prefix
+	// StickyParam names a query parameter whose value, when present and not empty, is the
+	// viewer key for stickiness instead of the client IP (e.g. a playback token). It is used
+	// as sent, not percent-decoded, and never logged. It defaults to "" (client IP only).
+	StickyParam string
+	// ReadHeaderTimeout bounds reading a request's headers (and the TLS handshake), which
+	// cuts off slowloris clients. It defaults to 5 seconds.
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds reading a whole request. It defaults to 10 seconds.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds writing a response. It defaults to 10 seconds.
+	WriteTimeout time.Duration
+	// IdleTimeout bounds a keep-alive connection between requests. It defaults to 60 seconds.
+	IdleTimeout time.Duration
+	// ShutdownTimeout is how long Close lets requests in flight finish. It defaults to 2 seconds.
+	ShutdownTimeout time.Duration
+	// MaxHeaderBytes bounds the request line plus headers; larger requests get 431 (net/http
+	// adds 4 KiB of slack). It defaults to 16 KiB.
+	MaxHeaderBytes int
+	// MaxConns bounds open connections; further ones wait in the kernel's accept queue until
+	// one closes. It defaults to 10,000.
+	MaxConns int
+	// RetryAfter is sent, in whole seconds (at least 1), with 503 when a stream is listed
+	// but no origin is eligible. It defaults to 2 seconds.
+	RetryAfter time.Duration
+	// Logger receives one line per request outcome. It defaults to slog.Default().
+	Logger *slog.Logger
+	// Metrics counts outcomes and resolve latency. It may be nil.
+	Metrics Metrics
+
+	ln    net.Listener
+	srv   *http.Server
+	wg    sync.WaitGroup
+	close sync.Once
+}
+
+// Initialize checks the settings, starts listening and serves in the background.
+func (s *Server) Initialize() error {
+	if s.Resolver == nil || isNil(s.Resolver) {
+		return errors.New("httpgw: 'Resolver' is required")
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"ReadHeaderTimeout", s.ReadHeaderTimeout}, {"ReadTimeout", s.ReadTimeout},
+		{"WriteTimeout", s.WriteTimeout}, {"IdleTimeout", s.IdleTimeout},
+		{"ShutdownTimeout", s.ShutdownTimeout}, {"RetryAfter", s.RetryAfter},
+	} {
+		if d.v < 0 {
+			return fmt.Errorf("httpgw: '%s' must not be negative", d.name)
+		}
+	}
+	if s.MaxHeaderBytes < 0 || s.MaxConns < 0 {
+		return errors.New("httpgw: 'MaxHeaderBytes' and 'MaxConns' must not be negative")
+	}
+	for _, p := range s.TrustedProxies {
+		if !p.IsValid() {
+			return fmt.Errorf("httpgw: 'TrustedProxies' holds an invalid prefix %v", p)
+		}
+	}
+	if strings.ContainsAny(s.StickyParam, "&=#? ") {
+		return fmt.Errorf("httpgw: 'StickyParam' %q is not a plain parameter name", s.StickyParam)
+	}
+
+	logger := orDefault(s.Logger, slog.Default())
+	retry := orDefault(s.RetryAfter, DefaultRetryAfter)
+	secs := int64((retry + time.Second - 1) / time.Second)
+	h := &handler{
+		res:        s.Resolver,
+		trusted:    s.TrustedProxies,
+		sticky:     s.StickyParam,
+		retryAfter: []string{strconv.FormatInt(max(secs, 1), 10)},
+		log:        logger,
+		metrics:    s.Metrics,
+	}
+	if h.metrics == nil || isNil(h.metrics) {
+		h.metrics = nopMetrics{}
+	}
+
+	ln, err := net.Listen("tcp", orDefault(s.Address, DefaultAddress))
+	if err != nil {
+		return fmt.Errorf("httpgw: %w", err)
+	}
+	// The limit counts TCP connections, so it wraps the socket listener, under TLS.
+	s.ln = netutil.LimitListener(ln, orDefault(s.MaxConns, DefaultMaxConns))
+	if s.TLSConfig != nil {
+		s.ln = tls.NewListener(s.ln, s.TLSConfig)
+	}
+	s.srv = &http.Server{
+		Handler:           h.router(),
+		ReadHeaderTimeout: orDefault(s.ReadHeaderTimeout, DefaultReadHeaderTimeout),
+		ReadTimeout:       orDefault(s.ReadTimeout, DefaultReadTimeout),
+		WriteTimeout:      orDefault(s.WriteTimeout, DefaultWriteTimeout),
+		IdleTimeout:       orDefault(s.IdleTimeout, DefaultIdleTimeout),
+		MaxHeaderBytes:    orDefault(s.MaxHeaderBytes, DefaultMaxHeaderBytes),
+		ErrorLog:          log.New(serverLogWriter{logger}, "", 0),
+	}
+	logger.Info("http gateway listening", "address", s.ln.Addr().String(), "tls", s.TLSConfig != nil)
+
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("http gateway stopped", "error", err)
+		}
+	}()
+	return nil
+}
+
+// Addr returns the bound address (useful with port 0), or nil before Initialize.
+func (s *Server) Addr() net.Addr {
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// Close stops listening, lets requests in flight finish for up to ShutdownTimeout, closes
+// every connection and returns when the serving goroutine has ended.
+func (s *Server) Close() {
+	if s.srv == nil {
+		return
+	}
+	s.close.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), orDefault(s.ShutdownTimeout, DefaultShutdownTimeout))
+		defer cancel()
+		if err := s.srv.Shutdown(ctx); err != nil {
+			s.srv.Close()
+		}
+		s.wg.Wait()
+	})
+}
+
+// router routes GET/HEAD to the redirect, OPTIONS to the CORS preflight and the rest to 405.
+func (h *handler) router() http.Handler {
+	r := chi.NewRouter()
+	r.Get("/*", h.redirect)
+	r.Head("/*", h.redirect)
+	r.Options("/*", h.preflight)
+	r.NotFound(h.notFound)
+	r.MethodNotAllowed(h.methodNotAllowed)
+	return r
+}
+
+// serverLogWriter sends net/http's own messages to slog: accept failures (fd exhaustion)
+// matter, TLS handshake noise from scanners does not.
+type serverLogWriter struct{ log *slog.Logger }
+
+func (w serverLogWriter) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	level := slog.LevelDebug
+	if strings.Contains(msg, "Accept error") || strings.Contains(msg, "panic") {
+		level = slog.LevelWarn
+	}
+	w.log.Log(context.Background(), level, "http server", "message", msg)
+	return len(p), nil
+}
+
+func orDefault[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// isNil catches a nil pointer stored in an interface, which is not == nil.
+func isNil(v any) bool {
+	rv := reflect.ValueOf(v)
+	switch rv.Kind() {
+	case reflect.Pointer, reflect.Map, reflect.Func, reflect.Chan, reflect.Interface, reflect.Slice:
+		return rv.IsNil()
+	}
+	return false
+}

@@ -1,0 +1,135 @@
+// Command gateway answers players with protocol-native redirects to the origin that carries their stream.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/peergate/peergate/gateway/adminapi"
+	"github.com/peergate/peergate/gateway/httpgw"
+	"github.com/peergate/peergate/gateway/resolve"
+	"github.com/peergate/peergate/shared/admin"
+	"github.com/peergate/peergate/shared/config"
+	"github.com/peergate/peergate/shared/registry"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	path := flag.String("config", "", "YAML config file (optional; PEERGATE_* variables override it)")
+	flag.Parse()
+	if err := run(*path); err != nil {
+		fmt.Fprintln(os.Stderr, "gateway:", err)
+		os.Exit(1)
+	}
+}
+
+func run(path string) error {
+	cfg, err := config.LoadGateway(path, os.Environ())
+	if err != nil {
+		return err
+	}
+	log := config.NewLogger(os.Stderr, cfg.Log)
+	slog.SetDefault(log)
+	log.Info("starting", "version", version, "namespace", registry.Namespace(cfg.ClusterKey))
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	client, err := registry.Dial(cfg.Redis.URL)
+	if err != nil {
+		return fmt.Errorf("redis.url: %w", err)
+	}
+	defer client.Close()
+
+	hysteresis := cfg.Balance.Hysteresis
+	if hysteresis == 0 {
+		hysteresis = -1 // resolve reads 0 as "default"; the config's 0 means none
+	}
+	table := resolve.New(resolve.Options{Hysteresis: hysteresis})
+	watcher := registry.NewWatcher(client, cfg.ClusterKey, table, registry.WatcherOptions{
+		AntiEntropy: cfg.Registry.AntiEntropy,
+		Logger:      log,
+	})
+	runCtx, cancelRun := context.WithCancel(context.Background())
+	defer cancelRun()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := watcher.Run(runCtx); err != nil {
+			log.Error("registry watcher stopped", "err", err)
+		}
+	})
+	// Whatever fails below, stop the watcher before returning.
+	defer func() { cancelRun(); wg.Wait() }()
+
+	promReg := prometheus.NewRegistry()
+	promReg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	if err := adminapi.RegisterRegistryMetrics(promReg, adminapi.RegistryView{Stats: watcher.Stats, Size: table.Size}); err != nil {
+		return err
+	}
+	metrics, err := httpgw.NewMetrics(promReg)
+	if err != nil {
+		return err
+	}
+	proxies, err := cfg.TrustedProxies()
+	if err != nil {
+		return err
+	}
+
+	web := &httpgw.Server{
+		Address:           cfg.Listen.HTTP,
+		Resolver:          table,
+		TrustedProxies:    proxies,
+		StickyParam:       cfg.HTTP.StickyParam,
+		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
+		MaxConns:          cfg.HTTP.MaxConns,
+		RetryAfter:        cfg.HTTP.RetryAfter,
+		Logger:            log.With("listener", "http"),
+		Metrics:           metrics,
+	}
+	if err := web.Initialize(); err != nil {
+		return fmt.Errorf("listen.http: %w", err)
+	}
+	defer web.Close()
+	log.Info("listening", "listener", "http", "addr", web.Addr().String())
+
+	if cfg.Listen.Admin != "" {
+		adm := &admin.Server{
+			Address:  cfg.Listen.Admin,
+			Gatherer: promReg,
+			Handlers: adminapi.Handlers(table),
+			Logger:   log.With("listener", "admin"),
+			Ready: func() error {
+				if !watcher.Ready() {
+					return errors.New("no registry snapshot yet")
+				}
+				return nil
+			},
+		}
+		if err := adm.Initialize(); err != nil {
+			return fmt.Errorf("listen.admin: %w", err)
+		}
+		defer adm.Close()
+		log.Info("listening", "listener", "admin", "addr", adm.Addr().String())
+	}
+	// listen.rtsp and listen.rtmp get their listeners in later issues.
+
+	<-ctx.Done()
+	stop()
+	log.Info("stopping")
+	return nil
+}

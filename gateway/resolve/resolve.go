@@ -1,0 +1,402 @@
+// Package resolve keeps the gateway's in-memory index of the cluster and chooses the origin that serves each request.
+package resolve
+
+import (
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/peergate/peergate/shared/cluster"
+	"github.com/peergate/peergate/shared/registry"
+)
+
+var _ registry.Sink = (*Table)(nil)
+
+// Proto is the protocol a viewer asks with; it picks which public URLs of an origin count.
+type Proto uint8
+
+// Protocols.
+const (
+	ProtoHTTP Proto = iota // http, https
+	ProtoRTSP              // rtsp, rtsps
+	ProtoRTMP              // rtmp, rtmps
+)
+
+var protoNames = [...]string{"http", "rtsp", "rtmp"}
+
+func (p Proto) String() string {
+	if int(p) < len(protoNames) {
+		return protoNames[p]
+	}
+	return "invalid"
+}
+
+// MarshalText makes a Proto read as its name in JSON.
+func (p Proto) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
+
+// ParseProto maps "http", "rtsp" or "rtmp" to a Proto.
+func ParseProto(s string) (Proto, bool) {
+	for i, n := range protoNames {
+		if s == n {
+			return Proto(i), true
+		}
+	}
+	return 0, false
+}
+
+// Request is what a listener asks: who should serve Name to this viewer?
+type Request struct {
+	Name   string
+	Proto  Proto
+	Secure bool   // the viewer asked for https, rtsps or rtmps
+	Client string // viewer key for stickiness: client IP or a token
+}
+
+// Outcome says whether a request found an origin; the zero value is none of them.
+type Outcome uint8
+
+// Outcomes.
+const (
+	OK          Outcome = iota + 1 // an origin was chosen
+	NotFound                       // no origin lists the name
+	Unavailable                    // listed, but no listing origin is eligible
+)
+
+var outcomeNames = [...]string{"invalid", "ok", "not_found", "unavailable"}
+
+func (o Outcome) String() string {
+	if int(o) < len(outcomeNames) {
+		return outcomeNames[o]
+	}
+	return "invalid"
+}
+
+// MarshalText makes an Outcome read as its name in JSON.
+func (o Outcome) MarshalText() ([]byte, error) { return []byte(o.String()), nil }
+
+// Result is the answer to a Request; OriginID, BaseURL and Scheme are set only when Outcome is OK.
+type Result struct {
+	Outcome  Outcome `json:"outcome"`
+	OriginID string  `json:"origin_id,omitempty"`
+	BaseURL  string  `json:"base_url,omitempty"` // scheme://host[:port] without a trailing slash, from cluster.Origin.Public
+	Scheme   string  `json:"scheme,omitempty"`
+}
+
+// DefaultHysteresis is the utilization margin used when Options.Hysteresis is zero.
+const DefaultHysteresis = 0.10
+
+// Options tune a Table.
+type Options struct {
+	// Hysteresis is how much lower (utilization, 0..1) the second rendezvous candidate must be
+	// before it takes a viewer from the first. It defaults to 0.10; a negative value means 0.
+	Hysteresis float64
+}
+
+// nShards spreads stream names over independent locks; a power of two indexed by the top hash bits.
+const nShards = 256
+
+// Table is the gateway's in-memory index NAME -> origins, fed through registry.Sink and read by Resolve.
+// Writers are serialized; any number of readers may run alongside. Create it with New.
+type Table struct {
+	hysteresis float64
+	shards     [nShards]shard
+
+	wmu  sync.Mutex   // serializes writers (the Sink contract promises one, this makes it cheap to be sure)
+	omu  sync.RWMutex // guards byID for readers; only writers holding wmu change it
+	byID map[string]*origin
+
+	streams atomic.Int64 // distinct names
+	entries atomic.Int64 // (name, origin) pairs
+}
+
+type shard struct {
+	mu sync.RWMutex
+	// m maps a name to the origins listing it. Slices are copy-on-write, so readers keep them
+	// after unlocking; only writers (serialized by Table.wmu) change m, so they read it unlocked.
+	m map[string][]ref
+	_ [128 - 24 - 8]byte
+}
+
+// ref is one origin listing a name.
+type ref struct {
+	o       *origin
+	pos     uint32 // index of the name in o.names; only writers use it
+	running bool   // else ondemand
+}
+
+// origin is a long-lived entry; its record changes by swapping snap, so heartbeats never touch the shards.
+type origin struct {
+	id     string
+	idHash uint64
+	snap   atomic.Pointer[snapshot]
+	count  atomic.Int64 // len(names), for the admin view
+
+	// names lists every name the origin carries, each the very string that keys the shard
+	// map (one copy per name, shared by all its origins). Owned by the writer.
+	names []string
+}
+
+// snapshot is an immutable digest of one origin record.
+type snapshot struct {
+	rec  cluster.Origin
+	up   bool
+	full bool
+	util float64
+	urls [len(schemeNames)]string
+}
+
+// schemeNames index public URLs: protocol p uses 2p (plain) and 2p+1 (secure).
+var schemeNames = [...]string{"http", "https", "rtsp", "rtsps", "rtmp", "rtmps"}
+
+// New returns an empty Table.
+func New(opts Options) *Table {
+	h := opts.Hysteresis
+	switch {
+	case h == 0:
+		h = DefaultHysteresis
+	case h < 0 || h != h:
+		h = 0
+	}
+	t := &Table{hysteresis: h, byID: make(map[string]*origin)}
+	for i := range t.shards {
+		t.shards[i].m = make(map[string][]ref)
+	}
+	return t
+}
+
+func newSnapshot(rec cluster.Origin) *snapshot {
+	s := &snapshot{rec: rec}
+	s.rec.Public = make(cluster.Public, len(rec.Public))
+	for k, v := range rec.Public {
+		s.rec.Public[k] = v
+	}
+	s.up = rec.State == cluster.StateUp
+	l, c := rec.Load, rec.Capacity
+	s.full = (c.MaxClients > 0 && l.Clients >= c.MaxClients) ||
+		(c.MaxBandwidthBps > 0 && l.EgressBps >= c.MaxBandwidthBps)
+	s.util = utilization(l, c)
+	for i, sch := range schemeNames {
+		// A URL that is not a bare base URL never reaches a Location header.
+		if u, ok := rec.Public[sch]; ok && cluster.ValidatePublicURL(sch, u) == nil {
+			s.urls[i] = strings.TrimSuffix(u, "/")
+		}
+	}
+	return s
+}
+
+// utilization is the highest of the set capacity terms and CPU.
+func utilization(l cluster.Load, c cluster.Capacity) float64 {
+	u := l.CPU
+	if !(u >= 0) { // NaN or negative reads as idle rather than poisoning comparisons
+		u = 0
+	}
+	if c.MaxClients > 0 {
+		u = max(u, float64(l.Clients)/float64(c.MaxClients))
+	}
+	if c.MaxBandwidthBps > 0 {
+		u = max(u, float64(l.EgressBps)/float64(c.MaxBandwidthBps))
+	}
+	return u
+}
+
+// why a listing origin is not eligible.
+type why uint8
+
+const (
+	eligible why = iota
+	notUp
+	full
+	noURL
+)
+
+// check says whether s may take a new viewer of p, and with which scheme index.
+func (s *snapshot) check(p Proto, secure bool) (int, why) {
+	if !s.up {
+		return -1, notUp
+	}
+	if s.full {
+		return -1, full
+	}
+	if int(p) >= len(protoNames) {
+		return -1, noURL
+	}
+	want, other := 2*int(p), 2*int(p)+1
+	if secure {
+		want, other = other, want
+	}
+	if s.urls[want] != "" {
+		return want, eligible
+	}
+	if s.urls[other] != "" {
+		return other, eligible
+	}
+	return -1, noURL
+}
+
+// Hashing is FNV-1a 64 finished with splitmix64, written out so that every gateway
+// (and every version) orders origins alike and the hot path does not allocate.
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+)
+
+func fnvAdd(h uint64, s string) uint64 {
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= fnvPrime
+	}
+	return h
+}
+
+func mix(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
+}
+
+// keys returns the rendezvous key of the name alone and of (name, client).
+func keys(name, client string) (nameKey, clientKey uint64) {
+	h := fnvAdd(fnvOffset, name)
+	nameKey = mix(h)
+	// 0xff cannot occur in UTF-8, so it separates name from client.
+	h ^= 0xff
+	h *= fnvPrime
+	clientKey = mix(fnvAdd(h, client))
+	return nameKey, clientKey
+}
+
+func idHash(id string) uint64 { return mix(fnvAdd(fnvOffset, id)) }
+
+// score is the rendezvous weight of an origin for a key.
+func score(key, id uint64) uint64 { return mix(key ^ id) }
+
+func (t *Table) shardOf(name string) *shard {
+	return &t.shards[mix(fnvAdd(fnvOffset, name))>>56]
+}
+
+func (t *Table) lookup(nameKey uint64, name string) []ref {
+	sh := &t.shards[nameKey>>56]
+	sh.mu.RLock()
+	refs := sh.m[name]
+	sh.mu.RUnlock()
+	return refs
+}
+
+// pick is one eligible origin as seen by decide.
+type pick struct {
+	o      *origin
+	s      *snapshot
+	scheme int
+	score  uint64
+}
+
+// beats orders by score, then by ID so that equal scores still choose alike everywhere.
+func (p *pick) beats(q *pick) bool {
+	if q.o == nil {
+		return true
+	}
+	if p.score != q.score {
+		return p.score > q.score
+	}
+	return p.o.id < q.o.id
+}
+
+// decision is what decide found; Explain reads the same fields Resolve does.
+type decision struct {
+	first, second pick // top two running by (name, client) rendezvous
+	ondemand      pick // top ondemand by name rendezvous
+	running       int  // eligible running origins
+	onDemand      int  // eligible ondemand origins
+	which         choice
+}
+
+// choice names which pick was taken; an index rather than a pointer keeps decision copyable.
+type choice uint8
+
+const (
+	none choice = iota
+	tookFirst
+	tookSecond
+	tookOnDemand
+)
+
+// chosen returns the pick taken, or nil.
+func (d *decision) chosen() *pick {
+	switch d.which {
+	case tookFirst:
+		return &d.first
+	case tookSecond:
+		return &d.second
+	case tookOnDemand:
+		return &d.ondemand
+	}
+	return nil
+}
+
+// decide applies section 4 of the design to one name's refs. snaps, when given, holds the
+// snapshots to use (Explain shows the same ones it decided on); else they are loaded here.
+func (t *Table) decide(refs []ref, snaps []*snapshot, req Request, nameKey, clientKey uint64) decision {
+	var d decision
+	for i, r := range refs {
+		var s *snapshot
+		if snaps != nil {
+			s = snaps[i]
+		} else {
+			s = r.o.snap.Load()
+		}
+		sch, w := s.check(req.Proto, req.Secure)
+		if w != eligible {
+			continue
+		}
+		if r.running {
+			d.running++
+			p := pick{o: r.o, s: s, scheme: sch, score: score(clientKey, r.o.idHash)}
+			if p.beats(&d.first) {
+				d.second, d.first = d.first, p
+			} else if p.beats(&d.second) {
+				d.second = p
+			}
+		} else {
+			d.onDemand++
+			p := pick{o: r.o, s: s, scheme: sch, score: score(nameKey, r.o.idHash)}
+			if p.beats(&d.ondemand) {
+				d.ondemand = p
+			}
+		}
+	}
+	switch {
+	case d.running >= 2:
+		d.which = tookFirst
+		// Power of two choices, with a margin so that a viewer does not flap between two origins.
+		if d.first.s.util-d.second.s.util > t.hysteresis {
+			d.which = tookSecond
+		}
+	case d.running == 1:
+		d.which = tookFirst
+	case d.onDemand > 0:
+		d.which = tookOnDemand
+	}
+	return d
+}
+
+// Resolve chooses the origin for req. It does not allocate.
+func (t *Table) Resolve(req Request) Result {
+	nameKey, clientKey := keys(req.Name, req.Client)
+	refs := t.lookup(nameKey, req.Name)
+	if len(refs) == 0 {
+		return Result{Outcome: NotFound}
+	}
+	d := t.decide(refs, nil, req, nameKey, clientKey)
+	return d.result()
+}
+
+func (d *decision) result() Result {
+	c := d.chosen()
+	if c == nil {
+		return Result{Outcome: Unavailable}
+	}
+	return Result{Outcome: OK, OriginID: c.o.id, BaseURL: c.s.urls[c.scheme], Scheme: schemeNames[c.scheme]}
+}

@@ -1,0 +1,242 @@
+package resolve
+
+import (
+	"strings"
+
+	"github.com/peergate/peergate/shared/cluster"
+	"github.com/peergate/peergate/shared/registry"
+)
+
+// ReplaceAll makes the table equal to origins by applying the difference, so readers never see
+// a half-empty table: origins are refreshed and their lists diffed first, then the missing ones dropped.
+func (t *Table) ReplaceAll(origins []registry.OriginView) {
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	keep := make(map[string]struct{}, len(origins))
+	for i := range origins {
+		v := &origins[i]
+		keep[v.Origin.ID] = struct{}{}
+		o := t.putOrigin(v.Origin)
+		t.putStreams(o, v.Streams)
+	}
+	for id, o := range t.byID {
+		if _, ok := keep[id]; !ok {
+			t.dropOrigin(o)
+		}
+	}
+}
+
+// PutOrigin adds an origin or refreshes its record; its streams are untouched.
+func (t *Table) PutOrigin(rec cluster.Origin) {
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	t.putOrigin(rec)
+}
+
+// PutStreams replaces one origin's whole stream list. Streams of an origin whose record has
+// not arrived yet are kept, and the origin is not eligible until PutOrigin brings it.
+func (t *Table) PutStreams(originID string, streams []cluster.Stream) {
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	t.putStreams(t.originFor(originID), streams)
+}
+
+// ApplyStreams applies a delta to one origin's stream list.
+func (t *Table) ApplyStreams(originID string, changes []cluster.StreamChange) {
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	o := t.originFor(originID)
+	for i := range changes {
+		c := &changes[i]
+		if c.Removed {
+			t.remove(o, c.Name)
+			continue
+		}
+		if running, ok := streamState(c.State); ok && c.Name != "" {
+			t.upsert(o, c.Name, running)
+		}
+	}
+}
+
+// DropOrigin removes an origin and all its streams.
+func (t *Table) DropOrigin(originID string) {
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	if o := t.byID[originID]; o != nil {
+		t.dropOrigin(o)
+	}
+}
+
+// streamState maps a stream state to running; unknown states are ignored rather than guessed.
+func streamState(s string) (running, ok bool) {
+	switch s {
+	case cluster.StreamRunning:
+		return true, true
+	case cluster.StreamOnDemand:
+		return false, true
+	}
+	return false, false
+}
+
+func (t *Table) putOrigin(rec cluster.Origin) *origin {
+	snap := newSnapshot(rec)
+	if o := t.byID[rec.ID]; o != nil {
+		o.snap.Store(snap)
+		return o
+	}
+	return t.addOrigin(rec.ID, snap)
+}
+
+// originFor returns the origin, adding a placeholder that is not eligible if it is unknown.
+func (t *Table) originFor(id string) *origin {
+	if o := t.byID[id]; o != nil {
+		return o
+	}
+	return t.addOrigin(id, newSnapshot(cluster.Origin{ID: id}))
+}
+
+// addOrigin publishes a new origin; it has its snapshot before any reader can see it.
+func (t *Table) addOrigin(id string, snap *snapshot) *origin {
+	id = strings.Clone(id)
+	o := &origin{id: id, idHash: idHash(id)}
+	o.snap.Store(snap)
+	t.omu.Lock()
+	t.byID[id] = o
+	t.omu.Unlock()
+	return o
+}
+
+func (t *Table) dropOrigin(o *origin) {
+	// In-flight readers may still hold refs to it: make it ineligible before unlinking.
+	gone := *o.snap.Load()
+	gone.up = false
+	o.snap.Store(&gone)
+	for _, name := range o.names {
+		sh := t.shardOf(name)
+		old := sh.m[name]
+		if i := indexOf(old, o); i >= 0 {
+			t.unlink(sh, name, old, i)
+		}
+	}
+	o.names = nil
+	o.count.Store(0)
+	t.omu.Lock()
+	delete(t.byID, o.id)
+	t.omu.Unlock()
+}
+
+// putStreams diffs o's list against streams: unchanged names cost a map lookup and no lock.
+func (t *Table) putStreams(o *origin, streams []cluster.Stream) {
+	n := len(o.names)
+	seen := make([]uint64, (n+63)/64) // by position in o.names; new names land beyond n
+	for i := range streams {
+		s := &streams[i]
+		running, ok := streamState(s.State)
+		if !ok || s.Name == "" {
+			continue
+		}
+		if pos := t.upsert(o, s.Name, running); pos < n {
+			seen[pos/64] |= 1 << (pos % 64)
+		}
+	}
+	// Downwards, so that the name swapped into a freed position has already been kept.
+	for pos := n - 1; pos >= 0; pos-- {
+		if seen[pos/64]&(1<<(pos%64)) == 0 {
+			t.removeAt(o, pos)
+		}
+	}
+}
+
+func indexOf(refs []ref, o *origin) int {
+	for i := range refs {
+		if refs[i].o == o {
+			return i
+		}
+	}
+	return -1
+}
+
+// store publishes a new refs slice for name. key must be the name's canonical string:
+// assigning to a map replaces its key.
+func (sh *shard) store(key string, refs []ref) {
+	sh.mu.Lock()
+	sh.m[key] = refs
+	sh.mu.Unlock()
+}
+
+// upsert makes o list name with the given state and returns the name's position in o.names.
+func (t *Table) upsert(o *origin, name string, running bool) int {
+	sh := t.shardOf(name)
+	old := sh.m[name]
+	if i := indexOf(old, o); i >= 0 {
+		if old[i].running != running {
+			next := append([]ref(nil), old...)
+			next[i].running = running
+			sh.store(o.names[old[i].pos], next)
+		}
+		return int(old[i].pos)
+	}
+	var key string
+	if len(old) > 0 {
+		key = old[0].o.names[old[0].pos] // share the copy the other origins use
+	} else {
+		key = strings.Clone(name) // never retain the caller's buffers
+		t.streams.Add(1)
+	}
+	pos := len(o.names)
+	o.names = append(o.names, key)
+	o.count.Add(1)
+	next := make([]ref, len(old)+1)
+	copy(next, old)
+	next[len(old)] = ref{o: o, pos: uint32(pos), running: running}
+	sh.store(key, next)
+	t.entries.Add(1)
+	return pos
+}
+
+func (t *Table) remove(o *origin, name string) {
+	old := t.shardOf(name).m[name]
+	if i := indexOf(old, o); i >= 0 {
+		t.removeAt(o, int(old[i].pos))
+	}
+}
+
+// removeAt drops the name at pos from o, moving o's last name into its place.
+func (t *Table) removeAt(o *origin, pos int) {
+	name := o.names[pos]
+	sh := t.shardOf(name)
+	old := sh.m[name]
+	t.unlink(sh, name, old, indexOf(old, o))
+
+	last := len(o.names) - 1
+	if pos != last {
+		moved := o.names[last]
+		o.names[pos] = moved
+		msh := t.shardOf(moved)
+		mold := msh.m[moved]
+		next := append([]ref(nil), mold...)
+		next[indexOf(mold, o)].pos = uint32(pos)
+		msh.store(moved, next)
+	}
+	o.names[last] = ""
+	o.names = o.names[:last]
+	if cap(o.names) > 64 && len(o.names) < cap(o.names)/4 {
+		o.names = append([]string(nil), o.names...) // give back the memory of a list that shrank
+	}
+	o.count.Add(-1)
+}
+
+// unlink removes refs[i] from name's refs.
+func (t *Table) unlink(sh *shard, name string, refs []ref, i int) {
+	if len(refs) == 1 {
+		sh.mu.Lock()
+		delete(sh.m, name)
+		sh.mu.Unlock()
+		t.streams.Add(-1)
+	} else {
+		next := make([]ref, 0, len(refs)-1)
+		next = append(next, refs[:i]...)
+		sh.store(name, append(next, refs[i+1:]...))
+	}
+	t.entries.Add(-1)
+}

@@ -1,0 +1,338 @@
+package httpsrv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/bluenviron/gohlslib/v2"
+	"github.com/bluenviron/gohlslib/v2/pkg/codecs"
+
+	"github.com/peergate/peergate/origin/media")
+
+// tsOffset keeps muxed timestamps positive: B-frame DTS can precede a stream's zero PTS.
+const tsOffset = 10 * time.Second
+
+// hlsManager owns one gohlslib Muxer per live stream, each fed by one hub reader however
+// many HLS viewers there are.
+type hlsManager struct {
+	s *Server
+
+	mu     sync.Mutex
+	m      map[string]*hlsMuxer
+	closed bool
+}
+
+type hlsMuxer struct {
+	st    *media.Stream
+	rd    *media.Reader
+	mux   *gohlslib.Muxer
+	ready chan struct{} // closed once the first segment exists
+	done  chan struct{} // closed when the muxer stopped
+}
+
+func newHLSManager(s *Server) *hlsManager {
+	return &hlsManager{s: s, m: map[string]*hlsMuxer{}}
+}
+
+func (hm *hlsManager) count() int {
+	hm.mu.Lock()
+	defer hm.mu.Unlock()
+	return len(hm.m)
+}
+
+// ensure returns the running muxer of st, starting one if needed.
+func (hm *hlsManager) ensure(st *media.Stream) (*hlsMuxer, error) {
+	hm.mu.Lock()
+	defer hm.mu.Unlock()
+	if hm.closed {
+		return nil, errors.New("server closed")
+	}
+	if mx := hm.m[st.Name()]; mx != nil && mx.st == st {
+		return mx, nil
+	}
+	mx, err := hm.start(st)
+	if err != nil {
+		return nil, err
+	}
+	hm.m[st.Name()] = mx
+	return mx, nil
+}
+
+// start builds and runs a muxer; hm.mu is held.
+func (hm *hlsManager) start(st *media.Stream) (*hlsMuxer, error) {
+	cfg := hm.s.HLS
+	tracks, byHub, variant := hlsTracks(st.Tracks(), cfg.Variant)
+	if len(tracks) == 0 {
+		return nil, errors.New("no track HLS can carry")
+	}
+	log := hm.s.Logger.With("stream", st.Name())
+	mux := &gohlslib.Muxer{
+		Tracks:             tracks,
+		Variant:            variant,
+		SegmentCount:       cfg.SegmentCount,
+		SegmentMinDuration: cfg.SegmentDuration,
+		PartMinDuration:    cfg.PartDuration,
+		SegmentMaxSize:     cfg.SegmentMaxBytes,
+		OnEncodeError:      func(err error) { log.Debug("hls encode", "err", err) },
+	}
+	if err := mux.Start(); err != nil {
+		return nil, err
+	}
+	rd, err := st.AddReader(media.ReaderOptions{})
+	if err != nil {
+		mux.Close()
+		return nil, err
+	}
+	mx := &hlsMuxer{st: st, rd: rd, mux: mux, ready: make(chan struct{}), done: make(chan struct{})}
+	hm.s.wg.Add(2)
+	go func() {
+		defer hm.s.wg.Done()
+		hm.feed(mx, byHub, log)
+	}()
+	go func() {
+		defer hm.s.wg.Done()
+		mx.probe()
+	}()
+	log.Debug("hls muxer started", "variant", variantName(variant), "tracks", len(tracks))
+	return mx, nil
+}
+
+// feed copies units into the muxer until the stream ends or the reader is dropped.
+func (hm *hlsManager) feed(mx *hlsMuxer, byHub map[int]*gohlslib.Track, log *slog.Logger) {
+	defer func() {
+		mx.rd.Close()
+		mx.mux.Close() // wakes requests blocked inside gohlslib
+		hm.mu.Lock()
+		if hm.m[mx.st.Name()] == mx {
+			delete(hm.m, mx.st.Name())
+		}
+		hm.mu.Unlock()
+		close(mx.done)
+	}()
+	var ntp0 time.Time
+	var dts0 time.Duration
+	var failed int
+	for {
+		u, err := mx.rd.Read(hm.s.ctx)
+		if err != nil {
+			log.Info("hls muxer stopped", "reason", reason(err), "encode_errors", failed)
+			return
+		}
+		tr := byHub[u.Track]
+		if tr == nil {
+			continue
+		}
+		ntp := u.NTP
+		if ntp.IsZero() {
+			// Without a capture clock, derive one from the stream timeline so PROGRAM-DATE-TIME grows steadily.
+			if ntp0.IsZero() {
+				ntp0, dts0 = time.Now(), u.DTS
+			}
+			ntp = ntp0.Add(u.PTS - dts0)
+		}
+		pts := media.ToClock(u.PTS+tsOffset, tr.ClockRate)
+		switch tr.Codec.(type) {
+		case *codecs.H264:
+			err = mx.mux.WriteH264(tr, ntp, pts, u.AU)
+		case *codecs.H265:
+			err = mx.mux.WriteH265(tr, ntp, pts, u.AU)
+		case *codecs.MPEG4Audio:
+			err = mx.mux.WriteMPEG4Audio(tr, ntp, pts, [][]byte{u.Frame})
+		case *codecs.Opus:
+			err = mx.mux.WriteOpus(tr, ntp, pts, [][]byte{u.Frame})
+		}
+		if err != nil {
+			if failed == 0 {
+				log.Info("hls muxer write", "err", err)
+			}
+			failed++
+		}
+	}
+}
+
+// probe closes ready once gohlslib has a first segment: its multivariant playlist handler
+// blocks until then (or until Close), so one internal request tells us exactly when.
+func (mx *hlsMuxer) probe() {
+	pw := &probeWriter{h: http.Header{}}
+	req := &http.Request{Method: http.MethodGet, URL: &url.URL{Path: "index.m3u8"}, Header: http.Header{}}
+	mx.mux.Handle(pw, req)
+	if pw.status == http.StatusOK {
+		close(mx.ready)
+	}
+}
+
+type probeWriter struct {
+	h      http.Header
+	status int
+}
+
+func (p *probeWriter) Header() http.Header { return p.h }
+func (p *probeWriter) WriteHeader(code int) {
+	if p.status == 0 {
+		p.status = code
+	}
+}
+
+func (p *probeWriter) Write(b []byte) (int, error) {
+	p.WriteHeader(http.StatusOK)
+	return len(b), nil
+}
+
+// closeAll stops every muxer; the feed goroutines exit and Server.wg sees them.
+func (hm *hlsManager) closeAll() {
+	hm.mu.Lock()
+	hm.closed = true
+	all := make([]*hlsMuxer, 0, len(hm.m))
+	for _, mx := range hm.m {
+		all = append(all, mx)
+	}
+	hm.mu.Unlock()
+	for _, mx := range all {
+		mx.rd.Close()
+	}
+}
+
+// hlsTracks picks the first video and the first audio track (what one HLS rendition
+// carries) and the variant their codecs allow.
+func hlsTracks(in []*media.Track, want string) ([]*gohlslib.Track, map[int]*gohlslib.Track, gohlslib.MuxerVariant) {
+	var out []*gohlslib.Track
+	byHub := map[int]*gohlslib.Track{}
+	tsOK := true
+	var haveVideo, haveAudio bool
+	for i, t := range in {
+		c := t.HLSCodec()
+		if c == nil || (t.IsVideo() && haveVideo) || (!t.IsVideo() && haveAudio) {
+			continue
+		}
+		switch c.(type) {
+		case *codecs.H264, *codecs.MPEG4Audio:
+		default:
+			tsOK = false
+		}
+		if t.IsVideo() {
+			haveVideo = true
+		} else {
+			haveAudio = true
+		}
+		tr := &gohlslib.Track{Codec: c, ClockRate: t.ClockRate()}
+		out = append(out, tr)
+		byHub[i] = tr
+	}
+	v := gohlslib.MuxerVariantMPEGTS
+	switch want {
+	case VariantFMP4:
+		v = gohlslib.MuxerVariantFMP4
+	case VariantLowLatency:
+		v = gohlslib.MuxerVariantLowLatency
+	}
+	if v == gohlslib.MuxerVariantMPEGTS && !tsOK {
+		v = gohlslib.MuxerVariantFMP4 // MPEG-TS HLS carries H.264 and AAC only
+	}
+	return out, byHub, v
+}
+
+func variantName(v gohlslib.MuxerVariant) string {
+	switch v {
+	case gohlslib.MuxerVariantMPEGTS:
+		return VariantMPEGTS
+	case gohlslib.MuxerVariantFMP4:
+		return VariantFMP4
+	}
+	return VariantLowLatency
+}
+
+// serveHLS answers index.m3u8, media playlists and segments from the stream's muxer.
+func (s *Server) serveHLS(w http.ResponseWriter, r *http.Request, name string) {
+	st := s.findStream(w, r, name)
+	if st == nil {
+		return
+	}
+	v := s.sessions.touch(st, clientIP(r), r.UserAgent())
+	mx, err := s.hls.ensure(st)
+	if err != nil {
+		s.Logger.Warn("hls muxer", "stream", name, "err", err)
+		http.Error(w, "stream cannot be served over HLS", http.StatusServiceUnavailable)
+		return
+	}
+	select {
+	case <-mx.ready:
+	default:
+		// A first request waits for the first segment, within a bound.
+		rc := http.NewResponseController(w)
+		_ = rc.SetWriteDeadline(time.Now().Add(s.HLS.FirstSegmentTimeout + s.WriteTimeout))
+		t := time.NewTimer(s.HLS.FirstSegmentTimeout)
+		defer t.Stop()
+		select {
+		case <-mx.ready:
+			_ = rc.SetWriteDeadline(time.Now().Add(s.WriteTimeout))
+		case <-mx.done:
+			select {
+			case <-st.Done():
+				http.Error(w, "stream ended", http.StatusNotFound)
+			default:
+				w.Header().Set("Retry-After", "1")
+				http.Error(w, "stream restarting", http.StatusServiceUnavailable)
+			}
+			return
+		case <-t.C:
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "no segment yet", http.StatusServiceUnavailable)
+			return
+		case <-r.Context().Done():
+			return
+		}
+	}
+	cw := &countingWriter{ResponseWriter: w}
+	mx.mux.Handle(cw, r)
+	if !cw.wrote {
+		// gohlslib answers nothing for files it does not have (expired segment, bad name).
+		http.Error(w, "not found", http.StatusNotFound)
+		return
+	}
+	if v != nil {
+		v.Sent(int(cw.n))
+	} else {
+		s.Table.AddEgress(media.ProtoHLS, cw.n)
+	}
+}
+
+// countingWriter counts body bytes and notes whether anything was answered.
+type countingWriter struct {
+	http.ResponseWriter
+	n     int64
+	wrote bool
+}
+
+func (c *countingWriter) WriteHeader(code int) {
+	c.wrote = true
+	c.ResponseWriter.WriteHeader(code)
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	c.wrote = true
+	n, err := c.ResponseWriter.Write(b)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+
+// reason names why a reader ended, for logs.
+func reason(err error) string {
+	switch {
+	case errors.Is(err, io.EOF):
+		return "stream_ended"
+	case errors.Is(err, media.ErrSlowReader):
+		return "slow_reader"
+	case errors.Is(err, media.ErrReaderClosed), errors.Is(err, context.Canceled):
+		return "closed"
+	}
+	return fmt.Sprint(err)
+}

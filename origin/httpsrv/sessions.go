@@ -1,0 +1,109 @@
+package httpsrv
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/peergate/peergate/origin/media"
+)
+
+// sessions counts HLS viewers. HLS has no connection per viewer, so a viewer is a distinct
+// (stream, client address, User-Agent) seen within the session timeout; it joins the stream
+// on its first request and leaves after the timeout without requests. Players behind one NAT
+// with the same User-Agent count once: an undercount we accept over per-request guessing.
+type sessions struct {
+	timeout time.Duration
+	max     int
+
+	mu sync.Mutex
+	m  map[sessionKey]*session
+}
+
+type sessionKey struct {
+	name, ip, ua string
+}
+
+type session struct {
+	st   *media.Stream
+	v    *media.Viewer
+	last time.Time
+}
+
+func newSessions(timeout time.Duration, max int) *sessions {
+	return &sessions{timeout: timeout, max: max, m: map[sessionKey]*session{}}
+}
+
+// touch records a request of a viewer and returns its Viewer (nil when over the cap: the
+// bytes are then counted without a viewer).
+func (ss *sessions) touch(st *media.Stream, ip, ua string) *media.Viewer {
+	if len(ua) > 256 {
+		ua = ua[:256]
+	}
+	k := sessionKey{st.Name(), ip, ua}
+	now := time.Now()
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if s := ss.m[k]; s != nil {
+		if s.st == st {
+			s.last = now
+			return s.v
+		}
+		// The stream restarted under the same NAME: move the viewer to the new one.
+		s.v.Leave()
+		delete(ss.m, k)
+	}
+	if len(ss.m) >= ss.max {
+		return nil
+	}
+	s := &session{st: st, v: st.Join(media.ProtoHLS), last: now}
+	ss.m[k] = s
+	return s.v
+}
+
+// run expires idle sessions until ctx ends.
+func (ss *sessions) run(ctx context.Context) {
+	every := min(ss.timeout/4, time.Second)
+	t := time.NewTicker(max(every, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			ss.expire(now)
+		}
+	}
+}
+
+func (ss *sessions) expire(now time.Time) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for k, s := range ss.m {
+		ended := false
+		select {
+		case <-s.st.Done():
+			ended = true
+		default:
+		}
+		if ended || now.Sub(s.last) > ss.timeout {
+			s.v.Leave()
+			delete(ss.m, k)
+		}
+	}
+}
+
+func (ss *sessions) count() int {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return len(ss.m)
+}
+
+func (ss *sessions) closeAll() {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for k, s := range ss.m {
+		s.v.Leave()
+		delete(ss.m, k)
+	}
+}

@@ -1,0 +1,188 @@
+// Command origin serves live streams and keeps its record and stream list in the peergate registry.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/peergate/peergate/shared/admin"
+	"github.com/peergate/peergate/shared/cluster"
+	"github.com/peergate/peergate/shared/config"
+	"github.com/peergate/peergate/shared/registry"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// registryOpTimeout bounds one Drain, Flush or Deregister call.
+const registryOpTimeout = 5 * time.Second
+
+func main() {
+	path := flag.String("config", "", "YAML config file (optional; PEERGATE_* variables override it)")
+	flag.Parse()
+	if err := run(*path); err != nil {
+		fmt.Fprintln(os.Stderr, "origin:", err)
+		os.Exit(1)
+	}
+}
+
+func run(path string) error {
+	cfg, err := config.LoadOrigin(path, os.Environ())
+	if err != nil {
+		return err
+	}
+	log := config.NewLogger(os.Stderr, cfg.Log)
+	slog.SetDefault(log)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	client, err := registry.Dial(cfg.Redis.URL)
+	if err != nil {
+		return fmt.Errorf("redis.url: %w", err)
+	}
+	defer client.Close()
+
+	// Hooks the media code fills in a later issue: load for every heartbeat, viewers for draining.
+	load := func() cluster.Load { return cluster.Load{} }
+	viewers := func() int64 { return load().Clients }
+
+	reg, err := registry.NewRegistrar(client, cfg.ClusterKey, cluster.Origin{
+		ID:        cfg.ID,
+		Private:   cfg.Private,
+		Public:    cfg.PublicURLs(),
+		State:     cluster.StateUp,
+		Capacity:  cfg.ClusterCapacity(),
+		StartedAt: time.Now().UTC(),
+		Software:  "peergate-origin/" + version,
+	}, registry.RegistrarOptions{
+		Heartbeat: cfg.Heartbeat.Interval,
+		TTL:       cfg.Heartbeat.TTL,
+		Load:      load,
+		Logger:    log,
+	})
+	if err != nil {
+		return err
+	}
+	reg.SetStreams(cfg.ClusterStreams())
+
+	var (
+		wg       sync.WaitGroup
+		flushed  atomic.Bool
+		draining atomic.Bool
+	)
+	runCtx, cancelRun := context.WithCancel(context.Background())
+	defer cancelRun()
+	wg.Go(func() { _ = reg.Run(runCtx) })
+	// Ready once the record and stream list are in Redis; Run keeps retrying meanwhile.
+	wg.Go(func() {
+		for runCtx.Err() == nil {
+			fctx, cancel := context.WithTimeout(runCtx, registryOpTimeout)
+			err := reg.Flush(fctx)
+			cancel()
+			if err == nil {
+				flushed.Store(true)
+				log.Info("registered", "origin", cfg.ID, "streams", len(cfg.Streams), "epoch", reg.Epoch())
+				return
+			}
+			log.Warn("registration pending", "err", err)
+			select {
+			case <-runCtx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	})
+
+	promReg := prometheus.NewRegistry()
+	promReg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "peergate_origin_draining", Help: "1 while the origin drains before exit.",
+		}, func() float64 { return b2f(draining.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "peergate_origin_registered", Help: "1 once the record and stream list reached the registry.",
+		}, func() float64 { return b2f(flushed.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "peergate_origin_clients", Help: "Viewers currently served.",
+		}, func() float64 { return float64(viewers()) }),
+	)
+	adm := &admin.Server{
+		Address:  cfg.Listen.Admin,
+		Gatherer: promReg,
+		Logger:   log,
+		Ready: func() error {
+			switch {
+			case draining.Load():
+				return errors.New("draining")
+			case !flushed.Load():
+				return errors.New("not registered yet")
+			}
+			return nil
+		},
+	}
+	if cfg.Listen.Admin != "" {
+		if err := adm.Initialize(); err != nil {
+			cancelRun()
+			wg.Wait()
+			return err
+		}
+		defer adm.Close()
+		log.Info("listening", "listener", "admin", "addr", adm.Addr().String())
+	}
+
+	<-ctx.Done()
+	stop() // a second signal kills the process the default way
+	log.Info("draining", "origin", cfg.ID, "drain_timeout", cfg.DrainTimeout.String())
+	draining.Store(true)
+	dctx, cancel := context.WithTimeout(context.Background(), registryOpTimeout)
+	if err := reg.Drain(dctx); err != nil {
+		log.Warn("drain not published", "err", err)
+	}
+	cancel()
+	waitViewers(viewers, cfg.DrainTimeout, log)
+	dctx, cancel = context.WithTimeout(context.Background(), registryOpTimeout)
+	if err := reg.Deregister(dctx); err != nil {
+		log.Warn("deregister failed; the record expires with its TTL", "err", err)
+	}
+	cancel()
+	cancelRun()
+	wg.Wait()
+	log.Info("stopped", "origin", cfg.ID)
+	return nil
+}
+
+// waitViewers returns when nobody watches any more or after timeout.
+func waitViewers(viewers func() int64, timeout time.Duration, log *slog.Logger) {
+	deadline := time.Now().Add(timeout)
+	for {
+		n := viewers()
+		if n <= 0 {
+			return
+		}
+		if !time.Now().Before(deadline) {
+			log.Warn("drain timeout; viewers cut off", "viewers", n)
+			return
+		}
+		time.Sleep(min(250*time.Millisecond, time.Until(deadline)))
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,69 @@
+// Package media is the origin's stream table: publishers write access units into live streams by NAME, readers take them from bounded per-reader queues.
+//
+// # Overview
+//
+// One Table holds every live Stream of an origin, keyed by NAME ("live/cam1"). Ingest
+// (RTMP publish, RTSP record, file loops, on-demand pulls) and outputs (RTSP play, RTMP
+// play, HLS, HTTP MPEG-TS) only meet here; they never talk to each other.
+//
+//	tbl := media.NewTable(media.Config{Events: registrarAdapter, Starter: ondemand})
+//	defer tbl.Close()
+//
+// # Publishing
+//
+//	st, err := tbl.Publish("live/cam1", []*media.Track{{Format: h264}, {Format: aac}})
+//	if errors.Is(err, media.ErrAlreadyPublishing) { /* refuse: the first publisher keeps NAME */ }
+//	defer st.Close()                         // the publisher leaves: readers get io.EOF
+//	st.WriteUnit(media.Unit{Track: 0, PTS: pts, DTS: dts, AU: nalus})   // video
+//	st.WriteUnit(media.Unit{Track: 1, PTS: pts, DTS: pts, Frame: aacAU}) // audio
+//
+// A publisher that learns its tracks only after accepting (RTMP reads them after
+// NetStream.Publish.Start) claims the NAME first: c, err := tbl.Claim(name); then
+// st, err := c.Publish(tracks), or c.Release() if it gives up. Readers see a NAME only once
+// it has tracks.
+//
+// Tracks carry gortsplib format types (*format.H264, *format.H265, *format.MPEG4Audio,
+// *format.Opus) so RTSP uses them as they are, and RTMP / HLS convert them in a few lines
+// (see Track). Timestamps are time.Duration on a per-stream timeline that only grows
+// (DTS); media.ToClock converts to a clock rate without overflow. WriteUnit sets
+// KeyFrame itself for H.264/H.265, keeps the format's SPS/PPS (VPS) current from in-band
+// parameter sets, and prepends the parameter sets to key frames that lack them, so every
+// output can start decoding at any key frame. Units are shared between readers: nobody
+// may modify a unit's byte slices after WriteUnit.
+//
+// # Reading
+//
+//	st, rd, err := tbl.Subscribe(ctx, "live/cam1", media.ReaderOptions{})
+//	// err: ErrNotFound (unknown, or on-demand start timed out), ctx.Err()
+//	defer rd.Close()
+//	for {
+//		u, err := rd.Read(ctx) // io.EOF: publisher left; ErrSlowReader: queue overflowed
+//		...
+//	}
+//
+// Each reader has a bounded queue (ReaderOptions.QueueLen units, default 1024). The
+// publisher never waits for a reader: a reader whose queue is full is dropped (its Read
+// returns ErrSlowReader) and the other readers go on. A new reader of a stream with video
+// starts with the GOP cache (the last key frame and everything after it, bounded by
+// Config.GOPCacheBytes, default 8 MiB), so it can decode at once; without a cached GOP it
+// skips units until the next key frame. Table.Find returns the Stream without a reader
+// (RTSP DESCRIBE needs the tracks only); Stream.AddReader adds one later.
+//
+// # On-demand
+//
+// Config.Starter, when set, is asked Start(name) for a NAME that is not live. If it answers
+// true ("a source exists and was asked to start"), Find/Subscribe wait up to
+// Config.StartTimeout (default 10 s) or the context for the publisher. Stream.Viewers says
+// how many viewers a stream has, for idle-stop decisions.
+//
+// # Registry events and load
+//
+// Config.Events gets StreamRunning(name, meta) when a stream's first key frame arrives
+// (the first unit for audio-only streams) and again when its measured bitrate moves by
+// more than 25 %, and StreamStopped(name) when the publisher of an announced stream
+// leaves. Calls come in order from one goroutine owned by the Table, never from a
+// publisher, so a slow registry never stalls media. Viewers are counted per protocol:
+// Stream.Join(protocol) returns a Viewer whose Sent(n) adds egress bytes and Leave()
+// ends it; Table.Stats() sums them, and Table.NewLoadMeter() turns samples into
+// cluster.Load (clients, egress bit/s, process CPU share of the machine).
+package media

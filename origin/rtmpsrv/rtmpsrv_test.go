@@ -1,0 +1,196 @@
+package rtmpsrv
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bluenviron/gortmplib"
+	"github.com/bluenviron/gortmplib/pkg/codecs"
+
+	"github.com/peergate/peergate/origin/internal/mediatest"
+	"github.com/peergate/peergate/origin/media"
+	"github.com/peergate/peergate/origin/rtspsrv"
+)
+
+func startRTMP(t *testing.T, tbl *media.Table, readTimeout time.Duration) (*Server, string) {
+	t.Helper()
+	s := &Server{Address: "127.0.0.1:0", Table: tbl, ReadTimeout: readTimeout, HandshakeTimeout: 2 * time.Second, MaxConns: 16}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s, "rtmp://" + s.Addr().String()
+}
+
+func waitLive(t *testing.T, tbl *media.Table, name string, p *mediatest.Proc) {
+	t.Helper()
+	ok := mediatest.Eventually(15*time.Second, func() bool {
+		st := tbl.Get(name)
+		return st != nil && st.IngressBytes() > 0
+	})
+	if !ok {
+		t.Fatalf("%s never went live; ffmpeg said: %s", name, p.Output())
+	}
+}
+
+func checkProbe(t *testing.T, u, transport string) {
+	t.Helper()
+	p, err := mediatest.ProbeStream(context.Background(), u, mediatest.ReadOptions{RTSPTransport: transport})
+	if err != nil {
+		t.Errorf("%s %s: %v", u, transport, err)
+		return
+	}
+	if p.VideoCodec != "h264" || p.Width != 640 || p.Height != 360 || p.Frames < 50 {
+		t.Errorf("%s %s: got %+v, want h264 640x360 >= 50 frames", u, transport, p)
+	}
+}
+
+// TestRTMPPublishPlayEverywhere: ffmpeg publishes over RTMP and over RTSP; each stream is read
+// back over RTMP and RTSP (TCP and UDP); a second RTMP publisher on a live NAME is refused;
+// an unknown NAME gets StreamNotFound.
+func TestRTMPPublishPlayEverywhere(t *testing.T) {
+	tbl := media.NewTable(media.Config{})
+	defer tbl.Close()
+	_, rtmpBase := startRTMP(t, tbl, 0)
+	rs := &rtspsrv.Server{Address: "127.0.0.1:0", UDPRTPAddress: "127.0.0.1:0", Table: tbl}
+	if err := rs.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+	rtspBase := "rtsp://" + rs.Addr().String()
+
+	pubRTMP := mediatest.PublishRTMP(t, rtmpBase+"/live/cam1", mediatest.Source{})
+	pubRTSP := mediatest.PublishRTSP(t, rtspBase+"/live/cam2", "tcp", mediatest.Source{})
+	waitLive(t, tbl, "live/cam1", pubRTMP)
+	waitLive(t, tbl, "live/cam2", pubRTSP)
+
+	var wg sync.WaitGroup
+	for _, c := range []struct{ url, tr string }{
+		{rtmpBase + "/live/cam1", ""},
+		{rtspBase + "/live/cam1", "tcp"},
+		{rtspBase + "/live/cam1", "udp"},
+		{rtmpBase + "/live/cam2", ""},
+	} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			checkProbe(t, c.url, c.tr)
+		}()
+	}
+
+	second := mediatest.PublishRTMP(t, rtmpBase+"/live/cam1", mediatest.Source{Duration: 5 * time.Second})
+	err, exited := second.Wait(10 * time.Second)
+	if !exited || err == nil || !strings.Contains(second.Output(), "already being published") {
+		t.Errorf("second publisher: exited=%v err=%v output=%q, want a refusal", exited, err, second.Output())
+	}
+
+	_, err = mediatest.ProbeStream(context.Background(), rtmpBase+"/live/nope", mediatest.ReadOptions{Timeout: 5 * time.Second})
+	if err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Errorf("unknown name: %v, want not found", err)
+	}
+	wg.Wait()
+
+	var rtmpBytes int64
+	for _, p := range tbl.Stats().Protocols {
+		if p.Protocol == media.ProtoRTMP {
+			rtmpBytes = p.EgressBytes
+		}
+	}
+	if rtmpBytes == 0 {
+		t.Error("no RTMP egress counted")
+	}
+	pubRTMP.Stop()
+	if !mediatest.Eventually(5*time.Second, func() bool { return !tbl.Live("live/cam1") }) {
+		t.Error("live/cam1 still live after its publisher left")
+	}
+}
+
+// sps720 is a 1280x720 H.264 SPS (mediacommon's tests).
+var sps720 = []byte{
+	0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x40, 0x50,
+	0x05, 0xbb, 0x01, 0x6c, 0x80, 0x00, 0x00, 0x03,
+	0x00, 0x80, 0x00, 0x00, 0x1e, 0x07, 0x8c, 0x18,
+	0xcb,
+}
+
+// TestBadInputCutOff: a garbage handshake and a publisher that stalls mid-message are cut
+// off while another stream keeps playing.
+func TestBadInputCutOff(t *testing.T) {
+	tbl := media.NewTable(media.Config{})
+	defer tbl.Close()
+	s, base := startRTMP(t, tbl, time.Second)
+	pub := mediatest.PublishRTMP(t, base+"/live/good", mediatest.Source{})
+	waitLive(t, tbl, "live/good", pub)
+
+	// Garbage handshake: cut off at once (bad version byte) or at the handshake deadline.
+	g, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	_, _ = g.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n" + strings.Repeat("\xff", 3000)))
+	_ = g.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(g); err != nil && !strings.Contains(err.Error(), "reset") {
+		t.Fatalf("garbage handshake: connection not closed: %v", err)
+	}
+
+	// A silent connection that never finishes the handshake: cut at HandshakeTimeout (2 s).
+	idle, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	_, _ = idle.Write([]byte{3})
+	_ = idle.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(idle); err != nil && !strings.Contains(err.Error(), "reset") {
+		t.Fatalf("stalled handshake: connection not closed: %v", err)
+	}
+
+	// A publisher that starts a message and stalls: cut at ReadTimeout (1 s), NAME freed.
+	u, _ := url.Parse(base + "/live/stall")
+	cl := &gortmplib.Client{URL: u, Publish: true}
+	if err := cl.Initialize(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	track := &gortmplib.Track{Codec: &codecs.H264{SPS: sps720, PPS: []byte{0x68, 0xee, 0x3c, 0x80}}}
+	w := &gortmplib.Writer{Conn: cl, Tracks: []*gortmplib.Track{track}}
+	if err := w.Initialize(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 80; i++ {
+		nalu := []byte{0x41, 0x9a, 0x02}
+		if i%25 == 0 {
+			nalu = []byte{0x65, 0x88, 0x84}
+		}
+		d := time.Duration(i) * 40 * time.Millisecond
+		if err := w.WriteH264(track, d, d, [][]byte{nalu}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !mediatest.Eventually(5*time.Second, func() bool { return tbl.Get("live/stall") != nil }) {
+		t.Fatal("stalling publisher never went live")
+	}
+	// Chunk basic header (fmt 0, csid 6), timestamp, length 1000, type 9 (video), stream 1,
+	// then 10 of the 1000 body bytes, and silence.
+	partial := []byte{0x06, 0, 0, 0, 0, 0x03, 0xe8, 0x09, 1, 0, 0, 0, 0x17, 1, 0, 0, 0, 0, 0, 0, 0, 0}
+	if _, err := cl.NetConn().Write(partial); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if !mediatest.Eventually(5*time.Second, func() bool { return !tbl.Live("live/stall") }) {
+		t.Fatal("stalled publisher not cut off")
+	}
+	if el := time.Since(start); el > 3*time.Second {
+		t.Fatalf("stalled publisher cut off after %v, want about ReadTimeout (1 s)", el)
+	}
+
+	// The good stream still plays.
+	checkProbe(t, base+"/live/good", "")
+}

@@ -1,0 +1,368 @@
+// Package rtmpsrv serves RTMP on the origin: publish into the media table, play from it.
+package rtmpsrv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/bluenviron/gortmplib"
+	"github.com/bluenviron/gortmplib/pkg/amf0"
+	"github.com/bluenviron/gortmplib/pkg/codecs"
+	"github.com/bluenviron/gortmplib/pkg/message"
+
+	"github.com/peergate/peergate/origin/media"
+)
+
+// trackAnalysis is how much media gortmplib's Reader reads before it reports the tracks.
+const trackAnalysis = 2 * time.Second
+
+// Server is the origin's RTMP listener. Set the fields, then Start; Close stops everything.
+type Server struct {
+	// Address is the TCP listen address, e.g. ":1936" or "127.0.0.1:0".
+	Address string
+	// Table is the stream table. Required.
+	Table *media.Table
+	// HandshakeTimeout bounds the handshake, connect and the play/publish command; a publisher
+	// gets 2 s more to send the track headers and the first 2 s of media, which gortmplib
+	// reads before it reports the tracks. It defaults to 10 seconds.
+	HandshakeTimeout time.Duration
+	// ReadTimeout cuts a publisher that sends nothing (or stalls mid-message) this long.
+	// It defaults to 10 seconds.
+	ReadTimeout time.Duration
+	// WriteTimeout cuts a player that does not take data this long. It defaults to 10 seconds.
+	WriteTimeout time.Duration
+	// MaxConns caps concurrent connections; extra ones are closed at once. It defaults to 1024.
+	MaxConns int
+	// Log defaults to slog.Default().
+	Log *slog.Logger
+
+	ln     net.Listener
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	sem    chan struct{}
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+}
+
+// Start listens and serves.
+func (s *Server) Start() error {
+	if s.Table == nil {
+		return errors.New("rtmpsrv: Table is required")
+	}
+	if s.HandshakeTimeout <= 0 {
+		s.HandshakeTimeout = 10 * time.Second
+	}
+	if s.ReadTimeout <= 0 {
+		s.ReadTimeout = 10 * time.Second
+	}
+	if s.WriteTimeout <= 0 {
+		s.WriteTimeout = 10 * time.Second
+	}
+	if s.MaxConns <= 0 {
+		s.MaxConns = 1024
+	}
+	if s.Log == nil {
+		s.Log = slog.Default()
+	}
+	ln, err := net.Listen("tcp", s.Address)
+	if err != nil {
+		return fmt.Errorf("rtmpsrv: %w", err)
+	}
+	s.ln = ln
+	s.sem = make(chan struct{}, s.MaxConns)
+	s.conns = map[net.Conn]struct{}{}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.wg.Add(1)
+	go s.accept()
+	s.Log.Info("rtmp listening", "addr", ln.Addr().String())
+	return nil
+}
+
+// Addr is the bound address (useful with port 0).
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Close stops accepting, closes every connection and waits for their goroutines.
+func (s *Server) Close() {
+	s.cancel()
+	s.ln.Close()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+func (s *Server) accept() {
+	defer s.wg.Done()
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			if s.ctx.Err() == nil {
+				s.Log.Error("rtmp accept", "err", err)
+			}
+			return
+		}
+		select {
+		case s.sem <- struct{}{}:
+		default:
+			s.Log.Warn("rtmp conn refused", "remote", c.RemoteAddr().String(), "reason", "connection limit")
+			c.Close()
+			continue
+		}
+		s.mu.Lock()
+		if s.ctx.Err() != nil {
+			s.mu.Unlock()
+			c.Close()
+			return
+		}
+		s.conns[c] = struct{}{}
+		s.mu.Unlock()
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer func() { <-s.sem }()
+			defer func() {
+				s.mu.Lock()
+				delete(s.conns, c)
+				s.mu.Unlock()
+				c.Close()
+			}()
+			s.handle(c)
+		}()
+	}
+}
+
+// outcome is logged once per connection.
+type outcome struct {
+	role, name string
+	err        error
+}
+
+func (s *Server) handle(c net.Conn) {
+	start := time.Now()
+	o := s.serve(c)
+	lvl := slog.LevelInfo
+	if o.err != nil && o.role == "" {
+		lvl = slog.LevelWarn
+	}
+	s.Log.Log(context.Background(), lvl, "rtmp conn closed", "remote", c.RemoteAddr().String(),
+		"role", o.role, "name", o.name, "dur", time.Since(start).Round(time.Millisecond).String(), "err", errString(o.err))
+}
+
+func (s *Server) serve(c net.Conn) outcome {
+	_ = c.SetDeadline(time.Now().Add(s.HandshakeTimeout))
+	sc := &gortmplib.ServerConn{RW: c}
+	if err := sc.Initialize(); err != nil {
+		return outcome{err: fmt.Errorf("handshake/connect: %w", err)}
+	}
+	if err := sc.AcceptConn(); err != nil {
+		return outcome{err: fmt.Errorf("connect: %w", err)}
+	}
+	name, _, ok := nameFromURL(sc.URL)
+	if sc.Publish {
+		if !ok {
+			_ = writeStatus(sc, "NetStream.Publish.BadName", "invalid stream name")
+			return outcome{role: "publisher", err: errors.New("invalid stream name")}
+		}
+		return outcome{role: "publisher", name: name, err: s.publish(c, sc, name)}
+	}
+	if !ok {
+		_ = writeStatus(sc, "NetStream.Play.StreamNotFound", "invalid stream name")
+		return outcome{role: "player", err: errors.New("invalid stream name")}
+	}
+	return outcome{role: "player", name: name, err: s.play(c, sc, name)}
+}
+
+// writeStatus answers play/publish with an error onStatus on the stream (message stream 1).
+func writeStatus(sc *gortmplib.ServerConn, code, desc string) error {
+	return sc.Write(&message.CommandAMF0{
+		ChunkStreamID:   5,
+		MessageStreamID: 0x1000000,
+		Name:            "onStatus",
+		CommandID:       0,
+		Arguments: []any{
+			nil,
+			amf0.Object{
+				{Key: "level", Value: "error"},
+				{Key: "code", Value: code},
+				{Key: "description", Value: desc},
+			},
+		},
+	})
+}
+
+func (s *Server) publish(c net.Conn, sc *gortmplib.ServerConn, name string) error {
+	claim, err := s.Table.Claim(name)
+	if err != nil {
+		if errors.Is(err, media.ErrAlreadyPublishing) {
+			_ = writeStatus(sc, "NetStream.Publish.BadName", "stream "+name+" is already being published")
+		} else {
+			_ = writeStatus(sc, "NetStream.Publish.Failed", err.Error())
+		}
+		return err
+	}
+	defer claim.Release()
+
+	// gortmplib buffers up to 2 s of media to find the tracks (and replays it afterwards).
+	_ = c.SetDeadline(time.Now().Add(s.HandshakeTimeout + trackAnalysis))
+	r := &gortmplib.Reader{Conn: sc}
+	if err := r.Initialize(); err != nil { // sends NetStream.Publish.Start, reads track headers
+		return fmt.Errorf("tracks: %w", err)
+	}
+	var tracks []*media.Track
+	var rtmpTracks []*gortmplib.Track
+	for _, t := range r.Tracks() {
+		mt, err := media.TrackFromRTMP(t.Codec)
+		if err != nil {
+			s.Log.Info("rtmp track skipped", "name", name, "err", err)
+			continue
+		}
+		tracks = append(tracks, mt)
+		rtmpTracks = append(rtmpTracks, t)
+	}
+	st, err := claim.Publish(tracks)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	for i, t := range rtmpTracks {
+		switch t.Codec.(type) {
+		case *codecs.H264:
+			r.OnDataH264(t, func(pts, dts time.Duration, au [][]byte) {
+				st.WriteUnit(media.Unit{Track: i, PTS: pts, DTS: dts, AU: au})
+			})
+		case *codecs.H265:
+			r.OnDataH265(t, func(pts, dts time.Duration, au [][]byte) {
+				st.WriteUnit(media.Unit{Track: i, PTS: pts, DTS: dts, AU: au})
+			})
+		case *codecs.MPEG4Audio:
+			r.OnDataMPEG4Audio(t, func(pts time.Duration, au []byte) {
+				st.WriteUnit(media.Unit{Track: i, PTS: pts, DTS: pts, Frame: au})
+			})
+		case *codecs.Opus:
+			r.OnDataOpus(t, func(pts time.Duration, pkt []byte) {
+				st.WriteUnit(media.Unit{Track: i, PTS: pts, DTS: pts, Frame: pkt})
+			})
+		}
+	}
+	s.Log.Info("rtmp publish", "name", name, "remote", c.RemoteAddr().String(), "codecs", st.Meta().Codecs)
+	_ = c.SetWriteDeadline(time.Time{})
+	for {
+		if s.ctx.Err() != nil {
+			return s.ctx.Err()
+		}
+		// A publisher silent or stuck mid-message for ReadTimeout is cut off.
+		_ = c.SetReadDeadline(time.Now().Add(s.ReadTimeout))
+		if err := r.Read(); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *Server) play(c net.Conn, sc *gortmplib.ServerConn, name string) error {
+	st, err := s.Table.Find(s.ctx, name)
+	if err != nil {
+		if errors.Is(err, media.ErrNotFound) {
+			_ = writeStatus(sc, "NetStream.Play.StreamNotFound", "stream "+name+" not found")
+		} else {
+			_ = writeStatus(sc, "NetStream.Play.Failed", err.Error())
+		}
+		return err
+	}
+	rd, err := st.AddReader(media.ReaderOptions{})
+	if err != nil {
+		_ = writeStatus(sc, "NetStream.Play.Failed", err.Error())
+		return err
+	}
+	defer rd.Close()
+
+	hubTracks := st.Tracks()
+	out := make([]*gortmplib.Track, len(hubTracks))
+	var list []*gortmplib.Track
+	for i, t := range hubTracks {
+		out[i] = &gortmplib.Track{Codec: t.RTMPCodec()}
+		list = append(list, out[i])
+	}
+	_ = c.SetDeadline(time.Now().Add(s.WriteTimeout))
+	w := &gortmplib.Writer{Conn: sc, Tracks: list}
+	if err := w.Initialize(); err != nil { // sends NetStream.Play.Start and the track headers
+		return err
+	}
+	_ = c.SetReadDeadline(time.Time{})
+
+	v := st.Join(media.ProtoRTMP)
+	defer v.Leave()
+	s.Log.Info("rtmp play", "name", name, "remote", c.RemoteAddr().String())
+
+	// The player's own messages (acks, pings) are read and dropped; a read error means it left.
+	gone := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			if _, err := c.Read(buf); err != nil {
+				gone <- err
+				return
+			}
+		}
+	}()
+	defer func() {
+		c.Close()
+		<-gone
+	}()
+
+	sent := sc.BytesSent()
+	var base time.Duration
+	baseSet := false
+	for {
+		select {
+		case <-s.ctx.Done():
+			return s.ctx.Err()
+		case err := <-gone:
+			gone <- err // for the deferred wait
+			return nil
+		case u, ok := <-rd.C():
+			if !ok {
+				return rd.Err()
+			}
+			if !baseSet {
+				// RTMP timestamps are unsigned: start a second in, so audio a little older
+				// than the first key frame still fits.
+				base, baseSet = u.DTS-time.Second, true
+			}
+			pts, dts := max(u.PTS-base, 0), max(u.DTS-base, 0)
+			_ = c.SetWriteDeadline(time.Now().Add(s.WriteTimeout))
+			t := out[u.Track]
+			var err error
+			switch t.Codec.(type) {
+			case *codecs.H264:
+				err = w.WriteH264(t, pts, dts, u.AU)
+			case *codecs.H265:
+				err = w.WriteH265(t, pts, dts, u.AU)
+			case *codecs.MPEG4Audio:
+				err = w.WriteMPEG4Audio(t, pts, u.Frame)
+			case *codecs.Opus:
+				err = w.WriteOpus(t, pts, u.Frame)
+			}
+			if err != nil {
+				return err
+			}
+			now := sc.BytesSent()
+			v.Sent(int(now - sent))
+			sent = now
+		}
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}

@@ -1,0 +1,325 @@
+package rtspsrv
+
+import (
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/bluenviron/gortsplib/v5"
+	"github.com/bluenviron/gortsplib/v5/pkg/base"
+	"github.com/bluenviron/gortsplib/v5/pkg/description"
+
+	"github.com/peergate/peergate/origin/media"
+	"github.com/peergate/peergate/shared/streamname"
+)
+
+// statusConflict refuses a publisher on a live NAME. RTSP 1.0 has no "resource busy" code;
+// every client fails on any 4xx and prints code and reason, and 409 Conflict says what
+// happened, where 403 reads as "access denied" (FFmpeg, GStreamer) and 400 as a broken client.
+const statusConflict base.StatusCode = 409
+
+// session is what the handler keeps per RTSP session (publisher or reader).
+type session struct {
+	name string
+	// publisher
+	claim  *media.Claim
+	tracks []*media.Track
+	maps   []trackMap
+	stream *media.Stream
+	// reader
+	out       *output
+	viewer    *media.Viewer
+	sentBytes uint64
+}
+
+type handler struct {
+	s   *Server
+	log *slog.Logger
+
+	mu       sync.Mutex
+	outs     map[string]*output
+	sessions map[*gortsplib.ServerSession]*session
+}
+
+func newHandler(s *Server) *handler {
+	return &handler{
+		s: s, log: s.Log,
+		outs:     map[string]*output{},
+		sessions: map[*gortsplib.ServerSession]*session{},
+	}
+}
+
+var (
+	_ gortsplib.ServerHandlerOnConnClose    = (*handler)(nil)
+	_ gortsplib.ServerHandlerOnSessionOpen  = (*handler)(nil)
+	_ gortsplib.ServerHandlerOnSessionClose = (*handler)(nil)
+	_ gortsplib.ServerHandlerOnRequest      = (*handler)(nil)
+	_ gortsplib.ServerHandlerOnDescribe     = (*handler)(nil)
+	_ gortsplib.ServerHandlerOnAnnounce     = (*handler)(nil)
+	_ gortsplib.ServerHandlerOnSetup        = (*handler)(nil)
+	_ gortsplib.ServerHandlerOnPlay         = (*handler)(nil)
+	_ gortsplib.ServerHandlerOnRecord       = (*handler)(nil)
+)
+
+func (h *handler) OnConnClose(ctx *gortsplib.ServerHandlerOnConnCloseCtx) {
+	h.log.Info("rtsp conn closed", "remote", ctx.Conn.NetConn().RemoteAddr().String(), "err", errString(ctx.Error))
+}
+
+func (h *handler) OnRequest(sc *gortsplib.ServerConn, _ *base.Request) {
+	if lc, ok := sc.NetConn().(*limitConn); ok {
+		lc.requestDone()
+	}
+}
+
+func (h *handler) OnSessionOpen(ctx *gortsplib.ServerHandlerOnSessionOpenCtx) {
+	h.mu.Lock()
+	h.sessions[ctx.Session] = &session{}
+	h.mu.Unlock()
+}
+
+func (h *handler) OnSessionClose(ctx *gortsplib.ServerHandlerOnSessionCloseCtx) {
+	h.mu.Lock()
+	ses := h.sessions[ctx.Session]
+	delete(h.sessions, ctx.Session)
+	if ses != nil && ses.out != nil {
+		ses.out.refs--
+		ses.out.lastUsed = time.Now()
+	}
+	h.mu.Unlock()
+	if ses == nil {
+		return
+	}
+	if ses.viewer != nil {
+		h.countEgress(ctx.Session, ses)
+		ses.viewer.Leave()
+	}
+	if ses.stream != nil {
+		ses.stream.Close()
+	}
+	if ses.claim != nil {
+		ses.claim.Release()
+	}
+	role := "reader"
+	if ses.claim != nil {
+		role = "publisher"
+	}
+	if ses.name != "" {
+		h.log.Info("rtsp session closed", "name", ses.name, "role", role, "err", errString(ctx.Error))
+	}
+}
+
+func (h *handler) session(ss *gortsplib.ServerSession) *session {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.sessions[ss]
+}
+
+func (h *handler) OnDescribe(ctx *gortsplib.ServerHandlerOnDescribeCtx) (*base.Response, *gortsplib.ServerStream, error) {
+	name, ok := streamname.FromRTSPPath(ctx.Path)
+	if !ok {
+		return &base.Response{StatusCode: base.StatusNotFound}, nil, nil
+	}
+	out, err := h.output(name)
+	if err != nil {
+		return h.readError(err), nil, nil
+	}
+	return &base.Response{StatusCode: base.StatusOK}, out.ss, nil
+}
+
+func (h *handler) OnAnnounce(ctx *gortsplib.ServerHandlerOnAnnounceCtx) (*base.Response, error) {
+	name, ok := streamname.FromRTSPPath(ctx.Path)
+	if !ok {
+		return &base.Response{StatusCode: base.StatusBadRequest}, errors.New("invalid stream name")
+	}
+	ses := h.session(ctx.Session)
+	if ses == nil {
+		return &base.Response{StatusCode: base.StatusInternalServerError}, errors.New("unknown session")
+	}
+	tracks, maps := tracksFromDescription(ctx.Description)
+	if len(tracks) == 0 {
+		h.log.Info("rtsp publish refused", "name", name, "remote", remote(ctx.Conn), "reason", "no supported codec")
+		return &base.Response{StatusCode: base.StatusUnsupportedMediaType}, errors.New("no supported codec")
+	}
+	claim, err := h.s.Table.Claim(name)
+	if err != nil {
+		h.log.Info("rtsp publish refused", "name", name, "remote", remote(ctx.Conn), "reason", err.Error())
+		if errors.Is(err, media.ErrAlreadyPublishing) {
+			return &base.Response{StatusCode: statusConflict, StatusMessage: "Conflict: stream already published"}, err
+		}
+		return &base.Response{StatusCode: base.StatusServiceUnavailable}, err
+	}
+	h.mu.Lock()
+	ses.name, ses.claim, ses.tracks, ses.maps = name, claim, tracks, maps
+	h.mu.Unlock()
+	return &base.Response{StatusCode: base.StatusOK}, nil
+}
+
+func (h *handler) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response, *gortsplib.ServerStream, error) {
+	if ctx.Session.State() == gortsplib.ServerSessionStatePreRecord {
+		return &base.Response{StatusCode: base.StatusOK}, nil, nil
+	}
+	ses := h.session(ctx.Session)
+	if ses == nil {
+		return &base.Response{StatusCode: base.StatusInternalServerError}, nil, errors.New("unknown session")
+	}
+	name, ok := streamname.FromRTSPPath(ctx.Path)
+	if !ok {
+		return &base.Response{StatusCode: base.StatusNotFound}, nil, nil
+	}
+	if ses.out != nil && ses.name != name {
+		return &base.Response{StatusCode: base.StatusBadRequest}, nil, errors.New("one stream per session")
+	}
+	out := ses.out
+	if out == nil {
+		var err error
+		if out, err = h.output(name); err != nil {
+			return h.readError(err), nil, nil
+		}
+		h.mu.Lock()
+		out.refs++
+		ses.out, ses.name = out, name
+		h.mu.Unlock()
+	}
+	return &base.Response{StatusCode: base.StatusOK}, out.ss, nil
+}
+
+func (h *handler) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
+	ses := h.session(ctx.Session)
+	if ses == nil || ses.out == nil {
+		return &base.Response{StatusCode: base.StatusBadRequest}, errors.New("play before setup")
+	}
+	h.mu.Lock()
+	if ses.viewer == nil {
+		ses.viewer = ses.out.st.Join(media.ProtoRTSP)
+	}
+	h.mu.Unlock()
+	h.markStreaming(ctx.Conn, ctx.Session)
+	h.log.Info("rtsp play", "name", ses.name, "remote", remote(ctx.Conn), "transport", transportName(ctx.Session))
+	return &base.Response{StatusCode: base.StatusOK}, nil
+}
+
+func (h *handler) OnRecord(ctx *gortsplib.ServerHandlerOnRecordCtx) (*base.Response, error) {
+	ses := h.session(ctx.Session)
+	if ses == nil || ses.claim == nil {
+		return &base.Response{StatusCode: base.StatusBadRequest}, errors.New("record before announce")
+	}
+	st, err := ses.claim.Publish(ses.tracks)
+	if err != nil {
+		return &base.Response{StatusCode: base.StatusBadRequest}, err
+	}
+	h.mu.Lock()
+	ses.stream = st
+	h.mu.Unlock()
+	if err := attachDecoders(ctx.Session, st, ses.maps); err != nil {
+		return &base.Response{StatusCode: base.StatusBadRequest}, err
+	}
+	h.markStreaming(ctx.Conn, ctx.Session)
+	h.log.Info("rtsp publish", "name", ses.name, "remote", remote(ctx.Conn), "transport", transportName(ctx.Session),
+		"codecs", st.Meta().Codecs)
+	return &base.Response{StatusCode: base.StatusOK}, nil
+}
+
+// markStreaming lifts the request-size budget once media flows interleaved on the connection.
+func (h *handler) markStreaming(sc *gortsplib.ServerConn, ss *gortsplib.ServerSession) {
+	tr := ss.Transport()
+	if tr == nil || tr.Protocol != gortsplib.ProtocolTCP {
+		return
+	}
+	if lc, ok := sc.NetConn().(*limitConn); ok {
+		lc.streaming.Store(true)
+	}
+}
+
+// readError maps hub errors to RTSP statuses.
+func (h *handler) readError(err error) *base.Response {
+	switch {
+	case errors.Is(err, media.ErrNotFound), errors.Is(err, media.ErrStreamClosed):
+		return &base.Response{StatusCode: base.StatusNotFound}
+	case errors.Is(err, media.ErrTooManyReaders):
+		return &base.Response{StatusCode: base.StatusServiceUnavailable}
+	}
+	return &base.Response{StatusCode: base.StatusServiceUnavailable}
+}
+
+// janitor counts egress bytes every second and closes RTP feeds nobody reads.
+func (h *handler) janitor() {
+	defer h.s.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.s.ctx.Done():
+			return
+		case now := <-t.C:
+			h.mu.Lock()
+			type pv struct {
+				ss  *gortsplib.ServerSession
+				ses *session
+			}
+			var playing []pv
+			for ss, ses := range h.sessions {
+				if ses.viewer != nil {
+					playing = append(playing, pv{ss, ses})
+				}
+			}
+			var idle []*output
+			for name, o := range h.outs {
+				if o.refs == 0 && now.Sub(o.lastUsed) > h.s.OutputIdle {
+					delete(h.outs, name)
+					idle = append(idle, o)
+				}
+			}
+			h.mu.Unlock()
+			for _, p := range playing {
+				h.countEgress(p.ss, p.ses)
+			}
+			for _, o := range idle {
+				o.close()
+			}
+		}
+	}
+}
+
+func (h *handler) countEgress(ss *gortsplib.ServerSession, ses *session) {
+	st := ss.Stats()
+	h.mu.Lock()
+	d := st.OutboundBytes - ses.sentBytes
+	ses.sentBytes = st.OutboundBytes
+	h.mu.Unlock()
+	if d > 0 && d < 1<<40 {
+		ses.viewer.Sent(int(d))
+	}
+}
+
+func remote(sc *gortsplib.ServerConn) string { return sc.NetConn().RemoteAddr().String() }
+
+func transportName(ss *gortsplib.ServerSession) string {
+	if tr := ss.Transport(); tr != nil {
+		return tr.Protocol.String()
+	}
+	return ""
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// tracksFromDescription picks the first supported format of each media.
+func tracksFromDescription(desc *description.Session) ([]*media.Track, []trackMap) {
+	var tracks []*media.Track
+	var maps []trackMap
+	for _, m := range desc.Medias {
+		for _, f := range m.Formats {
+			if media.Supported(f) {
+				maps = append(maps, trackMap{media: m, format: f, track: len(tracks)})
+				tracks = append(tracks, &media.Track{Format: f})
+				break
+			}
+		}
+	}
+	return tracks, maps
+}

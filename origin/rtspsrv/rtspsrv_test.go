@@ -1,0 +1,190 @@
+package rtspsrv
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/peergate/peergate/origin/internal/mediatest"
+	"github.com/peergate/peergate/origin/media"
+)
+
+func startServer(t *testing.T, tbl *media.Table) (*Server, string) {
+	t.Helper()
+	s := &Server{Address: "127.0.0.1:0", UDPRTPAddress: "127.0.0.1:0", Table: tbl, MaxRequestBytes: 16 << 10}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s, "rtsp://" + s.Addr().String()
+}
+
+func waitLive(t *testing.T, tbl *media.Table, name string, p *mediatest.Proc) {
+	t.Helper()
+	ok := mediatest.Eventually(15*time.Second, func() bool {
+		st := tbl.Get(name)
+		return st != nil && st.IngressBytes() > 0
+	})
+	if !ok {
+		t.Fatalf("%s never went live; ffmpeg said: %s", name, p.Output())
+	}
+}
+
+func checkProbe(t *testing.T, url, transport string) {
+	t.Helper()
+	p, err := mediatest.ProbeStream(context.Background(), url, mediatest.ReadOptions{RTSPTransport: transport, Frames: 50})
+	if err != nil {
+		t.Errorf("%s over %s: %v", url, transport, err)
+		return
+	}
+	if p.VideoCodec != "h264" || p.Width != 640 || p.Height != 360 || p.Frames < 50 {
+		t.Errorf("%s over %s: got %+v, want h264 640x360 >= 50 frames", url, transport, p)
+	}
+}
+
+// TestPublishPlayAndRefusals: ffmpeg records over TCP and UDP; ffprobe plays over TCP and UDP;
+// a second publisher on a live NAME gets 409; unknown NAMEs get 404.
+func TestPublishPlayAndRefusals(t *testing.T) {
+	tbl := media.NewTable(media.Config{})
+	defer tbl.Close()
+	srv, base := startServer(t, tbl)
+
+	pubTCP := mediatest.PublishRTSP(t, base+"/live/cam1", "tcp", mediatest.Source{})
+	pubUDP := mediatest.PublishRTSP(t, base+"/live/cam2", "udp", mediatest.Source{})
+	waitLive(t, tbl, "live/cam1", pubTCP)
+	waitLive(t, tbl, "live/cam2", pubUDP)
+
+	var wg sync.WaitGroup
+	for _, c := range []struct{ name, tr string }{
+		{"live/cam1", "tcp"}, {"live/cam1", "udp"}, {"live/cam2", "tcp"},
+	} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			checkProbe(t, base+"/"+c.name, c.tr)
+		}()
+	}
+
+	// The first publisher keeps the NAME.
+	second := mediatest.PublishRTSP(t, base+"/live/cam1", "tcp", mediatest.Source{Duration: 5 * time.Second})
+	err, exited := second.Wait(10 * time.Second)
+	if !exited || err == nil || !strings.Contains(second.Output(), "409") {
+		t.Errorf("second publisher: exited=%v err=%v output=%q, want a 409 refusal", exited, err, second.Output())
+	}
+
+	// Unknown names: 404 on DESCRIBE.
+	_, err = mediatest.ProbeStream(context.Background(), base+"/live/nope", mediatest.ReadOptions{RTSPTransport: "tcp", Timeout: 5 * time.Second})
+	if err == nil || !strings.Contains(err.Error(), "404") {
+		t.Errorf("unknown name: %v, want 404", err)
+	}
+	wg.Wait()
+
+	st := tbl.Stats()
+	if st.Streams != 2 {
+		t.Errorf("streams %d", st.Streams)
+	}
+	var rtspBytes int64
+	for _, p := range st.Protocols {
+		if p.Protocol == media.ProtoRTSP {
+			rtspBytes = p.EgressBytes
+		}
+	}
+	if rtspBytes == 0 {
+		t.Errorf("no RTSP egress counted: %+v", st)
+	}
+
+	// The publisher leaving ends the stream and frees the NAME.
+	pubTCP.Stop()
+	if !mediatest.Eventually(5*time.Second, func() bool { return !tbl.Live("live/cam1") }) {
+		t.Error("live/cam1 still live after its publisher left")
+	}
+	_ = srv
+}
+
+// TestBadInputCutOff: an oversized request, garbage and a connection flood are cut off while
+// another stream keeps playing.
+func TestBadInputCutOff(t *testing.T) {
+	tbl := media.NewTable(media.Config{})
+	defer tbl.Close()
+	s := &Server{Address: "127.0.0.1:0", Table: tbl, MaxRequestBytes: 16 << 10, MaxConns: 8}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	base := "rtsp://" + s.Addr().String()
+	pub := mediatest.PublishRTSP(t, base+"/live/good", "tcp", mediatest.Source{})
+	waitLive(t, tbl, "live/good", pub)
+
+	// Oversized request: headers beyond 16 KiB, never finished.
+	c, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = fmt.Fprintf(c, "OPTIONS %s/live/good RTSP/1.0\r\nCSeq: 1\r\n", base)
+	pad := "X-Pad: " + strings.Repeat("a", 1000) + "\r\n"
+	start := time.Now()
+	for i := 0; i < 100; i++ {
+		if _, err := c.Write([]byte(pad)); err != nil {
+			break // the server already hung up
+		}
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(c); err != nil && !isReset(err) {
+		t.Fatalf("oversized request: connection not closed: %v", err)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Fatal("oversized request: not cut off within 5 s")
+	}
+
+	// Garbage instead of RTSP.
+	g, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	_, _ = g.Write(append([]byte("\x00\x01\x02garbage\r\n\r\n"), make([]byte, 200)...))
+	_ = g.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(g); err != nil && !isReset(err) {
+		t.Fatalf("garbage: connection not closed: %v", err)
+	}
+
+	// Connection flood beyond MaxConns: extra connections are closed at once.
+	var idle []net.Conn
+	defer func() {
+		for _, c := range idle {
+			c.Close()
+		}
+	}()
+	for i := 0; i < 8; i++ {
+		c, err := net.Dial("tcp", s.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		idle = append(idle, c)
+	}
+	last := idle[len(idle)-1]
+	_ = last.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := last.Read(make([]byte, 1)); err == nil {
+		t.Fatal("connection over the cap was served")
+	}
+	for _, c := range idle {
+		c.Close()
+	}
+	idle = nil
+
+	// The good stream still plays.
+	if !mediatest.Eventually(5*time.Second, func() bool { return s.ln.active.Load() <= 2 }) {
+		t.Fatalf("connections not released: %d", s.ln.active.Load())
+	}
+	checkProbe(t, base+"/live/good", "tcp")
+}
+
+func isReset(err error) bool {
+	return strings.Contains(err.Error(), "reset") || strings.Contains(err.Error(), "broken pipe")
+}

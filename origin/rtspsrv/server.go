@@ -1,0 +1,259 @@
+// Package rtspsrv serves RTSP on the origin: ANNOUNCE/RECORD publish into the media table, DESCRIBE/SETUP/PLAY read from it over TCP and UDP.
+package rtspsrv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bluenviron/gortsplib/v5"
+
+	"github.com/peergate/peergate/origin/media"
+)
+
+// Server is the origin's RTSP listener. Set the fields, then Start; Close stops everything.
+type Server struct {
+	// Address is the TCP listen address, e.g. ":8555" or "127.0.0.1:0".
+	Address string
+	// UDPRTPAddress enables the UDP transport: "host:port" with an even port (RTCP uses port+1),
+	// or "host:0" to pick a free pair. Empty means TCP only.
+	UDPRTPAddress string
+	// Table is the stream table. Required.
+	Table *media.Table
+	// ReadTimeout bounds reads of a recording publisher. It defaults to 10 seconds.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds writes. It defaults to 10 seconds.
+	WriteTimeout time.Duration
+	// IdleTimeout bounds the time to receive one whole request and a session's silence.
+	// It defaults to 30 seconds.
+	IdleTimeout time.Duration
+	// MaxConns caps concurrent TCP connections; extra ones are closed at once. It defaults to 1024.
+	MaxConns int
+	// MaxRequestBytes caps one request (headers and body); a connection that sends more
+	// is cut off. It defaults to 64 KiB.
+	MaxRequestBytes int
+	// OutputIdle closes the RTP feed of a stream that had no RTSP reader for this long.
+	// It defaults to 10 seconds.
+	OutputIdle time.Duration
+	// Log defaults to slog.Default().
+	Log *slog.Logger
+
+	srv    *gortsplib.Server
+	ln     *capListener
+	h      *handler
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	rtp    int
+	rtcp   int
+}
+
+// Start listens and serves.
+func (s *Server) Start() error {
+	if s.Table == nil {
+		return errors.New("rtspsrv: Table is required")
+	}
+	if s.ReadTimeout <= 0 {
+		s.ReadTimeout = 10 * time.Second
+	}
+	if s.WriteTimeout <= 0 {
+		s.WriteTimeout = 10 * time.Second
+	}
+	if s.IdleTimeout <= 0 {
+		s.IdleTimeout = 30 * time.Second
+	}
+	if s.MaxConns <= 0 {
+		s.MaxConns = 1024
+	}
+	if s.MaxRequestBytes <= 0 {
+		s.MaxRequestBytes = 64 << 10
+	}
+	if s.OutputIdle <= 0 {
+		s.OutputIdle = 10 * time.Second
+	}
+	if s.Log == nil {
+		s.Log = slog.Default()
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.h = newHandler(s)
+	s.srv = &gortsplib.Server{
+		Handler:      s.h,
+		RTSPAddress:  s.Address,
+		ReadTimeout:  s.ReadTimeout,
+		WriteTimeout: s.WriteTimeout,
+		IdleTimeout:  s.IdleTimeout,
+		Listen: func(network, address string) (net.Listener, error) {
+			ln, err := net.Listen(network, address)
+			if err != nil {
+				return nil, err
+			}
+			s.ln = &capListener{Listener: ln, max: int64(s.MaxConns), reqMax: int64(s.MaxRequestBytes), log: s.Log}
+			return s.ln, nil
+		},
+	}
+	if s.UDPRTPAddress != "" {
+		rtpConn, rtcpConn, err := listenUDPPair(s.UDPRTPAddress)
+		if err != nil {
+			s.cancel()
+			return err
+		}
+		s.rtp = rtpConn.LocalAddr().(*net.UDPAddr).Port
+		s.rtcp = rtcpConn.LocalAddr().(*net.UDPAddr).Port
+		host, _, _ := net.SplitHostPort(s.UDPRTPAddress)
+		s.srv.UDPRTPAddress = net.JoinHostPort(host, strconv.Itoa(s.rtp))
+		s.srv.UDPRTCPAddress = net.JoinHostPort(host, strconv.Itoa(s.rtcp))
+		// Hand gortsplib the sockets already bound, so a picked pair cannot be lost to a race.
+		pre := map[string]net.PacketConn{s.srv.UDPRTPAddress: rtpConn, s.srv.UDPRTCPAddress: rtcpConn}
+		var mu sync.Mutex
+		s.srv.ListenPacket = func(network, address string) (net.PacketConn, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if c, ok := pre[address]; ok {
+				delete(pre, address)
+				return c, nil
+			}
+			return net.ListenPacket(network, address)
+		}
+	}
+	if err := s.srv.Start(); err != nil {
+		s.cancel()
+		return fmt.Errorf("rtspsrv: %w", err)
+	}
+	s.wg.Add(1)
+	go s.h.janitor()
+	s.Log.Info("rtsp listening", "addr", s.Addr(), "udp_rtp", s.rtp, "udp_rtcp", s.rtcp)
+	return nil
+}
+
+// Addr is the bound TCP address (useful with port 0).
+func (s *Server) Addr() net.Addr { return s.srv.NetListener().Addr() }
+
+// UDPPorts are the bound RTP and RTCP ports, zeros when UDP is off.
+func (s *Server) UDPPorts() (rtp, rtcp int) { return s.rtp, s.rtcp }
+
+// Close stops the listener, ends every session and RTP feed, and waits for them.
+func (s *Server) Close() {
+	s.cancel()
+	s.h.closeOutputs()
+	s.srv.Close()
+	s.wg.Wait()
+}
+
+// listenUDPPair binds an even RTP port and the next odd RTCP port (port 0: any free pair).
+func listenUDPPair(addr string) (net.PacketConn, net.PacketConn, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("rtspsrv: UDPRTPAddress: %w", err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 0 || port > 65534 || port%2 != 0 {
+		return nil, nil, fmt.Errorf("rtspsrv: UDPRTPAddress %q: port must be even (or 0)", addr)
+	}
+	for try := 0; try < 100; try++ {
+		p := port
+		var rtp net.PacketConn
+		if p == 0 {
+			rtp, err = net.ListenPacket("udp", net.JoinHostPort(host, "0"))
+			if err != nil {
+				return nil, nil, err
+			}
+			p = rtp.LocalAddr().(*net.UDPAddr).Port
+			if p%2 != 0 || p == 65535 {
+				rtp.Close()
+				continue
+			}
+		} else {
+			rtp, err = net.ListenPacket("udp", addr)
+			if err != nil {
+				return nil, nil, err
+			}
+		}
+		rtcp, err := net.ListenPacket("udp", net.JoinHostPort(host, strconv.Itoa(p+1)))
+		if err != nil {
+			rtp.Close()
+			if port != 0 {
+				return nil, nil, err
+			}
+			continue
+		}
+		return rtp, rtcp, nil
+	}
+	return nil, nil, errors.New("rtspsrv: no free UDP port pair")
+}
+
+// errRequestTooLarge cuts a connection whose request exceeds MaxRequestBytes.
+var errRequestTooLarge = errors.New("rtsp request too large")
+
+// capListener closes connections beyond max and wraps the others in limitConn.
+type capListener struct {
+	net.Listener
+	max, reqMax int64
+	active      atomic.Int64
+	log         *slog.Logger
+}
+
+func (l *capListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.active.Add(1) > l.max {
+			l.active.Add(-1)
+			l.log.Warn("rtsp conn refused", "remote", c.RemoteAddr().String(), "reason", "connection limit")
+			c.Close()
+			continue
+		}
+		return &limitConn{Conn: c, l: l}, nil
+	}
+}
+
+// limitConn bounds the bytes read between two complete requests until the session streams
+// interleaved media, where gortsplib's own frame limits apply.
+type limitConn struct {
+	net.Conn
+	l         *capListener
+	n         atomic.Int64
+	streaming atomic.Bool
+	once      sync.Once
+	started   bool // first byte seen; only the reading goroutine touches it
+}
+
+// errNotRTSP cuts a connection whose first byte cannot start an RTSP or HTTP-tunnel request;
+// gortsplib would otherwise skip junk byte by byte until the idle timeout.
+var errNotRTSP = errors.New("not an RTSP request")
+
+func (c *limitConn) Read(p []byte) (int, error) {
+	if !c.streaming.Load() {
+		rem := c.l.reqMax - c.n.Load()
+		if rem <= 0 {
+			return 0, errRequestTooLarge
+		}
+		if int64(len(p)) > rem {
+			p = p[:rem]
+		}
+	}
+	n, err := c.Conn.Read(p)
+	if n > 0 && !c.started {
+		c.started = true
+		if p[0] < 'A' || p[0] > 'Z' {
+			return 0, errNotRTSP
+		}
+	}
+	c.n.Add(int64(n))
+	return n, err
+}
+
+func (c *limitConn) Close() error {
+	c.once.Do(func() { c.l.active.Add(-1) })
+	return c.Conn.Close()
+}
+
+// requestDone restarts the per-request budget.
+func (c *limitConn) requestDone() { c.n.Store(0) }

@@ -1,0 +1,89 @@
+package streamapi
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/peergate/peergate/shared/cluster"
+)
+
+type fakeRegistry struct {
+	mu      sync.Mutex
+	put     []cluster.Stream
+	removed []string
+}
+
+func (f *fakeRegistry) PutStream(s cluster.Stream) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.put = append(f.put, s)
+}
+
+func (f *fakeRegistry) RemoveStream(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.removed = append(f.removed, name)
+}
+
+func TestHandler(t *testing.T) {
+	reg := &fakeRegistry{}
+	h := New(reg, []cluster.Stream{{Name: "demo", State: cluster.StreamRunning}}, slog.New(slog.DiscardHandler))
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+
+	do := func(method, path, body string) int {
+		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		return res.StatusCode
+	}
+	cases := []struct {
+		desc, method, path, body string
+		want                     int
+	}{
+		{"add running by default", "PUT", "/api/v1/streams/live/cam1", "", 204},
+		{"add ondemand", "PUT", "/api/v1/streams/live/cam2", `{"state":"ondemand"}`, 204},
+		{"bad state", "PUT", "/api/v1/streams/x", `{"state":"weird"}`, 400},
+		{"bad json", "PUT", "/api/v1/streams/x", `{`, 400},
+		{"bad name", "PUT", "/api/v1/streams/a/../b", "", 400},
+		{"escaped name", "PUT", "/api/v1/streams/%2e%2e", "", 400},
+		{"too large", "PUT", "/api/v1/streams/x", `{"state":"` + strings.Repeat("a", maxBody) + `"}`, 413},
+		{"delete", "DELETE", "/api/v1/streams/live/cam1", "", 204},
+		{"delete unknown", "DELETE", "/api/v1/streams/live/none", "", 404},
+		{"method", "POST", "/api/v1/streams/x", "", 405},
+		{"list wrong method", "POST", "/api/v1/streams", "", 404},
+	}
+	for _, c := range cases {
+		if got := do(c.method, c.path, c.body); got != c.want {
+			t.Errorf("%s: %s %s = %d, want %d", c.desc, c.method, c.path, got, c.want)
+		}
+	}
+	if len(reg.put) != 2 || reg.put[0].Name != "live/cam1" || reg.put[0].State != "running" || reg.put[1].State != "ondemand" {
+		t.Fatalf("registry got %+v", reg.put)
+	}
+	if len(reg.removed) != 1 || reg.removed[0] != "live/cam1" {
+		t.Fatalf("registry removed %v", reg.removed)
+	}
+	res, err := http.Get(srv.URL + "/api/v1/streams")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var list []cluster.Stream
+	if err := json.NewDecoder(res.Body).Decode(&list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 2 || list[0].Name != "demo" || list[1].Name != "live/cam2" {
+		t.Fatalf("list = %+v", list)
+	}
+}

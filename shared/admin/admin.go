@@ -1,0 +1,145 @@
+// Package admin serves the side listener of both binaries: health, readiness, Prometheus metrics and extra JSON endpoints.
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
+)
+
+// Limits of the admin listener; it serves operators and scrapers, not viewers.
+const (
+	DefaultMaxConns   = 64
+	readHeaderTimeout = 5 * time.Second
+	readTimeout       = 10 * time.Second
+	writeTimeout      = 30 * time.Second
+	idleTimeout       = 60 * time.Second
+	maxHeaderBytes    = 16 << 10
+	shutdownTimeout   = time.Second
+)
+
+// Server is the admin HTTP listener. Set the fields, call Initialize, then Close.
+type Server struct {
+	// Address to listen on, e.g. ":9080" or "127.0.0.1:0".
+	Address string
+	// Ready reports readiness: nil means ready, an error is the reason for 503. A nil func is always ready.
+	Ready func() error
+	// Gatherer feeds /metrics. It defaults to an empty registry.
+	Gatherer prometheus.Gatherer
+	// Handlers are extra routes (net/http ServeMux patterns), e.g. "GET /api/v1/origins".
+	Handlers map[string]http.Handler
+	// MaxConns bounds concurrent connections. It defaults to DefaultMaxConns.
+	MaxConns int
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+
+	ln   net.Listener
+	srv  *http.Server
+	wg   sync.WaitGroup
+	once sync.Once
+}
+
+// Initialize binds the listener and starts serving.
+func (s *Server) Initialize() error {
+	if s.Logger == nil {
+		s.Logger = slog.Default()
+	}
+	if s.Gatherer == nil {
+		s.Gatherer = prometheus.NewRegistry()
+	}
+	if s.MaxConns <= 0 {
+		s.MaxConns = DefaultMaxConns
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Gatherer, promhttp.HandlerOpts{
+		ErrorLog:            slog.NewLogLogger(s.Logger.Handler(), slog.LevelError),
+		MaxRequestsInFlight: 4,
+		Timeout:             10 * time.Second,
+	}))
+	for pattern, h := range s.Handlers {
+		mux.Handle(pattern, h)
+	}
+	ln, err := net.Listen("tcp", s.Address)
+	if err != nil {
+		return fmt.Errorf("admin listen %s: %w", s.Address, err)
+	}
+	s.ln = ln
+	s.srv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.Logger.Handler(), slog.LevelDebug),
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.srv.Serve(netutil.LimitListener(ln, s.MaxConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.Logger.Error("admin listener stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// Addr is the bound address; valid after Initialize.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Close stops the listener and waits for in-flight requests, up to a few seconds.
+func (s *Server) Close() {
+	s.once.Do(func() {
+		if s.srv == nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		defer cancel()
+		if err := s.srv.Shutdown(ctx); err != nil {
+			_ = s.srv.Close()
+		}
+		s.wg.Wait()
+	})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if s.Ready != nil {
+		if err := s.Ready(); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = fmt.Fprintf(w, "not ready: %v\n", err)
+			return
+		}
+	}
+	_, _ = w.Write([]byte("ready\n"))
+}
+
+// WriteJSON answers v as indented JSON with the given status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// WriteError answers {"error": msg} with the given status.
+func WriteError(w http.ResponseWriter, status int, msg string) {
+	WriteJSON(w, status, map[string]string{"error": msg})
+}

@@ -1,0 +1,406 @@
+package config
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+const key = "0123456789abcdef-test"
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestGatewayDefaults(t *testing.T) {
+	t.Parallel()
+	c, err := LoadGateway("", []string{"PEERGATE_CLUSTER_KEY=" + key, "HOME=/root"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := DefaultGateway()
+	want.ClusterKey = key
+	if !reflect.DeepEqual(c, want) {
+		t.Fatalf("got %+v\nwant %+v", c, want)
+	}
+	if c.Listen.HTTP != ":8080" || c.Listen.RTSP != ":8554" || c.Listen.RTMP != ":1935" || c.Listen.Admin != ":9080" ||
+		c.Redis.URL != "redis://127.0.0.1:6379/0" || c.HTTP.RetryAfter != 2*time.Second ||
+		c.HTTP.ReadHeaderTimeout != 5*time.Second || c.HTTP.MaxConns != 10000 || c.Balance.Hysteresis != 0.10 ||
+		c.Registry.AntiEntropy != 30*time.Second || c.Log.Level != "info" || c.Log.Format != "text" {
+		t.Fatalf("defaults drifted: %+v", c)
+	}
+}
+
+func TestOriginDefaults(t *testing.T) {
+	t.Parallel()
+	c, err := LoadOrigin("", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_ID=o1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen.HTTP != ":8081" || c.Listen.RTSP != ":8555" || c.Listen.RTMP != ":1936" || c.Listen.Admin != ":9081" ||
+		c.Heartbeat.Interval != time.Second || c.Heartbeat.TTL != 3*time.Second || c.DrainTimeout != 30*time.Second {
+		t.Fatalf("defaults drifted: %+v", c)
+	}
+	pub := c.PublicURLs()
+	want := map[string]string{"http": "http://127.0.0.1:8081", "rtsp": "rtsp://127.0.0.1:8555", "rtmp": "rtmp://127.0.0.1:1936"}
+	if !reflect.DeepEqual(map[string]string(pub), want) {
+		t.Fatalf("public = %v", pub)
+	}
+}
+
+func TestOriginIDDefaultsToHostname(t *testing.T) {
+	t.Parallel()
+	h, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadOrigin("", []string{"PEERGATE_CLUSTER_KEY=" + key})
+	if err != nil {
+		t.Fatalf("hostname %q: %v", h, err)
+	}
+	if c.ID != h {
+		t.Fatalf("id = %q, want hostname %q", c.ID, h)
+	}
+}
+
+func TestGatewayFileAndEnv(t *testing.T) {
+	t.Parallel()
+	p := writeFile(t, `
+cluster_key: from-file-0123456789
+redis:
+  url: redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster
+log: {level: debug, format: json}
+listen:
+  http: 127.0.0.1:0
+  rtsp: ""
+http:
+  trusted_proxies: [10.0.0.0/8, 192.168.1.1]
+  sticky_param: token
+  retry_after: 5s
+  max_conns: 50
+balance: {hysteresis: 0.2}
+registry: {anti_entropy: 1m}
+`)
+	c, err := LoadGateway(p, []string{
+		"PEERGATE_LOG_LEVEL=warn",
+		"PEERGATE_HTTP_TRUSTED_PROXIES= 127.0.0.1 , ::1/128,",
+		"PEERGATE_HTTP_MAX_CONNS=77",
+		"PEERGATE_BALANCE_HYSTERESIS=0.3",
+		"PEERGATE_REGISTRY_ANTI_ENTROPY=45s",
+		"OTHER=1",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ClusterKey != "from-file-0123456789" || c.Log.Level != "warn" || c.Log.Format != "json" ||
+		c.Listen.HTTP != "127.0.0.1:0" || c.Listen.RTSP != "" || c.Listen.RTMP != ":1935" ||
+		c.HTTP.StickyParam != "token" || c.HTTP.RetryAfter != 5*time.Second || c.HTTP.MaxConns != 77 ||
+		c.Balance.Hysteresis != 0.3 || c.Registry.AntiEntropy != 45*time.Second ||
+		c.Redis.URL != "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster" {
+		t.Fatalf("got %+v", c)
+	}
+	if !reflect.DeepEqual(c.HTTP.TrustedProxies, []string{"127.0.0.1", "::1/128"}) {
+		t.Fatalf("trusted_proxies = %q", c.HTTP.TrustedProxies)
+	}
+	pfx, err := c.TrustedProxies()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(pfx, []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("::1/128")}) {
+		t.Fatalf("prefixes = %v", pfx)
+	}
+}
+
+func TestOriginFileAndEnv(t *testing.T) {
+	t.Parallel()
+	p := writeFile(t, `
+cluster_key: from-file-0123456789
+id: edge-1
+private: 10.1.2.3
+public:
+  http: http://edge1.example.com:8081/
+  https: https://edge1.example.com
+  rtmp: ""
+heartbeat: {interval: 500ms, ttl: 2s}
+capacity: {max_clients: 100, max_bandwidth: 1000000000}
+drain_timeout: 10s
+streams:
+  - name: demo
+    source: /srv/demo.mp4
+  - name: live/cam1
+    state: ondemand
+    source: rtsp://cam1.local:554/h264
+`)
+	c, err := LoadOrigin(p, []string{
+		"PEERGATE_PUBLIC_RTSP=rtsp://edge1.example.com:8555",
+		"PEERGATE_HEARTBEAT_TTL=4s",
+		"PEERGATE_CAPACITY_MAX_CLIENTS=200",
+		"PEERGATE_ID=edge-2",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ID != "edge-2" || c.Private != "10.1.2.3" || c.Heartbeat.Interval != 500*time.Millisecond ||
+		c.Heartbeat.TTL != 4*time.Second || c.Capacity.MaxClients != 200 || c.Capacity.MaxBandwidth != 1e9 ||
+		c.DrainTimeout != 10*time.Second {
+		t.Fatalf("got %+v", c)
+	}
+	wantPub := map[string]string{
+		"http": "http://edge1.example.com:8081", "https": "https://edge1.example.com", "rtsp": "rtsp://edge1.example.com:8555",
+	}
+	if got := c.PublicURLs(); !reflect.DeepEqual(map[string]string(got), wantPub) {
+		t.Fatalf("public = %v", got)
+	}
+	wantStreams := []Stream{
+		{Name: "demo", State: "running", Source: "/srv/demo.mp4"},
+		{Name: "live/cam1", State: "ondemand", Source: "rtsp://cam1.local:554/h264"},
+	}
+	if !reflect.DeepEqual(c.Streams, wantStreams) {
+		t.Fatalf("streams = %+v", c.Streams)
+	}
+	if cs := c.ClusterStreams(); len(cs) != 2 || cs[1].Name != "live/cam1" || cs[1].State != "ondemand" {
+		t.Fatalf("cluster streams = %+v", cs)
+	}
+	if cc := c.ClusterCapacity(); cc.MaxClients != 200 || cc.MaxBandwidthBps != 1e9 {
+		t.Fatalf("capacity = %+v", cc)
+	}
+}
+
+func TestEmptyFileKeepsDefaults(t *testing.T) {
+	t.Parallel()
+	c, err := LoadGateway(writeFile(t, "# nothing\n"), []string{"PEERGATE_CLUSTER_KEY=" + key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen.HTTP != ":8080" {
+		t.Fatalf("listen.http = %q", c.Listen.HTTP)
+	}
+}
+
+// Every error must carry the key (or variable) it is about.
+func TestGatewayErrors(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		desc string
+		file string
+		env  []string
+		want string
+	}{
+		{"no key", "", nil, "cluster_key: required"},
+		{"short key", "", []string{"PEERGATE_CLUSTER_KEY=short"}, "cluster_key: must be at least 16 bytes"},
+		{"unknown key", "cluster_key: " + key + "\nlisten: {htp: ':1'}\n", nil, "field htp not found"},
+		{"unknown top key", "clusterkey: x\n", nil, "field clusterkey not found"},
+		{"bad yaml type", "http: {max_conns: many}\n", nil, "cannot unmarshal"},
+		{"bad duration in file", "http: {retry_after: 2}\n", nil, "cannot unmarshal"},
+		{"unknown env", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_LISTEN_HTPP=:1"}, "env PEERGATE_LISTEN_HTPP: unknown variable"},
+		{"origin-only env on gateway", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_HEARTBEAT_TTL=3s"}, "PEERGATE_HEARTBEAT_TTL: unknown variable"},
+		{"bad env int", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_HTTP_MAX_CONNS=x"}, "env PEERGATE_HTTP_MAX_CONNS (http.max_conns): not an integer"},
+		{"bad env duration", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_HTTP_RETRY_AFTER=2"}, "env PEERGATE_HTTP_RETRY_AFTER (http.retry_after): not a duration"},
+		{"bad env float", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_BALANCE_HYSTERESIS=lots"}, "(balance.hysteresis): not a number"},
+		{"redis empty", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_REDIS_URL="}, "redis.url: required"},
+		{"redis scheme", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_REDIS_URL=http://x:1"}, "redis.url: "},
+		{"redis no host", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_REDIS_URL=redis:///0"}, "redis.url: "},
+		{"sentinel no master", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_REDIS_URL=redis+sentinel://a:1,b:2"}, "redis.url: "},
+		{"cluster bad port", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_REDIS_URL=redis+cluster://a:1,b:99999"}, "redis.url: "},
+		{"log level", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_LOG_LEVEL=loud"}, "log.level: must be"},
+		{"log format", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_LOG_FORMAT=xml"}, "log.format: must be"},
+		{"listen.http empty", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_LISTEN_HTTP="}, "listen.http: required"},
+		{"listen.http form", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_LISTEN_HTTP=8080"}, "listen.http: want [host]:port"},
+		{"listen.rtsp port", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_LISTEN_RTSP=:70000"}, "listen.rtsp: port must be"},
+		{"listen.rtmp port", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_LISTEN_RTMP=:x"}, "listen.rtmp: port must be"},
+		{"listen.admin form", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_LISTEN_ADMIN=admin"}, "listen.admin: want [host]:port"},
+		{"trusted proxies", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_HTTP_TRUSTED_PROXIES=10.0.0.0/8,nope"}, `http.trusted_proxies: "nope"`},
+		{"sticky param", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_HTTP_STICKY_PARAM=a&b"}, "http.sticky_param: must be"},
+		{"retry after", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_HTTP_RETRY_AFTER=100ms"}, "http.retry_after: must be at least 1s"},
+		{"read header timeout", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_HTTP_READ_HEADER_TIMEOUT=0s"}, "http.read_header_timeout: must be greater than zero"},
+		{"max conns", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_HTTP_MAX_CONNS=0"}, "http.max_conns: must be greater than zero"},
+		{"hysteresis", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_BALANCE_HYSTERESIS=1"}, "balance.hysteresis: must be in [0, 1)"},
+		{"anti entropy", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_REGISTRY_ANTI_ENTROPY=-1s"}, "registry.anti_entropy: must be greater than zero"},
+	}
+	for _, ca := range cases {
+		t.Run(ca.desc, func(t *testing.T) {
+			t.Parallel()
+			path := ""
+			if ca.file != "" {
+				path = writeFile(t, ca.file)
+			}
+			_, err := LoadGateway(path, ca.env)
+			if err == nil || !strings.Contains(err.Error(), ca.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, ca.want)
+			}
+		})
+	}
+}
+
+func TestOriginErrors(t *testing.T) {
+	t.Parallel()
+	base := []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_ID=o1"}
+	cases := []struct {
+		desc string
+		file string
+		env  []string
+		want string
+	}{
+		{"no key", "", []string{"PEERGATE_ID=o1"}, "cluster_key: required"},
+		{"bad id", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_ID=-bad id"}, `id: "-bad id" is not a valid origin id`},
+		{"private blanks", "", []string{"PEERGATE_PRIVATE=a b"}, "private: must not contain blanks"},
+		{"no public", "public: {http: '', rtsp: '', rtmp: ''}\n", nil, "public: at least one public URL is required"},
+		{"public http scheme", "", []string{"PEERGATE_PUBLIC_HTTP=https://x"}, `public.http: "https://x": scheme must be "http"`},
+		{"public https path", "", []string{"PEERGATE_PUBLIC_HTTPS=https://x/path"}, "public.https:"},
+		{"public rtsp host", "", []string{"PEERGATE_PUBLIC_RTSP=rtsp://"}, "public.rtsp:"},
+		{"public rtsps user", "", []string{"PEERGATE_PUBLIC_RTSPS=rtsps://u:p@x"}, "public.rtsps:"},
+		{"public rtmp query", "", []string{"PEERGATE_PUBLIC_RTMP=rtmp://x?a=b"}, "public.rtmp:"},
+		{"public rtmps scheme", "", []string{"PEERGATE_PUBLIC_RTMPS=rtmp://x"}, "public.rtmps:"},
+		{"listen.http", "", []string{"PEERGATE_LISTEN_HTTP="}, "listen.http: required"},
+		{"listen.admin", "", []string{"PEERGATE_LISTEN_ADMIN=:-1"}, "listen.admin: port must be"},
+		{"interval", "", []string{"PEERGATE_HEARTBEAT_INTERVAL=0s"}, "heartbeat.interval: must be greater than zero"},
+		{"ttl", "", []string{"PEERGATE_HEARTBEAT_TTL=1s"}, "heartbeat.ttl: must be greater than heartbeat.interval"},
+		{"max clients", "", []string{"PEERGATE_CAPACITY_MAX_CLIENTS=-1"}, "capacity.max_clients: must not be negative"},
+		{"max bandwidth", "", []string{"PEERGATE_CAPACITY_MAX_BANDWIDTH=-5"}, "capacity.max_bandwidth: must not be negative"},
+		{"drain", "", []string{"PEERGATE_DRAIN_TIMEOUT=-1s"}, "drain_timeout: must not be negative"},
+		{"streams env", "", []string{"PEERGATE_STREAMS=demo"}, "env PEERGATE_STREAMS: streams can only be set in the config file"},
+		{"gateway-only env on origin", "", []string{"PEERGATE_HTTP_MAX_CONNS=1"}, "PEERGATE_HTTP_MAX_CONNS: unknown variable"},
+		{"stream name empty", "streams: [{name: ''}]\n", nil, "streams[0].name:"},
+		{"stream name dots", "streams: [{name: a}, {name: ../x}]\n", nil, "streams[1].name:"},
+		{"stream dup", "streams: [{name: a}, {name: a}]\n", nil, `streams[1].name: "a" is listed twice`},
+		{"stream state", "streams: [{name: a, state: live}]\n", nil, "streams[0].state: must be running or ondemand"},
+		{"stream source scheme", "streams: [{name: a, source: 'ftp://x/y'}]\n", nil, "streams[0].source:"},
+		{"stream source host", "streams: [{name: a, source: 'rtsp:///y'}]\n", nil, "streams[0].source:"},
+		{"stream unknown field", "streams: [{name: a, sauce: b}]\n", nil, "field sauce not found"},
+	}
+	for _, ca := range cases {
+		t.Run(ca.desc, func(t *testing.T) {
+			t.Parallel()
+			path := ""
+			if ca.file != "" {
+				path = writeFile(t, ca.file)
+			}
+			env := ca.env
+			if ca.desc != "no key" && ca.desc != "bad id" {
+				env = append(append([]string(nil), base...), ca.env...)
+			}
+			_, err := LoadOrigin(path, env)
+			if err == nil || !strings.Contains(err.Error(), ca.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, ca.want)
+			}
+		})
+	}
+}
+
+func TestMissingFile(t *testing.T) {
+	t.Parallel()
+	_, err := LoadGateway(filepath.Join(t.TempDir(), "nope.yaml"), nil)
+	if err == nil || !strings.Contains(err.Error(), "nope.yaml") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// Every scalar and list key can be overridden, and the names follow the YAML paths.
+func TestEnvNamesCoverKeys(t *testing.T) {
+	t.Parallel()
+	g := EnvNames(&Gateway{})
+	for env, path := range map[string]string{
+		"PEERGATE_CLUSTER_KEY": "cluster_key", "PEERGATE_REDIS_URL": "redis.url", "PEERGATE_LISTEN_HTTP": "listen.http",
+		"PEERGATE_HTTP_TRUSTED_PROXIES": "http.trusted_proxies", "PEERGATE_LOG_FORMAT": "log.format",
+		"PEERGATE_REGISTRY_ANTI_ENTROPY": "registry.anti_entropy",
+	} {
+		if g[env] != path {
+			t.Errorf("gateway %s = %q, want %q", env, g[env], path)
+		}
+	}
+	if len(g) != 15 {
+		t.Errorf("gateway has %d env keys: %v", len(g), g)
+	}
+	o := EnvNames(&Origin{})
+	for env, path := range map[string]string{
+		"PEERGATE_PUBLIC_HTTP": "public.http", "PEERGATE_HEARTBEAT_TTL": "heartbeat.ttl",
+		"PEERGATE_CAPACITY_MAX_CLIENTS": "capacity.max_clients", "PEERGATE_DRAIN_TIMEOUT": "drain_timeout", "PEERGATE_ID": "id",
+	} {
+		if o[env] != path {
+			t.Errorf("origin %s = %q, want %q", env, o[env], path)
+		}
+	}
+	if _, ok := o["PEERGATE_STREAMS"]; ok {
+		t.Error("streams must be file-only")
+	}
+}
+
+func FuzzEnvValue(f *testing.F) {
+	for _, s := range []string{"1s", "", "a,b, c", "0.1", "-3", "true", "x"} {
+		f.Add("PEERGATE_HTTP_TRUSTED_PROXIES", s)
+		f.Add("PEERGATE_HTTP_RETRY_AFTER", s)
+		f.Add("PEERGATE_BALANCE_HYSTERESIS", s)
+	}
+	f.Fuzz(func(t *testing.T, name, val string) {
+		// Whatever arrives, loading returns a config or an error; it never panics.
+		_, _ = LoadGateway("", []string{"PEERGATE_CLUSTER_KEY=" + key, name + "=" + val})
+	})
+}
+
+func FuzzDecodeOrigin(f *testing.F) {
+	f.Add([]byte("cluster_key: " + key + "\nid: o1\nstreams: [{name: demo}]\n"))
+	f.Add([]byte("heartbeat: {interval: 500ms, ttl: 2s}\n"))
+	f.Add([]byte("public: {http: 'http://x:1'}\n"))
+	f.Add([]byte("listen: {htp: ':1'}\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c := DefaultOrigin()
+		if err := decodeYAML(c, "fuzz", b); err != nil {
+			return
+		}
+		_ = c.Validate()
+	})
+}
+
+func TestNewLogger(t *testing.T) {
+	t.Parallel()
+	var b strings.Builder
+	l := NewLogger(&b, Log{Level: "warn", Format: "json"})
+	l.Info("hidden")
+	l.Warn("listening", "addr", "127.0.0.1:1")
+	if got := b.String(); strings.Contains(got, "hidden") || !strings.Contains(got, `"msg":"listening","addr":"127.0.0.1:1"`) {
+		t.Fatalf("log = %q", got)
+	}
+	b.Reset()
+	NewLogger(&b, Log{Level: "debug", Format: "text"}).Debug("x", "k", "v")
+	if !strings.Contains(b.String(), "level=DEBUG msg=x k=v") {
+		t.Fatalf("log = %q", b.String())
+	}
+}
+
+// The shipped example, demo and compose configs must load as they are.
+func TestShippedConfigs(t *testing.T) {
+	t.Parallel()
+	env := []string{"PEERGATE_CLUSTER_KEY=" + key}
+	for _, p := range []string{"../../deploy/gateway.yaml", "../../deploy/demo/gateway.yaml", "../../deploy/compose/gateway.yaml"} {
+		if _, err := LoadGateway(p, env); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
+	wantStreams := map[string]string{
+		"../../deploy/origin.yaml": "", "../../deploy/demo/origin1.yaml": "demo", "../../deploy/demo/origin2.yaml": "live/demo2",
+		"../../deploy/compose/origin1.yaml": "demo", "../../deploy/compose/origin2.yaml": "live/demo2",
+	}
+	for p, stream := range wantStreams {
+		c, err := LoadOrigin(p, append(env, "PEERGATE_ID=o1"))
+		if err != nil {
+			t.Errorf("%s: %v", p, err)
+			continue
+		}
+		got := ""
+		if len(c.Streams) > 0 {
+			got = c.Streams[0].Name
+		}
+		if got != stream {
+			t.Errorf("%s: first stream %q, want %q", p, got, stream)
+		}
+	}
+}

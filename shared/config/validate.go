@@ -1,0 +1,249 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/peergate/peergate/shared/cluster"
+	"github.com/peergate/peergate/shared/registry"
+	"github.com/peergate/peergate/shared/streamname"
+)
+
+// keyError names the offending key; every validation error is one.
+func keyError(key, format string, args ...any) error {
+	return fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...))
+}
+
+// Validate checks the common keys.
+func (c *Common) Validate() error {
+	if c.ClusterKey == "" {
+		return keyError("cluster_key", "required (the same secret on every gateway and origin; env %s)", EnvName("cluster_key"))
+	}
+	if len(c.ClusterKey) < MinClusterKeyLen {
+		return keyError("cluster_key", "must be at least %d bytes, got %d", MinClusterKeyLen, len(c.ClusterKey))
+	}
+	if err := checkRedisURL(c.Redis.URL); err != nil {
+		return keyError("redis.url", "%v", err)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return keyError("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return keyError("log.format", "must be text or json, got %q", c.Log.Format)
+	}
+	return nil
+}
+
+// checkRedisURL defers to the registry's own parser, so what validates here is what dials later.
+func checkRedisURL(s string) error {
+	if s == "" {
+		return errors.New("required")
+	}
+	_, err := registry.ParseURL(s)
+	return err
+}
+
+// checkListen accepts host:port with a numeric port (0 picks a free one); empty is allowed when optional.
+func checkListen(key, addr string, optional bool) error {
+	if addr == "" {
+		if optional {
+			return nil
+		}
+		return keyError(key, "required")
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return keyError(key, "want [host]:port, got %q", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return keyError(key, "port must be 0..65535, got %q", port)
+	}
+	return nil
+}
+
+// Validate checks every gateway key.
+func (c *Gateway) Validate() error {
+	if err := c.Common.Validate(); err != nil {
+		return err
+	}
+	if err := checkListen("listen.http", c.Listen.HTTP, false); err != nil {
+		return err
+	}
+	for _, l := range []struct{ key, addr string }{
+		{"listen.rtsp", c.Listen.RTSP}, {"listen.rtmp", c.Listen.RTMP}, {"listen.admin", c.Listen.Admin},
+	} {
+		if err := checkListen(l.key, l.addr, true); err != nil {
+			return err
+		}
+	}
+	if _, err := c.TrustedProxies(); err != nil {
+		return err
+	}
+	if p := c.HTTP.StickyParam; p != "" && (strings.ContainsAny(p, "&=#?%+ \t\r\n") || len(p) > 64) {
+		return keyError("http.sticky_param", "must be a plain query parameter name, got %q", p)
+	}
+	if c.HTTP.RetryAfter < 1e9 {
+		return keyError("http.retry_after", "must be at least 1s (Retry-After counts whole seconds), got %s", c.HTTP.RetryAfter)
+	}
+	if c.HTTP.ReadHeaderTimeout <= 0 {
+		return keyError("http.read_header_timeout", "must be greater than zero, got %s", c.HTTP.ReadHeaderTimeout)
+	}
+	if c.HTTP.MaxConns <= 0 {
+		return keyError("http.max_conns", "must be greater than zero, got %d", c.HTTP.MaxConns)
+	}
+	if c.Balance.Hysteresis < 0 || c.Balance.Hysteresis >= 1 {
+		return keyError("balance.hysteresis", "must be in [0, 1), got %g", c.Balance.Hysteresis)
+	}
+	if c.Registry.AntiEntropy <= 0 {
+		return keyError("registry.anti_entropy", "must be greater than zero, got %s", c.Registry.AntiEntropy)
+	}
+	return nil
+}
+
+// TrustedProxies parses http.trusted_proxies; a bare IP means that single address.
+func (c *Gateway) TrustedProxies() ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(c.HTTP.TrustedProxies))
+	for _, s := range c.HTTP.TrustedProxies {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, keyError("http.trusted_proxies", "%q is neither a CIDR nor an IP address", s)
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, nil
+}
+
+// Validate checks every origin key.
+func (c *Origin) Validate() error {
+	if err := c.Common.Validate(); err != nil {
+		return err
+	}
+	if !cluster.ValidID(c.ID) {
+		return keyError("id", "%q is not a valid origin id (letters, digits, '.', '_', '-', at most 64, starting with a letter or digit)", c.ID)
+	}
+	if strings.ContainsAny(c.Private, " \t\r\n") {
+		return keyError("private", "must not contain blanks, got %q", c.Private)
+	}
+	pub := c.PublicURLs()
+	if len(pub) == 0 {
+		return keyError("public", "at least one public URL is required (public.http, public.rtsp, ...)")
+	}
+	for _, scheme := range cluster.Schemes {
+		if u, ok := pub[scheme]; ok {
+			if err := cluster.ValidatePublicURL(scheme, u); err != nil {
+				return keyError("public."+scheme, "%q: %v", u, err)
+			}
+		}
+	}
+	if err := checkListen("listen.http", c.Listen.HTTP, false); err != nil {
+		return err
+	}
+	for _, l := range []struct{ key, addr string }{
+		{"listen.rtsp", c.Listen.RTSP}, {"listen.rtmp", c.Listen.RTMP}, {"listen.admin", c.Listen.Admin},
+	} {
+		if err := checkListen(l.key, l.addr, true); err != nil {
+			return err
+		}
+	}
+	if c.Heartbeat.Interval <= 0 {
+		return keyError("heartbeat.interval", "must be greater than zero, got %s", c.Heartbeat.Interval)
+	}
+	if c.Heartbeat.TTL <= c.Heartbeat.Interval {
+		return keyError("heartbeat.ttl", "must be greater than heartbeat.interval (%s), got %s", c.Heartbeat.Interval, c.Heartbeat.TTL)
+	}
+	if c.Capacity.MaxClients < 0 {
+		return keyError("capacity.max_clients", "must not be negative (0 = unlimited), got %d", c.Capacity.MaxClients)
+	}
+	if c.Capacity.MaxBandwidth < 0 {
+		return keyError("capacity.max_bandwidth", "must not be negative (0 = unlimited), got %d", c.Capacity.MaxBandwidth)
+	}
+	if c.DrainTimeout < 0 {
+		return keyError("drain_timeout", "must not be negative, got %s", c.DrainTimeout)
+	}
+	seen := make(map[string]bool, len(c.Streams))
+	for i, s := range c.Streams {
+		key := fmt.Sprintf("streams[%d]", i)
+		if !streamname.Valid(s.Name) {
+			return keyError(key+".name", "%q is not a valid stream name (see streamname.Valid: slash-separated URL-safe segments)", s.Name)
+		}
+		if seen[s.Name] {
+			return keyError(key+".name", "%q is listed twice", s.Name)
+		}
+		seen[s.Name] = true
+		if s.State != cluster.StreamRunning && s.State != cluster.StreamOnDemand {
+			return keyError(key+".state", "must be running or ondemand, got %q", s.State)
+		}
+		if err := checkSource(s.Source); err != nil {
+			return keyError(key+".source", "%q: %v", s.Source, err)
+		}
+	}
+	return nil
+}
+
+// PublicURLs returns the configured public base URLs by scheme, without the empty ones.
+func (c *Origin) PublicURLs() cluster.Public {
+	out := cluster.Public{}
+	for scheme, u := range map[string]string{
+		"http": c.Public.HTTP, "https": c.Public.HTTPS,
+		"rtsp": c.Public.RTSP, "rtsps": c.Public.RTSPS,
+		"rtmp": c.Public.RTMP, "rtmps": c.Public.RTMPS,
+	} {
+		if u != "" {
+			out[scheme] = strings.TrimSuffix(u, "/")
+		}
+	}
+	return out
+}
+
+// ClusterCapacity converts the capacity keys to the registry's form.
+func (c *Origin) ClusterCapacity() cluster.Capacity {
+	return cluster.Capacity{MaxClients: c.Capacity.MaxClients, MaxBandwidthBps: c.Capacity.MaxBandwidth}
+}
+
+// ClusterStreams converts the static stream list to the registry's form.
+func (c *Origin) ClusterStreams() []cluster.Stream {
+	out := make([]cluster.Stream, 0, len(c.Streams))
+	for _, s := range c.Streams {
+		out = append(out, cluster.Stream{Name: s.Name, State: s.State})
+	}
+	return out
+}
+
+// checkSource accepts an empty source, a file path, or a URL of a scheme the media code can pull.
+func checkSource(s string) error {
+	if s == "" {
+		return nil
+	}
+	if strings.ContainsAny(s, "\r\n\x00") {
+		return errors.New("contains control characters")
+	}
+	if !strings.Contains(s, "://") {
+		return nil // a file path
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return err
+	}
+	switch u.Scheme {
+	case "rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "file":
+	default:
+		return fmt.Errorf("scheme %q is not supported (rtsp, rtsps, rtmp, rtmps, http, https or a file path)", u.Scheme)
+	}
+	if u.Scheme != "file" && u.Host == "" {
+		return errors.New("host is missing")
+	}
+	return nil
+}

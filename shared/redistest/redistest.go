@@ -1,0 +1,345 @@
+// Package redistest starts real redis-server, Redis Cluster and Sentinel processes for tests.
+package redistest
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const installHint = "apt-get install redis-server redis-sentinel redis-tools"
+
+// startTimeout bounds how long one process may take to answer PING.
+const startTimeout = 10 * time.Second
+
+// Server is one redis-server (or redis-sentinel) process on 127.0.0.1.
+type Server struct {
+	t    testing.TB
+	bin  string
+	args func(dir string, port int) []string
+	dir  string
+	port int
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{} // closed when cmd exits
+}
+
+func lookBin(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("redistest: %s not found in PATH: %s", name, installHint)
+	}
+	return p
+}
+
+// freePort returns a port that was free a moment ago; with bus, port+10000 was free too.
+func freePort(bus bool) (int, error) {
+	for range 50 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		_ = l.Close()
+		if !bus {
+			return port, nil
+		}
+		if port+10000 > 65535 {
+			continue
+		}
+		lb, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port+10000))
+		if err != nil {
+			continue
+		}
+		_ = lb.Close()
+		return port, nil
+	}
+	return 0, errors.New("no free port pair found")
+}
+
+// startServer picks a free port and starts the process, retrying when the port was taken meanwhile.
+func startServer(t testing.TB, bin string, bus bool, args func(dir string, port int) []string) *Server {
+	t.Helper()
+	s := &Server{t: t, bin: bin, args: args, dir: t.TempDir()}
+	var lastErr error
+	for range 5 {
+		port, err := freePort(bus)
+		if err != nil {
+			t.Fatalf("redistest: %v", err)
+		}
+		s.port = port
+		if lastErr = s.start(); lastErr == nil {
+			t.Cleanup(func() {
+				if t.Failed() {
+					s.logTail()
+				}
+				s.Kill()
+			})
+			return s
+		}
+	}
+	s.logTail()
+	t.Fatalf("redistest: %s did not start: %v", filepath.Base(bin), lastErr)
+	return nil
+}
+
+func (s *Server) logPath() string { return filepath.Join(s.dir, "server.log") }
+
+func (s *Server) start() error {
+	logf, err := os.OpenFile(s.logPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(s.bin, s.args(s.dir, s.port)...)
+	cmd.Dir = s.dir
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // no strays if the test binary dies
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	s.mu.Lock()
+	s.cmd, s.done = cmd, done
+	s.mu.Unlock()
+
+	deadline := time.Now().Add(startTimeout)
+	for time.Now().Before(deadline) {
+		select {
+		case <-done:
+			return fmt.Errorf("exited during start on port %d (see %s)", s.port, s.logPath())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if r, err := Do(s.Addr(), "PING"); err == nil && r == "PONG" {
+			return nil
+		}
+	}
+	s.Kill()
+	return fmt.Errorf("no PONG on port %d within %s", s.port, startTimeout)
+}
+
+// Addr is host:port.
+func (s *Server) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
+
+// Port is the TCP port, stable across Restart.
+func (s *Server) Port() int { return s.port }
+
+// URL is redis://127.0.0.1:port.
+func (s *Server) URL() string { return "redis://" + s.Addr() }
+
+// Dir is the server's working directory.
+func (s *Server) Dir() string { return s.dir }
+
+// Kill sends SIGKILL and waits for the process to exit; it is safe to call twice.
+func (s *Server) Kill() {
+	s.mu.Lock()
+	cmd, done := s.cmd, s.done
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Kill()
+	<-done
+}
+
+// Restart kills the process if it runs and starts it again on the same port. Nothing is
+// persisted, so a data node comes back empty.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Kill()
+	var err error
+	for range 20 { // the port can stay busy for a moment after a kill
+		if err = s.start(); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s.logTail()
+	s.t.Fatalf("redistest: restart on port %d: %v", s.port, err)
+}
+
+func (s *Server) logTail() {
+	f, err := os.Open(s.logPath())
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if len(lines) > 30 {
+			lines = lines[1:]
+		}
+	}
+	s.t.Logf("redistest: last lines of %s:\n%s", s.logPath(), strings.Join(lines, "\n"))
+}
+
+func dataArgs(dir string, port int, extra ...string) []string {
+	return append([]string{
+		"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", dir,
+		"--daemonize", "no", "--protected-mode", "no", "--loglevel", "warning",
+	}, extra...)
+}
+
+// Standalone starts one redis-server without persistence.
+func Standalone(t testing.TB) *Server {
+	t.Helper()
+	bin := lookBin(t, "redis-server")
+	return startServer(t, bin, false, func(dir string, port int) []string { return dataArgs(dir, port) })
+}
+
+// Cluster is a three-master Redis Cluster without replicas.
+type Cluster struct {
+	Nodes []*Server
+}
+
+// URL is redis+cluster://h1:p1,h2:p2,h3:p3.
+func (c *Cluster) URL() string {
+	addrs := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		addrs[i] = n.Addr()
+	}
+	return "redis+cluster://" + strings.Join(addrs, ",")
+}
+
+// Cluster starts three cluster-enabled redis-server processes, joins them with
+// redis-cli --cluster create and waits for cluster_state:ok on every node.
+func NewCluster(t testing.TB) *Cluster {
+	t.Helper()
+	bin := lookBin(t, "redis-server")
+	cli := lookBin(t, "redis-cli")
+	c := &Cluster{}
+	for range 3 {
+		s := startServer(t, bin, true, func(dir string, port int) []string {
+			return dataArgs(dir, port,
+				"--cluster-enabled", "yes",
+				"--cluster-config-file", filepath.Join(dir, "nodes.conf"),
+				"--cluster-node-timeout", "2000")
+		})
+		c.Nodes = append(c.Nodes, s)
+	}
+	args := []string{"--cluster", "create"}
+	for _, n := range c.Nodes {
+		args = append(args, n.Addr())
+	}
+	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("redistest: redis-cli --cluster create: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for _, n := range c.Nodes {
+		for {
+			info, err := Do(n.Addr(), "CLUSTER", "INFO")
+			if err == nil && strings.Contains(info, "cluster_state:ok") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("redistest: node %s never reached cluster_state:ok (err %v):\n%s", n.Addr(), err, info)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return c
+}
+
+// SentinelConfig shapes a Sentinel deployment.
+type SentinelConfig struct {
+	Sentinels int  // 1 or 3; 0 means 1
+	Replica   bool // also start one replica of the master
+}
+
+// Sentinel is a monitored master, an optional replica and its sentinels.
+type Sentinel struct {
+	MasterName string
+	Master     *Server
+	Replica    *Server // nil unless asked for
+	Sentinels  []*Server
+}
+
+// URL is redis+sentinel://s1,s2,.../mymaster.
+func (s *Sentinel) URL() string {
+	addrs := make([]string, len(s.Sentinels))
+	for i, n := range s.Sentinels {
+		addrs[i] = n.Addr()
+	}
+	return "redis+sentinel://" + strings.Join(addrs, ",") + "/" + s.MasterName
+}
+
+// NewSentinel starts one master and one redis-sentinel monitoring it as "mymaster".
+func NewSentinel(t testing.TB) *Sentinel {
+	t.Helper()
+	return NewSentinelWith(t, SentinelConfig{})
+}
+
+// NewSentinelWith starts a master, an optional replica and 1 or 3 sentinels (quorum 1 or 2),
+// and waits until every sentinel reports the master.
+func NewSentinelWith(t testing.TB, cfg SentinelConfig) *Sentinel {
+	t.Helper()
+	n := cfg.Sentinels
+	if n == 0 {
+		n = 1
+	}
+	if n != 1 && n != 3 {
+		t.Fatalf("redistest: Sentinels must be 1 or 3, got %d", n)
+	}
+	sbin := lookBin(t, "redis-sentinel")
+	sn := &Sentinel{MasterName: "mymaster", Master: Standalone(t)}
+	if cfg.Replica {
+		bin := lookBin(t, "redis-server")
+		sn.Replica = startServer(t, bin, false, func(dir string, port int) []string {
+			return dataArgs(dir, port, "--replicaof", "127.0.0.1", strconv.Itoa(sn.Master.Port()))
+		})
+	}
+	quorum := n/2 + 1
+	for range n {
+		s := startServer(t, sbin, false, func(dir string, port int) []string {
+			conf := filepath.Join(dir, "sentinel.conf")
+			// Sentinel rewrites its config file, so it is written fresh on every start.
+			body := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nprotected-mode no\n"+
+				"sentinel monitor %s 127.0.0.1 %d %d\n"+
+				"sentinel down-after-milliseconds %s 1000\n"+
+				"sentinel failover-timeout %s 5000\n",
+				port, dir, sn.MasterName, sn.Master.Port(), quorum, sn.MasterName, sn.MasterName)
+			if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
+				t.Errorf("redistest: %v", err)
+			}
+			return []string{conf}
+		})
+		sn.Sentinels = append(sn.Sentinels, s)
+	}
+	want := "127.0.0.1\n" + strconv.Itoa(sn.Master.Port())
+	deadline := time.Now().Add(10 * time.Second)
+	for _, s := range sn.Sentinels {
+		for {
+			got, err := Do(s.Addr(), "SENTINEL", "get-master-addr-by-name", sn.MasterName)
+			if err == nil && got == want {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("redistest: sentinel %s does not report %s (got %q, err %v)", s.Addr(), sn.MasterName, got, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return sn
+}

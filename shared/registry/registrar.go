@@ -1,0 +1,540 @@
+package registry
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/peergate/peergate/shared/cluster"
+	"github.com/redis/go-redis/v9"
+)
+
+const (
+	// maxDelta is the largest change set published as a delta; bigger ones make watchers re-read.
+	maxDelta = 256
+	// chunkFields is how many hash fields one HSET/HDEL carries in a chunked write.
+	chunkFields = 500
+	// chunksPerExec bounds one pipeline round trip of a chunked write.
+	chunksPerExec = 16
+	// indexGrace keeps expired index members around a while so clock skew does not hide origins.
+	indexGrace = time.Minute
+	// stepTimeout bounds one write step started by Run.
+	stepTimeout = 30 * time.Second
+)
+
+// RegistrarOptions tunes a Registrar; the zero value gives the defaults.
+type RegistrarOptions struct {
+	// Heartbeat is the record refresh period. It defaults to 1 second.
+	Heartbeat time.Duration
+	// TTL is how long the record lives without a heartbeat. It defaults to 3 seconds.
+	TTL time.Duration
+	// Load reports the current load on every heartbeat; nil reports zeros.
+	Load func() cluster.Load
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Registrar keeps one origin's record and stream list current in Redis.
+type Registrar struct {
+	c   redis.UniversalClient
+	ks  keyspace
+	sg  signer
+	id  string
+	hb  time.Duration
+	ttl time.Duration
+	ld  func() cluster.Load
+	log *slog.Logger
+
+	mu      sync.Mutex // guards rec, streams, pending
+	rec     cluster.Origin
+	streams map[string]cluster.Stream
+	pending map[string]struct{}
+
+	kick chan struct{} // wakes the writer; capacity 1 coalesces bursts
+	sem  chan struct{} // capacity 1: one Redis writer at a time
+
+	// Owned by whoever holds sem.
+	ver     uint64 // stream-list version last written
+	seq     uint64 // heartbeat sequence
+	dirty   bool   // Redis may not hold our list: rewrite it whole
+	wrote   int64  // number of entries Redis should hold after our last write
+	failing bool   // last write failed (logs only transitions)
+
+	gone atomic.Bool // deregistered: stop writing
+}
+
+// NewRegistrar prepares a registrar for rec; nothing is written before Run or Flush.
+// A zero rec.Epoch is replaced by a random one, an empty State by "up", a zero StartedAt by now.
+func NewRegistrar(c redis.UniversalClient, clusterKey string, rec cluster.Origin, o RegistrarOptions) (*Registrar, error) {
+	if c == nil {
+		return nil, errors.New("registry: nil redis client")
+	}
+	if clusterKey == "" {
+		return nil, errors.New("registry: empty cluster key")
+	}
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = time.Second
+	}
+	if o.TTL <= 0 {
+		o.TTL = 3 * time.Second
+	}
+	if o.TTL <= o.Heartbeat {
+		return nil, fmt.Errorf("registry: TTL %s must be longer than the heartbeat %s", o.TTL, o.Heartbeat)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if rec.State == "" {
+		rec.State = cluster.StateUp
+	}
+	if rec.Epoch == 0 {
+		rec.Epoch = randomEpoch()
+	}
+	if rec.StartedAt.IsZero() {
+		rec.StartedAt = time.Now().UTC()
+	}
+	rec.TTLMillis = o.TTL.Milliseconds()
+	if err := rec.Validate(); err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	sg := newSigner(clusterKey)
+	return &Registrar{
+		c: c, ks: keyspace{sg.ns}, sg: sg, id: rec.ID,
+		hb: o.Heartbeat, ttl: o.TTL, ld: o.Load,
+		log:     o.Logger.With("component", "registrar", "origin", rec.ID, "namespace", sg.ns),
+		rec:     rec,
+		streams: map[string]cluster.Stream{},
+		pending: map[string]struct{}{},
+		kick:    make(chan struct{}, 1),
+		sem:     make(chan struct{}, 1),
+		dirty:   true, // the first write replaces whatever an earlier process left
+	}, nil
+}
+
+func randomEpoch() uint64 {
+	var b [8]byte
+	for {
+		_, _ = rand.Read(b[:])
+		if e := binary.BigEndian.Uint64(b[:]) >> 1; e != 0 { // fits in a JSON-safe-ish int64
+			return e
+		}
+	}
+}
+
+// Epoch returns the epoch this registrar writes with.
+func (r *Registrar) Epoch() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.rec.Epoch
+}
+
+// Run heartbeats and writes stream changes until ctx is done or Deregister was called.
+// Redis errors are logged and retried; Run returns nil.
+func (r *Registrar) Run(ctx context.Context) error {
+	t := time.NewTicker(r.hb)
+	defer t.Stop()
+	r.do(ctx, r.beat)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			r.do(ctx, r.beat)
+		case <-r.kick:
+			r.do(ctx, r.writeChanges)
+		}
+		if r.gone.Load() {
+			return nil
+		}
+	}
+}
+
+// do runs one write step from Run and logs state transitions. The bound is generous:
+// a whole-list rewrite of a large list may take longer than one TTL on a busy Redis.
+func (r *Registrar) do(ctx context.Context, step func(context.Context) error) {
+	if err := r.lock(ctx); err != nil {
+		return
+	}
+	defer r.unlock()
+	if r.gone.Load() {
+		return
+	}
+	octx, cancel := context.WithTimeout(ctx, stepTimeout)
+	defer cancel()
+	err := step(octx)
+	switch {
+	case err != nil && ctx.Err() == nil && !r.failing:
+		r.failing = true
+		r.log.Warn("registry write failed; will rewrite when Redis answers", "err", err)
+	case err == nil && r.failing:
+		r.failing = false
+		r.log.Info("registry writes recovered")
+	}
+}
+
+func (r *Registrar) lock(ctx context.Context) error {
+	select {
+	case r.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *Registrar) unlock() { <-r.sem }
+
+func (r *Registrar) wake() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// PutStream adds or updates a stream; the change is written and published at once by Run.
+func (r *Registrar) PutStream(s cluster.Stream) {
+	if s.Name == "" {
+		return
+	}
+	r.mu.Lock()
+	r.streams[s.Name] = s
+	r.pending[s.Name] = struct{}{}
+	r.mu.Unlock()
+	r.wake()
+}
+
+// RemoveStream removes a stream; the change is written and published at once by Run.
+func (r *Registrar) RemoveStream(name string) {
+	r.mu.Lock()
+	if _, ok := r.streams[name]; ok {
+		delete(r.streams, name)
+		r.pending[name] = struct{}{}
+	}
+	r.mu.Unlock()
+	r.wake()
+}
+
+// SetStreams replaces the whole stream list; only the differences are written.
+func (r *Registrar) SetStreams(list []cluster.Stream) {
+	next := make(map[string]cluster.Stream, len(list))
+	for _, s := range list {
+		if s.Name != "" {
+			next[s.Name] = s
+		}
+	}
+	r.mu.Lock()
+	for name, old := range r.streams {
+		if s, ok := next[name]; !ok || s != old {
+			r.pending[name] = struct{}{}
+		}
+	}
+	for name := range next {
+		if _, ok := r.streams[name]; !ok {
+			r.pending[name] = struct{}{}
+		}
+	}
+	r.streams = next
+	r.mu.Unlock()
+	r.wake()
+}
+
+// Drain marks the origin draining and writes and publishes that at once.
+func (r *Registrar) Drain(ctx context.Context) error {
+	r.mu.Lock()
+	r.rec.State = cluster.StateDraining
+	r.mu.Unlock()
+	if err := r.lock(ctx); err != nil {
+		return err
+	}
+	defer r.unlock()
+	if r.gone.Load() {
+		return errors.New("registry: origin is deregistered")
+	}
+	return r.beat(ctx)
+}
+
+// Flush returns when every change queued so far is in Redis, or with the write error.
+func (r *Registrar) Flush(ctx context.Context) error {
+	if err := r.lock(ctx); err != nil {
+		return err
+	}
+	defer r.unlock()
+	if r.gone.Load() {
+		return errors.New("registry: origin is deregistered")
+	}
+	if r.dirty {
+		return r.beat(ctx)
+	}
+	return r.writeChanges(ctx)
+}
+
+// Deregister deletes the origin's keys and publishes a signed "bye"; Run stops writing.
+func (r *Registrar) Deregister(ctx context.Context) error {
+	if err := r.lock(ctx); err != nil {
+		return err
+	}
+	defer r.unlock()
+	r.gone.Store(true)
+	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, r.ks.rec(r.id))
+		p.Del(ctx, r.ks.streams(r.id), r.ks.streamsTmp(r.id))
+		p.ZRem(ctx, r.ks.origins(), r.id)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("registry: deregister: %w", err)
+	}
+	bye, err := r.sg.sealEvent(eventBye, r.id, byeBody{Epoch: r.Epoch()})
+	if err != nil {
+		return err
+	}
+	if err := r.c.Publish(ctx, r.ks.events(), bye).Err(); err != nil {
+		return fmt.Errorf("registry: publish bye: %w", err)
+	}
+	r.log.Info("origin deregistered")
+	return nil
+}
+
+// record returns the record to write now, sealed.
+func (r *Registrar) record() (cluster.Origin, []byte, error) {
+	r.mu.Lock()
+	rec := r.rec
+	r.mu.Unlock()
+	if r.ld != nil {
+		rec.Load = r.ld()
+	}
+	rec.StreamsVer = r.ver
+	blob, err := r.sg.seal(kindRecord, r.id, rec)
+	return rec, blob, err
+}
+
+// beat writes pending changes (or the whole list when dirty), then the record, and publishes it.
+func (r *Registrar) beat(ctx context.Context) error {
+	for attempt := 0; ; attempt++ {
+		if r.dirty {
+			if err := r.rewrite(ctx); err != nil {
+				return err
+			}
+		} else if err := r.writeChanges(ctx); err != nil {
+			return err
+		}
+		rec, blob, err := r.record()
+		if err != nil {
+			return err
+		}
+		now := time.Now()
+		var hlen *redis.IntCmd
+		_, err = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.Set(ctx, r.ks.rec(r.id), blob, r.ttl)
+			p.PExpire(ctx, r.ks.streams(r.id), r.ttl)
+			hlen = p.HLen(ctx, r.ks.streams(r.id))
+			p.ZAdd(ctx, r.ks.origins(), redis.Z{Score: float64(now.Add(r.ttl).UnixMilli()), Member: r.id})
+			p.ZRemRangeByScore(ctx, r.ks.origins(), "-inf", fmt.Sprint(now.Add(-indexGrace).UnixMilli()))
+			return nil
+		})
+		if err != nil {
+			r.dirty = true
+			return fmt.Errorf("heartbeat: %w", err)
+		}
+		if hlen.Val() != r.wrote && attempt == 0 {
+			// Redis lost our list (restart, failover, eviction): rewrite it, then beat again.
+			r.log.Info("stream list missing in Redis; rewriting", "have", r.wrote, "redis", hlen.Val())
+			r.dirty = true
+			continue
+		}
+		r.seq++
+		ev, err := r.sg.sealEvent(eventBeat, r.id, beatBody{Seq: r.seq, Rec: rec})
+		if err != nil {
+			return err
+		}
+		// Published after the writes completed, so a watcher that re-reads sees them.
+		if err := r.c.Publish(ctx, r.ks.events(), ev).Err(); err != nil {
+			return fmt.Errorf("publish heartbeat: %w", err)
+		}
+		return nil
+	}
+}
+
+// takePending returns the queued changes in name order and the list size after them.
+func (r *Registrar) takePending() ([]cluster.StreamChange, int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	changes := make([]cluster.StreamChange, 0, len(r.pending))
+	for name := range r.pending {
+		if s, ok := r.streams[name]; ok {
+			changes = append(changes, cluster.StreamChange{Stream: s})
+		} else {
+			changes = append(changes, cluster.StreamChange{Stream: cluster.Stream{Name: name}, Removed: true})
+		}
+	}
+	clear(r.pending)
+	slices.SortFunc(changes, func(a, b cluster.StreamChange) int {
+		switch {
+		case a.Name < b.Name:
+			return -1
+		case a.Name > b.Name:
+			return 1
+		}
+		return 0
+	})
+	return changes, int64(len(r.streams))
+}
+
+// writeChanges writes queued changes: small sets in one transaction plus a delta event,
+// large ones in pipelined chunks followed by a heartbeat that makes watchers re-read.
+func (r *Registrar) writeChanges(ctx context.Context) error {
+	if r.dirty {
+		return r.beat(ctx)
+	}
+	changes, total := r.takePending()
+	if len(changes) == 0 {
+		return nil
+	}
+	if len(changes) > maxDelta {
+		return r.writeLarge(ctx, changes, total)
+	}
+	from := r.ver
+	r.ver++
+	rec, blob, err := r.record()
+	if err != nil {
+		return err
+	}
+	set, del, err := r.sealChanges(changes)
+	if err != nil {
+		return err
+	}
+	var hlen *redis.IntCmd
+	_, err = r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		if len(set) > 0 {
+			p.HSet(ctx, r.ks.streams(r.id), set...)
+		}
+		if len(del) > 0 {
+			p.HDel(ctx, r.ks.streams(r.id), del...)
+		}
+		p.PExpire(ctx, r.ks.streams(r.id), r.ttl)
+		hlen = p.HLen(ctx, r.ks.streams(r.id))
+		p.Set(ctx, r.ks.rec(r.id), blob, r.ttl)
+		return nil
+	})
+	if err != nil {
+		r.dirty = true
+		return fmt.Errorf("write stream changes: %w", err)
+	}
+	r.wrote = total
+	if hlen.Val() != total {
+		// Changes landed on a list Redis had lost: put the whole list back now.
+		r.dirty = true
+		return r.beat(ctx)
+	}
+	ev, err := r.sg.sealEvent(eventDelta, r.id, deltaBody{Epoch: rec.Epoch, FromVersion: from, Version: r.ver, Changes: changes})
+	if err != nil {
+		return err
+	}
+	if err := r.c.Publish(ctx, r.ks.events(), ev).Err(); err != nil {
+		// Watchers catch up from the version in the next heartbeat.
+		return fmt.Errorf("publish delta: %w", err)
+	}
+	return nil
+}
+
+// sealChanges signs upserts as HSET arguments and collects removed names.
+func (r *Registrar) sealChanges(changes []cluster.StreamChange) (set []any, del []string, err error) {
+	for _, ch := range changes {
+		if ch.Removed {
+			del = append(del, ch.Name)
+			continue
+		}
+		blob, err := r.sg.seal(kindStream, r.id, ch.Stream)
+		if err != nil {
+			return nil, nil, err
+		}
+		set = append(set, ch.Name, blob)
+	}
+	return set, del, nil
+}
+
+// writeLarge applies a big change set in pipelined chunks, then beats with the new version.
+func (r *Registrar) writeLarge(ctx context.Context, changes []cluster.StreamChange, total int64) error {
+	r.ver++
+	key := r.ks.streams(r.id)
+	if err := r.chunked(ctx, key, changes); err != nil {
+		r.dirty = true
+		return err
+	}
+	r.wrote = total
+	return r.beat(ctx)
+}
+
+// chunked writes changes to key with HSET/HDEL of chunkFields each, chunksPerExec per round trip.
+func (r *Registrar) chunked(ctx context.Context, key string, changes []cluster.StreamChange) error {
+	for len(changes) > 0 {
+		_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for n := 0; n < chunksPerExec && len(changes) > 0; n++ {
+				chunk := changes[:min(chunkFields, len(changes))]
+				changes = changes[len(chunk):]
+				set, del, err := r.sealChanges(chunk)
+				if err != nil {
+					return err
+				}
+				if len(set) > 0 {
+					p.HSet(ctx, key, set...)
+				}
+				if len(del) > 0 {
+					p.HDel(ctx, key, del...)
+				}
+			}
+			p.PExpire(ctx, key, r.ttl)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("chunked stream write: %w", err)
+		}
+	}
+	return nil
+}
+
+// rewrite replaces the whole list: staged in a same-slot temporary key, then renamed
+// in one transaction with the record, so readers never see a half-written list.
+func (r *Registrar) rewrite(ctx context.Context) error {
+	r.mu.Lock()
+	all := make([]cluster.StreamChange, 0, len(r.streams))
+	for _, s := range r.streams {
+		all = append(all, cluster.StreamChange{Stream: s})
+	}
+	clear(r.pending)
+	r.mu.Unlock()
+	r.ver++
+	_, blob, err := r.record()
+	if err != nil {
+		return err
+	}
+	tmp, key := r.ks.streamsTmp(r.id), r.ks.streams(r.id)
+	if err := r.c.Del(ctx, tmp).Err(); err != nil {
+		return fmt.Errorf("rewrite: %w", err)
+	}
+	if err := r.chunked(ctx, tmp, all); err != nil {
+		return fmt.Errorf("rewrite: %w", err)
+	}
+	_, err = r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		if len(all) > 0 {
+			p.Rename(ctx, tmp, key)
+			p.PExpire(ctx, key, r.ttl)
+		} else {
+			p.Del(ctx, key, tmp)
+		}
+		p.Set(ctx, r.ks.rec(r.id), blob, r.ttl)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("rewrite: %w", err)
+	}
+	r.dirty = false
+	r.wrote = int64(len(all))
+	return nil
+}

@@ -1,0 +1,200 @@
+package registry
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Timeouts short enough that a dead Redis is noticed within a heartbeat or two.
+const (
+	dialTimeout = 2 * time.Second
+	ioTimeout   = 2 * time.Second
+)
+
+// ParseURL turns a registry URL into go-redis options. Accepted forms:
+//
+//	redis://[[user]:pass@]host:port[/db]
+//	rediss://...                                    (TLS)
+//	redis+sentinel://[[user]:pass@]h1:p1,h2:p2/MASTER[?db=N]
+//	redis+cluster://[[user]:pass@]h1:p1,h2:p2
+//
+// rediss+sentinel and rediss+cluster add TLS. Errors never contain the password.
+func ParseURL(rawURL string) (*redis.UniversalOptions, error) {
+	scheme, rest, ok := strings.Cut(rawURL, "://")
+	if !ok {
+		return nil, errors.New("registry URL: missing scheme (want redis://, rediss://, redis+sentinel:// or redis+cluster://)")
+	}
+	base, topology, _ := strings.Cut(strings.ToLower(scheme), "+")
+	var useTLS bool
+	switch base {
+	case "redis":
+	case "rediss":
+		useTLS = true
+	default:
+		return nil, fmt.Errorf("registry URL: unknown scheme %q", safeText(scheme))
+	}
+	if topology != "" && topology != "sentinel" && topology != "cluster" {
+		return nil, fmt.Errorf("registry URL: unknown scheme %q", safeText(scheme))
+	}
+	o := &redis.UniversalOptions{DialTimeout: dialTimeout, ReadTimeout: ioTimeout, WriteTimeout: ioTimeout}
+	// Split at the last '@' of the whole rest: an unescaped '/', '?' or '#' in a password
+	// must not push password text into the host part (and so into an error message).
+	if i := strings.LastIndex(rest, "@"); i >= 0 {
+		user, pass, err := parseUserinfo(rest[:i])
+		if err != nil {
+			return nil, err
+		}
+		o.Username, o.Password = user, pass
+		rest = rest[i+1:]
+	}
+	if strings.Contains(rest, "#") {
+		return nil, errors.New("registry URL: fragments are not allowed")
+	}
+	authority, tail := rest, ""
+	if i := strings.IndexAny(rest, "/?"); i >= 0 {
+		authority, tail = rest[:i], rest[i:]
+	}
+	path, rawQuery, _ := strings.Cut(tail, "?")
+	hosts, err := parseHosts(authority)
+	if err != nil {
+		return nil, err
+	}
+	o.Addrs = hosts
+	query, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return nil, errors.New("registry URL: malformed query")
+	}
+
+	switch topology {
+	case "":
+		if len(hosts) != 1 {
+			return nil, fmt.Errorf("registry URL: %s:// takes one host, got %d (use redis+cluster:// or redis+sentinel://)", base, len(hosts))
+		}
+		if o.DB, err = parseDB(strings.TrimPrefix(path, "/")); err != nil {
+			return nil, err
+		}
+		if err := onlyKeys(query); err != nil {
+			return nil, err
+		}
+	case "sentinel":
+		master := strings.TrimPrefix(path, "/")
+		if master == "" || strings.Contains(master, "/") {
+			return nil, errors.New("registry URL: sentinel URL needs exactly one master name as its path, e.g. /mymaster")
+		}
+		if master, err = url.PathUnescape(master); err != nil || master == "" {
+			return nil, errors.New("registry URL: malformed master name")
+		}
+		o.MasterName = master
+		if o.DB, err = parseDB(query.Get("db")); err != nil {
+			return nil, err
+		}
+		if err := onlyKeys(query, "db"); err != nil {
+			return nil, err
+		}
+	case "cluster":
+		if path != "" && path != "/" {
+			return nil, errors.New("registry URL: cluster URL takes no path (Redis Cluster has only database 0)")
+		}
+		if err := onlyKeys(query); err != nil {
+			return nil, err
+		}
+		o.IsClusterMode = true
+	}
+	if useTLS {
+		host, _, _ := net.SplitHostPort(hosts[0])
+		o.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
+	}
+	return o, nil
+}
+
+// Dial parses rawURL and returns a client for standalone, Sentinel or Cluster Redis.
+// It does not contact Redis: the first command does.
+func Dial(rawURL string) (redis.UniversalClient, error) {
+	o, err := ParseURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	return redis.NewUniversalClient(o), nil
+}
+
+func parseUserinfo(s string) (user, pass string, err error) {
+	u, p, hasPass := strings.Cut(s, ":")
+	if user, err = url.PathUnescape(u); err != nil {
+		return "", "", errors.New("registry URL: malformed user name encoding")
+	}
+	if hasPass {
+		if pass, err = url.PathUnescape(p); err != nil {
+			// The text may be the password: never quote it.
+			return "", "", errors.New("registry URL: malformed password encoding")
+		}
+	}
+	if user != "" && !hasPass {
+		return "", "", errors.New("registry URL: user name without password (write :password@ or user:password@)")
+	}
+	return user, pass, nil
+}
+
+func parseHosts(s string) ([]string, error) {
+	if s == "" {
+		return nil, errors.New("registry URL: no host")
+	}
+	var out []string
+	for h := range strings.SplitSeq(s, ",") {
+		host, port, err := net.SplitHostPort(h)
+		if err != nil {
+			return nil, fmt.Errorf("registry URL: host %q must be host:port", safeText(h))
+		}
+		if host == "" {
+			return nil, fmt.Errorf("registry URL: host %q has an empty host name", safeText(h))
+		}
+		if strings.ContainsAny(host, " \t\r\n@/\\") {
+			return nil, fmt.Errorf("registry URL: host %q contains forbidden characters", safeText(h))
+		}
+		n, err := strconv.Atoi(port)
+		if err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != port {
+			return nil, fmt.Errorf("registry URL: host %q has an invalid port", safeText(h))
+		}
+		out = append(out, net.JoinHostPort(host, port))
+	}
+	return out, nil
+}
+
+func parseDB(s string) (int, error) {
+	if s == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || n > 15 || strconv.Itoa(n) != s {
+		return 0, fmt.Errorf("registry URL: database %q must be a number from 0 to 15", safeText(s))
+	}
+	return n, nil
+}
+
+func onlyKeys(q url.Values, allowed ...string) error {
+	for k := range q {
+		ok := false
+		for _, a := range allowed {
+			ok = ok || k == a
+		}
+		if !ok {
+			return fmt.Errorf("registry URL: unknown query parameter %q", safeText(k))
+		}
+	}
+	return nil
+}
+
+// safeText bounds what a caller-supplied fragment adds to an error message.
+func safeText(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
+}
