@@ -33,8 +33,8 @@ type topology interface {
 }
 
 func TestClusterStandalone(t *testing.T)   { runCore(t, redistest.Standalone(t)) }
-func TestClusterRedisCluster(t *testing.T) { runCore(t, redistest.Cluster(t)) }
-func TestClusterSentinel(t *testing.T)     { runCore(t, redistest.Sentinel(t)) }
+func TestClusterRedisCluster(t *testing.T) { runCore(t, redistest.NewCluster(t)) }
+func TestClusterSentinel(t *testing.T)     { runCore(t, redistest.NewSentinel(t)) }
 
 type origin struct {
 	id     string

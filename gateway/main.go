@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -29,23 +30,26 @@ var version = "dev"
 func main() {
 	path := flag.String("config", "", "YAML config file (optional; PEERGATE_* variables override it)")
 	flag.Parse()
-	if err := run(*path); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	// After the first signal the default action returns: a second one kills the process.
+	context.AfterFunc(ctx, stop)
+	err := run(ctx, *path, os.Environ(), os.Stderr)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "gateway:", err)
 		os.Exit(1)
 	}
 }
 
-func run(path string) error {
-	cfg, err := config.LoadGateway(path, os.Environ())
+// run wires everything from the config and serves until ctx is done.
+func run(ctx context.Context, path string, env []string, logOut io.Writer) error {
+	cfg, err := config.LoadGateway(path, env)
 	if err != nil {
 		return err
 	}
-	log := config.NewLogger(os.Stderr, cfg.Log)
+	log := config.NewLogger(logOut, cfg.Log)
 	slog.SetDefault(log)
 	log.Info("starting", "version", version, "namespace", registry.Namespace(cfg.ClusterKey))
-
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 
 	client, err := registry.Dial(cfg.Redis.URL)
 	if err != nil {
@@ -77,6 +81,10 @@ func run(path string) error {
 	promReg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "peergate_build_info", Help: "Always 1; labels name the binary and its version.",
+			ConstLabels: prometheus.Labels{"binary": "gateway", "version": version},
+		}, func() float64 { return 1 }),
 	)
 	if err := adminapi.RegisterRegistryMetrics(promReg, adminapi.RegistryView{Stats: watcher.Stats, Size: table.Size}); err != nil {
 		return err
@@ -129,7 +137,6 @@ func run(path string) error {
 	// listen.rtsp and listen.rtmp get their listeners in later issues.
 
 	<-ctx.Done()
-	stop()
 	log.Info("stopping")
 	return nil
 }

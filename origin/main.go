@@ -6,7 +6,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"sync"
@@ -17,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/peergate/peergate/origin/streamapi"
 	"github.com/peergate/peergate/shared/admin"
 	"github.com/peergate/peergate/shared/cluster"
 	"github.com/peergate/peergate/shared/config"
@@ -32,22 +35,25 @@ const registryOpTimeout = 5 * time.Second
 func main() {
 	path := flag.String("config", "", "YAML config file (optional; PEERGATE_* variables override it)")
 	flag.Parse()
-	if err := run(*path); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	// After the first signal the default action returns: a second one kills the process.
+	context.AfterFunc(ctx, stop)
+	err := run(ctx, *path, os.Environ(), os.Stderr)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "origin:", err)
 		os.Exit(1)
 	}
 }
 
-func run(path string) error {
-	cfg, err := config.LoadOrigin(path, os.Environ())
+// run wires everything from the config and serves until ctx is done.
+func run(ctx context.Context, path string, env []string, logOut io.Writer) error {
+	cfg, err := config.LoadOrigin(path, env)
 	if err != nil {
 		return err
 	}
-	log := config.NewLogger(os.Stderr, cfg.Log)
+	log := config.NewLogger(logOut, cfg.Log)
 	slog.SetDefault(log)
-
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 
 	client, err := registry.Dial(cfg.Redis.URL)
 	if err != nil {
@@ -83,6 +89,50 @@ func run(path string) error {
 		flushed  atomic.Bool
 		draining atomic.Bool
 	)
+	promReg := prometheus.NewRegistry()
+	promReg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "peergate_build_info", Help: "Always 1; labels name the binary and its version.",
+			ConstLabels: prometheus.Labels{"binary": "origin", "version": version},
+		}, func() float64 { return 1 }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "peergate_origin_draining", Help: "1 while the origin drains before exit.",
+		}, func() float64 { return b2f(draining.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "peergate_origin_registered", Help: "1 once the record and stream list reached the registry.",
+		}, func() float64 { return b2f(flushed.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "peergate_origin_clients", Help: "Viewers currently served.",
+		}, func() float64 { return float64(viewers()) }),
+	)
+	streams := streamapi.New(reg, cfg.ClusterStreams(), log)
+	adm := &admin.Server{
+		Address:  cfg.Listen.Admin,
+		Gatherer: promReg,
+		Logger:   log,
+		// Operators (and tests) announce and withdraw streams at run time here.
+		Handlers: map[string]http.Handler{streamapi.Prefix: streams, streamapi.Prefix + "/": streams},
+		Ready: func() error {
+			switch {
+			case draining.Load():
+				return errors.New("draining")
+			case !flushed.Load():
+				return errors.New("not registered yet")
+			}
+			return nil
+		},
+	}
+	// Listeners first: an origin that cannot serve must never appear in the registry.
+	if cfg.Listen.Admin != "" {
+		if err := adm.Initialize(); err != nil {
+			return fmt.Errorf("listen.admin: %w", err)
+		}
+		defer adm.Close()
+		log.Info("listening", "listener", "admin", "addr", adm.Addr().String())
+	}
+
 	runCtx, cancelRun := context.WithCancel(context.Background())
 	defer cancelRun()
 	wg.Go(func() { _ = reg.Run(runCtx) })
@@ -105,46 +155,7 @@ func run(path string) error {
 		}
 	})
 
-	promReg := prometheus.NewRegistry()
-	promReg.MustRegister(
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "peergate_origin_draining", Help: "1 while the origin drains before exit.",
-		}, func() float64 { return b2f(draining.Load()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "peergate_origin_registered", Help: "1 once the record and stream list reached the registry.",
-		}, func() float64 { return b2f(flushed.Load()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "peergate_origin_clients", Help: "Viewers currently served.",
-		}, func() float64 { return float64(viewers()) }),
-	)
-	adm := &admin.Server{
-		Address:  cfg.Listen.Admin,
-		Gatherer: promReg,
-		Logger:   log,
-		Ready: func() error {
-			switch {
-			case draining.Load():
-				return errors.New("draining")
-			case !flushed.Load():
-				return errors.New("not registered yet")
-			}
-			return nil
-		},
-	}
-	if cfg.Listen.Admin != "" {
-		if err := adm.Initialize(); err != nil {
-			cancelRun()
-			wg.Wait()
-			return err
-		}
-		defer adm.Close()
-		log.Info("listening", "listener", "admin", "addr", adm.Addr().String())
-	}
-
 	<-ctx.Done()
-	stop() // a second signal kills the process the default way
 	log.Info("draining", "origin", cfg.ID, "drain_timeout", cfg.DrainTimeout.String())
 	draining.Store(true)
 	dctx, cancel := context.WithTimeout(context.Background(), registryOpTimeout)

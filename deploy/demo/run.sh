@@ -20,9 +20,19 @@ cleanup() {
 	trap - INT TERM EXIT
 	echo
 	echo "stopping..."
-	# Origins first, so they deregister while Redis is still there.
+	# Ctrl-C already signalled the whole group and a second signal would cut the origins'
+	# drain short: give them time first, then TERM whatever is left (kill -INT of the script alone).
+	if [ -n "$interrupted" ]; then
+		for _ in $(seq 100); do
+			alive=""
+			for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+			[ -z "$alive" ] && break
+			sleep 0.1
+		done
+	fi
 	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	# Redis last, so the origins could deregister.
 	if [ -n "$redis_pid" ]; then
 		kill -TERM "$redis_pid" 2>/dev/null || true
 		wait "$redis_pid" 2>/dev/null || true
@@ -30,7 +40,9 @@ cleanup() {
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+interrupted=""
+trap 'interrupted=1; exit 130' INT
+trap 'exit 143' TERM
 
 redis_up() {
 	if command -v redis-cli >/dev/null 2>&1; then
@@ -48,14 +60,15 @@ else
 	nosig=""
 	command -v setsid >/dev/null 2>&1 && nosig=setsid
 	$nosig redis-server --bind 127.0.0.1 --port 6379 --save '' --appendonly no --dir "$tmp" \
-		> >(sed -u 's/^/[redis]   /') 2>&1 &
+		> >(trap '' INT; exec sed -u 's/^/[redis]   /') 2>&1 &
 	redis_pid=$!
 	for _ in $(seq 50); do redis_up && break; sleep 0.1; done
 	redis_up || { echo "redis-server did not start on 127.0.0.1:6379" >&2; exit 1; }
 fi
 
+# The prefixing sed ignores Ctrl-C so the binaries can log their shutdown (and not die of SIGPIPE).
 start() { # name binary config
-	"$bin/$2" -config "$conf/$3" > >(sed -u "s/^/[$1] /") 2>&1 &
+	"$bin/$2" -config "$conf/$3" > >(trap '' INT; exec sed -u "s/^/[$1] /") 2>&1 &
 	pids+=($!)
 }
 start origin1 origin origin1.yaml

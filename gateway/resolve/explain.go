@@ -38,9 +38,11 @@ type Candidate struct {
 
 // Explain answers like Resolve and shows every origin listing the name, with scores and reasons.
 func (t *Table) Explain(req Request) Explanation {
-	ex := Explanation{Name: req.Name, Proto: req.Proto, Secure: req.Secure, Client: req.Client, Hysteresis: t.hysteresis}
+	ex := Explanation{Name: req.Name, Proto: req.Proto, Secure: req.Secure, Client: req.Client,
+		Hysteresis: t.hysteresis, Candidates: []Candidate{}} // [] rather than null in JSON
 	nameKey, clientKey := keys(req.Name, req.Client)
-	refs := t.lookup(nameKey, req.Name)
+	e := t.lookup(nameKey, req.Name)
+	refs := e.refs()
 	if len(refs) == 0 {
 		ex.Result = Result{Outcome: NotFound}
 		ex.Reason = fmt.Sprintf("no origin lists %q", req.Name)
@@ -50,7 +52,7 @@ func (t *Table) Explain(req Request) Explanation {
 	for i, r := range refs {
 		snaps[i] = r.o.snap.Load()
 	}
-	d := t.decide(refs, snaps, req, nameKey, clientKey)
+	d := t.decide(&e, snaps, req, nameKey, clientKey)
 	ex.Result = d.result()
 
 	for i, r := range refs {

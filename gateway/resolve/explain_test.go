@@ -95,7 +95,7 @@ func TestExplain(t *testing.T) {
 	if ex := tb.Explain(req); ex.Result.Outcome != Unavailable || ex.Reason != "listed on 3 origins, none eligible" {
 		t.Errorf("%+v: %s", ex.Result, ex.Reason)
 	}
-	if ex := tb.Explain(Request{Name: "nope"}); ex.Result.Outcome != NotFound || ex.Reason != `no origin lists "nope"` || ex.Candidates != nil {
+	if ex := tb.Explain(Request{Name: "nope"}); ex.Result.Outcome != NotFound || ex.Reason != `no origin lists "nope"` || ex.Candidates == nil || len(ex.Candidates) != 0 {
 		t.Errorf("%+v", ex)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"testing"
+	"unsafe"
 
 	"github.com/peergate/peergate/shared/cluster"
 	"github.com/peergate/peergate/shared/registry"
@@ -322,6 +323,13 @@ func TestPowerOfTwoWithHysteresis(t *testing.T) {
 				t.Errorf("took %s, want %s (first %s, second %s): %s", got.OriginID, tc.want, first, second, tb.Explain(req).Reason)
 			}
 		})
+	}
+}
+
+func TestShardPadding(t *testing.T) {
+	// Shards sit on their own cache lines so readers of neighbouring shards do not collide.
+	if n := unsafe.Sizeof(shard{}); n != 128 {
+		t.Errorf("shard is %d bytes", n)
 	}
 }
 

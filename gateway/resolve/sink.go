@@ -1,6 +1,7 @@
 package resolve
 
 import (
+	"slices"
 	"strings"
 
 	"github.com/peergate/peergate/shared/cluster"
@@ -79,12 +80,11 @@ func streamState(s string) (running, ok bool) {
 }
 
 func (t *Table) putOrigin(rec cluster.Origin) *origin {
-	snap := newSnapshot(rec)
 	if o := t.byID[rec.ID]; o != nil {
-		o.snap.Store(snap)
+		o.snap.Store(newSnapshot(rec, o.snap.Load()))
 		return o
 	}
-	return t.addOrigin(rec.ID, snap)
+	return t.addOrigin(rec.ID, newSnapshot(rec, nil))
 }
 
 // originFor returns the origin, adding a placeholder that is not eligible if it is unknown.
@@ -92,7 +92,7 @@ func (t *Table) originFor(id string) *origin {
 	if o := t.byID[id]; o != nil {
 		return o
 	}
-	return t.addOrigin(id, newSnapshot(cluster.Origin{ID: id}))
+	return t.addOrigin(id, newSnapshot(cluster.Origin{ID: id}, nil))
 }
 
 // addOrigin publishes a new origin; it has its snapshot before any reader can see it.
@@ -114,8 +114,8 @@ func (t *Table) dropOrigin(o *origin) {
 	for _, name := range o.names {
 		sh := t.shardOf(name)
 		old := sh.m[name]
-		if i := indexOf(old, o); i >= 0 {
-			t.unlink(sh, name, old, i)
+		if i := old.indexOf(o); i >= 0 {
+			t.unlink(sh, name, &old, i)
 		}
 	}
 	o.names = nil
@@ -147,38 +147,32 @@ func (t *Table) putStreams(o *origin, streams []cluster.Stream) {
 	}
 }
 
-func indexOf(refs []ref, o *origin) int {
-	for i := range refs {
-		if refs[i].o == o {
-			return i
-		}
-	}
-	return -1
-}
-
-// store publishes a new refs slice for name. key must be the name's canonical string:
-// assigning to a map replaces its key.
+// store publishes refs for name. key must be the name's canonical string: assigning to a
+// map replaces its key.
 func (sh *shard) store(key string, refs []ref) {
+	e := entryOf(refs)
 	sh.mu.Lock()
-	sh.m[key] = refs
+	sh.m[key] = e
 	sh.mu.Unlock()
 }
 
 // upsert makes o list name with the given state and returns the name's position in o.names.
 func (t *Table) upsert(o *origin, name string, running bool) int {
 	sh := t.shardOf(name)
-	old := sh.m[name]
-	if i := indexOf(old, o); i >= 0 {
-		if old[i].running != running {
-			next := append([]ref(nil), old...)
+	e := sh.m[name]
+	if i := e.indexOf(o); i >= 0 {
+		r := e.at(i)
+		if r.running != running {
+			next := e.refs()
 			next[i].running = running
-			sh.store(o.names[old[i].pos], next)
+			sh.store(o.names[r.pos], next)
 		}
-		return int(old[i].pos)
+		return int(r.pos)
 	}
 	var key string
-	if len(old) > 0 {
-		key = old[0].o.names[old[0].pos] // share the copy the other origins use
+	if e.len() > 0 {
+		first := e.at(0)
+		key = first.o.names[first.pos] // share the copy the other origins use
 	} else {
 		key = strings.Clone(name) // never retain the caller's buffers
 		t.streams.Add(1)
@@ -186,18 +180,15 @@ func (t *Table) upsert(o *origin, name string, running bool) int {
 	pos := len(o.names)
 	o.names = append(o.names, key)
 	o.count.Add(1)
-	next := make([]ref, len(old)+1)
-	copy(next, old)
-	next[len(old)] = ref{o: o, pos: uint32(pos), running: running}
-	sh.store(key, next)
+	sh.store(key, append(e.refs(), ref{o: o, pos: uint32(pos), running: running}))
 	t.entries.Add(1)
 	return pos
 }
 
 func (t *Table) remove(o *origin, name string) {
-	old := t.shardOf(name).m[name]
-	if i := indexOf(old, o); i >= 0 {
-		t.removeAt(o, int(old[i].pos))
+	e := t.shardOf(name).m[name]
+	if i := e.indexOf(o); i >= 0 {
+		t.removeAt(o, int(e.at(i).pos))
 	}
 }
 
@@ -205,17 +196,17 @@ func (t *Table) remove(o *origin, name string) {
 func (t *Table) removeAt(o *origin, pos int) {
 	name := o.names[pos]
 	sh := t.shardOf(name)
-	old := sh.m[name]
-	t.unlink(sh, name, old, indexOf(old, o))
+	e := sh.m[name]
+	t.unlink(sh, name, &e, e.indexOf(o))
 
 	last := len(o.names) - 1
 	if pos != last {
 		moved := o.names[last]
 		o.names[pos] = moved
 		msh := t.shardOf(moved)
-		mold := msh.m[moved]
-		next := append([]ref(nil), mold...)
-		next[indexOf(mold, o)].pos = uint32(pos)
+		me := msh.m[moved]
+		next := me.refs()
+		next[me.indexOf(o)].pos = uint32(pos)
 		msh.store(moved, next)
 	}
 	o.names[last] = ""
@@ -226,17 +217,15 @@ func (t *Table) removeAt(o *origin, pos int) {
 	o.count.Add(-1)
 }
 
-// unlink removes refs[i] from name's refs.
-func (t *Table) unlink(sh *shard, name string, refs []ref, i int) {
-	if len(refs) == 1 {
+// unlink removes the i-th ref of name's entry e.
+func (t *Table) unlink(sh *shard, name string, e *entry, i int) {
+	if e.len() == 1 {
 		sh.mu.Lock()
 		delete(sh.m, name)
 		sh.mu.Unlock()
 		t.streams.Add(-1)
 	} else {
-		next := make([]ref, 0, len(refs)-1)
-		next = append(next, refs[:i]...)
-		sh.store(name, append(next, refs[i+1:]...))
+		sh.store(name, slices.Delete(e.refs(), i, i+1))
 	}
 	t.entries.Add(-1)
 }

@@ -244,8 +244,9 @@ func checkInvariants(t *testing.T, tb *Table) {
 			t.Fatalf("origin %s: count %d, %d names", id, o.count.Load(), len(o.names))
 		}
 		for pos, name := range o.names {
-			refs := tb.shardOf(name).m[name]
-			i := indexOf(refs, o)
+			e := tb.shardOf(name).m[name]
+			refs := e.refs()
+			i := e.indexOf(o)
 			if i < 0 || int(refs[i].pos) != pos {
 				t.Fatalf("origin %s name %q at %d: refs %+v", id, name, pos, refs)
 			}
@@ -259,7 +260,8 @@ func checkInvariants(t *testing.T, tb *Table) {
 	}
 	streams := 0
 	for i := range tb.shards {
-		for name, refs := range tb.shards[i].m {
+		for name, e := range tb.shards[i].m {
+			refs := e.refs()
 			streams++
 			if len(refs) == 0 || tb.shardOf(name) != &tb.shards[i] {
 				t.Fatalf("name %q: refs %v in shard %d", name, refs, i)

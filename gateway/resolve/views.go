@@ -46,7 +46,8 @@ func (t *Table) Streams() []StreamInfo {
 	for i := range t.shards {
 		sh := &t.shards[i]
 		sh.mu.RLock()
-		for name, refs := range sh.m {
+		for name, e := range sh.m {
+			refs := e.refs()
 			si := StreamInfo{Name: name, Origins: make([]StreamOrigin, len(refs))}
 			for j, r := range refs {
 				si.Origins[j] = StreamOrigin{ID: r.o.id, State: cluster.StreamOnDemand}

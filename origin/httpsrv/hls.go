@@ -14,7 +14,8 @@ import (
 	"github.com/bluenviron/gohlslib/v2"
 	"github.com/bluenviron/gohlslib/v2/pkg/codecs"
 
-	"github.com/peergate/peergate/origin/media")
+	"github.com/peergate/peergate/origin/media"
+)
 
 // tsOffset keeps muxed timestamps positive: B-frame DTS can precede a stream's zero PTS.
 const tsOffset = 10 * time.Second
@@ -254,7 +255,8 @@ func (s *Server) serveHLS(w http.ResponseWriter, r *http.Request, name string) {
 	if st == nil {
 		return
 	}
-	v := s.sessions.touch(st, clientIP(r), r.UserAgent())
+	v, done := s.sessions.begin(st, clientIP(r), r.UserAgent())
+	defer done()
 	mx, err := s.hls.ensure(st)
 	if err != nil {
 		s.Logger.Warn("hls muxer", "stream", name, "err", err)

@@ -8,11 +8,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/peergate/peergate/origin/filesrc"
 	"github.com/peergate/peergate/origin/internal/mediatest"
 	"github.com/peergate/peergate/origin/media"
 )
@@ -61,31 +63,32 @@ func TestReadBack(t *testing.T) {
 	}
 }
 
+var pathCases = []struct {
+	desc string
+	path string
+	want int
+}{
+	{"unknown master", "/live/none/index.m3u8", 404},
+	{"unknown mpegts", "/live/none/mpegts", 404},
+	{"unknown embed", "/live/none/embed.html", 404},
+	{"unknown segment", "/live/none/abc_main_seg1.ts", 404},
+	{"known stream, unknown segment", "/live/known/nope_main_seg1.ts", 404},
+	{"known stream, unknown playlist", "/live/known/nope.m3u8", 404},
+	{"dash not served", "/live/known/index.mpd", 404},
+	{"root", "/", 404},
+	{"traversal", "/live/../known/index.m3u8", 404},
+	{"escaped", "/live%2Fknown/index.m3u8", 404},
+	{"known master", "/live/known/index.m3u8", 200},
+	{"known embed", "/live/known/embed.html", 200},
+}
+
 // TestNotFoundAndCORS: unknown names and paths get 404 with CORS; preflight and methods.
 func TestNotFoundAndCORS(t *testing.T) {
 	e := newEnv(t, media.Config{})
 	s := e.startHTTP(nil)
 	e.synth("live/known", 25, 25, 1000)
 	b := baseURL(s)
-	cases := []struct {
-		desc string
-		path string
-		want int
-	}{
-		{"unknown master", "/live/none/index.m3u8", 404},
-		{"unknown mpegts", "/live/none/mpegts", 404},
-		{"unknown embed", "/live/none/embed.html", 404},
-		{"unknown segment", "/live/none/abc_main_seg1.ts", 404},
-		{"known stream, unknown segment", "/live/known/nope_main_seg1.ts", 404},
-		{"known stream, unknown playlist", "/live/known/nope.m3u8", 404},
-		{"dash not served", "/live/known/index.mpd", 404},
-		{"root", "/", 404},
-		{"traversal", "/live/../known/index.m3u8", 404},
-		{"escaped", "/live%2Fknown/index.m3u8", 404},
-		{"known master", "/live/known/index.m3u8", 200},
-		{"known embed", "/live/known/embed.html", 200},
-	}
-	for _, c := range cases {
+	for _, c := range pathCases {
 		t.Run(c.desc, func(t *testing.T) {
 			code, h, _ := rawGet(t, s.Addr().String(), c.path)
 			if code != c.want {
@@ -293,4 +296,47 @@ func TestEmbedPage(t *testing.T) {
 		mustContain(t, body, want, "embed page")
 	}
 	mustContain(t, h.Get("Content-Security-Policy"), "script-src 'sha256-", "CSP")
+}
+
+// TestFileLoopContinuity: a 2 s clip looped by filesrc plays on over HLS across more than
+// two loops, its timestamps never going backwards.
+func TestFileLoopContinuity(t *testing.T) {
+	clip := filepath.Join(t.TempDir(), "clip.ts")
+	gen := mediatest.Start(t, "ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+		"-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
+		"-t", "2", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", "25", "-bf", "2",
+		"-c:a", "aac", "-ac", "2", "-f", "mpegts", clip)
+	if err, ok := gen.Wait(30 * time.Second); !ok || err != nil {
+		t.Fatalf("ffmpeg clip: %v %s", err, gen.Output())
+	}
+	e := newEnv(t, media.Config{})
+	s := e.startHTTP(nil)
+	src := &filesrc.Source{Name: "demo", Path: clip, Table: e.tbl, Log: testLogger(t)}
+	if err := src.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(src.Close)
+
+	// 150 video packets at 25 fps: 6 s of stream, three loops of the clip.
+	ts, err := mediatest.PacketTimes(context.Background(), baseURL(s)+"/demo/index.m3u8",
+		mediatest.ReadOptions{Frames: 150, Timeout: 40 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ts) < 150 {
+		t.Fatalf("read %d packets, want 150", len(ts))
+	}
+	if i := mediatest.Monotonic(ts); i >= 0 {
+		t.Fatalf("DTS goes backwards at packet %d: %v -> %v", i, ts[i-1], ts[i])
+	}
+	span := ts[len(ts)-1] - ts[0]
+	t.Logf("%d packets over %.2f s of stream, %d loops of the file so far", len(ts), span, src.Loops())
+	if span < 4.5 || src.Loops() < 2 {
+		t.Fatalf("span %.2f s over %d loops, want more than two 2 s loops", span, src.Loops())
+	}
+	// The playlist carries no discontinuity: the loop is seamless for players.
+	code, _, pl := get(t, baseURL(s)+"/demo/main_stream.m3u8", nil)
+	if code != 200 || strings.Contains(pl, "DISCONTINUITY") {
+		t.Fatalf("playlist %d has a discontinuity:\n%s", code, pl)
+	}
 }

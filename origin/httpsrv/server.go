@@ -183,13 +183,13 @@ func (s *Server) Close() {
 	if s.closed.Swap(true) || s.srv == nil {
 		return
 	}
-	s.cancel() // ends MPEG-TS bodies and HLS waits (request contexts derive from s.ctx)
+	s.cancel()       // ends MPEG-TS bodies and HLS waits (request contexts derive from s.ctx)
+	s.hls.closeAll() // ends the muxers, which wakes requests blocked inside gohlslib
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	if err := s.srv.Shutdown(ctx); err != nil {
 		s.srv.Close()
 	}
-	s.hls.closeAll()
 	s.wg.Wait()
 	s.sessions.closeAll()
 }

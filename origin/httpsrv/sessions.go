@@ -25,18 +25,19 @@ type sessionKey struct {
 }
 
 type session struct {
-	st   *media.Stream
-	v    *media.Viewer
-	last time.Time
+	st       *media.Stream
+	v        *media.Viewer
+	last     time.Time // end of the latest request
+	inflight int       // requests being answered (a first playlist may wait for seconds)
 }
 
 func newSessions(timeout time.Duration, max int) *sessions {
 	return &sessions{timeout: timeout, max: max, m: map[sessionKey]*session{}}
 }
 
-// touch records a request of a viewer and returns its Viewer (nil when over the cap: the
-// bytes are then counted without a viewer).
-func (ss *sessions) touch(st *media.Stream, ip, ua string) *media.Viewer {
+// begin records the start of a request of a viewer and returns its Viewer (nil when over
+// the cap: the bytes are then counted without a viewer) and the func that ends the request.
+func (ss *sessions) begin(st *media.Stream, ip, ua string) (*media.Viewer, func()) {
 	if len(ua) > 256 {
 		ua = ua[:256]
 	}
@@ -46,19 +47,28 @@ func (ss *sessions) touch(st *media.Stream, ip, ua string) *media.Viewer {
 	defer ss.mu.Unlock()
 	if s := ss.m[k]; s != nil {
 		if s.st == st {
-			s.last = now
-			return s.v
+			s.inflight++
+			return s.v, ss.end(s)
 		}
 		// The stream restarted under the same NAME: move the viewer to the new one.
 		s.v.Leave()
 		delete(ss.m, k)
 	}
 	if len(ss.m) >= ss.max {
-		return nil
+		return nil, func() {}
 	}
-	s := &session{st: st, v: st.Join(media.ProtoHLS), last: now}
+	s := &session{st: st, v: st.Join(media.ProtoHLS), last: now, inflight: 1}
 	ss.m[k] = s
-	return s.v
+	return s.v, ss.end(s)
+}
+
+func (ss *sessions) end(s *session) func() {
+	return func() {
+		ss.mu.Lock()
+		defer ss.mu.Unlock()
+		s.inflight--
+		s.last = time.Now()
+	}
 }
 
 // run expires idle sessions until ctx ends.
@@ -86,7 +96,7 @@ func (ss *sessions) expire(now time.Time) {
 			ended = true
 		default:
 		}
-		if ended || now.Sub(s.last) > ss.timeout {
+		if ended || (s.inflight == 0 && now.Sub(s.last) > ss.timeout) {
 			s.v.Leave()
 			delete(ss.m, k)
 		}

@@ -20,16 +20,18 @@
 // A publisher that learns its tracks only after accepting (RTMP reads them after
 // NetStream.Publish.Start) claims the NAME first: c, err := tbl.Claim(name); then
 // st, err := c.Publish(tracks), or c.Release() if it gives up. Readers see a NAME only once
-// it has tracks.
+// it has tracks; a reader asking for a claimed NAME waits for them (up to StartTimeout).
+// WriteUnit may be called from several goroutines (RTSP delivers media per transport).
 //
 // Tracks carry gortsplib format types (*format.H264, *format.H265, *format.MPEG4Audio,
-// *format.Opus) so RTSP uses them as they are, and RTMP / HLS convert them in a few lines
-// (see Track). Timestamps are time.Duration on a per-stream timeline that only grows
+// *format.Opus; Supported tells) so RTSP uses them as they are; Track.HLSCodec and
+// Track.RTMPCodec convert for gohlslib and gortmplib, TrackFromRTMP the other way. Timestamps are time.Duration on a per-stream timeline that only grows
 // (DTS); media.ToClock converts to a clock rate without overflow. WriteUnit sets
 // KeyFrame itself for H.264/H.265, keeps the format's SPS/PPS (VPS) current from in-band
 // parameter sets, and prepends the parameter sets to key frames that lack them, so every
-// output can start decoding at any key frame. Units are shared between readers: nobody
-// may modify a unit's byte slices after WriteUnit.
+// output can start decoding at any key frame (PrepareAU does the same for depacketizers
+// that need the SPS before WriteUnit, e.g. a DTS extractor). Units are shared between
+// readers: nobody may modify a unit's byte slices after WriteUnit.
 //
 // # Reading
 //
@@ -64,6 +66,21 @@
 // leaves. Calls come in order from one goroutine owned by the Table, never from a
 // publisher, so a slow registry never stalls media. Viewers are counted per protocol:
 // Stream.Join(protocol) returns a Viewer whose Sent(n) adds egress bytes and Leave()
-// ends it; Table.Stats() sums them, and Table.NewLoadMeter() turns samples into
-// cluster.Load (clients, egress bit/s, process CPU share of the machine).
+// ends it (Table.AddEgress counts bytes that belong to no single viewer); Table.Stats()
+// sums them per protocol (ProtoRTSP, ProtoRTMP, ProtoHLS, ProtoMPEGTS), and
+// Table.NewLoadMeter().Sample() turns them into cluster.Load (clients, egress bit/s since
+// the last sample, process CPU share of the whole machine) for the registrar's heartbeat.
+//
+// # Wiring in main.go
+//
+//	tbl := media.NewTable(media.Config{Events: ev, Starter: ondemandManager})
+//	lm := tbl.NewLoadMeter()            // RegistrarOptions.Load: lm.Sample (one caller)
+//	viewers := func() int64 { return tbl.Stats().Clients } // for draining
+//	// ev.StreamRunning(name, meta): reg.PutStream(cluster.Stream{Name: name, State: running, Meta: meta})
+//	// ev.StreamStopped(name): reg.PutStream(ondemand entry) for configured on-demand names,
+//	//                         reg.RemoveStream(name) otherwise
+//	rtsp := &rtspsrv.Server{Address: ":8555", UDPRTPAddress: ":8000", Table: tbl}
+//	rtmp := &rtmpsrv.Server{Address: ":1936", Table: tbl}
+//	src := &filesrc.Source{Name: "demo", Path: "origin/testdata/demo.ts", Table: tbl}
+//	// Start each; on shutdown Close servers and sources, then tbl.Close().
 package media

@@ -352,3 +352,115 @@ func TestTableCloseEndsStreams(t *testing.T) {
 		t.Fatalf("publish after close: %v", err)
 	}
 }
+
+func TestFindWaitsForClaimedName(t *testing.T) {
+	t.Parallel()
+	tbl := NewTable(Config{StartTimeout: 2 * time.Second})
+	defer tbl.Close()
+	c, err := tbl.Claim("live/slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := make(chan error, 1)
+	go func() {
+		_, err := tbl.Find(context.Background(), "live/slow")
+		res <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	st, err := c.Publish(testTracks())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-res; err != nil {
+		t.Fatalf("reader of a claimed name: %v", err)
+	}
+	st.Close()
+}
+
+// TestEventLatency: StreamRunning follows the first key frame, and StreamStopped the
+// publisher's Close, within 100 ms.
+func TestEventLatency(t *testing.T) {
+	t.Parallel()
+	ev := &timedEvents{ch: make(chan time.Time, 10)}
+	tbl := NewTable(Config{Events: ev})
+	defer tbl.Close()
+	st, _ := tbl.Publish("live/t", testTracks())
+	t0 := time.Now()
+	st.WriteUnit(Unit{Track: 0, AU: [][]byte{idr}})
+	if d := (<-ev.ch).Sub(t0); d > 100*time.Millisecond {
+		t.Fatalf("running after %v", d)
+	}
+	t1 := time.Now()
+	st.Close()
+	if d := (<-ev.ch).Sub(t1); d > 100*time.Millisecond {
+		t.Fatalf("stopped after %v", d)
+	}
+}
+
+type timedEvents struct{ ch chan time.Time }
+
+func (e *timedEvents) StreamRunning(string, cluster.StreamMeta) { e.ch <- time.Now() }
+func (e *timedEvents) StreamStopped(string)                     { e.ch <- time.Now() }
+
+func FuzzPrepareAU(f *testing.F) {
+	f.Add([]byte{0x65, 0x88}, []byte{0x67, 0x64}, false)
+	f.Add(sps720, pps, false)
+	f.Add([]byte{0x26, 0x01, 0xaf}, []byte{0x40, 0x01, 0x0c}, true)
+	f.Add([]byte{}, []byte{0x42, 0x01}, true)
+	f.Fuzz(func(t *testing.T, a, b []byte, hevc bool) {
+		tbl := NewTable(Config{})
+		defer tbl.Close()
+		var tr *Track
+		if hevc {
+			tr = &Track{Format: &format.H265{PayloadTyp: 96}}
+		} else {
+			tr = &Track{Format: &format.H264{PayloadTyp: 96, PacketizationMode: 1}}
+		}
+		st, err := tbl.Publish("f", []*Track{tr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd, _ := st.AddReader(ReaderOptions{})
+		st.WriteUnit(Unit{AU: [][]byte{a, b}})
+		st.WriteUnit(Unit{AU: [][]byte{b, a, {}}})
+		_ = Meta(st.Tracks())
+		rd.Close()
+		st.Close()
+	})
+}
+
+// BenchmarkFanout writes one 2 Mbit/s-sized video unit (10 KB at 25 fps) to 200 readers.
+func BenchmarkFanout(b *testing.B) {
+	tbl := NewTable(Config{})
+	defer tbl.Close()
+	st, _ := tbl.Publish("bench", testTracks())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := 0; i < 200; i++ {
+		rd, _ := st.AddReader(ReaderOptions{QueueLen: 4096})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				if _, err := rd.Read(ctx); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	frame := make([]byte, 10000)
+	frame[0] = 0x41
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		au := [][]byte{frame}
+		if i%50 == 0 {
+			au = [][]byte{idr}
+		}
+		st.WriteUnit(Unit{Track: 0, PTS: time.Duration(i) * 40 * time.Millisecond, AU: au})
+	}
+	b.StopTimer()
+	st.Close()
+	wg.Wait()
+}

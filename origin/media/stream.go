@@ -116,10 +116,10 @@ func (s *Stream) WriteUnit(u Unit) {
 	}
 	tr := s.tracks[u.Track]
 	if tr.IsVideo() {
+		u.AU, u.KeyFrame = fixParams(tr.Format, u.AU)
 		if len(u.AU) == 0 {
 			return
 		}
-		u.AU, u.KeyFrame = fixParams(tr.Format, u.AU)
 	} else {
 		if len(u.Frame) == 0 {
 			return
@@ -189,6 +189,10 @@ const maxGOPUnits = 900
 func PrepareAU(f format.Format, au [][]byte) ([][]byte, bool) { return fixParams(f, au) }
 
 func fixParams(f format.Format, au [][]byte) ([][]byte, bool) {
+	au = dropEmpty(au)
+	if len(au) == 0 {
+		return au, false
+	}
 	switch f := f.(type) {
 	case *format.H264:
 		var sps, pps []byte
@@ -279,6 +283,22 @@ func fixParams(f format.Format, au [][]byte) ([][]byte, bool) {
 		return au, key
 	}
 	return au, false
+}
+
+// dropEmpty removes zero-length NAL units, which the codec helpers do not expect.
+func dropEmpty(au [][]byte) [][]byte {
+	for i, n := range au {
+		if len(n) == 0 {
+			out := append([][]byte(nil), au[:i]...)
+			for _, m := range au[i+1:] {
+				if len(m) > 0 {
+					out = append(out, m)
+				}
+			}
+			return out
+		}
+	}
+	return au
 }
 
 // Close ends the stream: the NAME is free again, readers get io.EOF, Events get StreamStopped.

@@ -179,16 +179,22 @@ func (t *Table) Names() []string {
 	return out
 }
 
-// Find returns the published stream of name; for a name the Starter accepts it waits up to
-// Config.StartTimeout (or ctx) for the publisher. ErrNotFound otherwise.
+// Find returns the published stream of name; for a name the Starter accepts, or one a
+// publisher has claimed but not published yet, it waits up to Config.StartTimeout (or ctx)
+// for the tracks. ErrNotFound otherwise.
 func (t *Table) Find(ctx context.Context, name string) (*Stream, error) {
 	if !streamname.Valid(name) {
 		return nil, ErrNotFound
 	}
-	if s := t.Get(name); s != nil {
+	t.mu.Lock()
+	s, claimed := t.streams[name]
+	t.mu.Unlock()
+	if s != nil && s.ready {
 		return s, nil
 	}
-	if t.cfg.Starter == nil || !t.cfg.Starter.Start(name) {
+	// A claimed NAME has a publisher that is still announcing its tracks (RTMP takes about
+	// 2 s): wait for it as for an on-demand start.
+	if !claimed && (t.cfg.Starter == nil || !t.cfg.Starter.Start(name)) {
 		return nil, ErrNotFound
 	}
 	timer := time.NewTimer(t.cfg.StartTimeout)

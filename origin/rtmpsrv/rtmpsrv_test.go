@@ -89,6 +89,7 @@ func TestRTMPPublishPlayEverywhere(t *testing.T) {
 	if !exited || err == nil || !strings.Contains(second.Output(), "already being published") {
 		t.Errorf("second publisher: exited=%v err=%v output=%q, want a refusal", exited, err, second.Output())
 	}
+	t.Logf("second publisher was told: %s", strings.TrimSpace(second.Output()))
 
 	_, err = mediatest.ProbeStream(context.Background(), rtmpBase+"/live/nope", mediatest.ReadOptions{Timeout: 5 * time.Second})
 	if err == nil || !strings.Contains(err.Error(), "not found") {
@@ -193,4 +194,72 @@ func TestBadInputCutOff(t *testing.T) {
 
 	// The good stream still plays.
 	checkProbe(t, base+"/live/good", "")
+}
+
+// TestConnectionCap: connections beyond MaxConns are closed at once, before any handshake
+// deadline, and slots free up when connections end.
+func TestConnectionCap(t *testing.T) {
+	tbl := media.NewTable(media.Config{})
+	defer tbl.Close()
+	s := &Server{Address: "127.0.0.1:0", Table: tbl, MaxConns: 2, HandshakeTimeout: 5 * time.Second}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var held []net.Conn
+	for i := 0; i < 2; i++ {
+		c, err := net.Dial("tcp", s.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		held = append(held, c)
+	}
+	// Let the server account for the two held connections.
+	time.Sleep(100 * time.Millisecond)
+	extra, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	start := time.Now()
+	_ = extra.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := extra.Read(make([]byte, 1)); err == nil || time.Since(start) > time.Second {
+		t.Fatalf("connection over the cap: err=%v after %v", err, time.Since(start))
+	}
+	held[0].Close()
+	if !mediatest.Eventually(2*time.Second, func() bool { return len(s.sem) < 2 }) {
+		t.Fatal("slot not freed")
+	}
+	again, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	_ = again.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if _, err := again.Read(make([]byte, 1)); err == nil || !strings.Contains(err.Error(), "timeout") {
+		t.Fatalf("connection under the cap was not kept open: %v", err)
+	}
+}
+
+// TestUnsupportedTrackIgnored: a publisher with MP3 audio (not carried by the hub) publishes
+// its H.264 video; the MP3 track is dropped, not a crash.
+func TestUnsupportedTrackIgnored(t *testing.T) {
+	tbl := media.NewTable(media.Config{})
+	defer tbl.Close()
+	_, base := startRTMP(t, tbl, 0)
+	args := []string{"-hide_banner", "-loglevel", "error", "-re",
+		"-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
+		"-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", "25",
+		"-c:a", "libmp3lame", "-b:a", "64k", "-f", "flv", base + "/live/mp3"}
+	pub := mediatest.Start(t, "ffmpeg", args...)
+	waitLive(t, tbl, "live/mp3", pub)
+	st := tbl.Get("live/mp3")
+	if n := len(st.Tracks()); n != 1 {
+		t.Fatalf("%d tracks, want the video only", n)
+	}
+	before := st.IngressBytes()
+	if !mediatest.Eventually(3*time.Second, func() bool { return st.IngressBytes() > before+10000 }) {
+		t.Fatalf("ingest stalled: %s", pub.Output())
+	}
 }

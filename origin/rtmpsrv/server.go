@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -147,6 +148,13 @@ type outcome struct {
 
 func (s *Server) handle(c net.Conn) {
 	start := time.Now()
+	defer func() {
+		// A library bug hit by hostile input must cost one connection, not the origin.
+		if v := recover(); v != nil {
+			s.Log.Error("rtmp conn panic", "remote", c.RemoteAddr().String(), "panic", fmt.Sprint(v),
+				"stack", string(debug.Stack()))
+		}
+	}()
 	o := s.serve(c)
 	lvl := slog.LevelInfo
 	if o.err != nil && o.role == "" {
@@ -227,6 +235,9 @@ func (s *Server) publish(c net.Conn, sc *gortmplib.ServerConn, name string) erro
 		tracks = append(tracks, mt)
 		rtmpTracks = append(rtmpTracks, t)
 	}
+	// gortmplib calls a nil callback for a track without one: every track gets a reader,
+	// the ones the hub does not carry a no-op.
+	ignoreTracks(r)
 	st, err := claim.Publish(tracks)
 	if err != nil {
 		return err
@@ -365,4 +376,34 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// ignoreTracks installs no-op data callbacks on every track of r; callers override the ones they use.
+func ignoreTracks(r *gortmplib.Reader) {
+	for _, t := range r.Tracks() {
+		switch t.Codec.(type) {
+		case *codecs.AV1:
+			r.OnDataAV1(t, func(time.Duration, [][]byte) {})
+		case *codecs.VP9:
+			r.OnDataVP9(t, func(time.Duration, []byte) {})
+		case *codecs.H265:
+			r.OnDataH265(t, func(time.Duration, time.Duration, [][]byte) {})
+		case *codecs.H264:
+			r.OnDataH264(t, func(time.Duration, time.Duration, [][]byte) {})
+		case *codecs.Opus:
+			r.OnDataOpus(t, func(time.Duration, []byte) {})
+		case *codecs.FLAC:
+			r.OnDataFLAC(t, func(time.Duration, []byte) {})
+		case *codecs.MPEG4Audio:
+			r.OnDataMPEG4Audio(t, func(time.Duration, []byte) {})
+		case *codecs.MPEG1Audio:
+			r.OnDataMPEG1Audio(t, func(time.Duration, []byte) {})
+		case *codecs.AC3:
+			r.OnDataAC3(t, func(time.Duration, []byte) {})
+		case *codecs.G711:
+			r.OnDataG711(t, func(time.Duration, []byte) {})
+		case *codecs.LPCM:
+			r.OnDataLPCM(t, func(time.Duration, []byte) {})
+		}
+	}
 }

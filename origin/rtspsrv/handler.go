@@ -31,6 +31,10 @@ type session struct {
 	out       *output
 	viewer    *media.Viewer
 	sentBytes uint64
+	// counters logged when the session ends
+	lost       uint64
+	decodeErrs uint64
+	overflowed bool
 }
 
 type handler struct {
@@ -60,7 +64,44 @@ var (
 	_ gortsplib.ServerHandlerOnSetup        = (*handler)(nil)
 	_ gortsplib.ServerHandlerOnPlay         = (*handler)(nil)
 	_ gortsplib.ServerHandlerOnRecord       = (*handler)(nil)
+
+	_ gortsplib.ServerHandlerOnPacketsLost      = (*handler)(nil)
+	_ gortsplib.ServerHandlerOnDecodeError      = (*handler)(nil)
+	_ gortsplib.ServerHandlerOnStreamWriteError = (*handler)(nil)
 )
+
+// OnPacketsLost counts inbound RTP loss (logged when the session ends, not per packet).
+func (h *handler) OnPacketsLost(ctx *gortsplib.ServerHandlerOnPacketsLostCtx) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if ses := h.sessions[ctx.Session]; ses != nil {
+		ses.lost += ctx.Lost
+	}
+}
+
+// OnDecodeError counts undecodable inbound packets (logged when the session ends).
+func (h *handler) OnDecodeError(ctx *gortsplib.ServerHandlerOnDecodeErrorCtx) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if ses := h.sessions[ctx.Session]; ses != nil {
+		ses.decodeErrs++
+	}
+}
+
+// OnStreamWriteError: a reader whose write queue overflowed cannot keep up; like a slow hub
+// reader it is disconnected rather than left with a broken picture.
+func (h *handler) OnStreamWriteError(ctx *gortsplib.ServerHandlerOnStreamWriteErrorCtx) {
+	h.mu.Lock()
+	ses := h.sessions[ctx.Session]
+	first := ses != nil && !ses.overflowed
+	if first {
+		ses.overflowed = true
+	}
+	h.mu.Unlock()
+	if first {
+		ctx.Session.Close()
+	}
+}
 
 func (h *handler) OnConnClose(ctx *gortsplib.ServerHandlerOnConnCloseCtx) {
 	h.log.Info("rtsp conn closed", "remote", ctx.Conn.NetConn().RemoteAddr().String(), "err", errString(ctx.Error))
@@ -105,7 +146,15 @@ func (h *handler) OnSessionClose(ctx *gortsplib.ServerHandlerOnSessionCloseCtx) 
 		role = "publisher"
 	}
 	if ses.name != "" {
-		h.log.Info("rtsp session closed", "name", ses.name, "role", role, "err", errString(ctx.Error))
+		h.mu.Lock()
+		lost, decErrs, slow := ses.lost, ses.decodeErrs, ses.overflowed
+		h.mu.Unlock()
+		err := errString(ctx.Error)
+		if slow {
+			err = "reader too slow: write queue full"
+		}
+		h.log.Info("rtsp session closed", "name", ses.name, "role", role, "err", err,
+			"rtp_lost", lost, "decode_errors", decErrs)
 	}
 }
 
@@ -211,7 +260,7 @@ func (h *handler) OnRecord(ctx *gortsplib.ServerHandlerOnRecordCtx) (*base.Respo
 	h.mu.Lock()
 	ses.stream = st
 	h.mu.Unlock()
-	if err := attachDecoders(ctx.Session, st, ses.maps); err != nil {
+	if err := attachDecoders(ctx.Session, st, ses.maps, h.log); err != nil {
 		return &base.Response{StatusCode: base.StatusBadRequest}, err
 	}
 	h.markStreaming(ctx.Conn, ctx.Session)

@@ -25,6 +25,7 @@ type output struct {
 	medias   []*description.Media // per hub track
 	encoders []func(u media.Unit) ([]*rtp.Packet, error)
 	tsBase   []uint32
+	rates    []int
 	refs     int       // reader sessions; guarded by h.mu
 	lastUsed time.Time // guarded by h.mu
 }
@@ -32,7 +33,7 @@ type output struct {
 // output returns the feed of name, creating it (and maybe waiting for an on-demand start).
 func (h *handler) output(name string) (*output, error) {
 	h.mu.Lock()
-	if o := h.outs[name]; o != nil {
+	if o := h.outs[name]; o != nil && o.live() {
 		h.mu.Unlock()
 		return o, nil
 	}
@@ -45,7 +46,7 @@ func (h *handler) output(name string) (*output, error) {
 
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if o := h.outs[name]; o != nil {
+	if o := h.outs[name]; o != nil && o.live() {
 		return o, nil
 	}
 	if h.s.ctx.Err() != nil {
@@ -78,6 +79,7 @@ func newOutput(h *handler, st *media.Stream) (*output, error) {
 		o.medias = append(o.medias, m)
 		o.encoders = append(o.encoders, enc)
 		o.tsBase = append(o.tsBase, rand.Uint32())
+		o.rates = append(o.rates, tr.ClockRate())
 	}
 	o.ss = &gortsplib.ServerStream{Server: h.s.srv, Desc: desc}
 	if err := o.ss.Initialize(); err != nil {
@@ -108,8 +110,7 @@ func (o *output) run() {
 		if ntp.IsZero() {
 			ntp = time.Now()
 		}
-		rate := o.st.Tracks()[u.Track].ClockRate()
-		ts := o.tsBase[u.Track] + uint32(media.ToClock(u.PTS, rate))
+		ts := o.tsBase[u.Track] + uint32(media.ToClock(u.PTS, o.rates[u.Track]))
 		for _, p := range pkts {
 			p.Timestamp += ts
 			_ = o.ss.WritePacketRTPWithNTP(o.medias[u.Track], p, ntp) // per-session queues drop, never block
@@ -124,6 +125,17 @@ func (o *output) run() {
 		delete(o.h.outs, o.st.Name())
 	}
 	o.h.mu.Unlock()
+}
+
+// live reports whether the feed's stream still has its publisher (a new publisher of the
+// same NAME needs a new feed).
+func (o *output) live() bool {
+	select {
+	case <-o.st.Done():
+		return false
+	default:
+		return true
+	}
 }
 
 // close stops the feed; sessions reading it are closed by the ServerStream.

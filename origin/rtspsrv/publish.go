@@ -2,6 +2,8 @@ package rtspsrv
 
 import (
 	"fmt"
+	"log/slog"
+	"runtime/debug"
 	"time"
 
 	"github.com/bluenviron/gortsplib/v5"
@@ -23,7 +25,7 @@ type trackMap struct {
 }
 
 // attachDecoders turns incoming RTP into hub units, one decoder per announced track.
-func attachDecoders(ss *gortsplib.ServerSession, st *media.Stream, maps []trackMap) error {
+func attachDecoders(ss *gortsplib.ServerSession, st *media.Stream, maps []trackMap, log *slog.Logger) error {
 	for _, m := range maps {
 		cb, err := Depacketizer(m.format, m.track, st.WriteUnit)
 		if err != nil {
@@ -31,6 +33,13 @@ func attachDecoders(ss *gortsplib.ServerSession, st *media.Stream, maps []trackM
 		}
 		medi := m.media
 		ss.OnPacketRTP(medi, m.format, func(pkt *rtp.Packet) {
+			defer func() {
+				// A codec-library bug hit by hostile input must cost one session, not the origin.
+				if v := recover(); v != nil {
+					log.Error("rtsp depacketizer panic", "name", st.Name(), "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+					ss.Close()
+				}
+			}()
 			pts, ok := ss.PacketPTS(medi, pkt)
 			if !ok {
 				return

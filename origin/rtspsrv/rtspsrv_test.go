@@ -10,6 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bluenviron/gortsplib/v5"
+	"github.com/bluenviron/gortsplib/v5/pkg/description"
+	"github.com/bluenviron/gortsplib/v5/pkg/format"
+
 	"github.com/peergate/peergate/origin/internal/mediatest"
 	"github.com/peergate/peergate/origin/media"
 )
@@ -76,6 +80,7 @@ func TestPublishPlayAndRefusals(t *testing.T) {
 	if !exited || err == nil || !strings.Contains(second.Output(), "409") {
 		t.Errorf("second publisher: exited=%v err=%v output=%q, want a 409 refusal", exited, err, second.Output())
 	}
+	t.Logf("second publisher was told: %s", strings.TrimSpace(second.Output()))
 
 	// Unknown names: 404 on DESCRIBE.
 	_, err = mediatest.ProbeStream(context.Background(), base+"/live/nope", mediatest.ReadOptions{RTSPTransport: "tcp", Timeout: 5 * time.Second})
@@ -187,4 +192,55 @@ func TestBadInputCutOff(t *testing.T) {
 
 func isReset(err error) bool {
 	return strings.Contains(err.Error(), "reset") || strings.Contains(err.Error(), "broken pipe")
+}
+
+// TestH265AndOpus: H.265 video and Opus audio published over RTSP play back over RTSP.
+func TestH265AndOpus(t *testing.T) {
+	tbl := media.NewTable(media.Config{})
+	defer tbl.Close()
+	_, base := startServer(t, tbl)
+	pub := mediatest.PublishRTSP(t, base+"/live/hevc", "tcp", mediatest.Source{Video: "libx265", Audio: "libopus"})
+	waitLive(t, tbl, "live/hevc", pub)
+	if m := tbl.Get("live/hevc").Meta(); !strings.HasPrefix(m.Codecs, "hvc1.") || !strings.HasSuffix(m.Codecs, ",opus") || m.Width != 640 {
+		t.Errorf("meta %+v", m)
+	}
+	p, err := mediatest.ProbeStream(context.Background(), base+"/live/hevc", mediatest.ReadOptions{RTSPTransport: "tcp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.VideoCodec != "hevc" || p.Width != 640 || p.Height != 360 || p.Frames < 50 {
+		t.Errorf("got %+v, want hevc 640x360 >= 50 frames", p)
+	}
+}
+
+// TestStalledPublisherCutOff: a publisher that records over TCP and then sends nothing is cut
+// off after ReadTimeout and its NAME freed.
+func TestStalledPublisherCutOff(t *testing.T) {
+	tbl := media.NewTable(media.Config{})
+	defer tbl.Close()
+	s := &Server{Address: "127.0.0.1:0", Table: tbl, ReadTimeout: time.Second}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	tcp := gortsplib.ProtocolTCP
+	c := &gortsplib.Client{Protocol: &tcp}
+	desc := &description.Session{Medias: []*description.Media{{
+		Type:    description.MediaTypeVideo,
+		Formats: []format.Format{&format.H264{PayloadTyp: 96, PacketizationMode: 1, SPS: sps720, PPS: []byte{0x68, 0xee, 0x3c, 0x80}}},
+	}}}
+	if err := c.StartRecording("rtsp://"+s.Addr().String()+"/live/stall", desc); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if !tbl.Live("live/stall") {
+		t.Fatal("not live after RECORD")
+	}
+	start := time.Now()
+	if !mediatest.Eventually(5*time.Second, func() bool { return !tbl.Live("live/stall") }) {
+		t.Fatal("stalled publisher not cut off")
+	}
+	if el := time.Since(start); el > 3*time.Second {
+		t.Fatalf("cut off after %v, want about ReadTimeout (1 s)", el)
+	}
 }

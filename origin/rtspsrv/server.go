@@ -38,6 +38,9 @@ type Server struct {
 	// MaxRequestBytes caps one request (headers and body); a connection that sends more
 	// is cut off. It defaults to 64 KiB.
 	MaxRequestBytes int
+	// WriteQueueSize is the per-reader queue of outgoing packets (a power of two); a reader
+	// that lets it overflow is disconnected. It defaults to 1024.
+	WriteQueueSize int
 	// OutputIdle closes the RTP feed of a stream that had no RTSP reader for this long.
 	// It defaults to 10 seconds.
 	OutputIdle time.Duration
@@ -74,6 +77,9 @@ func (s *Server) Start() error {
 	if s.MaxRequestBytes <= 0 {
 		s.MaxRequestBytes = 64 << 10
 	}
+	if s.WriteQueueSize <= 0 {
+		s.WriteQueueSize = 1024
+	}
 	if s.OutputIdle <= 0 {
 		s.OutputIdle = 10 * time.Second
 	}
@@ -83,11 +89,12 @@ func (s *Server) Start() error {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.h = newHandler(s)
 	s.srv = &gortsplib.Server{
-		Handler:      s.h,
-		RTSPAddress:  s.Address,
-		ReadTimeout:  s.ReadTimeout,
-		WriteTimeout: s.WriteTimeout,
-		IdleTimeout:  s.IdleTimeout,
+		Handler:        s.h,
+		RTSPAddress:    s.Address,
+		ReadTimeout:    s.ReadTimeout,
+		WriteTimeout:   s.WriteTimeout,
+		IdleTimeout:    s.IdleTimeout,
+		WriteQueueSize: s.WriteQueueSize,
 		Listen: func(network, address string) (net.Listener, error) {
 			ln, err := net.Listen(network, address)
 			if err != nil {

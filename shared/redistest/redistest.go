@@ -343,3 +343,37 @@ func NewSentinelWith(t testing.TB, cfg SentinelConfig) *Sentinel {
 	}
 	return sn
 }
+
+// Kill SIGKILLs every node of the cluster.
+func (c *Cluster) Kill() {
+	for _, n := range c.Nodes {
+		n.Kill()
+	}
+}
+
+// Restart brings every node back on its port with its nodes.conf (slots kept, data gone)
+// and waits for cluster_state:ok again.
+func (c *Cluster) Restart() {
+	for _, n := range c.Nodes {
+		n.Restart()
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for _, n := range c.Nodes {
+		for {
+			info, err := Do(n.Addr(), "CLUSTER", "INFO")
+			if err == nil && strings.Contains(info, "cluster_state:ok") {
+				break
+			}
+			if time.Now().After(deadline) {
+				n.t.Fatalf("redistest: node %s did not return to cluster_state:ok (err %v)", n.Addr(), err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
+// Kill SIGKILLs the master (the sentinels keep running).
+func (s *Sentinel) Kill() { s.Master.Kill() }
+
+// Restart brings the master back, empty, on its port.
+func (s *Sentinel) Restart() { s.Master.Restart() }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -43,7 +45,7 @@ func BenchmarkSnapshot10k(b *testing.B) {
 	_, w := benchRegistrar(b, 10000)
 	ctx := context.Background()
 	for b.Loop() {
-		if err := w.resync(ctx); err != nil {
+		if err := w.resync(ctx, false); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -74,4 +76,62 @@ func BenchmarkDelta(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// latencySink signals when a watched stream name arrives.
+type latencySink struct {
+	nopSink
+	want chan string
+}
+
+func (s latencySink) ApplyStreams(_ string, changes []cluster.StreamChange) {
+	for _, c := range changes {
+		if !c.Removed {
+			select {
+			case s.want <- c.Name:
+			default:
+			}
+		}
+	}
+}
+
+// BenchmarkPropagation is PutStream on an origin until the watcher's Sink sees it; it
+// reports the p99 over the run.
+func BenchmarkPropagation(b *testing.B) {
+	srv := redistest.Standalone(b)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	rc, _ := Dial(srv.URL())
+	wc, _ := Dial(srv.URL())
+	b.Cleanup(func() { _ = rc.Close(); _ = wc.Close() })
+	reg, err := NewRegistrar(rc, "bench", testOrigin("o1"), RegistrarOptions{Logger: log})
+	if err != nil {
+		b.Fatal(err)
+	}
+	sink := latencySink{want: make(chan string, 1)}
+	w := NewWatcher(wc, "bench", sink, WatcherOptions{Logger: log})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, 2)
+	go func() { _ = reg.Run(ctx); done <- struct{}{} }()
+	go func() { _ = w.Run(ctx); done <- struct{}{} }()
+	b.Cleanup(func() { cancel(); <-done; <-done })
+	for !w.Ready() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(1500 * time.Millisecond) // let the first heartbeat register the origin
+	var lat []time.Duration
+	for i := 0; b.Loop(); i++ {
+		name := "s" + strconv.Itoa(i)
+		start := time.Now()
+		reg.PutStream(cluster.Stream{Name: name, State: cluster.StreamRunning})
+		for got := ""; got != name; {
+			select {
+			case got = <-sink.want:
+			case <-time.After(5 * time.Second):
+				b.Fatalf("stream %s never arrived", name)
+			}
+		}
+		lat = append(lat, time.Since(start))
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -101,6 +102,7 @@ func NewRegistrar(c redis.UniversalClient, clusterKey string, rec cluster.Origin
 		rec.StartedAt = time.Now().UTC()
 	}
 	rec.TTLMillis = o.TTL.Milliseconds()
+	rec.Public = maps.Clone(rec.Public) // the caller keeps its map; ours is read while signing
 	if err := rec.Validate(); err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
@@ -198,8 +200,10 @@ func (r *Registrar) wake() {
 }
 
 // PutStream adds or updates a stream; the change is written and published at once by Run.
+// A stream without a name or with a state other than running/ondemand is logged and ignored.
 func (r *Registrar) PutStream(s cluster.Stream) {
-	if s.Name == "" {
+	if err := validStream(s, s.Name); err != nil || s.Name == "" {
+		r.log.Warn("stream not registered", "stream", s.Name, "state", s.State)
 		return
 	}
 	r.mu.Lock()
@@ -224,9 +228,11 @@ func (r *Registrar) RemoveStream(name string) {
 func (r *Registrar) SetStreams(list []cluster.Stream) {
 	next := make(map[string]cluster.Stream, len(list))
 	for _, s := range list {
-		if s.Name != "" {
-			next[s.Name] = s
+		if err := validStream(s, s.Name); err != nil || s.Name == "" {
+			r.log.Warn("stream not registered", "stream", s.Name, "state", s.State)
+			continue
 		}
+		next[s.Name] = s
 	}
 	r.mu.Lock()
 	for name, old := range r.streams {
@@ -256,7 +262,10 @@ func (r *Registrar) Drain(ctx context.Context) error {
 	if r.gone.Load() {
 		return errors.New("registry: origin is deregistered")
 	}
-	return r.beat(ctx)
+	if err := r.beat(ctx); err != nil {
+		return fmt.Errorf("registry: drain: %w", err)
+	}
+	return nil
 }
 
 // Flush returns when every change queued so far is in Redis, or with the write error.
@@ -268,13 +277,20 @@ func (r *Registrar) Flush(ctx context.Context) error {
 	if r.gone.Load() {
 		return errors.New("registry: origin is deregistered")
 	}
+	var err error
 	if r.dirty {
-		return r.beat(ctx)
+		err = r.beat(ctx)
+	} else {
+		err = r.writeChanges(ctx)
 	}
-	return r.writeChanges(ctx)
+	if err != nil {
+		return fmt.Errorf("registry: flush: %w", err)
+	}
+	return nil
 }
 
-// Deregister deletes the origin's keys and publishes a signed "bye"; Run stops writing.
+// Deregister deletes the origin's keys and publishes a signed "bye"; Run stops writing
+// even when this fails, so the record then expires after its TTL.
 func (r *Registrar) Deregister(ctx context.Context) error {
 	if err := r.lock(ctx); err != nil {
 		return err
@@ -294,7 +310,7 @@ func (r *Registrar) Deregister(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := r.c.Publish(ctx, r.ks.events(), bye).Err(); err != nil {
+	if err := r.publish(ctx, bye); err != nil {
 		return fmt.Errorf("registry: publish bye: %w", err)
 	}
 	r.log.Info("origin deregistered")
@@ -354,7 +370,7 @@ func (r *Registrar) beat(ctx context.Context) error {
 			return err
 		}
 		// Published after the writes completed, so a watcher that re-reads sees them.
-		if err := r.c.Publish(ctx, r.ks.events(), ev).Err(); err != nil {
+		if err := r.publish(ctx, ev); err != nil {
 			return fmt.Errorf("publish heartbeat: %w", err)
 		}
 		return nil
@@ -436,7 +452,7 @@ func (r *Registrar) writeChanges(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := r.c.Publish(ctx, r.ks.events(), ev).Err(); err != nil {
+	if err := r.publish(ctx, ev); err != nil {
 		// Watchers catch up from the version in the next heartbeat.
 		return fmt.Errorf("publish delta: %w", err)
 	}
@@ -537,4 +553,18 @@ func (r *Registrar) rewrite(ctx context.Context) error {
 	r.dirty = false
 	r.wrote = int64(len(all))
 	return nil
+}
+
+// publish sends one event. go-redis treats PUBLISH as keyless and sends it to a random
+// Cluster node; events of one origin must leave through one node to arrive in order, so
+// on Cluster they go to the master owning the channel name's slot (where watchers subscribe).
+func (r *Registrar) publish(ctx context.Context, msg []byte) error {
+	if cc, ok := r.c.(*redis.ClusterClient); ok {
+		node, err := cc.MasterForKey(ctx, r.ks.events())
+		if err != nil {
+			return err
+		}
+		return node.Publish(ctx, r.ks.events(), msg).Err()
+	}
+	return r.c.Publish(ctx, r.ks.events(), msg).Err()
 }

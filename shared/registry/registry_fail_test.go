@@ -28,6 +28,27 @@ func TestRedisKillRestart(t *testing.T) {
 	sink.waitFor(t, "50 streams", waitMax, func() bool { _, ok, n := sink.view("o1"); return ok && n == 50 })
 	before := w.Stats()
 
+	// From the kill until the change after the restart, the sink must never lose o1's list,
+	// even in the window where the watcher reads a restarted, still empty Redis.
+	stopWatch, lost := make(chan struct{}), make(chan string, 1)
+	go func() {
+		for {
+			select {
+			case <-stopWatch:
+				close(lost)
+				return
+			default:
+			}
+			if _, ok, n := sink.view("o1"); !ok || n < 50 {
+				select {
+				case lost <- fmt.Sprintf("held %v, %d streams", ok, n):
+				default:
+				}
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+
 	srv.Kill()
 	deadline := time.Now().Add(5 * time.Second)
 	for w.Stats().Connected {
@@ -53,6 +74,10 @@ func TestRedisKillRestart(t *testing.T) {
 		return ok && n == 51
 	})
 	sink.waitFor(t, "reconnect", waitMax, func() bool { return w.Stats().Connected })
+	close(stopWatch)
+	if msg, ok := <-lost; ok {
+		t.Fatalf("the sink lost o1 around the restart: %s", msg)
+	}
 	st := w.Stats()
 	if st.Resyncs <= before.Resyncs || st.Disconnects == 0 || !st.LastSync.After(before.LastSync) {
 		t.Fatalf("stats after restart: %+v (before %+v)", st, before)
@@ -254,4 +279,104 @@ func TestLargeList(t *testing.T) {
 	sink.waitFor(t, "bulk add", waitMax, func() bool { _, _, n := sink.view("big"); return n == 10000+len(extra) })
 	reg.SetStreams(manyStreams("live", 10))
 	sink.waitFor(t, "shrink to 10", waitMax, func() bool { _, _, n := sink.view("big"); return n == 10 })
+}
+
+func TestStopWhileRedisDown(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Standalone(t)
+	c := dial(t, srv.URL())
+	reg := newRegistrar(t, c, "k", testOrigin("o1"))
+	reg.PutStream(cluster.Stream{Name: "bad-state", State: "paused"}) // ignored
+	reg.PutStream(cluster.Stream{Name: "ok", State: cluster.StreamRunning})
+	sink := newTestSink()
+	w := newWatcher(t, c, "k", sink)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan string, 2)
+	go func() { _ = reg.Run(ctx); done <- "registrar" }()
+	go func() { _ = w.Run(ctx); done <- "watcher" }()
+	sink.waitFor(t, "o1", waitMax, func() bool { _, ok, n := sink.view("o1"); return ok && n == 1 })
+	srv.Kill()
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	for range 2 {
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("Run did not return 10 s after cancel with Redis down")
+		}
+	}
+	if err := reg.Flush(context.Background()); err == nil {
+		t.Fatal("Flush succeeded with Redis down")
+	}
+	if _, ok := sink.hasStream("o1", "bad-state"); ok {
+		t.Fatal("stream with an invalid state registered")
+	}
+}
+
+func TestVersionGapRereads(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Standalone(t)
+	const key = "gap-key"
+	ctx := context.Background()
+	c := dial(t, srv.URL())
+	reg, err := NewRegistrar(c, key, testOrigin("o1"), RegistrarOptions{Heartbeat: time.Second, TTL: time.Minute, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.SetStreams(manyStreams("live", 5))
+	if err := reg.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sink := newTestSink()
+	w := newWatcher(t, c, key, sink)
+	newRunner(t).start(w.Run)
+	sink.waitFor(t, "o1", waitMax, func() bool { _, ok, n := sink.view("o1"); return ok && n == 5 })
+
+	// Change Redis behind the watcher's back (as if the delta was lost), then announce a
+	// delta that does not follow the held version: the watcher must re-read the origin.
+	ks, sg := keyspace{Namespace(key)}, newSigner(key)
+	blob, _ := sg.seal(kindStream, "o1", cluster.Stream{Name: "missed", State: cluster.StreamRunning})
+	c.HSet(ctx, ks.streams("o1"), "missed", blob)
+	gap, _ := sg.sealEvent(eventDelta, "o1", deltaBody{Epoch: reg.Epoch(), FromVersion: 1000, Version: 1001,
+		Changes: []cluster.StreamChange{{Stream: cluster.Stream{Name: "other", State: cluster.StreamRunning}}}})
+	c.Publish(ctx, ks.events(), gap)
+	sink.waitFor(t, "re-read after gap", waitMax, func() bool { _, ok := sink.hasStream("o1", "missed"); return ok })
+	if _, ok := sink.hasStream("o1", "other"); ok {
+		t.Fatal("delta after a gap was applied instead of re-reading")
+	}
+	if st := w.Stats(); st.GapResyncs == 0 {
+		t.Fatalf("gap not counted: %+v", st)
+	}
+	// The normal path still works after the re-read.
+	reg.PutStream(cluster.Stream{Name: "next", State: cluster.StreamRunning})
+	if err := reg.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sink.waitFor(t, "next", waitMax, func() bool { _, ok := sink.hasStream("o1", "next"); return ok })
+}
+
+func TestSentinelFailover(t *testing.T) {
+	t.Parallel()
+	sn := redistest.NewSentinelWith(t, redistest.SentinelConfig{Sentinels: 3, Replica: true})
+	const key = "failover-key"
+	run := newRunner(t)
+	sink := newTestSink()
+	reg := newRegistrar(t, dial(t, sn.URL()), key, testOrigin("o1"))
+	reg.SetStreams(manyStreams("live", 100))
+	run.start(reg.Run)
+	w := newWatcher(t, dial(t, sn.URL()), key, sink)
+	run.start(w.Run)
+	sink.waitFor(t, "100 streams", waitMax, func() bool { _, ok, n := sink.view("o1"); return ok && n == 100 })
+
+	sn.Master.Kill()
+	reg.PutStream(cluster.Stream{Name: "after/failover", State: cluster.StreamRunning})
+	sink.waitFor(t, "change after failover", 30*time.Second, func() bool {
+		_, ok := sink.hasStream("o1", "after/failover")
+		_, held, n := sink.view("o1")
+		return ok && held && n == 101
+	})
+	role, err := redistest.Do(sn.Replica.Addr(), "ROLE")
+	if err != nil || !strings.HasPrefix(role, "master") {
+		t.Fatalf("replica was not promoted: %q %v", role, err)
+	}
 }

@@ -252,7 +252,8 @@ func TestRoundTrip(t *testing.T) {
 				t.Fatalf("record %+v", o)
 			}
 
-			// Each change reaches the sink within 100 ms.
+			// Each change reaches the sink within 100 ms, as a delta (no re-read).
+			rereads := w.Stats().GapResyncs
 			for i := range 5 {
 				name := fmt.Sprintf("new/cam%d", i)
 				start := time.Now()
@@ -274,6 +275,10 @@ func TestRoundTrip(t *testing.T) {
 				if d := time.Since(start); d > 100*time.Millisecond {
 					t.Errorf("remove %s took %s", name, d)
 				}
+			}
+
+			if st := w.Stats(); st.GapResyncs != rereads {
+				t.Errorf("changes caused %d re-reads; deltas should have sufficed", st.GapResyncs-rereads)
 			}
 
 			// A second origin that dies without deregistering disappears after its TTL.

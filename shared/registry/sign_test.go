@@ -32,6 +32,10 @@ func TestSealOpen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var env envelope
+	if err := json.Unmarshal(blob, &env); err != nil || env.Sig == "" {
+		t.Fatalf("sealed blob is not a JSON envelope: %s", blob)
+	}
 	var got cluster.Stream
 	if err := sg.open(kindStream, "o1", blob, &got); err != nil || got != st {
 		t.Fatalf("open = %+v, %v", got, err)
@@ -133,6 +137,33 @@ func FuzzOpenEvent(f *testing.F) {
 		sig := sg.mac(mk, ev.Origin, ev.Body)
 		if !sg.verify(mk, ev.Origin, ev.Body, sig) {
 			t.Fatal("verify is not stable")
+		}
+	})
+}
+
+func FuzzSplitEnvelope(f *testing.F) {
+	sg := newSigner("k")
+	for _, st := range []cluster.Stream{{Name: "a", State: "running"}, {Name: `q"uo}te`, State: "ondemand", Meta: cluster.StreamMeta{Codecs: "avc1"}}} {
+		b, err := sg.seal(kindStream, "o1", st)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte(`{"sig":"","body":{}}`))
+	f.Add([]byte(`{"sig":"x","body":1} ,"body":{}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fast, ok := splitEnvelope(b)
+		if !ok || !json.Valid(fast.Body) {
+			return
+		}
+		// Whenever the fast split yields a valid body, encoding/json must read the same envelope.
+		var slow envelope
+		if err := json.Unmarshal(b, &slow); err != nil {
+			t.Fatalf("fast path accepted what json rejects: %v", err)
+		}
+		if slow.Sig != fast.Sig || string(slow.Body) != string(fast.Body) {
+			t.Fatalf("fast %q/%q slow %q/%q", fast.Sig, fast.Body, slow.Sig, slow.Body)
 		}
 	})
 }

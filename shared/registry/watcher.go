@@ -47,7 +47,7 @@ type WatcherStats struct {
 	SignatureFailures uint64    // records, stream entries and events dropped for a bad MAC
 	InvalidRecords    uint64    // signed but malformed or invalid, dropped
 	Resyncs           uint64    // full snapshots (start, reconnect, anti-entropy)
-	GapResyncs        uint64    // single-origin re-reads after a version gap or epoch change
+	GapResyncs        uint64    // single-origin re-reads: new origin, version gap, epoch change
 	Expired           uint64    // origins dropped by the local TTL
 	Disconnects       uint64    // sessions lost
 }
@@ -77,6 +77,7 @@ type heldOrigin struct {
 	ver      uint64
 	seq      uint64
 	deadline time.Time
+	ttl      time.Duration // the record's TTL, to grant a grace period after Redis comes back
 }
 
 // NewWatcher returns a Watcher feeding sink; Run does the work.
@@ -171,7 +172,7 @@ func (w *Watcher) session(ctx context.Context) error {
 	w.wg.Add(1)
 	go w.receive(sctx, ps, inbox)
 
-	if err := w.resync(sctx); err != nil {
+	if err := w.resync(sctx, true); err != nil {
 		return err
 	}
 	w.count(func(s *WatcherStats) { s.Connected, s.LastContact = true, w.now() })
@@ -189,14 +190,10 @@ func (w *Watcher) session(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case m := <-inbox:
-			switch m := m.(type) {
-			case error:
-				return m
-			case *redis.Message:
-				w.handle(sctx, m.Channel, m.Payload)
+			if err := w.process(sctx, m); err != nil {
+				return err
 			}
 			lastContact = time.Now()
-			w.count(func(s *WatcherStats) { s.LastContact = w.now() })
 		case <-ping.C:
 			if err := ps.Ping(sctx); err != nil {
 				return fmt.Errorf("ping: %w", err)
@@ -206,16 +203,35 @@ func (w *Watcher) session(ctx context.Context) error {
 			if quiet > contactTimeout {
 				return fmt.Errorf("no answer from Redis for %s", quiet.Round(time.Millisecond))
 			}
-			// A silent Redis is not proof the origins died: expire only on fresh contact.
+			// A silent Redis is not proof the origins died: expire only on fresh contact,
+			// and only after applying the heartbeats already queued.
 			if quiet < expiryContact {
+				for len(inbox) > 0 {
+					if err := w.process(sctx, <-inbox); err != nil {
+						return err
+					}
+				}
 				w.expire()
 			}
 		case <-ae.C:
-			if err := w.resync(sctx); err != nil {
+			if err := w.resync(sctx, false); err != nil {
 				return err
 			}
+			lastContact = time.Now() // a long snapshot must not read as silence
 		}
 	}
+}
+
+// process applies one item from the receiver: a message, a pong, or the error that ended it.
+func (w *Watcher) process(ctx context.Context, m any) error {
+	switch m := m.(type) {
+	case error:
+		return m
+	case *redis.Message:
+		w.handle(ctx, m.Channel, m.Payload)
+	}
+	w.count(func(s *WatcherStats) { s.LastContact = w.now() })
+	return nil
 }
 
 // receive moves subscription traffic into inbox until the session ends or fails.
@@ -348,7 +364,7 @@ func (w *Watcher) reject(id, what string, err error) {
 }
 
 // resync reads every live origin and replaces the Sink's whole view.
-func (w *Watcher) resync(ctx context.Context) error {
+func (w *Watcher) resync(ctx context.Context, reconnect bool) error {
 	minScore := strconv.FormatInt(w.now().Add(-clockSkewGrace).UnixMilli(), 10)
 	ids, err := w.c.ZRangeByScore(ctx, w.ks.origins(), &redis.ZRangeBy{Min: minScore, Max: "+inf"}).Result()
 	if err != nil {
@@ -377,14 +393,44 @@ func (w *Watcher) resync(ctx context.Context) error {
 				continue
 			}
 			views = append(views, v)
-			h := &heldOrigin{epoch: v.Origin.Epoch, ver: v.Origin.StreamsVer, deadline: deadline}
+			h := &heldOrigin{epoch: v.Origin.Epoch, ver: v.Origin.StreamsVer, deadline: deadline, ttl: ttlOf(v.Origin)}
 			if old := w.held[f.id]; old != nil && old.epoch == h.epoch {
 				h.seq = old.seq
 			}
 			held[f.id] = h
 		}
 	}
-	w.sink.ReplaceAll(views)
+	// An origin we hold that the snapshot lacks is not proof it died: a Redis that restarted
+	// empty has not yet been rewritten by its origins. Keep it until its deadline (extended by
+	// a fresh TTL when this snapshot follows a reconnect); only a bye or expiry drops it.
+	now := w.now()
+	var kept int
+	for id, h := range w.held {
+		if _, ok := held[id]; ok {
+			continue
+		}
+		if reconnect {
+			h.deadline = maxTime(h.deadline, now.Add(h.ttl))
+		}
+		if now.After(h.deadline) {
+			continue
+		}
+		held[id] = h
+		kept++
+	}
+	if kept == 0 {
+		w.sink.ReplaceAll(views)
+	} else {
+		for i := range views {
+			w.sink.PutOrigin(views[i].Origin)
+			w.sink.PutStreams(views[i].Origin.ID, views[i].Streams)
+		}
+		for id := range w.held {
+			if _, ok := held[id]; !ok {
+				w.sink.DropOrigin(id)
+			}
+		}
+	}
 	w.held = held
 	w.ready.Store(true)
 	w.count(func(s *WatcherStats) { s.Resyncs++; s.LastSync = w.now(); s.Origins = len(held) })
@@ -413,7 +459,7 @@ func (w *Watcher) reread(ctx context.Context, id string) {
 		}
 		return
 	}
-	h := &heldOrigin{epoch: v.Origin.Epoch, ver: v.Origin.StreamsVer, deadline: deadline}
+	h := &heldOrigin{epoch: v.Origin.Epoch, ver: v.Origin.StreamsVer, deadline: deadline, ttl: ttlOf(v.Origin)}
 	if old := w.held[id]; old != nil && old.epoch == h.epoch {
 		h.seq = old.seq
 	}
@@ -517,4 +563,13 @@ func (w *Watcher) onDelta(ctx context.Context, id string, d deltaBody) {
 	default:
 		w.reread(ctx, id)
 	}
+}
+
+func ttlOf(o cluster.Origin) time.Duration { return time.Duration(o.TTLMillis) * time.Millisecond }
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }

@@ -122,11 +122,19 @@ type Source struct {
 	Duration time.Duration // 0: until stopped
 	GOP      int           // key frame interval in frames, Rate by default
 	NoAudio  bool
+	Video    string // ffmpeg video encoder: "libx264" (default) or "libx265"
+	Audio    string // ffmpeg audio encoder: "aac" (default) or "libopus"
 }
 
 // SourceArgs are ffmpeg input and encoder arguments for a real-time testsrc2 + sine source,
-// H.264 (libx264, B-frames on) and AAC, to be followed by output options and the URL.
+// H.264 (libx264, B-frames on) and AAC by default, to be followed by output options and the URL.
 func SourceArgs(s Source) []string {
+	if s.Video == "" {
+		s.Video = "libx264"
+	}
+	if s.Audio == "" {
+		s.Audio = "aac"
+	}
 	if s.Size == "" {
 		s.Size = "640x360"
 	}
@@ -139,15 +147,22 @@ func SourceArgs(s Source) []string {
 	args := []string{"-hide_banner", "-loglevel", "error", "-re",
 		"-f", "lavfi", "-i", fmt.Sprintf("testsrc2=size=%s:rate=%d", s.Size, s.Rate)}
 	if !s.NoAudio {
-		args = append(args, "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100")
+		rate := "44100"
+		if s.Audio == "libopus" {
+			rate = "48000"
+		}
+		args = append(args, "-f", "lavfi", "-i", "sine=frequency=440:sample_rate="+rate)
 	}
 	if s.Duration > 0 {
 		args = append(args, "-t", strconv.FormatFloat(s.Duration.Seconds(), 'f', 2, 64))
 	}
-	args = append(args, "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+	args = append(args, "-c:v", s.Video, "-preset", "ultrafast", "-pix_fmt", "yuv420p",
 		"-g", strconv.Itoa(s.GOP), "-bf", "2", "-b:v", "600k")
+	if s.Video == "libx265" {
+		args = append(args, "-x265-params", "log-level=error")
+	}
 	if !s.NoAudio {
-		args = append(args, "-c:a", "aac", "-b:a", "64k", "-ac", "2")
+		args = append(args, "-c:a", s.Audio, "-b:a", "64k", "-ac", "2")
 	}
 	return args
 }
@@ -241,13 +256,14 @@ func ProbeStream(ctx context.Context, url string, o ReadOptions) (Probe, error) 
 	return p, nil
 }
 
-// PacketTimes reads o.Frames video packets of url with ffprobe and returns their DTS in seconds.
+// PacketTimes reads o.Frames video packets of url with ffprobe and returns their DTS in
+// seconds, or their PTS where the demuxer gives no DTS (RTP).
 func PacketTimes(ctx context.Context, url string, o ReadOptions) ([]float64, error) {
 	o.defaults()
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	args := append(inputArgs(o), "-select_streams", "v:0", "-read_intervals", fmt.Sprintf("%%+#%d", o.Frames),
-		"-show_entries", "packet=dts_time", "-of", "csv=p=0", url)
+		"-show_entries", "packet=dts_time,pts_time", "-of", "csv=p=0", url)
 	cmd := exec.CommandContext(ctx, "ffprobe", args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -257,8 +273,16 @@ func PacketTimes(ctx context.Context, url string, o ReadOptions) ([]float64, err
 	}
 	var ts []float64
 	for _, l := range strings.Fields(string(out)) {
-		l = strings.Trim(l, ",")
-		if v, err := strconv.ParseFloat(l, 64); err == nil {
+		// csv columns come in ffprobe's field order: pts_time,dts_time
+		f := strings.Split(l, ",")
+		if len(f) < 2 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[1], 64)
+		if err != nil {
+			v, err = strconv.ParseFloat(f[0], 64)
+		}
+		if err == nil {
 			ts = append(ts, v)
 		}
 	}

@@ -1,0 +1,198 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/peergate/peergate/shared/cluster"
+	"github.com/peergate/peergate/shared/redistest"
+	"github.com/peergate/peergate/shared/registry"
+)
+
+const testKey = "gateway-main-test-key-0123456789"
+
+// logSink collects the JSON log lines run writes and finds the listeners' addresses in them.
+type logSink struct {
+	mu    sync.Mutex
+	lines []map[string]any
+	raw   bytes.Buffer
+}
+
+func (l *logSink) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.raw.Write(p)
+	var m map[string]any
+	if json.Unmarshal(p, &m) == nil {
+		l.lines = append(l.lines, m)
+	}
+	return len(p), nil
+}
+
+func (l *logSink) addr(t *testing.T, listener string) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		l.mu.Lock()
+		for _, m := range l.lines {
+			if m["msg"] == "listening" && m["listener"] == listener {
+				l.mu.Unlock()
+				return m["addr"].(string)
+			}
+		}
+		l.mu.Unlock()
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no %q listening line in:\n%s", listener, l.String())
+	return ""
+}
+
+func (l *logSink) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.raw.String()
+}
+
+func noRedirect() *http.Client {
+	return &http.Client{
+		Timeout:       5 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+func get(t *testing.T, c *http.Client, url string) (int, string, http.Header) {
+	t.Helper()
+	res, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b), res.Header
+}
+
+// The binary's wiring, end to end against a real redis-server: config from the environment,
+// listeners on :0 logged, readiness after the first snapshot, a redirect, metrics, the API, and a clean stop.
+func TestRunWiring(t *testing.T) {
+	rs := redistest.Standalone(t)
+	logs := &logSink{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, "", []string{
+			"PEERGATE_CLUSTER_KEY=" + testKey,
+			"PEERGATE_REDIS_URL=" + rs.URL(),
+			"PEERGATE_LISTEN_HTTP=127.0.0.1:0",
+			"PEERGATE_LISTEN_ADMIN=127.0.0.1:0",
+			"PEERGATE_LOG_FORMAT=json",
+			"UNRELATED=1",
+		}, logs)
+	}()
+	httpAddr, adminAddr := logs.addr(t, "http"), logs.addr(t, "admin")
+	c := noRedirect()
+
+	// Ready only after the first snapshot; an empty registry is a snapshot too.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, body, _ := get(t, c, "http://"+adminAddr+"/readyz")
+		if st == 200 {
+			break
+		}
+		if !strings.Contains(body, "no registry snapshot yet") || time.Now().After(deadline) {
+			t.Fatalf("readyz: %d %q", st, body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	client, err := registry.Dial(rs.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	reg, err := registry.NewRegistrar(client, testKey, cluster.Origin{
+		ID: "o1", Public: cluster.Public{"http": "http://o1.invalid:8081"},
+	}, registry.RegistrarOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.SetStreams([]cluster.Stream{{Name: "live/demo", State: cluster.StreamRunning}})
+	if err := reg.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	want := "http://o1.invalid:8081/live/demo/index.m3u8?token=abc"
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		st, _, h := get(t, c, "http://"+httpAddr+"/live/demo/index.m3u8?token=abc")
+		if st == http.StatusFound && h.Get("Location") == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redirect: %d %q, want 302 %q", st, h.Get("Location"), want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st, _, _ := get(t, c, "http://"+httpAddr+"/nope/index.m3u8"); st != http.StatusNotFound {
+		t.Fatalf("unknown stream: %d", st)
+	}
+
+	_, metrics, _ := get(t, c, "http://"+adminAddr+"/metrics")
+	for _, line := range []string{
+		`peergate_gateway_redirects_total{outcome="ok",proto="http"}`,
+		`peergate_gateway_redirects_total{outcome="not_found",proto="http"}`,
+		"peergate_registry_origins 1",
+		"peergate_registry_streams 1",
+		"peergate_registry_connected 1",
+		"peergate_registry_signature_failures_total 0",
+		"peergate_registry_snapshot_age_seconds",
+		"go_goroutines",
+		`peergate_build_info{binary="gateway",version="dev"} 1`,
+	} {
+		if !strings.Contains(metrics, line) {
+			t.Errorf("metrics lack %q", line)
+		}
+	}
+	st, body, _ := get(t, c, "http://"+adminAddr+"/api/v1/explain?name=live/demo&client=10.0.0.1")
+	if st != 200 || !strings.Contains(body, `"origin_id": "o1"`) || !strings.Contains(body, `"outcome": "ok"`) {
+		t.Fatalf("explain: %d %s", st, body)
+	}
+	if st, body, _ := get(t, c, "http://"+adminAddr+"/api/v1/origins"); st != 200 || !strings.Contains(body, `"id": "o1"`) {
+		t.Fatalf("origins: %d %s", st, body)
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return after cancel")
+	}
+	if _, err := http.Get("http://" + httpAddr + "/live/demo/index.m3u8"); err == nil {
+		t.Fatal("http listener still answers after run returned")
+	}
+}
+
+func TestRunConfigErrors(t *testing.T) {
+	t.Parallel()
+	cases := []struct{ env, want string }{
+		{"PEERGATE_LOG_LEVEL=info", "cluster_key: required"},
+		{"PEERGATE_CLUSTER_KEY=" + testKey + "\x00PEERGATE_LISTN_HTTP=:1", "PEERGATE_LISTN_HTTP: unknown variable"},
+		{"PEERGATE_CLUSTER_KEY=" + testKey + "\x00PEERGATE_LISTEN_HTTP=127.0.0.1:-5", "listen.http:"},
+	}
+	for _, ca := range cases {
+		err := run(context.Background(), "", strings.Split(ca.env, "\x00"), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), ca.want) {
+			t.Errorf("%q: err = %v, want %q", ca.env, err, ca.want)
+		}
+	}
+}

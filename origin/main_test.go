@@ -1,0 +1,323 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/peergate/peergate/shared/cluster"
+	"github.com/peergate/peergate/shared/redistest"
+	"github.com/peergate/peergate/shared/registry"
+)
+
+const testKey = "origin-main-test-key-0123456789"
+
+// logSink collects the JSON log lines run writes and finds the listeners' addresses in them.
+type logSink struct {
+	mu    sync.Mutex
+	lines []map[string]any
+	raw   bytes.Buffer
+}
+
+func (l *logSink) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.raw.Write(p)
+	var m map[string]any
+	if json.Unmarshal(p, &m) == nil {
+		l.lines = append(l.lines, m)
+	}
+	return len(p), nil
+}
+
+func (l *logSink) addr(t *testing.T, listener string) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		l.mu.Lock()
+		for _, m := range l.lines {
+			if m["msg"] == "listening" && m["listener"] == listener {
+				l.mu.Unlock()
+				return m["addr"].(string)
+			}
+		}
+		l.mu.Unlock()
+		time.Sleep(10 * time.Millisecond)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	t.Fatalf("no %q listening line in:\n%s", listener, l.raw.String())
+	return ""
+}
+
+// viewSink is the cluster as a gateway's Watcher reports it.
+type viewSink struct {
+	mu      sync.Mutex
+	origins map[string]cluster.Origin
+	streams map[string]map[string]string // origin -> name -> state
+}
+
+func newViewSink() *viewSink {
+	return &viewSink{origins: map[string]cluster.Origin{}, streams: map[string]map[string]string{}}
+}
+
+func (v *viewSink) ReplaceAll(all []registry.OriginView) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.origins, v.streams = map[string]cluster.Origin{}, map[string]map[string]string{}
+	for _, o := range all {
+		v.putOrigin(o.Origin)
+		v.putStreams(o.Origin.ID, o.Streams)
+	}
+}
+
+func (v *viewSink) putOrigin(o cluster.Origin) {
+	v.origins[o.ID] = o
+}
+
+func (v *viewSink) putStreams(id string, list []cluster.Stream) {
+	m := map[string]string{}
+	for _, s := range list {
+		m[s.Name] = s.State
+	}
+	v.streams[id] = m
+}
+
+func (v *viewSink) PutOrigin(o cluster.Origin) { v.mu.Lock(); v.putOrigin(o); v.mu.Unlock() }
+func (v *viewSink) PutStreams(id string, list []cluster.Stream) {
+	v.mu.Lock()
+	v.putStreams(id, list)
+	v.mu.Unlock()
+}
+
+func (v *viewSink) ApplyStreams(id string, changes []cluster.StreamChange) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.streams[id] == nil {
+		v.streams[id] = map[string]string{}
+	}
+	for _, c := range changes {
+		if c.Removed {
+			delete(v.streams[id], c.Name)
+		} else {
+			v.streams[id][c.Name] = c.State
+		}
+	}
+}
+
+func (v *viewSink) DropOrigin(id string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	delete(v.origins, id)
+	delete(v.streams, id)
+}
+
+// waitFor polls cond under the sink's lock.
+func (v *viewSink) waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		v.mu.Lock()
+		ok := cond()
+		v.mu.Unlock()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			v.mu.Lock()
+			defer v.mu.Unlock()
+			t.Fatalf("%s: not within 10s; origins %+v streams %+v", what, v.origins, v.streams)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestRunRegistersAndDrains(t *testing.T) {
+	rs := redistest.Standalone(t)
+	cfgPath := filepath.Join(t.TempDir(), "origin.yaml")
+	if err := os.WriteFile(cfgPath, []byte(`
+id: edge-1
+private: 10.0.0.5
+capacity: {max_clients: 100}
+streams:
+  - name: demo
+  - name: live/cam1
+    state: ondemand
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	client, err := registry.Dial(rs.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	view := newViewSink()
+	wctx, stopWatch := context.WithCancel(context.Background())
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		_ = registry.NewWatcher(client, testKey, view, registry.WatcherOptions{}).Run(wctx)
+	}()
+	defer func() { stopWatch(); <-watchDone }()
+
+	logs := &logSink{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, cfgPath, []string{
+			"PEERGATE_CLUSTER_KEY=" + testKey,
+			"PEERGATE_REDIS_URL=" + rs.URL(),
+			"PEERGATE_PUBLIC_HTTP=http://edge-1.invalid:8081",
+			"PEERGATE_LISTEN_ADMIN=127.0.0.1:0",
+			"PEERGATE_HEARTBEAT_INTERVAL=100ms",
+			"PEERGATE_HEARTBEAT_TTL=500ms",
+			"PEERGATE_LOG_FORMAT=json",
+		}, logs)
+	}()
+	adminAddr := logs.addr(t, "admin")
+
+	view.waitFor(t, "origin registered with its static streams", func() bool {
+		o, ok := view.origins["edge-1"]
+		s := view.streams["edge-1"]
+		return ok && o.State == cluster.StateUp && s["demo"] == "running" && s["live/cam1"] == "ondemand"
+	})
+	view.mu.Lock()
+	rec := view.origins["edge-1"]
+	view.mu.Unlock()
+	if rec.Private != "10.0.0.5" || rec.Public["http"] != "http://edge-1.invalid:8081" || rec.Public["rtsp"] != "rtsp://127.0.0.1:8555" ||
+		rec.Capacity.MaxClients != 100 || rec.Epoch == 0 || rec.StartedAt.IsZero() || !strings.HasPrefix(rec.Software, "peergate-origin/") ||
+		rec.TTLMillis != 500 || rec.Load != (cluster.Load{}) {
+		t.Fatalf("record = %+v", rec)
+	}
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		res, err := http.Get("http://" + adminAddr + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("readyz: %d", res.StatusCode)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// Streams announced at run time through the admin API reach the registry.
+	req, _ := http.NewRequest(http.MethodPut, "http://"+adminAddr+"/api/v1/streams/live/new", strings.NewReader(`{"state":"running"}`))
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode/100 != 2 {
+		t.Fatalf("PUT stream: %s", res.Status)
+	}
+	view.waitFor(t, "stream added at run time", func() bool { return view.streams["edge-1"]["live/new"] == "running" })
+	res, err = http.Get("http://" + adminAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if !bytes.Contains(metrics, []byte("peergate_origin_registered 1")) || !bytes.Contains(metrics, []byte("peergate_origin_draining 0")) {
+		t.Fatalf("metrics:\n%s", metrics)
+	}
+
+	// SIGTERM: draining is published, then the origin deregisters and run returns nil.
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("run did not return after cancel")
+	}
+	view.waitFor(t, "origin gone", func() bool { _, ok := view.origins["edge-1"]; return !ok })
+	keys, err := client.Keys(context.Background(), "*edge-1*").Result()
+	if err != nil || len(keys) != 0 {
+		t.Fatalf("keys left after deregister: %v %v", keys, err)
+	}
+}
+
+func TestWaitViewers(t *testing.T) {
+	t.Parallel()
+	log := discardLogger()
+	start := time.Now()
+	waitViewers(func() int64 { return 0 }, time.Minute, log)
+	if time.Since(start) > time.Second {
+		t.Fatal("no viewers: must not wait")
+	}
+	var mu sync.Mutex
+	n := int64(2)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		mu.Lock()
+		n = 0
+		mu.Unlock()
+	}()
+	start = time.Now()
+	waitViewers(func() int64 { mu.Lock(); defer mu.Unlock(); return n }, time.Minute, log)
+	if d := time.Since(start); d < 250*time.Millisecond || d > 10*time.Second {
+		t.Fatalf("waited %s for viewers that left after 300ms", d)
+	}
+	start = time.Now()
+	waitViewers(func() int64 { return 1 }, 200*time.Millisecond, log)
+	if d := time.Since(start); d < 200*time.Millisecond || d > 10*time.Second {
+		t.Fatalf("drain timeout 200ms took %s", d)
+	}
+}
+
+func TestRunConfigErrors(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		env  []string
+		want string
+	}{
+		{[]string{"PEERGATE_ID=o1"}, "cluster_key: required"},
+		{[]string{"PEERGATE_ID=o1", "PEERGATE_CLUSTER_KEY=short"}, "cluster_key: must be at least 16 bytes"},
+		{[]string{"PEERGATE_ID=o1", "PEERGATE_CLUSTER_KEY=" + testKey, "PEERGATE_HEARTBEAT_TTL=1s"}, "heartbeat.ttl:"},
+	}
+	for _, ca := range cases {
+		err := run(context.Background(), "", ca.env, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), ca.want) {
+			t.Errorf("%q: err = %v, want %q", ca.env, err, ca.want)
+		}
+	}
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// A busy admin port stops the origin before it writes anything to the registry.
+func TestRunAdminPortBusy(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	err = run(context.Background(), "", []string{
+		"PEERGATE_ID=o1", "PEERGATE_CLUSTER_KEY=" + testKey,
+		"PEERGATE_REDIS_URL=redis://127.0.0.1:1/0", // never contacted
+		"PEERGATE_LISTEN_ADMIN=" + ln.Addr().String(),
+	}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "listen.admin:") {
+		t.Fatalf("err = %v", err)
+	}
+}

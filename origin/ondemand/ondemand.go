@@ -1,0 +1,373 @@
+// Package ondemand pulls configured sources (RTSP, RTMP, HLS) into the media table while they have viewers.
+package ondemand
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/peergate/peergate/origin/media"
+	"github.com/peergate/peergate/shared/cluster"
+	"github.com/peergate/peergate/shared/streamname"
+)
+
+// Source is one on-demand NAME and the URL it is pulled from.
+type Source struct {
+	Name string
+	// URL is rtsp://, rtsps://, rtmp://, rtmps://, http:// or https:// (an HLS playlist).
+	URL string
+}
+
+// Manager is the Table's media.Starter: the first viewer of a NAME starts its pull, which
+// stops after IdleTimeout without viewers and is retried with backoff while viewers remain.
+//
+// Wiring: m := &Manager{...}; tbl := media.NewTable(media.Config{Starter: m, ...});
+// m.Table = tbl; m.Initialize(); ... m.Close() before tbl.Close().
+type Manager struct {
+	// Sources are the on-demand NAMEs.
+	Sources []Source
+	// Table receives the pulled streams. Required.
+	Table *media.Table
+	// IdleTimeout stops a pull that had no viewer (and no start request) for this long. It defaults to 30 seconds.
+	IdleTimeout time.Duration
+	// RetryMin is the first pause before pulling again after the source dropped. It defaults to 1 second.
+	RetryMin time.Duration
+	// RetryMax caps the doubling pause. It defaults to 30 seconds.
+	RetryMax time.Duration
+	// Timeout bounds connecting and each read from the source. It defaults to 10 seconds.
+	Timeout time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+
+	srcs map[string]Source
+
+	mu      sync.Mutex
+	pulls   map[string]*pull
+	started bool
+	closed  bool
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+var _ media.Starter = (*Manager)(nil)
+
+// pull is the running (or retrying) pull of one NAME.
+type pull struct {
+	src    Source
+	demand time.Time // last start request or moment with viewers; guarded by Manager.mu
+	cancel context.CancelFunc
+	live   bool // guarded by Manager.mu: the stream is published
+}
+
+// errIdle ends a pull that lost its viewers.
+var errIdle = errors.New("ondemand: idle")
+
+// errNoTracks ends a pull whose source gave no tracks in time (some clients wait forever).
+var errNoTracks = errors.New("ondemand: no tracks from the source in time")
+
+// Initialize checks the sources; Start works only after it.
+func (m *Manager) Initialize() error {
+	if m.Table == nil {
+		return errors.New("ondemand: Table is required")
+	}
+	if m.IdleTimeout <= 0 {
+		m.IdleTimeout = 30 * time.Second
+	}
+	if m.RetryMin <= 0 {
+		m.RetryMin = time.Second
+	}
+	if m.RetryMax <= 0 {
+		m.RetryMax = 30 * time.Second
+	}
+	m.RetryMax = max(m.RetryMax, m.RetryMin)
+	if m.Timeout <= 0 {
+		m.Timeout = 10 * time.Second
+	}
+	if m.Logger == nil {
+		m.Logger = slog.Default()
+	}
+	m.srcs = map[string]Source{}
+	for _, s := range m.Sources {
+		if err := ValidateSource(s); err != nil {
+			return err
+		}
+		if _, dup := m.srcs[s.Name]; dup {
+			return fmt.Errorf("ondemand: stream %q configured twice", s.Name)
+		}
+		m.srcs[s.Name] = s
+	}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	m.mu.Lock()
+	m.pulls = map[string]*pull{}
+	m.started = true
+	m.mu.Unlock()
+	return nil
+}
+
+// ValidateSource checks a NAME and its source URL (config validation uses it too).
+func ValidateSource(s Source) error {
+	if !streamname.Valid(s.Name) {
+		return fmt.Errorf("ondemand: stream name %q is invalid", s.Name)
+	}
+	u, err := url.Parse(s.URL)
+	if err != nil {
+		return fmt.Errorf("ondemand: stream %q: source: %w", s.Name, err)
+	}
+	switch u.Scheme {
+	case "rtsp", "rtsps", "rtmp", "rtmps", "http", "https":
+	default:
+		return fmt.Errorf("ondemand: stream %q: source scheme %q must be rtsp, rtsps, rtmp, rtmps, http or https", s.Name, u.Scheme)
+	}
+	if u.Host == "" {
+		return fmt.Errorf("ondemand: stream %q: source %q has no host", s.Name, s.URL)
+	}
+	return nil
+}
+
+// Names lists the on-demand NAMEs, sorted.
+func (m *Manager) Names() []string {
+	out := make([]string, 0, len(m.Sources))
+	for _, s := range m.Sources {
+		out = append(out, s.Name)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Has reports whether name is an on-demand NAME.
+func (m *Manager) Has(name string) bool {
+	_, ok := m.srcs[name]
+	return ok
+}
+
+// Streams is the registry entry of every on-demand NAME while nothing pulls it.
+func (m *Manager) Streams() []cluster.Stream {
+	names := m.Names()
+	out := make([]cluster.Stream, len(names))
+	for i, n := range names {
+		out[i] = cluster.Stream{Name: n, State: cluster.StreamOnDemand}
+	}
+	return out
+}
+
+// Pulling reports whether a pull of name is running or retrying.
+func (m *Manager) Pulling(name string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.pulls[name] != nil
+}
+
+// Start is media.Starter: it starts the pull of an on-demand NAME (or notes the demand on a
+// running one) and reports whether name is on-demand.
+func (m *Manager) Start(name string) bool {
+	src, ok := m.srcs[name]
+	if !ok {
+		return false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.started || m.closed {
+		return false
+	}
+	if p := m.pulls[name]; p != nil {
+		p.demand = time.Now()
+		return true
+	}
+	p := &pull{src: src, demand: time.Now()}
+	m.pulls[name] = p
+	m.wg.Add(1)
+	go m.run(p)
+	return true
+}
+
+// Close stops every pull (their streams end) and returns when all are down.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	if m.closed || !m.started {
+		m.closed = true
+		m.mu.Unlock()
+		return
+	}
+	m.closed = true
+	m.mu.Unlock()
+	m.cancel()
+	m.wg.Wait()
+}
+
+// run pulls p until it is idle, retrying with backoff while there is demand.
+func (m *Manager) run(p *pull) {
+	defer m.wg.Done()
+	log := m.Logger.With("stream", p.src.Name, "source", redact(p.src.URL))
+	backoff := m.RetryMin
+	for {
+		began := time.Now()
+		err := m.pullOnce(p, log)
+		if m.ctx.Err() != nil {
+			m.finish(p)
+			return
+		}
+		if errors.Is(err, errIdle) {
+			log.Info("on-demand pull stopped", "reason", "idle")
+			if m.finishIfIdle(p) {
+				return
+			}
+			continue // a viewer arrived while stopping: start again at once
+		}
+		if time.Since(began) > m.RetryMax {
+			backoff = m.RetryMin // it ran fine for a while: a fresh failure
+		}
+		log.Warn("on-demand pull failed", "err", err, "retry_in", backoff)
+		select {
+		case <-m.ctx.Done():
+			m.finish(p)
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, m.RetryMax)
+		if m.finishIfIdle(p) {
+			log.Info("on-demand pull given up", "reason", "no viewers")
+			return
+		}
+	}
+}
+
+// finishIfIdle removes p when nobody asked for it within IdleTimeout; under the lock, so a
+// concurrent Start either sees p gone (and starts anew) or refreshes its demand in time.
+func (m *Manager) finishIfIdle(p *pull) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if time.Since(p.demand) < m.IdleTimeout && !m.closed {
+		return false
+	}
+	delete(m.pulls, p.src.Name)
+	return true
+}
+
+func (m *Manager) finish(p *pull) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.pulls[p.src.Name] == p {
+		delete(m.pulls, p.src.Name)
+	}
+}
+
+func (m *Manager) touch(p *pull) {
+	m.mu.Lock()
+	p.demand = time.Now()
+	m.mu.Unlock()
+}
+
+func (m *Manager) idleFor(p *pull) time.Duration {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return time.Since(p.demand)
+}
+
+// pullOnce connects, publishes and pumps until the source drops, ctx ends or the stream is idle.
+func (m *Manager) pullOnce(p *pull, log *slog.Logger) error {
+	ctx, cancel := context.WithCancelCause(m.ctx)
+	defer cancel(nil)
+	u, err := url.Parse(p.src.URL)
+	if err != nil {
+		return err
+	}
+	var pl puller
+	switch u.Scheme {
+	case "rtsp", "rtsps":
+		pl = &rtspPuller{}
+	case "rtmp", "rtmps":
+		pl = &rtmpPuller{}
+	default:
+		pl = &hlsPuller{}
+	}
+	// publish is called by the puller once it knows the tracks; the idle watch starts then.
+	var st *media.Stream
+	var watch sync.WaitGroup
+	defer watch.Wait()
+	var published atomic.Bool
+	// Connecting and learning the tracks is bounded: gohlslib's client, for one, hangs when
+	// its first segment fails.
+	startBound := time.AfterFunc(2*m.Timeout, func() {
+		if !published.Load() {
+			cancel(errNoTracks)
+		}
+	})
+	defer startBound.Stop()
+	publish := func(tracks []*media.Track) (*media.Stream, error) {
+		s, err := m.Table.Publish(p.src.Name, tracks)
+		if err != nil {
+			return nil, err
+		}
+		published.Store(true)
+		st = s
+		log.Info("on-demand pull running", "codecs", s.Meta().Codecs)
+		watch.Add(1)
+		go func() {
+			defer watch.Done()
+			m.watchIdle(ctx, cancel, p, s)
+		}()
+		return s, nil
+	}
+	err = pl.run(ctx, u, m.Timeout, publish)
+	cancel(nil)
+	if st != nil {
+		st.Close() // the Table reports StreamStopped: the registry shows ondemand again
+	}
+	switch cause := context.Cause(ctx); {
+	case errors.Is(cause, errIdle):
+		return errIdle
+	case errors.Is(cause, errNoTracks):
+		return errNoTracks
+	}
+	if err == nil {
+		err = errors.New("source ended")
+	}
+	return err
+}
+
+// watchIdle ends the pull once the stream had no viewer and no start request for IdleTimeout.
+func (m *Manager) watchIdle(ctx context.Context, cancel context.CancelCauseFunc, p *pull, st *media.Stream) {
+	every := max(min(m.IdleTimeout/4, time.Second), 10*time.Millisecond)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-st.Done():
+			return
+		case <-t.C:
+		}
+		if st.Viewers() > 0 {
+			m.touch(p)
+			continue
+		}
+		if m.idleFor(p) >= m.IdleTimeout {
+			cancel(errIdle)
+			return
+		}
+	}
+}
+
+// puller speaks one source protocol: connect, learn tracks, publish, write units until error or ctx.
+type puller interface {
+	run(ctx context.Context, u *url.URL, timeout time.Duration, publish func([]*media.Track) (*media.Stream, error)) error
+}
+
+// redact drops credentials from a URL for logs.
+func redact(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return s
+	}
+	u.User = url.User("xxx")
+	return u.String()
+}

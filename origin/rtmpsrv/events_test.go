@@ -1,0 +1,103 @@
+package rtmpsrv
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/peergate/peergate/origin/internal/mediatest"
+	"github.com/peergate/peergate/origin/media"
+	"github.com/peergate/peergate/origin/rtspsrv"
+	"github.com/peergate/peergate/shared/cluster"
+)
+
+type stamp struct {
+	running bool
+	name    string
+	meta    cluster.StreamMeta
+	at      time.Time
+}
+
+type stampEvents struct{ ch chan stamp }
+
+func (e *stampEvents) StreamRunning(name string, m cluster.StreamMeta) {
+	e.ch <- stamp{running: true, name: name, meta: m, at: time.Now()}
+}
+func (e *stampEvents) StreamStopped(name string) { e.ch <- stamp{name: name, at: time.Now()} }
+
+func (e *stampEvents) next(t *testing.T) stamp {
+	t.Helper()
+	select {
+	case s := <-e.ch:
+		return s
+	case <-time.After(15 * time.Second):
+		t.Fatal("no event")
+		return stamp{}
+	}
+}
+
+// TestEventTiming: for an ffmpeg publisher over RTMP and over RTSP, StreamRunning (with codecs
+// and resolution) comes within 100 ms of the first key frame reaching the table, and
+// StreamStopped within 100 ms of the publisher being killed.
+func TestEventTiming(t *testing.T) {
+	ev := &stampEvents{ch: make(chan stamp, 16)}
+	tbl := media.NewTable(media.Config{Events: ev})
+	defer tbl.Close()
+	_, rtmpBase := startRTMP(t, tbl, 0)
+	rs := &rtspsrv.Server{Address: "127.0.0.1:0", Table: tbl}
+	if err := rs.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+
+	for _, c := range []struct{ proto, name string }{{"rtmp", "live/ev1"}, {"rtsp", "live/ev2"}} {
+		t.Run(c.proto, func(t *testing.T) {
+			var pub *mediatest.Proc
+			if c.proto == "rtmp" {
+				pub = mediatest.PublishRTMP(t, rtmpBase+"/"+c.name, mediatest.Source{})
+			} else {
+				pub = mediatest.PublishRTSP(t, "rtsp://"+rs.Addr().String()+"/"+c.name, "tcp", mediatest.Source{})
+			}
+			// A reader attached as soon as the tracks are known sees the first key frame.
+			var st *media.Stream
+			if !mediatest.Eventually(15*time.Second, func() bool { st = tbl.Get(c.name); return st != nil }) {
+				t.Fatalf("never published: %s", pub.Output())
+			}
+			rd, err := st.AddReader(media.ReaderOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rd.Close()
+			u, err := rd.Read(context.Background())
+			if err != nil || !u.KeyFrame {
+				t.Fatalf("first unit %v %v", u.KeyFrame, err)
+			}
+			keyAt := time.Now()
+			run := ev.next(t)
+			if !run.running || run.name != c.name {
+				t.Fatalf("event %+v", run)
+			}
+			// The reader may have been handed a cached key frame slightly after the event.
+			if d := run.at.Sub(keyAt); d > 100*time.Millisecond {
+				t.Errorf("running %v after the first key frame", d)
+			}
+			if run.meta.Codecs != "avc1.4d401e,mp4a.40.2" && run.meta.Codecs != "avc1.64001e,mp4a.40.2" {
+				t.Errorf("codecs %q", run.meta.Codecs)
+			}
+			if run.meta.Width != 640 || run.meta.Height != 360 {
+				t.Errorf("resolution %dx%d", run.meta.Width, run.meta.Height)
+			}
+			killed := time.Now()
+			pub.Stop()
+			stop := ev.next(t)
+			if stop.running || stop.name != c.name {
+				t.Fatalf("event %+v", stop)
+			}
+			if d := stop.at.Sub(killed); d > 100*time.Millisecond {
+				t.Errorf("stopped %v after the publisher was killed", d)
+			} else {
+				t.Logf("%s: stopped %v after kill", c.proto, d)
+			}
+		})
+	}
+}
