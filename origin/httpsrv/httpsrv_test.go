@@ -340,3 +340,31 @@ func TestFileLoopContinuity(t *testing.T) {
 		t.Fatalf("playlist %d has a discontinuity:\n%s", code, pl)
 	}
 }
+
+// TestFirstSegmentBound: a first playlist request waits for the first segment within
+// FirstSegmentTimeout (then 503), gets 404 if the stream ends meanwhile, and the muxer
+// stops with its stream.
+func TestFirstSegmentBound(t *testing.T) {
+	e := newEnv(t, media.Config{})
+	s := e.startHTTP(func(s *Server) { s.HLS.FirstSegmentTimeout = 500 * time.Millisecond })
+	// One key frame only: the segmenter never closes a segment.
+	_, stop := e.synth("live/stuck", 25, 1<<30, 100)
+	start := time.Now()
+	code, h, _ := get(t, baseURL(s)+"/live/stuck/index.m3u8", nil)
+	if el := time.Since(start); code != http.StatusServiceUnavailable || h.Get("Retry-After") == "" || el > 3*time.Second {
+		t.Fatalf("stuck stream: %d %v after %v, want 503 with Retry-After after about 500 ms", code, h, el)
+	}
+	if s.Stats().Muxers != 1 {
+		t.Fatalf("muxers = %d", s.Stats().Muxers)
+	}
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		stop()
+	}()
+	if code, _, _ := get(t, baseURL(s)+"/live/stuck/index.m3u8", nil); code != http.StatusNotFound {
+		t.Fatalf("stream ended while waiting: %d, want 404", code)
+	}
+	if !mediatest.Eventually(5*time.Second, func() bool { return s.Stats().Muxers == 0 }) {
+		t.Fatalf("muxer still running after its stream ended")
+	}
+}

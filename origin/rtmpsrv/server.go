@@ -218,10 +218,14 @@ func (s *Server) publish(c net.Conn, sc *gortmplib.ServerConn, name string) erro
 	}
 	defer claim.Release()
 
-	// gortmplib buffers up to 2 s of media to find the tracks (and replays it afterwards).
+	// gortmplib buffers up to 2 s of media to find the tracks (and replays it afterwards);
+	// fastTracks ends that early for publishers whose metadata names their tracks.
 	_ = c.SetDeadline(time.Now().Add(s.HandshakeTimeout + trackAnalysis))
-	r := &gortmplib.Reader{Conn: sc}
-	if err := r.Initialize(); err != nil { // sends NetStream.Publish.Start, reads track headers
+	if err := sc.AcceptAction(); err != nil { // NetStream.Publish.Start
+		return err
+	}
+	r := &gortmplib.Reader{Conn: &fastTracks{Conn: sc}}
+	if err := r.Initialize(); err != nil {
 		return fmt.Errorf("tracks: %w", err)
 	}
 	var tracks []*media.Track
@@ -245,14 +249,20 @@ func (s *Server) publish(c net.Conn, sc *gortmplib.ServerConn, name string) erro
 	defer st.Close()
 	for i, t := range rtmpTracks {
 		switch t.Codec.(type) {
-		case *codecs.H264:
-			r.OnDataH264(t, func(pts, dts time.Duration, au [][]byte) {
+		case *codecs.H264, *codecs.H265:
+			f := tracks[i].Format
+			cb := func(pts, dts time.Duration, au [][]byte) {
+				if isParamsOnly(au) {
+					media.PrepareAU(f, au) // a configuration message: new parameter sets, no picture
+					return
+				}
 				st.WriteUnit(media.Unit{Track: i, PTS: pts, DTS: dts, AU: au})
-			})
-		case *codecs.H265:
-			r.OnDataH265(t, func(pts, dts time.Duration, au [][]byte) {
-				st.WriteUnit(media.Unit{Track: i, PTS: pts, DTS: dts, AU: au})
-			})
+			}
+			if _, ok := t.Codec.(*codecs.H264); ok {
+				r.OnDataH264(t, cb)
+			} else {
+				r.OnDataH265(t, cb)
+			}
 		case *codecs.MPEG4Audio:
 			r.OnDataMPEG4Audio(t, func(pts time.Duration, au []byte) {
 				st.WriteUnit(media.Unit{Track: i, PTS: pts, DTS: pts, Frame: au})
@@ -406,4 +416,20 @@ func ignoreTracks(r *gortmplib.Reader) {
 			r.OnDataLPCM(t, func(time.Duration, []byte) {})
 		}
 	}
+}
+
+// isParamsOnly reports whether an H.264/H.265 AU holds only parameter sets (what gortmplib
+// hands over for a configuration message).
+func isParamsOnly(au [][]byte) bool {
+	for _, n := range au {
+		if len(n) == 0 {
+			continue
+		}
+		h264Type := n[0] & 0x1f
+		h265Type := (n[0] >> 1) & 0x3f
+		if h264Type != 7 && h264Type != 8 && (h265Type < 32 || h265Type > 34) {
+			return false
+		}
+	}
+	return true
 }
