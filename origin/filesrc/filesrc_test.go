@@ -109,7 +109,7 @@ func testLoop(t *testing.T, clip string, viaRTSP bool) {
 	go func() {
 		defer wg.Done()
 		p, err := mediatest.ProbeStream(context.Background(), urls[0].url, mediatest.ReadOptions{})
-		if err != nil || p.VideoCodec != "h264" || p.Width != 640 || p.Frames < 50 {
+		if err != nil || p.VideoCodec != "h264" || p.Width != 640 || p.Frames < 50 || p.Log != "" {
 			t.Errorf("decode %s: %+v %v", urls[0].url, p, err)
 		}
 	}()
@@ -140,7 +140,7 @@ func TestDemoClipPlays(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.VideoCodec != "h264" || p.Width != 640 || p.Height != 360 || p.Frames < 50 {
+	if p.VideoCodec != "h264" || p.Width != 640 || p.Height != 360 || p.Frames < 50 || p.Log != "" {
 		t.Errorf("probe %+v", p)
 	}
 	_ = time.Second

@@ -12,6 +12,7 @@ import (
 
 	"github.com/bluenviron/gortmplib"
 	"github.com/bluenviron/gortmplib/pkg/codecs"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
 
 	"github.com/peergate/peergate/origin/internal/mediatest"
 	"github.com/peergate/peergate/origin/media"
@@ -48,6 +49,11 @@ func checkProbe(t *testing.T, u, transport string) {
 	}
 	if p.VideoCodec != "h264" || p.Width != 640 || p.Height != 360 || p.Frames < 50 {
 		t.Errorf("%s %s: got %+v, want h264 640x360 >= 50 frames", u, transport, p)
+	}
+	// RTMP readers start at a cached key frame: nothing to complain about. RTSP readers
+	// join mid-GOP: start-up notes only.
+	if (transport == "" && p.Log != "") || p.Corrupt() {
+		t.Errorf("%s %s: decoder complained: %s", u, transport, p.Log)
 	}
 }
 
@@ -261,5 +267,68 @@ func TestUnsupportedTrackIgnored(t *testing.T) {
 	before := st.IngressBytes()
 	if !mediatest.Eventually(3*time.Second, func() bool { return st.IngressBytes() > before+10000 }) {
 		t.Fatalf("ingest stalled: %s", pub.Output())
+	}
+}
+
+// TestFastTrackDetection: a publisher whose metadata names its tracks is live as soon as
+// their configurations arrive, without gortmplib's 2 s of buffered media, and the extra
+// configuration message that ends the analysis never reaches readers.
+func TestFastTrackDetection(t *testing.T) {
+	tbl := media.NewTable(media.Config{})
+	defer tbl.Close()
+	_, base := startRTMP(t, tbl, 0)
+	for _, withAudio := range []bool{true, false} {
+		u, _ := url.Parse(base + "/live/fast")
+		cl := &gortmplib.Client{URL: u, Publish: true}
+		if err := cl.Initialize(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		video := &gortmplib.Track{Codec: &codecs.H264{SPS: sps720, PPS: []byte{0x68, 0xee, 0x3c, 0x80}}}
+		audio := &gortmplib.Track{Codec: &codecs.MPEG4Audio{Config: &mpeg4audio.AudioSpecificConfig{
+			Type: mpeg4audio.ObjectTypeAACLC, SampleRate: 44100, ChannelConfig: 2, ChannelCount: 2,
+		}}}
+		tracks := []*gortmplib.Track{video}
+		if withAudio {
+			tracks = append(tracks, audio)
+		}
+		w := &gortmplib.Writer{Conn: cl, Tracks: tracks}
+		if err := w.Initialize(); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		if err := w.WriteH264(video, 0, 0, [][]byte{{0x65, 0x88, 0x84, 0x00, 0x33}}); err != nil {
+			t.Fatal(err)
+		}
+		if !mediatest.Eventually(time.Second, func() bool { return tbl.Get("live/fast") != nil }) {
+			t.Fatalf("audio=%v: not live 1 s after the first frame (2 s analysis not skipped)", withAudio)
+		}
+		t.Logf("audio=%v: live %v after the first frame", withAudio, time.Since(start).Round(time.Millisecond))
+		st := tbl.Get("live/fast")
+		if n := len(st.Tracks()); n != len(tracks) {
+			t.Fatalf("%d tracks, want %d", n, len(tracks))
+		}
+		rd, err := st.AddReader(media.ReaderOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.WriteH264(video, 40*time.Millisecond, 40*time.Millisecond, [][]byte{{0x41, 0x9a, 0x02}}); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		for i := 0; i < 2; i++ {
+			un, err := rd.Read(ctx)
+			if err != nil {
+				t.Fatalf("unit %d: %v", i, err)
+			}
+			if un.DTS != time.Duration(i)*40*time.Millisecond || un.KeyFrame != (i == 0) {
+				t.Fatalf("unit %d: dts %v key %v", i, un.DTS, un.KeyFrame)
+			}
+		}
+		cancel()
+		rd.Close()
+		cl.Close()
+		if !mediatest.Eventually(3*time.Second, func() bool { return !tbl.Live("live/fast") }) {
+			t.Fatal("publisher not gone")
+		}
 	}
 }

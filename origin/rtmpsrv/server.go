@@ -251,8 +251,9 @@ func (s *Server) publish(c net.Conn, sc *gortmplib.ServerConn, name string) erro
 		switch t.Codec.(type) {
 		case *codecs.H264, *codecs.H265:
 			f := tracks[i].Format
+			_, hevc := t.Codec.(*codecs.H265)
 			cb := func(pts, dts time.Duration, au [][]byte) {
-				if isParamsOnly(au) {
+				if isParamsOnly(au, hevc) {
 					media.PrepareAU(f, au) // a configuration message: new parameter sets, no picture
 					return
 				}
@@ -274,13 +275,13 @@ func (s *Server) publish(c net.Conn, sc *gortmplib.ServerConn, name string) erro
 		}
 	}
 	s.Log.Info("rtmp publish", "name", name, "remote", c.RemoteAddr().String(), "codecs", st.Meta().Codecs)
-	_ = c.SetWriteDeadline(time.Time{})
 	for {
 		if s.ctx.Err() != nil {
 			return s.ctx.Err()
 		}
-		// A publisher silent or stuck mid-message for ReadTimeout is cut off.
-		_ = c.SetReadDeadline(time.Now().Add(s.ReadTimeout))
+		// A publisher silent or stuck mid-message for ReadTimeout is cut off; the write side
+		// (acknowledgements sent while reading) gets the same bound.
+		_ = c.SetDeadline(time.Now().Add(s.ReadTimeout))
 		if err := r.Read(); err != nil {
 			return err
 		}
@@ -418,16 +419,18 @@ func ignoreTracks(r *gortmplib.Reader) {
 	}
 }
 
-// isParamsOnly reports whether an H.264/H.265 AU holds only parameter sets (what gortmplib
-// hands over for a configuration message).
-func isParamsOnly(au [][]byte) bool {
+// isParamsOnly reports whether an H.264 (or H.265) AU holds only parameter sets (what
+// gortmplib hands over for a configuration message).
+func isParamsOnly(au [][]byte, hevc bool) bool {
 	for _, n := range au {
 		if len(n) == 0 {
 			continue
 		}
-		h264Type := n[0] & 0x1f
-		h265Type := (n[0] >> 1) & 0x3f
-		if h264Type != 7 && h264Type != 8 && (h265Type < 32 || h265Type > 34) {
+		if hevc {
+			if t := (n[0] >> 1) & 0x3f; t < 32 || t > 34 { // VPS, SPS, PPS
+				return false
+			}
+		} else if t := n[0] & 0x1f; t != 7 && t != 8 { // SPS, PPS
 			return false
 		}
 	}

@@ -49,6 +49,9 @@ func checkProbe(t *testing.T, url, transport string) {
 	if p.VideoCodec != "h264" || p.Width != 640 || p.Height != 360 || p.Frames < 50 {
 		t.Errorf("%s over %s: got %+v, want h264 640x360 >= 50 frames", url, transport, p)
 	}
+	if p.Corrupt() {
+		t.Errorf("%s over %s: damaged pictures: %s", url, transport, p.Log)
+	}
 }
 
 // TestPublishPlayAndRefusals: ffmpeg records over TCP and UDP; ffprobe plays over TCP and UDP;

@@ -106,11 +106,55 @@ type Capacity struct {
 	MaxBandwidth int64 `yaml:"max_bandwidth"` // bits per second
 }
 
-// Stream is one entry of an origin's static stream list.
+// Stream is one entry of an origin's stream list.
 type Stream struct {
-	Name   string `yaml:"name"`
-	State  string `yaml:"state"`  // running | ondemand; defaults to running
-	Source string `yaml:"source"` // optional: a file path or an rtsp/rtmp/http(s) URL
+	Name string `yaml:"name"`
+	// State is running or ondemand. It defaults to running, or to ondemand for a URL source;
+	// a file source must be running and a URL source ondemand.
+	State string `yaml:"state"`
+	// Source is empty (a static announcement), a file path (looped as a live stream from the
+	// start) or an rtsp(s)://, rtmp(s)://, http(s)://...m3u8 URL (pulled on demand).
+	Source string `yaml:"source"`
+}
+
+// Source kinds of a Stream.
+const (
+	SourceNone = ""     // a static announcement: the name is advertised, nothing is ingested
+	SourceFile = "file" // a looped MPEG-TS or MP4 file
+	SourcePull = "pull" // an on-demand pull from a URL
+)
+
+// OriginListen adds the origin's RTSP UDP port pair to the listeners.
+type OriginListen struct {
+	Listen `yaml:",inline"`
+	// RTSPUDP is the RTSP RTP/UDP address (host:even-port, RTCP on port+1; port 0 picks a
+	// free pair); empty means RTSP over TCP only. It defaults to "".
+	RTSPUDP string `yaml:"rtsp_udp"`
+}
+
+// HLS tunes the origin's HLS muxers.
+type HLS struct {
+	Variant             string        `yaml:"variant"`               // mpegts | fmp4 | lowlatency; defaults to mpegts
+	SegmentCount        int           `yaml:"segment_count"`         // segments in the playlist; defaults to 7
+	SegmentDuration     time.Duration `yaml:"segment_duration"`      // minimum segment length (cut at key frames); defaults to 1s
+	PartDuration        time.Duration `yaml:"part_duration"`         // LL-HLS part length; defaults to 200ms
+	FirstSegmentTimeout time.Duration `yaml:"first_segment_timeout"` // how long a first request waits for a segment; defaults to 10s
+}
+
+// OnDemand tunes pulls of URL sources.
+type OnDemand struct {
+	IdleTimeout  time.Duration `yaml:"idle_timeout"`  // stop a pull this long after its last viewer; defaults to 30s
+	StartTimeout time.Duration `yaml:"start_timeout"` // how long a first viewer waits for the source; defaults to 10s
+	RetryMax     time.Duration `yaml:"retry_max"`     // cap of the doubling pause between retries; defaults to 30s
+}
+
+// Limits bound every media listener (HTTP, RTSP, RTMP) of an origin.
+type Limits struct {
+	MaxConns         int           `yaml:"max_conns"`         // concurrent connections per listener; defaults to 4096
+	HandshakeTimeout time.Duration `yaml:"handshake_timeout"` // RTMP handshake to play/publish, HTTP request headers; defaults to 10s
+	ReadTimeout      time.Duration `yaml:"read_timeout"`      // a silent publisher or a slow request body is cut off; defaults to 10s
+	WriteTimeout     time.Duration `yaml:"write_timeout"`     // a player that does not take data is cut off; defaults to 10s
+	MaxViewers       int           `yaml:"max_viewers"`       // readers per stream (all protocols); defaults to 4096
 }
 
 // Origin is the origin binary's configuration.
@@ -119,10 +163,13 @@ type Origin struct {
 	ID           string        `yaml:"id"`      // defaults to the hostname
 	Private      string        `yaml:"private"` // informational private address
 	Public       Public        `yaml:"public"`
-	Listen       Listen        `yaml:"listen"`
+	Listen       OriginListen  `yaml:"listen"`
 	Heartbeat    Heartbeat     `yaml:"heartbeat"`
 	Capacity     Capacity      `yaml:"capacity"`
 	DrainTimeout time.Duration `yaml:"drain_timeout"` // defaults to 30s
+	HLS          HLS           `yaml:"hls"`
+	OnDemand     OnDemand      `yaml:"ondemand"`
+	Limits       Limits        `yaml:"limits"`
 	Streams      []Stream      `yaml:"streams"`
 }
 
@@ -157,9 +204,24 @@ func DefaultOrigin() *Origin {
 			RTSP: "rtsp://127.0.0.1:8555",
 			RTMP: "rtmp://127.0.0.1:1936",
 		},
-		Listen:       Listen{HTTP: ":8081", RTSP: ":8555", RTMP: ":1936", Admin: ":9081"},
+		Listen:       OriginListen{Listen: Listen{HTTP: ":8081", RTSP: ":8555", RTMP: ":1936", Admin: ":9081"}},
 		Heartbeat:    Heartbeat{Interval: time.Second, TTL: 3 * time.Second},
 		DrainTimeout: 30 * time.Second,
+		HLS: HLS{
+			Variant:             "mpegts",
+			SegmentCount:        7,
+			SegmentDuration:     time.Second,
+			PartDuration:        200 * time.Millisecond,
+			FirstSegmentTimeout: 10 * time.Second,
+		},
+		OnDemand: OnDemand{IdleTimeout: 30 * time.Second, StartTimeout: 10 * time.Second, RetryMax: 30 * time.Second},
+		Limits: Limits{
+			MaxConns:         4096,
+			HandshakeTimeout: 10 * time.Second,
+			ReadTimeout:      10 * time.Second,
+			WriteTimeout:     10 * time.Second,
+			MaxViewers:       4096,
+		},
 	}
 }
 
@@ -190,6 +252,9 @@ func LoadOrigin(path string, env []string) (*Origin, error) {
 	for i := range c.Streams {
 		if c.Streams[i].State == "" {
 			c.Streams[i].State = "running"
+			if c.Streams[i].Kind() == SourcePull {
+				c.Streams[i].State = "ondemand"
+			}
 		}
 	}
 	if err := c.Validate(); err != nil {

@@ -6,8 +6,10 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/peergate/peergate/shared/cluster"
 	"github.com/peergate/peergate/shared/registry"
@@ -153,9 +155,19 @@ func (c *Origin) Validate() error {
 	}
 	for _, l := range []struct{ key, addr string }{
 		{"listen.rtsp", c.Listen.RTSP}, {"listen.rtmp", c.Listen.RTMP}, {"listen.admin", c.Listen.Admin},
+		{"listen.rtsp_udp", c.Listen.RTSPUDP},
 	} {
 		if err := checkListen(l.key, l.addr, true); err != nil {
 			return err
+		}
+	}
+	if c.Listen.RTSPUDP != "" {
+		if c.Listen.RTSP == "" {
+			return keyError("listen.rtsp_udp", "needs listen.rtsp (RTSP over UDP is negotiated on the RTSP connection)")
+		}
+		_, port, _ := net.SplitHostPort(c.Listen.RTSPUDP)
+		if n, _ := strconv.Atoi(port); n%2 != 0 || n == 65535 {
+			return keyError("listen.rtsp_udp", "the RTP port must be even (RTCP uses port+1) or 0, got %d", n)
 		}
 	}
 	if c.Heartbeat.Interval <= 0 {
@@ -173,6 +185,9 @@ func (c *Origin) Validate() error {
 	if c.DrainTimeout < 0 {
 		return keyError("drain_timeout", "must not be negative, got %s", c.DrainTimeout)
 	}
+	if err := c.validateMedia(); err != nil {
+		return err
+	}
 	seen := make(map[string]bool, len(c.Streams))
 	for i, s := range c.Streams {
 		key := fmt.Sprintf("streams[%d]", i)
@@ -189,6 +204,102 @@ func (c *Origin) Validate() error {
 		if err := checkSource(s.Source); err != nil {
 			return keyError(key+".source", "%q: %v", s.Source, err)
 		}
+		switch s.Kind() {
+		case SourceFile:
+			if s.State != cluster.StreamRunning {
+				return keyError(key+".state", "a file source is looped live from the start: must be running, got %q", s.State)
+			}
+			if err := checkFile(s.FilePath()); err != nil {
+				return keyError(key+".source", "%v", err)
+			}
+		case SourcePull:
+			if s.State != cluster.StreamOnDemand {
+				return keyError(key+".state", "a URL source is pulled on demand: must be ondemand, got %q", s.State)
+			}
+		}
+	}
+	return nil
+}
+
+// validateMedia checks the hls, ondemand and limits keys.
+func (c *Origin) validateMedia() error {
+	switch c.HLS.Variant {
+	case "mpegts", "fmp4", "lowlatency":
+	default:
+		return keyError("hls.variant", "must be mpegts, fmp4 or lowlatency, got %q", c.HLS.Variant)
+	}
+	// gohlslib refuses fewer than 7 segments for low latency (and fewer than 3 at all).
+	if minSeg := map[bool]int{true: 7, false: 3}[c.HLS.Variant == "lowlatency"]; c.HLS.SegmentCount < minSeg {
+		return keyError("hls.segment_count", "must be at least %d for variant %s, got %d", minSeg, c.HLS.Variant, c.HLS.SegmentCount)
+	}
+	if c.HLS.SegmentCount > 100 {
+		return keyError("hls.segment_count", "must be at most 100 (memory per stream), got %d", c.HLS.SegmentCount)
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{
+		{"hls.segment_duration", c.HLS.SegmentDuration},
+		{"hls.part_duration", c.HLS.PartDuration},
+		{"hls.first_segment_timeout", c.HLS.FirstSegmentTimeout},
+		{"ondemand.idle_timeout", c.OnDemand.IdleTimeout},
+		{"ondemand.start_timeout", c.OnDemand.StartTimeout},
+		{"ondemand.retry_max", c.OnDemand.RetryMax},
+		{"limits.handshake_timeout", c.Limits.HandshakeTimeout},
+		{"limits.read_timeout", c.Limits.ReadTimeout},
+		{"limits.write_timeout", c.Limits.WriteTimeout},
+	} {
+		if d.v <= 0 {
+			return keyError(d.key, "must be greater than zero, got %s", d.v)
+		}
+	}
+	if c.HLS.PartDuration > c.HLS.SegmentDuration {
+		return keyError("hls.part_duration", "must not exceed hls.segment_duration (%s), got %s", c.HLS.SegmentDuration, c.HLS.PartDuration)
+	}
+	if c.Limits.MaxConns <= 0 {
+		return keyError("limits.max_conns", "must be greater than zero, got %d", c.Limits.MaxConns)
+	}
+	if c.Limits.MaxViewers <= 0 {
+		return keyError("limits.max_viewers", "must be greater than zero, got %d", c.Limits.MaxViewers)
+	}
+	return nil
+}
+
+// Kind tells how the stream is fed: SourceNone, SourceFile or SourcePull.
+func (s Stream) Kind() string {
+	switch {
+	case s.Source == "":
+		return SourceNone
+	case !strings.Contains(s.Source, "://") || strings.HasPrefix(s.Source, "file://"):
+		return SourceFile
+	}
+	return SourcePull
+}
+
+// FilePath is the file of a SourceFile stream (a file:// URL becomes its path).
+func (s Stream) FilePath() string {
+	if p, ok := strings.CutPrefix(s.Source, "file://"); ok {
+		if u, err := url.Parse(s.Source); err == nil && u.Path != "" {
+			return u.Path
+		}
+		return p
+	}
+	return s.Source
+}
+
+// checkFile makes sure a looped file can be opened now, so a typo stops the start instead of a retry loop.
+func checkFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s: not a regular file", path)
 	}
 	return nil
 }
@@ -213,11 +324,33 @@ func (c *Origin) ClusterCapacity() cluster.Capacity {
 	return cluster.Capacity{MaxClients: c.Capacity.MaxClients, MaxBandwidthBps: c.Capacity.MaxBandwidth}
 }
 
-// ClusterStreams converts the static stream list to the registry's form.
+// ClusterStreams converts the whole stream list to the registry's form, each with its configured state.
 func (c *Origin) ClusterStreams() []cluster.Stream {
 	out := make([]cluster.Stream, 0, len(c.Streams))
 	for _, s := range c.Streams {
 		out = append(out, cluster.Stream{Name: s.Name, State: s.State})
+	}
+	return out
+}
+
+// StaticStreams are the entries without a source, in the registry's form: announced as configured, never ingested.
+func (c *Origin) StaticStreams() []cluster.Stream {
+	out := make([]cluster.Stream, 0, len(c.Streams))
+	for _, s := range c.Streams {
+		if s.Kind() == SourceNone {
+			out = append(out, cluster.Stream{Name: s.Name, State: s.State})
+		}
+	}
+	return out
+}
+
+// SourceStreams are the entries of one kind (SourceFile or SourcePull).
+func (c *Origin) SourceStreams(kind string) []Stream {
+	var out []Stream
+	for _, s := range c.Streams {
+		if s.Kind() == kind {
+			out = append(out, s)
+		}
 	}
 	return out
 }

@@ -184,13 +184,20 @@ type Probe struct {
 	VideoCodec string
 	Width      int
 	Height     int
-	Frames     int // decoded video frames
+	Frames     int    // decoded video frames
+	Log        string // what ffprobe reported at -v error (decoder complaints)
+}
+
+// Corrupt reports decoder complaints that mean damaged pictures (missing slices or
+// references) rather than the start-up notes of a reader that joined mid-GOP (RTSP).
+func (p Probe) Corrupt() bool {
+	return strings.Contains(p.Log, "concealing") || strings.Contains(p.Log, "error while decoding")
 }
 
 // ReadOptions tune ProbeStream and PacketTimes.
 type ReadOptions struct {
 	RTSPTransport string        // "tcp" or "udp" for rtsp:// URLs
-	Frames        int           // video frames wanted (ProbeStream reads 1.5x as many packets) or packets to read (PacketTimes); 50 by default
+	Frames        int           // video frames wanted (ProbeStream reads twice as many packets) or packets to read (PacketTimes); 50 by default
 	Timeout       time.Duration // 20 s by default
 }
 
@@ -217,9 +224,10 @@ func ProbeStream(ctx context.Context, url string, o ReadOptions) (Probe, error) 
 	o.defaults()
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	// Only the video stream is selected so -read_intervals counts video packets; half again
-	// as many packets as frames leaves room for the decoder's B-frame delay.
-	args := append(inputArgs(o), "-select_streams", "v:0", "-count_frames", "-read_intervals", fmt.Sprintf("%%+#%d", o.Frames+o.Frames/2),
+	// Only the video stream is selected so -read_intervals counts video packets; twice as
+	// many packets as frames leaves room for an RTSP reader joining mid-GOP (its first
+	// frames up to the next key frame do not decode) and for the B-frame delay.
+	args := append(inputArgs(o), "-select_streams", "v:0", "-count_frames", "-read_intervals", fmt.Sprintf("%%+#%d", 2*o.Frames),
 		"-show_entries", "stream=codec_type,codec_name,width,height,nb_read_frames", "-of", "json", url)
 	cmd := exec.CommandContext(ctx, "ffprobe", args...)
 	var stderr bytes.Buffer
@@ -243,7 +251,7 @@ func ProbeStream(ctx context.Context, url string, o ReadOptions) (Probe, error) 
 	if err := json.Unmarshal(out, &res); err != nil {
 		return Probe{}, fmt.Errorf("ffprobe output: %w: %s", err, out)
 	}
-	var p Probe
+	p := Probe{Log: strings.TrimSpace(stderr.String())}
 	for _, s := range res.Streams {
 		switch s.CodecType {
 		case "video":
