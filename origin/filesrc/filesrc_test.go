@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/peergate/peergate/origin/internal/mediatest"
+	"github.com/peergate/peergate/internal/mediatest"
 	"github.com/peergate/peergate/origin/media"
 	"github.com/peergate/peergate/origin/rtmpsrv"
 	"github.com/peergate/peergate/origin/rtspsrv"

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/peergate/peergate/origin/internal/mediatest"
+	"github.com/peergate/peergate/internal/mediatest"
 	"github.com/peergate/peergate/origin/media"
 )
 

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/peergate/peergate/origin/filesrc"
-	"github.com/peergate/peergate/origin/internal/mediatest"
+	"github.com/peergate/peergate/internal/mediatest"
 	"github.com/peergate/peergate/origin/media"
 )
 

@@ -14,7 +14,7 @@ import (
 
 	"github.com/peergate/peergate/origin/filesrc"
 	"github.com/peergate/peergate/origin/httpsrv"
-	"github.com/peergate/peergate/origin/internal/mediatest"
+	"github.com/peergate/peergate/internal/mediatest"
 	"github.com/peergate/peergate/origin/media"
 	"github.com/peergate/peergate/origin/rtmpsrv"
 	"github.com/peergate/peergate/origin/rtspsrv"

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/peergate/peergate/origin/internal/mediatest"
+	"github.com/peergate/peergate/internal/mediatest"
 	"github.com/peergate/peergate/origin/media"
 	"github.com/peergate/peergate/origin/rtspsrv"
 	"github.com/peergate/peergate/shared/cluster"

@@ -14,7 +14,7 @@ import (
 	"github.com/bluenviron/gortmplib/pkg/codecs"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
 
-	"github.com/peergate/peergate/origin/internal/mediatest"
+	"github.com/peergate/peergate/internal/mediatest"
 	"github.com/peergate/peergate/origin/media"
 	"github.com/peergate/peergate/origin/rtspsrv"
 )

@@ -50,6 +50,12 @@ func TestOriginDefaults(t *testing.T) {
 		c.Heartbeat.Interval != time.Second || c.Heartbeat.TTL != 3*time.Second || c.DrainTimeout != 30*time.Second {
 		t.Fatalf("defaults drifted: %+v", c)
 	}
+	wantHLS := HLS{Variant: "mpegts", SegmentCount: 7, SegmentDuration: time.Second, PartDuration: 200 * time.Millisecond, FirstSegmentTimeout: 10 * time.Second}
+	wantOD := OnDemand{IdleTimeout: 30 * time.Second, StartTimeout: 10 * time.Second, RetryMax: 30 * time.Second}
+	wantLimits := Limits{MaxConns: 4096, HandshakeTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, MaxViewers: 4096}
+	if c.HLS != wantHLS || c.OnDemand != wantOD || c.Limits != wantLimits || c.Listen.RTSPUDP != "" {
+		t.Fatalf("media defaults drifted: %+v %+v %+v %q", c.HLS, c.OnDemand, c.Limits, c.Listen.RTSPUDP)
+	}
 	pub := c.PublicURLs()
 	want := map[string]string{"http": "http://127.0.0.1:8081", "rtsp": "rtsp://127.0.0.1:8555", "rtmp": "rtmp://127.0.0.1:1936"}
 	if !reflect.DeepEqual(map[string]string(pub), want) {
@@ -122,6 +128,10 @@ registry: {anti_entropy: 1m}
 
 func TestOriginFileAndEnv(t *testing.T) {
 	t.Parallel()
+	clip := filepath.Join(t.TempDir(), "demo.mp4")
+	if err := os.WriteFile(clip, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	p := writeFile(t, `
 cluster_key: from-file-0123456789
 id: edge-1
@@ -133,18 +143,29 @@ public:
 heartbeat: {interval: 500ms, ttl: 2s}
 capacity: {max_clients: 100, max_bandwidth: 1000000000}
 drain_timeout: 10s
+hls: {variant: lowlatency, part_duration: 100ms}
+ondemand: {idle_timeout: 5s}
+limits: {max_conns: 50}
+listen: {rtsp_udp: "127.0.0.1:8000"}
 streams:
   - name: demo
-    source: /srv/demo.mp4
+    source: `+clip+`
   - name: live/cam1
     state: ondemand
     source: rtsp://cam1.local:554/h264
+  - name: live/cam2
+    source: http://cam2.local/live/index.m3u8
+  - name: static
 `)
 	c, err := LoadOrigin(p, []string{
 		"PEERGATE_PUBLIC_RTSP=rtsp://edge1.example.com:8555",
 		"PEERGATE_HEARTBEAT_TTL=4s",
 		"PEERGATE_CAPACITY_MAX_CLIENTS=200",
 		"PEERGATE_ID=edge-2",
+		"PEERGATE_HLS_SEGMENT_COUNT=9",
+		"PEERGATE_ONDEMAND_START_TIMEOUT=3s",
+		"PEERGATE_LIMITS_READ_TIMEOUT=4s",
+		"PEERGATE_LISTEN_RTSP_UDP=127.0.0.1:0",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -160,15 +181,40 @@ streams:
 	if got := c.PublicURLs(); !reflect.DeepEqual(map[string]string(got), wantPub) {
 		t.Fatalf("public = %v", got)
 	}
+	if c.HLS.Variant != "lowlatency" || c.HLS.PartDuration != 100*time.Millisecond || c.HLS.SegmentCount != 9 ||
+		c.OnDemand.IdleTimeout != 5*time.Second || c.OnDemand.StartTimeout != 3*time.Second ||
+		c.Limits.MaxConns != 50 || c.Limits.ReadTimeout != 4*time.Second || c.Listen.RTSPUDP != "127.0.0.1:0" || c.Listen.RTSP != ":8555" {
+		t.Fatalf("media keys: %+v %+v %+v %+v", c.HLS, c.OnDemand, c.Limits, c.Listen)
+	}
 	wantStreams := []Stream{
-		{Name: "demo", State: "running", Source: "/srv/demo.mp4"},
+		{Name: "demo", State: "running", Source: clip},
 		{Name: "live/cam1", State: "ondemand", Source: "rtsp://cam1.local:554/h264"},
+		{Name: "live/cam2", State: "ondemand", Source: "http://cam2.local/live/index.m3u8"}, // a URL source defaults to ondemand
+		{Name: "static", State: "running"},
 	}
 	if !reflect.DeepEqual(c.Streams, wantStreams) {
 		t.Fatalf("streams = %+v", c.Streams)
 	}
-	if cs := c.ClusterStreams(); len(cs) != 2 || cs[1].Name != "live/cam1" || cs[1].State != "ondemand" {
+	if cs := c.ClusterStreams(); len(cs) != 4 || cs[1].Name != "live/cam1" || cs[1].State != "ondemand" {
 		t.Fatalf("cluster streams = %+v", cs)
+	}
+	if ss := c.StaticStreams(); len(ss) != 1 || ss[0].Name != "static" || ss[0].State != "running" {
+		t.Fatalf("static streams = %+v", ss)
+	}
+	if fs := c.SourceStreams(SourceFile); len(fs) != 1 || fs[0].Name != "demo" || fs[0].FilePath() != clip {
+		t.Fatalf("file streams = %+v", fs)
+	}
+	if ps := c.SourceStreams(SourcePull); len(ps) != 2 || ps[1].Name != "live/cam2" {
+		t.Fatalf("pull streams = %+v", ps)
+	}
+	if err := c.CheckFiles(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(clip); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CheckFiles(); err == nil || !strings.Contains(err.Error(), "streams[0].source: open "+clip) {
+		t.Fatalf("CheckFiles after removal: %v", err)
 	}
 	if cc := c.ClusterCapacity(); cc.MaxClients != 200 || cc.MaxBandwidthBps != 1e9 {
 		t.Fatalf("capacity = %+v", cc)
@@ -276,6 +322,26 @@ func TestOriginErrors(t *testing.T) {
 		{"stream source scheme", "streams: [{name: a, source: 'ftp://x/y'}]\n", nil, "streams[0].source:"},
 		{"stream source host", "streams: [{name: a, source: 'rtsp:///y'}]\n", nil, "streams[0].source:"},
 		{"stream unknown field", "streams: [{name: a, sauce: b}]\n", nil, "field sauce not found"},
+		{"file source ondemand", "streams: [{name: a, state: ondemand, source: /srv/a.ts}]\n", nil, "streams[0].state: a file source is looped live"},
+		{"url source running", "streams: [{name: a, state: running, source: 'rtmp://x/live/a'}]\n", nil, "streams[0].state: a URL source is pulled on demand"},
+		{"hls variant", "", []string{"PEERGATE_HLS_VARIANT=dash"}, `hls.variant: must be mpegts, fmp4 or lowlatency, got "dash"`},
+		{"hls segments", "", []string{"PEERGATE_HLS_SEGMENT_COUNT=2"}, "hls.segment_count: must be at least 3"},
+		{"hls ll segments", "", []string{"PEERGATE_HLS_VARIANT=lowlatency", "PEERGATE_HLS_SEGMENT_COUNT=5"}, "hls.segment_count: must be at least 7 for variant lowlatency"},
+		{"hls segments max", "", []string{"PEERGATE_HLS_SEGMENT_COUNT=1000"}, "hls.segment_count: must be at most 100"},
+		{"hls segment duration", "", []string{"PEERGATE_HLS_SEGMENT_DURATION=0s"}, "hls.segment_duration: must be greater than zero"},
+		{"hls part", "", []string{"PEERGATE_HLS_PART_DURATION=2s"}, "hls.part_duration: must not exceed hls.segment_duration"},
+		{"hls first segment", "", []string{"PEERGATE_HLS_FIRST_SEGMENT_TIMEOUT=-1s"}, "hls.first_segment_timeout: must be greater than zero"},
+		{"ondemand idle", "", []string{"PEERGATE_ONDEMAND_IDLE_TIMEOUT=0s"}, "ondemand.idle_timeout: must be greater than zero"},
+		{"ondemand start", "", []string{"PEERGATE_ONDEMAND_START_TIMEOUT=0s"}, "ondemand.start_timeout: must be greater than zero"},
+		{"ondemand retry", "", []string{"PEERGATE_ONDEMAND_RETRY_MAX=0s"}, "ondemand.retry_max: must be greater than zero"},
+		{"limits conns", "", []string{"PEERGATE_LIMITS_MAX_CONNS=0"}, "limits.max_conns: must be greater than zero"},
+		{"limits viewers", "", []string{"PEERGATE_LIMITS_MAX_VIEWERS=-1"}, "limits.max_viewers: must be greater than zero"},
+		{"limits handshake", "", []string{"PEERGATE_LIMITS_HANDSHAKE_TIMEOUT=0s"}, "limits.handshake_timeout: must be greater than zero"},
+		{"limits read", "", []string{"PEERGATE_LIMITS_READ_TIMEOUT=0s"}, "limits.read_timeout: must be greater than zero"},
+		{"limits write", "", []string{"PEERGATE_LIMITS_WRITE_TIMEOUT=0s"}, "limits.write_timeout: must be greater than zero"},
+		{"rtsp udp odd", "", []string{"PEERGATE_LISTEN_RTSP_UDP=:8001"}, "listen.rtsp_udp: the RTP port must be even"},
+		{"rtsp udp bad", "", []string{"PEERGATE_LISTEN_RTSP_UDP=8000"}, "listen.rtsp_udp: want [host]:port"},
+		{"rtsp udp without rtsp", "", []string{"PEERGATE_LISTEN_RTSP=", "PEERGATE_LISTEN_RTSP_UDP=:8000"}, "listen.rtsp_udp: needs listen.rtsp"},
 	}
 	for _, ca := range cases {
 		t.Run(ca.desc, func(t *testing.T) {
@@ -398,6 +464,14 @@ func TestShippedConfigs(t *testing.T) {
 		got := ""
 		if len(c.Streams) > 0 {
 			got = c.Streams[0].Name
+		}
+		// Demo configs name the clip relative to the repository root (make demo runs there).
+		if strings.Contains(p, "/demo/") {
+			for _, s := range c.SourceStreams(SourceFile) {
+				if _, err := os.Stat(filepath.Join("../..", s.FilePath())); err != nil {
+					t.Errorf("%s: %s: %v", p, s.Name, err)
+				}
+			}
 		}
 		if got != stream {
 			t.Errorf("%s: first stream %q, want %q", p, got, stream)

@@ -209,9 +209,6 @@ func (c *Origin) Validate() error {
 			if s.State != cluster.StreamRunning {
 				return keyError(key+".state", "a file source is looped live from the start: must be running, got %q", s.State)
 			}
-			if err := checkFile(s.FilePath()); err != nil {
-				return keyError(key+".source", "%v", err)
-			}
 		case SourcePull:
 			if s.State != cluster.StreamOnDemand {
 				return keyError(key+".state", "a URL source is pulled on demand: must be ondemand, got %q", s.State)
@@ -285,6 +282,20 @@ func (s Stream) FilePath() string {
 		return p
 	}
 	return s.Source
+}
+
+// CheckFiles makes sure every file source can be opened now (the origin calls it at start;
+// Validate does no I/O, so a config can be checked on another host).
+func (c *Origin) CheckFiles() error {
+	for i, s := range c.Streams {
+		if s.Kind() != SourceFile {
+			continue
+		}
+		if err := checkFile(s.FilePath()); err != nil {
+			return keyError(fmt.Sprintf("streams[%d].source", i), "%v", err)
+		}
+	}
+	return nil
 }
 
 // checkFile makes sure a looped file can be opened now, so a typo stops the start instead of a retry loop.
