@@ -35,7 +35,7 @@ func Tool(t testing.TB, name string) string {
 func Demo(t testing.TB) string {
 	t.Helper()
 	_, file, _, _ := runtime.Caller(0)
-	p := filepath.Join(filepath.Dir(file), "..", "..", "testdata", "demo.ts")
+	p := filepath.Join(filepath.Dir(file), "..", "..", "origin", "testdata", "demo.ts")
 	if _, err := os.Stat(p); err != nil {
 		t.Fatalf("demo clip: %v (regenerate with origin/testdata/make-demo.sh)", err)
 	}

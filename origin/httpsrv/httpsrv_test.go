@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/peergate/peergate/origin/filesrc"
 	"github.com/peergate/peergate/internal/mediatest"
+	"github.com/peergate/peergate/origin/filesrc"
 	"github.com/peergate/peergate/origin/media"
 )
 

@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/peergate/peergate/internal/mediatest"
 	"github.com/peergate/peergate/origin/filesrc"
 	"github.com/peergate/peergate/origin/httpsrv"
-	"github.com/peergate/peergate/internal/mediatest"
 	"github.com/peergate/peergate/origin/media"
 	"github.com/peergate/peergate/origin/rtmpsrv"
 	"github.com/peergate/peergate/origin/rtspsrv"

@@ -13,7 +13,6 @@ import (
 	"github.com/bluenviron/gohlslib/v2"
 	hlscodecs "github.com/bluenviron/gohlslib/v2/pkg/codecs"
 	"github.com/bluenviron/gortmplib"
-	rtmpcodecs "github.com/bluenviron/gortmplib/pkg/codecs"
 	"github.com/bluenviron/gortsplib/v5"
 	"github.com/bluenviron/gortsplib/v5/pkg/base"
 	"github.com/bluenviron/gortsplib/v5/pkg/description"
@@ -22,6 +21,7 @@ import (
 	"github.com/pion/rtp"
 
 	"github.com/peergate/peergate/origin/media"
+	"github.com/peergate/peergate/origin/rtmpsrv"
 	"github.com/peergate/peergate/origin/rtspsrv"
 )
 
@@ -146,17 +146,7 @@ func (rtmpPuller) run(ctx context.Context, u *url.URL, timeout time.Duration, pu
 	if err := r.Initialize(); err != nil {
 		return fmt.Errorf("tracks: %w", err)
 	}
-	var tracks []*media.Track
-	var rtmpTracks []*gortmplib.Track
-	for _, t := range r.Tracks() {
-		mt, err := media.TrackFromRTMP(t.Codec)
-		if err != nil {
-			ignoreRTMP(r, t)
-			continue
-		}
-		tracks = append(tracks, mt)
-		rtmpTracks = append(rtmpTracks, t)
-	}
+	tracks, attach := rtmpsrv.Tracks(r, nil)
 	if len(tracks) == 0 {
 		return errors.New("no supported track in the source")
 	}
@@ -164,26 +154,7 @@ func (rtmpPuller) run(ctx context.Context, u *url.URL, timeout time.Duration, pu
 	if err != nil {
 		return err
 	}
-	for i, t := range rtmpTracks {
-		switch t.Codec.(type) {
-		case *rtmpcodecs.H264:
-			r.OnDataH264(t, func(pts, dts time.Duration, au [][]byte) {
-				st.WriteUnit(media.Unit{Track: i, PTS: pts, DTS: dts, AU: au})
-			})
-		case *rtmpcodecs.H265:
-			r.OnDataH265(t, func(pts, dts time.Duration, au [][]byte) {
-				st.WriteUnit(media.Unit{Track: i, PTS: pts, DTS: dts, AU: au})
-			})
-		case *rtmpcodecs.MPEG4Audio:
-			r.OnDataMPEG4Audio(t, func(pts time.Duration, au []byte) {
-				st.WriteUnit(media.Unit{Track: i, PTS: pts, DTS: pts, Frame: au})
-			})
-		case *rtmpcodecs.Opus:
-			r.OnDataOpus(t, func(pts time.Duration, pkt []byte) {
-				st.WriteUnit(media.Unit{Track: i, PTS: pts, DTS: pts, Frame: pkt})
-			})
-		}
-	}
+	attach(st)
 	nc := c.NetConn()
 	_ = nc.SetWriteDeadline(time.Time{})
 	for {
@@ -194,27 +165,6 @@ func (rtmpPuller) run(ctx context.Context, u *url.URL, timeout time.Duration, pu
 			}
 			return err
 		}
-	}
-}
-
-// ignoreRTMP drops a track's data: gortmplib's Reader.Read calls a nil func (and panics) for
-// a track that has no callback.
-func ignoreRTMP(r *gortmplib.Reader, t *gortmplib.Track) {
-	switch t.Codec.(type) {
-	case *rtmpcodecs.AV1:
-		r.OnDataAV1(t, func(time.Duration, [][]byte) {})
-	case *rtmpcodecs.VP9:
-		r.OnDataVP9(t, func(time.Duration, []byte) {})
-	case *rtmpcodecs.FLAC:
-		r.OnDataFLAC(t, func(time.Duration, []byte) {})
-	case *rtmpcodecs.MPEG1Audio:
-		r.OnDataMPEG1Audio(t, func(time.Duration, []byte) {})
-	case *rtmpcodecs.AC3:
-		r.OnDataAC3(t, func(time.Duration, []byte) {})
-	case *rtmpcodecs.G711:
-		r.OnDataG711(t, func(time.Duration, []byte) {})
-	case *rtmpcodecs.LPCM:
-		r.OnDataLPCM(t, func(time.Duration, []byte) {})
 	}
 }
 

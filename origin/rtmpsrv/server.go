@@ -228,52 +228,13 @@ func (s *Server) publish(c net.Conn, sc *gortmplib.ServerConn, name string) erro
 	if err := r.Initialize(); err != nil {
 		return fmt.Errorf("tracks: %w", err)
 	}
-	var tracks []*media.Track
-	var rtmpTracks []*gortmplib.Track
-	for _, t := range r.Tracks() {
-		mt, err := media.TrackFromRTMP(t.Codec)
-		if err != nil {
-			s.Log.Info("rtmp track skipped", "name", name, "err", err)
-			continue
-		}
-		tracks = append(tracks, mt)
-		rtmpTracks = append(rtmpTracks, t)
-	}
-	// gortmplib calls a nil callback for a track without one: every track gets a reader,
-	// the ones the hub does not carry a no-op.
-	ignoreTracks(r)
+	tracks, attach := Tracks(r, func(err error) { s.Log.Info("rtmp track skipped", "name", name, "err", err) })
 	st, err := claim.Publish(tracks)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	for i, t := range rtmpTracks {
-		switch t.Codec.(type) {
-		case *codecs.H264, *codecs.H265:
-			f := tracks[i].Format
-			_, hevc := t.Codec.(*codecs.H265)
-			cb := func(pts, dts time.Duration, au [][]byte) {
-				if isParamsOnly(au, hevc) {
-					media.PrepareAU(f, au) // a configuration message: new parameter sets, no picture
-					return
-				}
-				st.WriteUnit(media.Unit{Track: i, PTS: pts, DTS: dts, AU: au})
-			}
-			if _, ok := t.Codec.(*codecs.H264); ok {
-				r.OnDataH264(t, cb)
-			} else {
-				r.OnDataH265(t, cb)
-			}
-		case *codecs.MPEG4Audio:
-			r.OnDataMPEG4Audio(t, func(pts time.Duration, au []byte) {
-				st.WriteUnit(media.Unit{Track: i, PTS: pts, DTS: pts, Frame: au})
-			})
-		case *codecs.Opus:
-			r.OnDataOpus(t, func(pts time.Duration, pkt []byte) {
-				st.WriteUnit(media.Unit{Track: i, PTS: pts, DTS: pts, Frame: pkt})
-			})
-		}
-	}
+	attach(st)
 	s.Log.Info("rtmp publish", "name", name, "remote", c.RemoteAddr().String(), "codecs", st.Meta().Codecs)
 	for {
 		if s.ctx.Err() != nil {
