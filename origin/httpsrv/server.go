@@ -14,6 +14,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/peergate/peergate/internal/netcap"
 	"github.com/peergate/peergate/origin/media"
 	"github.com/peergate/peergate/shared/cluster"
 	"github.com/peergate/peergate/shared/streamname"
@@ -74,7 +75,7 @@ type Server struct {
 	Logger *slog.Logger
 
 	srv      *http.Server
-	ln       *capListener
+	ln       *netcap.Listener
 	hls      *hlsManager
 	sessions *sessions
 	ctx      context.Context
@@ -98,7 +99,9 @@ func (s *Server) Initialize() error {
 		return fmt.Errorf("httpsrv: %w", err)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.ln = &capListener{Listener: ln, max: int64(s.MaxConns), log: s.Logger}
+	s.ln = &netcap.Listener{Listener: ln, Max: int64(s.MaxConns), OnReject: func(c net.Conn) {
+		s.Logger.Warn("http connection refused", "remote", c.RemoteAddr().String(), "reason", "max_conns")
+	}}
 	s.sessions = newSessions(s.HLS.SessionTimeout, s.HLS.MaxSessions)
 	s.hls = newHLSManager(s)
 
@@ -219,8 +222,8 @@ type Stats struct {
 // Stats snapshots the counters.
 func (s *Server) Stats() Stats {
 	return Stats{
-		Conns:       s.ln.active.Load(),
-		Rejected:    s.ln.rejected.Load(),
+		Conns:       s.ln.Active(),
+		Rejected:    s.ln.Rejected(),
 		Muxers:      s.hls.count(),
 		HLSSessions: s.sessions.count(),
 	}
@@ -302,41 +305,4 @@ func clientIP(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
-}
-
-// capListener closes connections beyond max at once instead of queueing them.
-type capListener struct {
-	net.Listener
-	max      int64
-	active   atomic.Int64
-	rejected atomic.Int64
-	log      *slog.Logger
-}
-
-func (l *capListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		if l.active.Add(1) > l.max {
-			l.active.Add(-1)
-			l.rejected.Add(1)
-			l.log.Warn("http connection refused", "remote", c.RemoteAddr().String(), "reason", "max_conns")
-			c.Close()
-			continue
-		}
-		return &capConn{Conn: c, l: l}, nil
-	}
-}
-
-type capConn struct {
-	net.Conn
-	l    *capListener
-	once sync.Once
-}
-
-func (c *capConn) Close() error {
-	c.once.Do(func() { c.l.active.Add(-1) })
-	return c.Conn.Close()
 }

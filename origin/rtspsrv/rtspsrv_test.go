@@ -187,8 +187,8 @@ func TestBadInputCutOff(t *testing.T) {
 	idle = nil
 
 	// The good stream still plays.
-	if !mediatest.Eventually(5*time.Second, func() bool { return s.ln.active.Load() <= 2 }) {
-		t.Fatalf("connections not released: %d", s.ln.active.Load())
+	if !mediatest.Eventually(5*time.Second, func() bool { return s.ln.Active() <= 2 }) {
+		t.Fatalf("connections not released: %d", s.ln.Active())
 	}
 	checkProbe(t, base+"/live/good", "tcp")
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/bluenviron/gortsplib/v5"
 
+	"github.com/peergate/peergate/internal/netcap"
 	"github.com/peergate/peergate/origin/media"
 )
 
@@ -48,7 +49,7 @@ type Server struct {
 	Log *slog.Logger
 
 	srv    *gortsplib.Server
-	ln     *capListener
+	ln     *netcap.Listener
 	h      *handler
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -100,7 +101,15 @@ func (s *Server) Start() error {
 			if err != nil {
 				return nil, err
 			}
-			s.ln = &capListener{Listener: ln, max: int64(s.MaxConns), reqMax: int64(s.MaxRequestBytes), log: s.Log}
+			reqMax := int64(s.MaxRequestBytes)
+			s.ln = &netcap.Listener{
+				Listener: ln,
+				Max:      int64(s.MaxConns),
+				OnReject: func(c net.Conn) {
+					s.Log.Warn("rtsp conn refused", "remote", c.RemoteAddr().String(), "reason", "connection limit")
+				},
+				Wrap: func(c net.Conn) net.Conn { return &limitConn{Conn: c, reqMax: reqMax} },
+			}
 			return s.ln, nil
 		},
 	}
@@ -197,38 +206,13 @@ func listenUDPPair(addr string) (net.PacketConn, net.PacketConn, error) {
 // errRequestTooLarge cuts a connection whose request exceeds MaxRequestBytes.
 var errRequestTooLarge = errors.New("rtsp request too large")
 
-// capListener closes connections beyond max and wraps the others in limitConn.
-type capListener struct {
-	net.Listener
-	max, reqMax int64
-	active      atomic.Int64
-	log         *slog.Logger
-}
-
-func (l *capListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		if l.active.Add(1) > l.max {
-			l.active.Add(-1)
-			l.log.Warn("rtsp conn refused", "remote", c.RemoteAddr().String(), "reason", "connection limit")
-			c.Close()
-			continue
-		}
-		return &limitConn{Conn: c, l: l}, nil
-	}
-}
-
 // limitConn bounds the bytes read between two complete requests until the session streams
 // interleaved media, where gortsplib's own frame limits apply.
 type limitConn struct {
 	net.Conn
-	l         *capListener
+	reqMax    int64
 	n         atomic.Int64
 	streaming atomic.Bool
-	once      sync.Once
 	started   bool // first byte seen; only the reading goroutine touches it
 }
 
@@ -238,7 +222,7 @@ var errNotRTSP = errors.New("not an RTSP request")
 
 func (c *limitConn) Read(p []byte) (int, error) {
 	if !c.streaming.Load() {
-		rem := c.l.reqMax - c.n.Load()
+		rem := c.reqMax - c.n.Load()
 		if rem <= 0 {
 			return 0, errRequestTooLarge
 		}
@@ -255,11 +239,6 @@ func (c *limitConn) Read(p []byte) (int, error) {
 	}
 	c.n.Add(int64(n))
 	return n, err
-}
-
-func (c *limitConn) Close() error {
-	c.once.Do(func() { c.l.active.Add(-1) })
-	return c.Conn.Close()
 }
 
 // requestDone restarts the per-request budget.
