@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/peergate/peergate/origin/media"
 	"github.com/peergate/peergate/origin/streamapi"
 	"github.com/peergate/peergate/shared/admin"
 	"github.com/peergate/peergate/shared/cluster"
@@ -61,9 +62,19 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 	}
 	defer client.Close()
 
-	// Hooks the media code fills in a later issue: load for every heartbeat, viewers for draining.
-	load := func() cluster.Load { return cluster.Load{} }
-	viewers := func() int64 { return load().Clients }
+	// A missing clip stops the start here, with the key that names it.
+	if err := cfg.CheckFiles(); err != nil {
+		return err
+	}
+
+	// The load meter starts with the table; the registrar samples it on every heartbeat.
+	var loadMeter *media.LoadMeter
+	load := func() cluster.Load {
+		if loadMeter == nil {
+			return cluster.Load{}
+		}
+		return loadMeter.Sample()
+	}
 
 	reg, err := registry.NewRegistrar(client, cfg.ClusterKey, cluster.Origin{
 		ID:        cfg.ID,
@@ -82,7 +93,24 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 	if err != nil {
 		return err
 	}
-	reg.SetStreams(cfg.ClusterStreams())
+	book := newStreamBook(reg, cfg.StaticStreams())
+	// The initial list goes in before any media can start: SetStreams replaces the whole list,
+	// so a file source's first "running" must come after it.
+	initial := cfg.StaticStreams()
+	for _, s := range cfg.SourceStreams(config.SourcePull) {
+		initial = append(initial, cluster.Stream{Name: s.Name, State: cluster.StreamOnDemand})
+	}
+	reg.SetStreams(initial)
+
+	// Media listeners first: an origin that cannot serve must never appear in the registry
+	// (the registrar writes nothing before Run).
+	ms, err := startMedia(cfg, mediaSide{book}, log)
+	if err != nil {
+		return err
+	}
+	defer ms.close() // also after a failed start below; a no-op cost after the ordered shutdown
+	loadMeter = ms.tbl.NewLoadMeter()
+	viewers := ms.viewers
 
 	var (
 		wg       sync.WaitGroup
@@ -103,11 +131,9 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "peergate_origin_registered", Help: "1 once the record and stream list reached the registry.",
 		}, func() float64 { return b2f(flushed.Load()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "peergate_origin_clients", Help: "Viewers currently served.",
-		}, func() float64 { return float64(viewers()) }),
+		newTableCollector(ms.tbl),
 	)
-	streams := streamapi.New(reg, cfg.ClusterStreams(), log)
+	streams := streamapi.New(apiSide{book}, cfg.StaticStreams(), log)
 	adm := &admin.Server{
 		Address:  cfg.Listen.Admin,
 		Gatherer: promReg,
@@ -124,7 +150,6 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 			return nil
 		},
 	}
-	// Listeners first: an origin that cannot serve must never appear in the registry.
 	if cfg.Listen.Admin != "" {
 		if err := adm.Initialize(); err != nil {
 			return fmt.Errorf("listen.admin: %w", err)
@@ -144,7 +169,7 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 			cancel()
 			if err == nil {
 				flushed.Store(true)
-				log.Info("registered", "origin", cfg.ID, "streams", len(cfg.Streams), "epoch", reg.Epoch())
+				log.Info("registered", "origin", cfg.ID, "streams", len(cfg.Streams), "ondemand", len(ms.odm.Names()), "epoch", reg.Epoch())
 				return
 			}
 			log.Warn("registration pending", "err", err)
@@ -169,6 +194,8 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 		log.Warn("deregister failed; the record expires with its TTL", "err", err)
 	}
 	cancel()
+	// After deregistering, so the streams ending here cause no registry churn.
+	ms.close()
 	cancelRun()
 	wg.Wait()
 	log.Info("stopped", "origin", cfg.ID)

@@ -153,6 +153,10 @@ streams:
   - name: demo
   - name: live/cam1
     state: ondemand
+  - name: looped
+    source: testdata/demo.ts
+  - name: pulled
+    source: rtsp://127.0.0.1:1/nothing
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -181,26 +185,56 @@ streams:
 			"PEERGATE_REDIS_URL=" + rs.URL(),
 			"PEERGATE_PUBLIC_HTTP=http://edge-1.invalid:8081",
 			"PEERGATE_LISTEN_ADMIN=127.0.0.1:0",
+			"PEERGATE_LISTEN_HTTP=127.0.0.1:0",
+			"PEERGATE_LISTEN_RTSP=127.0.0.1:0",
+			"PEERGATE_LISTEN_RTSP_UDP=127.0.0.1:0",
+			"PEERGATE_LISTEN_RTMP=127.0.0.1:0",
 			"PEERGATE_HEARTBEAT_INTERVAL=100ms",
+			"PEERGATE_DRAIN_TIMEOUT=1s", // the HLS viewer below stays counted for its session timeout
 			"PEERGATE_HEARTBEAT_TTL=500ms",
 			"PEERGATE_LOG_FORMAT=json",
 		}, logs)
 	}()
 	adminAddr := logs.addr(t, "admin")
+	httpAddr := logs.addr(t, "http")
+	for _, l := range []string{"rtsp", "rtmp"} {
+		logs.addr(t, l)
+	}
 
-	view.waitFor(t, "origin registered with its static streams", func() bool {
+	// Static entries as configured, the URL source ondemand, the looped file running once its first key frame is in.
+	view.waitFor(t, "origin registered with its streams", func() bool {
 		o, ok := view.origins["edge-1"]
 		s := view.streams["edge-1"]
-		return ok && o.State == cluster.StateUp && s["demo"] == "running" && s["live/cam1"] == "ondemand"
+		return ok && o.State == cluster.StateUp && s["demo"] == "running" && s["live/cam1"] == "ondemand" &&
+			s["looped"] == "running" && s["pulled"] == "ondemand" && len(s) == 4
 	})
 	view.mu.Lock()
 	rec := view.origins["edge-1"]
 	view.mu.Unlock()
 	if rec.Private != "10.0.0.5" || rec.Public["http"] != "http://edge-1.invalid:8081" || rec.Public["rtsp"] != "rtsp://127.0.0.1:8555" ||
 		rec.Capacity.MaxClients != 100 || rec.Epoch == 0 || rec.StartedAt.IsZero() || !strings.HasPrefix(rec.Software, "peergate-origin/") ||
-		rec.TTLMillis != 500 || rec.Load != (cluster.Load{}) {
+		rec.TTLMillis != 500 || rec.Load.Clients != 0 || rec.Load.CPU < 0 || rec.Load.CPU > 1 {
 		t.Fatalf("record = %+v", rec)
 	}
+	res, err := http.Get("http://" + httpAddr + "/looped/index.m3u8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	playlist, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || !bytes.Contains(playlist, []byte("#EXTM3U")) {
+		t.Fatalf("looped playlist: %s\n%s", res.Status, playlist)
+	}
+	res, err = http.Get("http://" + httpAddr + "/demo/index.m3u8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 404 {
+		t.Fatalf("a static announcement has no media: %s", res.Status)
+	}
+	// The HLS viewer reaches the registry as load with the next heartbeat.
+	view.waitFor(t, "HLS viewer counted in the origin's load", func() bool { return view.origins["edge-1"].Load.Clients == 1 })
 
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -220,7 +254,7 @@ streams:
 
 	// Streams announced at run time through the admin API reach the registry.
 	req, _ := http.NewRequest(http.MethodPut, "http://"+adminAddr+"/api/v1/streams/live/new", strings.NewReader(`{"state":"running"}`))
-	res, err := http.DefaultClient.Do(req)
+	res, err = http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +269,9 @@ streams:
 	}
 	metrics, _ := io.ReadAll(res.Body)
 	res.Body.Close()
-	if !bytes.Contains(metrics, []byte("peergate_origin_registered 1")) || !bytes.Contains(metrics, []byte("peergate_origin_draining 0")) {
+	if !bytes.Contains(metrics, []byte("peergate_origin_registered 1")) || !bytes.Contains(metrics, []byte("peergate_origin_draining 0")) ||
+		!bytes.Contains(metrics, []byte(`peergate_origin_clients{proto="hls"} 1`)) || !bytes.Contains(metrics, []byte(`peergate_origin_egress_bytes_total{proto="rtmp"} 0`)) ||
+		!bytes.Contains(metrics, []byte("peergate_origin_streams 1")) {
 		t.Fatalf("metrics:\n%s", metrics)
 	}
 
@@ -316,8 +352,47 @@ func TestRunAdminPortBusy(t *testing.T) {
 		"PEERGATE_ID=o1", "PEERGATE_CLUSTER_KEY=" + testKey,
 		"PEERGATE_REDIS_URL=redis://127.0.0.1:1/0", // never contacted
 		"PEERGATE_LISTEN_ADMIN=" + ln.Addr().String(),
+		"PEERGATE_LISTEN_HTTP=127.0.0.1:0", "PEERGATE_LISTEN_RTSP=127.0.0.1:0", "PEERGATE_LISTEN_RTMP=127.0.0.1:0",
 	}, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "listen.admin:") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// A missing clip or a busy media port stops the origin before it writes anything, naming the key.
+func TestRunMediaStartErrors(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	busy := ln.Addr().String()
+	missing := filepath.Join(t.TempDir(), "nope.ts")
+	cfgPath := filepath.Join(t.TempDir(), "origin.yaml")
+	if err := os.WriteFile(cfgPath, []byte("streams:\n  - name: a\n  - name: demo\n    source: "+missing+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{
+		"PEERGATE_ID=o1", "PEERGATE_CLUSTER_KEY=" + testKey,
+		"PEERGATE_REDIS_URL=redis://127.0.0.1:1/0", // never contacted
+		"PEERGATE_LISTEN_ADMIN=127.0.0.1:0",
+		"PEERGATE_LISTEN_HTTP=127.0.0.1:0", "PEERGATE_LISTEN_RTSP=127.0.0.1:0", "PEERGATE_LISTEN_RTMP=127.0.0.1:0",
+	}
+	cases := []struct {
+		path string
+		env  []string
+		want string
+	}{
+		{cfgPath, nil, "streams[1].source: open " + missing},
+		{"", []string{"PEERGATE_LISTEN_HTTP=" + busy}, "listen.http:"},
+		{"", []string{"PEERGATE_LISTEN_RTSP=" + busy}, "listen.rtsp:"},
+		{"", []string{"PEERGATE_LISTEN_RTMP=" + busy}, "listen.rtmp:"},
+	}
+	for _, ca := range cases {
+		err := run(context.Background(), ca.path, append(append([]string(nil), base...), ca.env...), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), ca.want) {
+			t.Errorf("%q: err = %v, want %q", ca.env, err, ca.want)
+		}
 	}
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make demo: a local peergate cluster without Docker. Starts redis-server on 6379 unless one
-# answers there, then origin1 (stream `demo`), origin2 (stream `live/demo2`) and the gateway,
-# in the foreground. Ctrl-C stops everything this script started.
+# answers there, then origin1 (stream `demo`), origin2 (stream `live/demo2`), both looping
+# origin/testdata/demo.ts as live video, and the gateway, in the foreground. Ctrl-C stops
+# everything this script started.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
@@ -95,7 +96,16 @@ done
 
 cat <<'MSG'
 
-peergate demo is running. Try:
+peergate demo is running. Play through the gateway (it redirects, the origin serves):
+  ffplay http://127.0.0.1:8080/demo/index.m3u8           # HLS from origin1 (clock, test pattern, 440 Hz tone)
+  ffplay http://127.0.0.1:8080/live/demo2/mpegts         # HTTP MPEG-TS from origin2
+  open http://127.0.0.1:8080/demo/embed.html             # browser player page
+  ffplay rtsp://127.0.0.1:8555/demo                      # RTSP straight from origin1 (the gateway's RTSP/RTMP come later)
+  ffplay rtmp://127.0.0.1:1937/live/demo2                # RTMP straight from origin2
+  ffprobe -v error -show_entries stream=codec_name,width,height http://127.0.0.1:8080/demo/index.m3u8
+Publish your own: ffmpeg -re -i FILE -c copy -f flv rtmp://127.0.0.1:1936/live/mine
+  then play http://127.0.0.1:8080/live/mine/index.m3u8
+Redirects and cluster view:
   curl -i http://127.0.0.1:8080/demo/index.m3u8          # 302 -> http://127.0.0.1:8081/demo/index.m3u8 (origin1)
   curl -i http://127.0.0.1:8080/live/demo2/index.m3u8    # 302 -> http://127.0.0.1:8082/live/demo2/index.m3u8 (origin2)
   curl -i 'http://127.0.0.1:8080/demo/mpegts?token=abc'  # path and query are kept
@@ -104,8 +114,7 @@ peergate demo is running. Try:
   curl -s http://127.0.0.1:9080/api/v1/streams
   curl -s 'http://127.0.0.1:9080/api/v1/explain?name=demo&proto=http&client=10.0.0.1'
   curl -s http://127.0.0.1:9080/metrics | grep ^peergate
-Origins' admin: http://127.0.0.1:9081/readyz, http://127.0.0.1:9082/readyz.
-(Media playback from the origins arrives with the media issue; the redirects work now.)
+Origins' admin: http://127.0.0.1:9081/readyz, http://127.0.0.1:9082/readyz (metrics on /metrics).
 Ctrl-C stops everything.
 
 MSG

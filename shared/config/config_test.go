@@ -390,6 +390,8 @@ func TestEnvNamesCoverKeys(t *testing.T) {
 	for env, path := range map[string]string{
 		"PEERGATE_PUBLIC_HTTP": "public.http", "PEERGATE_HEARTBEAT_TTL": "heartbeat.ttl",
 		"PEERGATE_CAPACITY_MAX_CLIENTS": "capacity.max_clients", "PEERGATE_DRAIN_TIMEOUT": "drain_timeout", "PEERGATE_ID": "id",
+		"PEERGATE_HLS_VARIANT": "hls.variant", "PEERGATE_ONDEMAND_IDLE_TIMEOUT": "ondemand.idle_timeout",
+		"PEERGATE_LIMITS_MAX_CONNS": "limits.max_conns", "PEERGATE_LISTEN_RTSP_UDP": "listen.rtsp_udp",
 	} {
 		if o[env] != path {
 			t.Errorf("origin %s = %q, want %q", env, o[env], path)
@@ -397,6 +399,9 @@ func TestEnvNamesCoverKeys(t *testing.T) {
 	}
 	if _, ok := o["PEERGATE_STREAMS"]; ok {
 		t.Error("streams must be file-only")
+	}
+	if _, ok := g["PEERGATE_LISTEN_RTSP_UDP"]; ok {
+		t.Error("listen.rtsp_udp is an origin key only")
 	}
 }
 
