@@ -92,14 +92,15 @@ func streamOrigins(gw *proc, name string) (map[string]string, error) {
 
 // TestMediaThroughGateway: ffmpeg publishes over RTMP to one origin and over RTSP to another;
 // the gateway lists both running; ffprobe pointed at the gateway follows its 302 to the right
-// origin and decodes H.264 at the published size over HLS and HTTP MPEG-TS; when a publisher
+// origin and decodes H.264 at the published size over HLS and HTTP MPEG-TS; RTSP (TCP and UDP)
+// and RTMP readers on the origins decode it too; when a publisher
 // leaves, the gateway answers 404 for its name within a second.
 func TestMediaThroughGateway(t *testing.T) {
 	mediatest.Tool(t, "ffmpeg")
 	mediatest.Tool(t, "ffprobe")
 	rs := redistest.Standalone(t)
-	o1 := startMediaOrigin(t, "media-1", rs.URL(), "")
-	o2 := startMediaOrigin(t, "media-2", rs.URL(), "")
+	o1 := startMediaOrigin(t, "media-1", rs.URL(), "", "PEERGATE_LISTEN_RTSP_UDP=127.0.0.1:0")
+	o2 := startMediaOrigin(t, "media-2", rs.URL(), "", "PEERGATE_LISTEN_RTSP_UDP=127.0.0.1:0")
 	gw := startGateway(t, "gw", rs.URL())
 	waitReady(t, gw)
 
@@ -128,37 +129,47 @@ func TestMediaThroughGateway(t *testing.T) {
 		t.Logf("%s running on %s in the gateway's view %v after ffmpeg started", s.name, s.origin.id, time.Since(began).Round(time.Millisecond))
 	}
 
-	// Every read goes through the gateway: check its redirect, then let ffprobe follow it.
+	// HTTP reads go through the gateway: check its redirect, then let ffprobe follow it. RTSP
+	// (TCP and UDP) and RTMP read the origin directly (the gateway's RTSP and RTMP listeners
+	// come with a later issue).
 	type read struct {
 		s    *published
-		path string
+		url  string
+		opts mediatest.ReadOptions
 	}
 	var reads []read
+	c := noRedirects()
 	for _, s := range streams {
 		for _, suffix := range []string{"/index.m3u8", "/mpegts"} {
-			reads = append(reads, read{s, "/" + s.name + suffix})
+			path := "/" + s.name + suffix
+			code, loc, err := probe(context.Background(), c, gw.addr("http"), path)
+			if err != nil || code != http.StatusFound || loc != s.origin.publicHTTP+path {
+				t.Fatalf("gateway %s: %d %q %v, want 302 to %s", path, code, loc, err, s.origin.publicHTTP+path)
+			}
+			reads = append(reads, read{s, "http://" + gw.addr("http") + path, mediatest.ReadOptions{}})
 		}
-	}
-	c := noRedirects()
-	for _, r := range reads {
-		code, loc, err := probe(context.Background(), c, gw.addr("http"), r.path)
-		if err != nil || code != http.StatusFound || loc != r.s.origin.publicHTTP+r.path {
-			t.Fatalf("gateway %s: %d %q %v, want 302 to %s", r.path, code, loc, err, r.s.origin.publicHTTP+r.path)
-		}
+		reads = append(reads,
+			read{s, "rtsp://" + s.origin.rtsp + "/" + s.name, mediatest.ReadOptions{RTSPTransport: "tcp"}},
+			read{s, "rtsp://" + s.origin.rtsp + "/" + s.name, mediatest.ReadOptions{RTSPTransport: "udp"}},
+			read{s, "rtmp://" + s.origin.rtmp + "/" + s.name, mediatest.ReadOptions{}},
+		)
 	}
 	var wg sync.WaitGroup
 	errs := make([]error, len(reads))
 	for i, r := range reads {
 		wg.Go(func() {
 			start := time.Now()
-			p, err := mediatest.ProbeStream(context.Background(), "http://"+gw.addr("http")+r.path, mediatest.ReadOptions{Frames: 50, Timeout: 30 * time.Second})
+			o := r.opts
+			o.Frames, o.Timeout = 50, 40*time.Second
+			p, err := mediatest.ProbeStream(context.Background(), r.url, o)
+			what := r.url + " " + o.RTSPTransport
 			switch {
 			case err != nil:
 				errs[i] = err
 			case p.VideoCodec != "h264" || p.Width != r.s.width || p.Height != r.s.height || p.Frames < 50:
-				errs[i] = fmt.Errorf("%s: decoded %s %dx%d, %d frames; want h264 %dx%d, >= 50 frames (%s)", r.path, p.VideoCodec, p.Width, p.Height, p.Frames, r.s.width, r.s.height, p.Log)
+				errs[i] = fmt.Errorf("%s: decoded %s %dx%d, %d frames; want h264 %dx%d, >= 50 frames (%s)", what, p.VideoCodec, p.Width, p.Height, p.Frames, r.s.width, r.s.height, p.Log)
 			default:
-				t.Logf("%s via the gateway: %s %dx%d, %d frames decoded in %v", r.path, p.VideoCodec, p.Width, p.Height, p.Frames, time.Since(start).Round(time.Millisecond))
+				t.Logf("%s: %s %dx%d, %d frames decoded in %v", what, p.VideoCodec, p.Width, p.Height, p.Frames, time.Since(start).Round(time.Millisecond))
 			}
 		})
 	}
