@@ -18,7 +18,7 @@ build:
 # Tests use real redis-server, redis-sentinel and ffmpeg processes: .ci/tools finds them,
 # installs them when root, or fails printing the apt-get command.
 test: tools
-	$(GO) test -race -timeout 30m ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
 
 tools:
 	@bash .ci/tools
