@@ -4,14 +4,10 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"os/signal"
 	"sync"
-	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -19,6 +15,7 @@ import (
 	"github.com/peergate/peergate/gateway/adminapi"
 	"github.com/peergate/peergate/gateway/httpgw"
 	"github.com/peergate/peergate/gateway/resolve"
+	"github.com/peergate/peergate/internal/cli"
 	"github.com/peergate/peergate/shared/admin"
 	"github.com/peergate/peergate/shared/config"
 	"github.com/peergate/peergate/shared/registry"
@@ -27,19 +24,7 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-func main() {
-	path := flag.String("config", "", "YAML config file (optional; PEERGATE_* variables override it)")
-	flag.Parse()
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	// After the first signal the default action returns: a second one kills the process.
-	context.AfterFunc(ctx, stop)
-	err := run(ctx, *path, os.Environ(), os.Stderr)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "gateway:", err)
-		os.Exit(1)
-	}
-}
+func main() { cli.Main("gateway", run) }
 
 // run wires everything from the config and serves until ctx is done.
 func run(ctx context.Context, path string, env []string, logOut io.Writer) error {

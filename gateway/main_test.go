@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
+	"github.com/peergate/peergate/internal/cli"
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,48 +15,6 @@ import (
 )
 
 const testKey = "gateway-main-test-key-0123456789"
-
-// logSink collects the JSON log lines run writes and finds the listeners' addresses in them.
-type logSink struct {
-	mu    sync.Mutex
-	lines []map[string]any
-	raw   bytes.Buffer
-}
-
-func (l *logSink) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.raw.Write(p)
-	var m map[string]any
-	if json.Unmarshal(p, &m) == nil {
-		l.lines = append(l.lines, m)
-	}
-	return len(p), nil
-}
-
-func (l *logSink) addr(t *testing.T, listener string) string {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		l.mu.Lock()
-		for _, m := range l.lines {
-			if m["msg"] == "listening" && m["listener"] == listener {
-				l.mu.Unlock()
-				return m["addr"].(string)
-			}
-		}
-		l.mu.Unlock()
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("no %q listening line in:\n%s", listener, l.String())
-	return ""
-}
-
-func (l *logSink) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.raw.String()
-}
 
 func noRedirect() *http.Client {
 	return &http.Client{
@@ -82,7 +38,7 @@ func get(t *testing.T, c *http.Client, url string) (int, string, http.Header) {
 // listeners on :0 logged, readiness after the first snapshot, a redirect, metrics, the API, and a clean stop.
 func TestRunWiring(t *testing.T) {
 	rs := redistest.Standalone(t)
-	logs := &logSink{}
+	logs := &cli.LogSink{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
@@ -96,7 +52,7 @@ func TestRunWiring(t *testing.T) {
 			"UNRELATED=1",
 		}, logs)
 	}()
-	httpAddr, adminAddr := logs.addr(t, "http"), logs.addr(t, "admin")
+	httpAddr, adminAddr := logs.Addr(t, "http"), logs.Addr(t, "admin")
 	c := noRedirect()
 
 	// Ready only after the first snapshot; an empty registry is a snapshot too.

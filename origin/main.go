@@ -4,21 +4,18 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
-	"os/signal"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/peergate/peergate/internal/cli"
 	"github.com/peergate/peergate/origin/media"
 	"github.com/peergate/peergate/origin/streamapi"
 	"github.com/peergate/peergate/shared/admin"
@@ -33,19 +30,7 @@ var version = "dev"
 // registryOpTimeout bounds one Drain, Flush or Deregister call.
 const registryOpTimeout = 5 * time.Second
 
-func main() {
-	path := flag.String("config", "", "YAML config file (optional; PEERGATE_* variables override it)")
-	flag.Parse()
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	// After the first signal the default action returns: a second one kills the process.
-	context.AfterFunc(ctx, stop)
-	err := run(ctx, *path, os.Environ(), os.Stderr)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "origin:", err)
-		os.Exit(1)
-	}
-}
+func main() { cli.Main("origin", run) }
 
 // run wires everything from the config and serves until ctx is done.
 func run(ctx context.Context, path string, env []string, logOut io.Writer) error {

@@ -3,7 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
+	"github.com/peergate/peergate/internal/cli"
 	"io"
 	"log/slog"
 	"net"
@@ -21,44 +21,6 @@ import (
 )
 
 const testKey = "origin-main-test-key-0123456789"
-
-// logSink collects the JSON log lines run writes and finds the listeners' addresses in them.
-type logSink struct {
-	mu    sync.Mutex
-	lines []map[string]any
-	raw   bytes.Buffer
-}
-
-func (l *logSink) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.raw.Write(p)
-	var m map[string]any
-	if json.Unmarshal(p, &m) == nil {
-		l.lines = append(l.lines, m)
-	}
-	return len(p), nil
-}
-
-func (l *logSink) addr(t *testing.T, listener string) string {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		l.mu.Lock()
-		for _, m := range l.lines {
-			if m["msg"] == "listening" && m["listener"] == listener {
-				l.mu.Unlock()
-				return m["addr"].(string)
-			}
-		}
-		l.mu.Unlock()
-		time.Sleep(10 * time.Millisecond)
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	t.Fatalf("no %q listening line in:\n%s", listener, l.raw.String())
-	return ""
-}
 
 // viewSink is the cluster as a gateway's Watcher reports it.
 type viewSink struct {
@@ -175,7 +137,7 @@ streams:
 	}()
 	defer func() { stopWatch(); <-watchDone }()
 
-	logs := &logSink{}
+	logs := &cli.LogSink{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
@@ -195,10 +157,10 @@ streams:
 			"PEERGATE_LOG_FORMAT=json",
 		}, logs)
 	}()
-	adminAddr := logs.addr(t, "admin")
-	httpAddr := logs.addr(t, "http")
+	adminAddr := logs.Addr(t, "admin")
+	httpAddr := logs.Addr(t, "http")
 	for _, l := range []string{"rtsp", "rtmp"} {
-		logs.addr(t, l)
+		logs.Addr(t, l)
 	}
 
 	// Static entries as configured, the URL source ondemand, the looped file running once its first key frame is in.

@@ -1,0 +1,31 @@
+// Package cli holds what the gateway and origin binaries share around their run function: flags, signals, exit codes.
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// RunFunc wires a binary from the config file at path and the environment, logs to logOut,
+// and serves until ctx is done.
+type RunFunc func(ctx context.Context, path string, env []string, logOut io.Writer) error
+
+// Main parses -config, runs run until SIGTERM or SIGINT, and exits 1 with the error if it fails.
+// After the first signal the default action returns, so a second one kills the process.
+func Main(name string, run RunFunc) {
+	path := flag.String("config", "", "YAML config file (optional; PEERGATE_* variables override it)")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	context.AfterFunc(ctx, stop)
+	err := run(ctx, *path, os.Environ(), os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(1)
+	}
+}
