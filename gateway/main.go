@@ -3,6 +3,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -83,22 +84,41 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 		return err
 	}
 
-	web := &httpgw.Server{
-		Address:           cfg.Listen.HTTP,
-		Resolver:          table,
-		TrustedProxies:    proxies,
-		StickyParam:       cfg.HTTP.StickyParam,
-		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
-		MaxConns:          cfg.HTTP.MaxConns,
-		RetryAfter:        cfg.HTTP.RetryAfter,
-		Logger:            log.With("listener", "http"),
-		Metrics:           metrics,
+	redirects := func(listener, addr string, tlsConf *tls.Config) (*httpgw.Server, error) {
+		srv := &httpgw.Server{
+			Address:           addr,
+			Resolver:          table,
+			TLSConfig:         tlsConf,
+			TrustedProxies:    proxies,
+			StickyParam:       cfg.HTTP.StickyParam,
+			ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
+			MaxConns:          cfg.HTTP.MaxConns,
+			RetryAfter:        cfg.HTTP.RetryAfter,
+			Logger:            log.With("listener", listener),
+			Metrics:           metrics,
+		}
+		if err := srv.Initialize(); err != nil {
+			return nil, fmt.Errorf("listen.%s: %w", listener, err)
+		}
+		log.Info("listening", "listener", listener, "addr", srv.Addr().String())
+		return srv, nil
 	}
-	if err := web.Initialize(); err != nil {
-		return fmt.Errorf("listen.http: %w", err)
+	web, err := redirects("http", cfg.Listen.HTTP, nil)
+	if err != nil {
+		return err
 	}
 	defer web.Close()
-	log.Info("listening", "listener", "http", "addr", web.Addr().String())
+	if cfg.Listen.HTTPS != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		if err != nil {
+			return fmt.Errorf("tls.cert_file, tls.key_file: %w", err)
+		}
+		secure, err := redirects("https", cfg.Listen.HTTPS, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		if err != nil {
+			return err
+		}
+		defer secure.Close()
+	}
 
 	if cfg.Listen.Admin != "" {
 		adm := &admin.Server{

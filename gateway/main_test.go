@@ -2,9 +2,20 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"github.com/peergate/peergate/internal/cli"
 	"io"
+	"math/big"
+	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -150,5 +161,123 @@ func TestRunConfigErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), ca.want) {
 			t.Errorf("%q: err = %v, want %q", ca.env, err, ca.want)
 		}
+	}
+}
+
+// writeSelfSigned writes a throwaway certificate for 127.0.0.1 and returns the file paths.
+func writeSelfSigned(t *testing.T) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "peergate test"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// listen.https serves the same redirects over TLS and keeps https when the origin offers it.
+func TestRunHTTPS(t *testing.T) {
+	rs := redistest.Standalone(t)
+	certFile, keyFile := writeSelfSigned(t)
+	logs := &cli.LogSink{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, "", []string{
+			"PEERGATE_CLUSTER_KEY=" + testKey,
+			"PEERGATE_REDIS_URL=" + rs.URL(),
+			"PEERGATE_LISTEN_HTTP=127.0.0.1:0",
+			"PEERGATE_LISTEN_HTTPS=127.0.0.1:0",
+			"PEERGATE_TLS_CERT_FILE=" + certFile,
+			"PEERGATE_TLS_KEY_FILE=" + keyFile,
+			"PEERGATE_LISTEN_ADMIN=",
+			"PEERGATE_LOG_FORMAT=json",
+		}, logs)
+	}()
+	httpAddr, httpsAddr := logs.Addr(t, "http"), logs.Addr(t, "https")
+
+	client, err := registry.Dial(rs.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	for _, o := range []cluster.Origin{
+		{ID: "both", Public: cluster.Public{"http": "http://both.invalid:8081", "https": "https://both.invalid:8443"}},
+		{ID: "plain", Public: cluster.Public{"http": "http://plain.invalid:8081"}},
+	} {
+		reg, err := registry.NewRegistrar(client, testKey, o, registry.RegistrarOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		reg.SetStreams([]cluster.Stream{{Name: o.ID + "/cam", State: cluster.StreamRunning}})
+		if err := reg.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	c := noRedirect()
+	c.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+	cases := []struct{ url, want string }{
+		{"https://" + httpsAddr + "/both/cam/index.m3u8?t=1", "https://both.invalid:8443/both/cam/index.m3u8?t=1"},
+		{"http://" + httpAddr + "/both/cam/index.m3u8?t=1", "http://both.invalid:8081/both/cam/index.m3u8?t=1"},
+		// An origin without https: the secure request falls back to its http URL.
+		{"https://" + httpsAddr + "/plain/cam/mpegts", "http://plain.invalid:8081/plain/cam/mpegts"},
+	}
+	for _, cs := range cases {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			st, _, h := get(t, c, cs.url)
+			if st == http.StatusFound && h.Get("Location") == cs.want {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d %q, want 302 %q", cs.url, st, h.Get("Location"), cs.want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+}
+
+// A listen.https without a readable certificate stops the start with an error naming the keys.
+func TestRunHTTPSBadCert(t *testing.T) {
+	err := run(context.Background(), "", []string{
+		"PEERGATE_CLUSTER_KEY=" + testKey,
+		"PEERGATE_LISTEN_HTTP=127.0.0.1:0",
+		"PEERGATE_LISTEN_HTTPS=127.0.0.1:0",
+		"PEERGATE_TLS_CERT_FILE=/nonexistent/cert.pem",
+		"PEERGATE_TLS_KEY_FILE=/nonexistent/key.pem",
+		"PEERGATE_LISTEN_ADMIN=",
+	}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "tls.cert_file") {
+		t.Fatalf("run = %v, want an error naming tls.cert_file", err)
 	}
 }

@@ -78,10 +78,25 @@ type RegistryOpts struct {
 // Gateway is the gateway binary's configuration.
 type Gateway struct {
 	Common   `yaml:",inline"`
-	Listen   Listen       `yaml:"listen"`
-	HTTP     GatewayHTTP  `yaml:"http"`
+	Listen   GatewayListen `yaml:"listen"`
+	TLS      TLS           `yaml:"tls"`
+	HTTP     GatewayHTTP   `yaml:"http"`
 	Balance  Balance      `yaml:"balance"`
 	Registry RegistryOpts `yaml:"registry"`
+}
+
+// GatewayListen adds the gateway's HTTPS redirect listener to the listeners.
+type GatewayListen struct {
+	Listen `yaml:",inline"`
+	// HTTPS is the TLS redirect listener's address; it needs tls.cert_file and tls.key_file.
+	// It defaults to "" (off).
+	HTTPS string `yaml:"https"`
+}
+
+// TLS names the gateway's certificate for listen.https (PEM files, read at start).
+type TLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
 }
 
 // Public holds an origin's public base URLs (Flussonic's `public` option); empty means not offered.
@@ -184,7 +199,7 @@ func defaultCommon() Common {
 func DefaultGateway() *Gateway {
 	return &Gateway{
 		Common: defaultCommon(),
-		Listen: Listen{HTTP: ":8080", RTSP: ":8554", RTMP: ":1935", Admin: ":9080"},
+		Listen: GatewayListen{Listen: Listen{HTTP: ":8080", RTSP: ":8554", RTMP: ":1935", Admin: ":9080"}},
 		HTTP: GatewayHTTP{
 			RetryAfter:        2 * time.Second,
 			ReadHeaderTimeout: 5 * time.Second,

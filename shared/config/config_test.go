@@ -257,6 +257,9 @@ func TestGatewayErrors(t *testing.T) {
 		{"redis no host", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_REDIS_URL=redis:///0"}, "redis.url: "},
 		{"sentinel no master", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_REDIS_URL=redis+sentinel://a:1,b:2"}, "redis.url: "},
 		{"cluster bad port", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_REDIS_URL=redis+cluster://a:1,b:99999"}, "redis.url: "},
+		{"https without cert", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_LISTEN_HTTPS=:8443"}, "tls.cert_file: required with listen.https"},
+		{"https without key", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_LISTEN_HTTPS=:8443", "PEERGATE_TLS_CERT_FILE=c.pem"}, "tls.key_file: required with listen.https"},
+		{"https bad addr", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_LISTEN_HTTPS=nope"}, "listen.https:"},
 		{"log level", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_LOG_LEVEL=loud"}, "log.level: must be"},
 		{"log format", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_LOG_FORMAT=xml"}, "log.format: must be"},
 		{"listen.http empty", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_LISTEN_HTTP="}, "listen.http: required"},
@@ -377,13 +380,14 @@ func TestEnvNamesCoverKeys(t *testing.T) {
 	for env, path := range map[string]string{
 		"PEERGATE_CLUSTER_KEY": "cluster_key", "PEERGATE_REDIS_URL": "redis.url", "PEERGATE_LISTEN_HTTP": "listen.http",
 		"PEERGATE_HTTP_TRUSTED_PROXIES": "http.trusted_proxies", "PEERGATE_LOG_FORMAT": "log.format",
-		"PEERGATE_REGISTRY_ANTI_ENTROPY": "registry.anti_entropy",
+		"PEERGATE_REGISTRY_ANTI_ENTROPY": "registry.anti_entropy", "PEERGATE_LISTEN_HTTPS": "listen.https",
+		"PEERGATE_TLS_CERT_FILE": "tls.cert_file", "PEERGATE_TLS_KEY_FILE": "tls.key_file",
 	} {
 		if g[env] != path {
 			t.Errorf("gateway %s = %q, want %q", env, g[env], path)
 		}
 	}
-	if len(g) != 15 {
+	if len(g) != 18 {
 		t.Errorf("gateway has %d env keys: %v", len(g), g)
 	}
 	o := EnvNames(&Origin{})

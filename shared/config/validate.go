@@ -82,9 +82,18 @@ func (c *Gateway) Validate() error {
 	}
 	for _, l := range []struct{ key, addr string }{
 		{"listen.rtsp", c.Listen.RTSP}, {"listen.rtmp", c.Listen.RTMP}, {"listen.admin", c.Listen.Admin},
+		{"listen.https", c.Listen.HTTPS},
 	} {
 		if err := checkListen(l.key, l.addr, true); err != nil {
 			return err
+		}
+	}
+	if c.Listen.HTTPS != "" {
+		if c.TLS.CertFile == "" {
+			return keyError("tls.cert_file", "required with listen.https")
+		}
+		if c.TLS.KeyFile == "" {
+			return keyError("tls.key_file", "required with listen.https")
 		}
 	}
 	if _, err := c.TrustedProxies(); err != nil {
