@@ -81,8 +81,8 @@ type Gateway struct {
 	Listen   GatewayListen `yaml:"listen"`
 	TLS      TLS           `yaml:"tls"`
 	HTTP     GatewayHTTP   `yaml:"http"`
-	Balance  Balance      `yaml:"balance"`
-	Registry RegistryOpts `yaml:"registry"`
+	Balance  Balance       `yaml:"balance"`
+	Registry RegistryOpts  `yaml:"registry"`
 }
 
 // GatewayListen adds the gateway's HTTPS redirect listener to the listeners.
