@@ -27,6 +27,20 @@ var version = "dev"
 
 func main() { cli.Main("gateway", run) }
 
+// gatedResolver answers Unavailable until the first registry snapshot: before it no name is
+// known to be missing, and a 404 would tell players the stream does not exist.
+type gatedResolver struct {
+	table *resolve.Table
+	ready func() bool
+}
+
+func (g gatedResolver) Resolve(req resolve.Request) resolve.Result {
+	if !g.ready() {
+		return resolve.Result{Outcome: resolve.Unavailable}
+	}
+	return g.table.Resolve(req)
+}
+
 // run wires everything from the config and serves until ctx is done.
 func run(ctx context.Context, path string, env []string, logOut io.Writer) error {
 	cfg, err := config.LoadGateway(path, env)
@@ -87,7 +101,7 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 	redirects := func(listener, addr string, tlsConf *tls.Config) (*httpgw.Server, error) {
 		srv := &httpgw.Server{
 			Address:           addr,
-			Resolver:          table,
+			Resolver:          gatedResolver{table, watcher.Ready},
 			TLSConfig:         tlsConf,
 			TrustedProxies:    proxies,
 			StickyParam:       cfg.HTTP.StickyParam,

@@ -281,3 +281,55 @@ func TestRunHTTPSBadCert(t *testing.T) {
 		t.Fatalf("run = %v, want an error naming tls.cert_file", err)
 	}
 }
+
+// Before its first registry snapshot the gateway does not know which names exist: it must
+// answer 503 with Retry-After (try again), not 404 (no such stream), for as long as Redis is
+// away, and answer normally once the snapshot is in.
+func TestRunUnavailableBeforeSnapshot(t *testing.T) {
+	rs := redistest.Standalone(t)
+	rs.Kill()
+	logs := &cli.LogSink{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, "", []string{
+			"PEERGATE_CLUSTER_KEY=" + testKey,
+			"PEERGATE_REDIS_URL=" + rs.URL(),
+			"PEERGATE_LISTEN_HTTP=127.0.0.1:0",
+			"PEERGATE_LISTEN_ADMIN=127.0.0.1:0",
+			"PEERGATE_LOG_FORMAT=json",
+		}, logs)
+	}()
+	httpAddr, adminAddr := logs.Addr(t, "http"), logs.Addr(t, "admin")
+	c := noRedirect()
+	if st, _, _ := get(t, c, "http://"+adminAddr+"/readyz"); st != http.StatusServiceUnavailable {
+		t.Fatalf("readyz with Redis away: %d", st)
+	}
+	st, _, h := get(t, c, "http://"+httpAddr+"/live/demo/index.m3u8")
+	if st != http.StatusServiceUnavailable || h.Get("Retry-After") == "" {
+		t.Fatalf("before the first snapshot: %d (Retry-After %q), want 503 with Retry-After", st, h.Get("Retry-After"))
+	}
+
+	rs.Restart()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		st, _, _ := get(t, c, "http://"+httpAddr+"/live/demo/index.m3u8")
+		if st == http.StatusNotFound {
+			break
+		}
+		if st != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			t.Fatalf("after Redis came back: %d, want 404 for an unknown stream", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return after cancel")
+	}
+}

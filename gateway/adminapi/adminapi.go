@@ -23,13 +23,28 @@ var _ View = (*resolve.Table)(nil)
 // maxClientLen bounds the client key an operator may pass to explain.
 const maxClientLen = 256
 
+// maxInFlight bounds API answers built at once; each copies and encodes the whole index.
+const maxInFlight = 4
+
 // Handlers returns the routes to mount on the admin listener.
 func Handlers(v View) map[string]http.Handler {
+	sem := make(chan struct{}, maxInFlight)
+	limited := func(h http.HandlerFunc) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case sem <- struct{}{}:
+				defer func() { <-sem }()
+				h(w, r)
+			default:
+				admin.WriteError(w, http.StatusServiceUnavailable, "too many API requests in flight")
+			}
+		})
+	}
 	return map[string]http.Handler{
-		"GET /api/v1/origins": http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		"GET /api/v1/origins": limited(func(w http.ResponseWriter, _ *http.Request) {
 			admin.WriteJSON(w, http.StatusOK, map[string]any{"origins": v.Origins()})
 		}),
-		"GET /api/v1/streams": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		"GET /api/v1/streams": limited(func(w http.ResponseWriter, r *http.Request) {
 			all := v.Streams()
 			// ?name= narrows the list to one stream so big clusters stay browsable.
 			if name := r.URL.Query().Get("name"); name != "" {
@@ -43,7 +58,7 @@ func Handlers(v View) map[string]http.Handler {
 			}
 			admin.WriteJSON(w, http.StatusOK, map[string]any{"streams": all})
 		}),
-		"GET /api/v1/explain": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		"GET /api/v1/explain": limited(func(w http.ResponseWriter, r *http.Request) {
 			req, msg := explainRequest(r)
 			if msg != "" {
 				admin.WriteError(w, http.StatusBadRequest, msg)

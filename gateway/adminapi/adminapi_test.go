@@ -180,3 +180,63 @@ peergate_registry_resyncs_total 2
 		t.Fatalf("age metrics before contact: %d %v", n, err)
 	}
 }
+
+// blockingView holds every Streams call until release is closed.
+type blockingView struct {
+	View
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b blockingView) Streams() []resolve.StreamInfo {
+	b.entered <- struct{}{}
+	<-b.release
+	return nil
+}
+
+// Each API answer copies and encodes the whole index: only a few may be built at once, the
+// rest get 503 at once instead of piling up copies (64 connections x a large cluster).
+func TestInFlightLimit(t *testing.T) {
+	t.Parallel()
+	v := blockingView{View: resolve.New(resolve.Options{}), entered: make(chan struct{}), release: make(chan struct{})}
+	s := &admin.Server{Address: "127.0.0.1:0", Handlers: Handlers(v)}
+	if err := s.Initialize(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	base := "http://" + s.Addr().String()
+	codes := make(chan int, maxInFlight)
+	for range maxInFlight {
+		go func() {
+			res, err := http.Get(base + "/api/v1/streams")
+			if err != nil {
+				codes <- 0
+				return
+			}
+			res.Body.Close()
+			codes <- res.StatusCode
+		}()
+	}
+	for range maxInFlight {
+		select {
+		case <-v.entered:
+		case <-time.After(10 * time.Second):
+			t.Fatal("requests did not reach the view")
+		}
+	}
+	c := &http.Client{Timeout: 5 * time.Second}
+	res, err := c.Get(base + "/api/v1/streams")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("request beyond the limit: %d, want 503", res.StatusCode)
+	}
+	close(v.release)
+	for range maxInFlight {
+		if code := <-codes; code != http.StatusOK {
+			t.Errorf("request within the limit: %d", code)
+		}
+	}
+}

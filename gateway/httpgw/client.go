@@ -108,9 +108,8 @@ func parseForwarded(e string) (netip.Addr, string, bool) {
 			return netip.Addr{}, "", false
 		}
 		a = ap.Addr()
-	}
-	if a.Is4() && len(e) <= len("255.255.255.255") {
-		return a, e, true
+	} else if a.Is4() {
+		return a, e, true // already canonical: no allocation
 	}
 	a = a.Unmap().WithZone("")
 	return a, a.String(), true

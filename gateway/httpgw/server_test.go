@@ -320,6 +320,9 @@ func TestPeer(t *testing.T) {
 		{"garbage only", p("10.0.0.0/8"), "10.0.0.1:1234", []string{"bogus"}, "10.0.0.1"},
 		{"empty entries", p("10.0.0.0/8"), "10.0.0.1:1234", []string{" , 203.0.113.7 ,, "}, "203.0.113.7"},
 		{"entry with port", p("10.0.0.0/8"), "10.0.0.1:1234", []string{"203.0.113.7:5555"}, "203.0.113.7"},
+		// A short v4 address plus port fits in 15 bytes: the port must still go, or the key changes per connection.
+		{"short entry with port", p("10.0.0.0/8"), "10.0.0.1:1234", []string{"1.2.3.4:80"}, "1.2.3.4"},
+		{"short entry with port behind a proxy", p("10.0.0.0/8"), "10.0.0.1:1234", []string{"192.0.2.1:80, 10.0.0.2"}, "192.0.2.1"},
 		{"v4-mapped alias of trusted", p("10.0.0.0/8"), "10.0.0.1:1234", []string{"203.0.113.7, ::ffff:10.0.0.2"}, "203.0.113.7"},
 		{"zoned alias of trusted", p("fe80::/10"), "[fe80::1%eth0]:1234", []string{"2001:db8::7, fe80::2%eth0"}, "2001:db8::7"},
 		{"ipv6 client", p("10.0.0.0/8"), "10.0.0.1:1234", []string{"2001:DB8::7"}, "2001:db8::7"},

@@ -273,6 +273,7 @@ func TestGatewayErrors(t *testing.T) {
 		{"read header timeout", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_HTTP_READ_HEADER_TIMEOUT=0s"}, "http.read_header_timeout: must be greater than zero"},
 		{"max conns", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_HTTP_MAX_CONNS=0"}, "http.max_conns: must be greater than zero"},
 		{"hysteresis", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_BALANCE_HYSTERESIS=1"}, "balance.hysteresis: must be in [0, 1)"},
+		{"hysteresis NaN", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_BALANCE_HYSTERESIS=NaN"}, "balance.hysteresis: must be in [0, 1)"},
 		{"anti entropy", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_REGISTRY_ANTI_ENTROPY=-1s"}, "registry.anti_entropy: must be greater than zero"},
 	}
 	for _, ca := range cases {

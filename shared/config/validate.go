@@ -111,7 +111,7 @@ func (c *Gateway) Validate() error {
 	if c.HTTP.MaxConns <= 0 {
 		return keyError("http.max_conns", "must be greater than zero, got %d", c.HTTP.MaxConns)
 	}
-	if c.Balance.Hysteresis < 0 || c.Balance.Hysteresis >= 1 {
+	if !(c.Balance.Hysteresis >= 0 && c.Balance.Hysteresis < 1) { // NaN fails both comparisons
 		return keyError("balance.hysteresis", "must be in [0, 1), got %g", c.Balance.Hysteresis)
 	}
 	if c.Registry.AntiEntropy <= 0 {

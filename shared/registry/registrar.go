@@ -66,6 +66,7 @@ type Registrar struct {
 	seq     uint64 // heartbeat sequence
 	dirty   bool   // Redis may not hold our list: rewrite it whole
 	wrote   int64  // number of entries Redis should hold after our last write
+	recVer  uint64 // StreamsVer of the record last written
 	failing bool   // last write failed (logs only transitions)
 
 	gone atomic.Bool // deregistered: stop writing
@@ -346,24 +347,26 @@ func (r *Registrar) beat(ctx context.Context) error {
 		}
 		now := time.Now()
 		var hlen *redis.IntCmd
-		_, err = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-			p.Set(ctx, r.ks.rec(r.id), blob, r.ttl)
+		var prev *redis.StatusCmd
+		cmds, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			prev = p.SetArgs(ctx, r.ks.rec(r.id), blob, redis.SetArgs{TTL: r.ttl, Get: true})
 			p.PExpire(ctx, r.ks.streams(r.id), r.ttl)
 			hlen = p.HLen(ctx, r.ks.streams(r.id))
 			p.ZAdd(ctx, r.ks.origins(), redis.Z{Score: float64(now.Add(r.ttl).UnixMilli()), Member: r.id})
 			p.ZRemRangeByScore(ctx, r.ks.origins(), "-inf", fmt.Sprint(now.Add(-indexGrace).UnixMilli()))
 			return nil
 		})
-		if err != nil {
+		if err := pipeErr(cmds, err); err != nil {
 			r.dirty = true
 			return fmt.Errorf("heartbeat: %w", err)
 		}
-		if hlen.Val() != r.wrote && attempt == 0 {
+		if (hlen.Val() != r.wrote || r.recordLost(prev)) && attempt == 0 {
 			// Redis lost our list (restart, failover, eviction): rewrite it, then beat again.
 			r.log.Info("stream list missing in Redis; rewriting", "have", r.wrote, "redis", hlen.Val())
 			r.dirty = true
 			continue
 		}
+		r.recVer = rec.StreamsVer
 		r.seq++
 		ev, err := r.sg.sealEvent(eventBeat, r.id, beatBody{Seq: r.seq, Rec: rec})
 		if err != nil {
@@ -442,7 +445,7 @@ func (r *Registrar) writeChanges(ctx context.Context) error {
 		r.dirty = true
 		return fmt.Errorf("write stream changes: %w", err)
 	}
-	r.wrote = total
+	r.wrote, r.recVer = total, rec.StreamsVer
 	if hlen.Val() != total {
 		// Changes landed on a list Redis had lost: put the whole list back now.
 		r.dirty = true
@@ -526,7 +529,7 @@ func (r *Registrar) rewrite(ctx context.Context) error {
 	clear(r.pending)
 	r.mu.Unlock()
 	r.ver++
-	_, blob, err := r.record()
+	rec, blob, err := r.record()
 	if err != nil {
 		return err
 	}
@@ -551,7 +554,36 @@ func (r *Registrar) rewrite(ctx context.Context) error {
 		return fmt.Errorf("rewrite: %w", err)
 	}
 	r.dirty = false
-	r.wrote = int64(len(all))
+	r.wrote, r.recVer = int64(len(all)), rec.StreamsVer
+	return nil
+}
+
+// recordLost reports whether the record Redis held before a heartbeat is not the last one we
+// wrote. Then Redis lost writes (failover to a lagging replica, restart from an older dump)
+// and our list there may be stale even when its length is right.
+func (r *Registrar) recordLost(prev *redis.StatusCmd) bool {
+	blob, err := prev.Bytes()
+	if err != nil {
+		return true
+	}
+	var old cluster.Origin
+	if err := r.sg.open(kindRecord, r.id, blob, &old); err != nil {
+		return true
+	}
+	return old.Epoch != r.Epoch() || old.StreamsVer != r.recVer
+}
+
+// pipeErr is the first real failure of a pipeline. go-redis reports only the first failed
+// command, and a missing key (redis.Nil) is not a failure but may hide one behind it.
+func pipeErr(cmds []redis.Cmder, err error) error {
+	if !errors.Is(err, redis.Nil) {
+		return err
+	}
+	for _, c := range cmds {
+		if err := c.Err(); err != nil && !errors.Is(err, redis.Nil) {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -380,3 +380,101 @@ func TestSentinelFailover(t *testing.T) {
 		t.Fatalf("replica was not promoted: %q %v", role, err)
 	}
 }
+
+// A failover to a replica that missed the last change, or a restart from an older dump, can
+// leave a list of the right length but the wrong content. Its length cannot tell; the record's
+// version can. The registrar must rewrite, or the stale list stays (and every watcher's
+// re-read brings it back) until some later write happens to fail.
+func TestStaleListOfSameLengthRewritten(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Standalone(t)
+	const key = "stale-key"
+	ctx := context.Background()
+	run := newRunner(t)
+	c := dial(t, srv.URL())
+	ks, sg := keyspace{Namespace(key)}, newSigner(key)
+	reg := newRegistrar(t, c, key, testOrigin("o1"))
+	reg.SetStreams([]cluster.Stream{{Name: "a", State: cluster.StreamRunning}, {Name: "b", State: cluster.StreamRunning}})
+	run.start(reg.Run)
+	sink := newTestSink()
+	run.start(newWatcher(t, c, key, sink).Run)
+	stateInRedis := func(name string) string {
+		var s cluster.Stream
+		blob, err := c.HGet(ctx, ks.streams("o1"), name).Bytes()
+		if err != nil || sg.open(kindStream, "o1", blob, &s) != nil {
+			return ""
+		}
+		return s.State
+	}
+	sink.waitFor(t, "a and b", waitMax, func() bool { _, _, n := sink.view("o1"); return n == 2 })
+	// What the lagging replica holds: the record and list from before the change.
+	recDump, err := c.Dump(ctx, ks.rec("o1")).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	listDump, err := c.Dump(ctx, ks.streams("o1")).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.PutStream(cluster.Stream{Name: "b", State: cluster.StreamOnDemand})
+	sink.waitFor(t, "b ondemand in Redis", waitMax, func() bool { return stateInRedis("b") == cluster.StreamOnDemand })
+
+	// The failover: both keys go back to before the change, with the same length.
+	if err := c.RestoreReplace(ctx, ks.rec("o1"), time.Minute, recDump).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RestoreReplace(ctx, ks.streams("o1"), time.Minute, listDump).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got := stateInRedis("b"); got != cluster.StreamRunning {
+		t.Fatalf("restore did not roll b back: %q", got)
+	}
+	sink.waitFor(t, "b ondemand in Redis again", waitMax, func() bool { return stateInRedis("b") == cluster.StreamOnDemand })
+	sink.waitFor(t, "b ondemand in the sink", waitMax, func() bool {
+		s, ok := sink.hasStream("o1", "b")
+		return ok && s.State == cluster.StreamOnDemand
+	})
+}
+
+// go-redis reports only a pipeline's first failed command. In a snapshot batch that is often
+// the redis.Nil of an origin that just died, and a real failure behind it (here WRONGTYPE,
+// in life a read timeout on a big list) must fail the snapshot, not read as an empty list.
+func TestSnapshotErrorBehindMissingRecord(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Standalone(t)
+	const key = "snapshot-error-key"
+	ctx := context.Background()
+	c := dial(t, srv.URL())
+	ks := keyspace{Namespace(key)}
+	reg, err := NewRegistrar(c, key, testOrigin("b"), RegistrarOptions{Heartbeat: time.Second, TTL: time.Minute, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.SetStreams(manyStreams("live", 3))
+	if err := reg.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// "a" died a moment ago: still in the index, ahead of "b", with no record.
+	c.ZAdd(ctx, ks.origins(), redis.Z{Score: float64(time.Now().UnixMilli()), Member: "a"})
+	if err := c.Set(ctx, ks.streams("b"), "not a hash", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	sink := newTestSink()
+	w := newWatcher(t, c, key, sink)
+	newRunner(t).start(w.Run)
+	for range 100 {
+		if _, ok, n := sink.view("b"); ok && n == 0 {
+			t.Fatal("a failed read of b's list was taken as an empty list")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The registrar's next write fails on the broken key, and the one after rewrites it.
+	reg.PutStream(cluster.Stream{Name: "live/extra", State: cluster.StreamRunning})
+	if err := reg.Flush(ctx); err == nil {
+		t.Fatal("flush over a broken list succeeded")
+	}
+	if err := reg.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sink.waitFor(t, "b with its 4 streams", waitMax, func() bool { _, ok, n := sink.view("b"); return ok && n == 4 })
+}

@@ -265,8 +265,9 @@ func (w *Watcher) expire() {
 	for id, h := range w.held {
 		if now.After(h.deadline) {
 			delete(w.held, id)
-			w.sink.DropOrigin(id)
+			// Counted before the Sink changes, so whoever sees the origin gone also sees why.
 			w.count(func(s *WatcherStats) { s.Expired++; s.Origins = len(w.held) })
+			w.sink.DropOrigin(id)
 			w.log.Info("origin expired", "origin", id)
 		}
 	}
@@ -376,7 +377,7 @@ func (w *Watcher) resync(ctx context.Context, reconnect bool) error {
 		batch := ids[:min(snapshotBatch, len(ids))]
 		ids = ids[len(batch):]
 		fs := make([]fetched, 0, len(batch))
-		_, err := w.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		cmds, err := w.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for _, id := range batch {
 				if cluster.ValidID(id) {
 					fs = append(fs, w.queueFetch(ctx, p, id))
@@ -384,7 +385,7 @@ func (w *Watcher) resync(ctx context.Context, reconnect bool) error {
 			}
 			return nil
 		})
-		if err != nil && !errors.Is(err, redis.Nil) {
+		if err := pipeErr(cmds, err); err != nil {
 			return fmt.Errorf("snapshot: %w", err)
 		}
 		for _, f := range fs {
@@ -440,12 +441,12 @@ func (w *Watcher) resync(ctx context.Context, reconnect bool) error {
 // reread fetches one origin again after a gap, an epoch change or a new origin's heartbeat.
 func (w *Watcher) reread(ctx context.Context, id string) {
 	var f fetched
-	_, err := w.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+	cmds, err := w.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		f = w.queueFetch(ctx, p, id)
 		return nil
 	})
 	w.count(func(s *WatcherStats) { s.GapResyncs++ })
-	if err != nil && !errors.Is(err, redis.Nil) {
+	if err := pipeErr(cmds, err); err != nil {
 		// Left as is; the session's health checks or anti-entropy repair it.
 		w.log.Warn("origin re-read failed", "origin", id, "err", err)
 		return
