@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -145,6 +146,14 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 					return errors.New("no registry snapshot yet")
 				}
 				return nil
+			},
+			Note: func() string {
+				st := watcher.Stats()
+				if st.Connected {
+					return ""
+				}
+				return fmt.Sprintf("registry unreachable for %s; serving the last copy (%d origins)",
+					time.Since(st.LastContact).Round(time.Second), st.Origins)
 			},
 		}
 		if err := adm.Initialize(); err != nil {

@@ -323,6 +323,26 @@ func TestRunUnavailableBeforeSnapshot(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	if st, body, _ := get(t, c, "http://"+adminAddr+"/readyz"); st != http.StatusOK || body != "ready\n" {
+		t.Fatalf("readyz with Redis up: %d %q", st, body)
+	}
+
+	// Redis away after the first snapshot: still ready (the last copy is served), and readyz says so.
+	rs.Kill()
+	deadline = time.Now().Add(15 * time.Second)
+	for {
+		st, body, _ := get(t, c, "http://"+adminAddr+"/readyz")
+		if st != http.StatusOK {
+			t.Fatalf("readyz with Redis away after a snapshot: %d %q, want 200", st, body)
+		}
+		if strings.Contains(body, "registry unreachable") && strings.Contains(body, "serving the last copy") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("readyz never mentioned the unreachable registry: %q", body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	cancel()
 	select {
 	case err := <-done:

@@ -34,6 +34,9 @@ type Server struct {
 	Address string
 	// Ready reports readiness: nil means ready, an error is the reason for 503. A nil func is always ready.
 	Ready func() error
+	// Note, if set, qualifies a ready answer ("ready: NOTE"), e.g. that the registry is away and
+	// the last good copy is served: still ready, but an operator should know.
+	Note func() string
 	// Gatherer feeds /metrics. It defaults to an empty registry.
 	Gatherer prometheus.Gatherer
 	// Handlers are extra routes (net/http ServeMux patterns), e.g. "GET /api/v1/origins".
@@ -123,6 +126,12 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 		if err := s.Ready(); err != nil {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			_, _ = fmt.Fprintf(w, "not ready: %v\n", err)
+			return
+		}
+	}
+	if s.Note != nil {
+		if n := s.Note(); n != "" {
+			_, _ = fmt.Fprintf(w, "ready: %s\n", n)
 			return
 		}
 	}
