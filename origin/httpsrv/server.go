@@ -284,6 +284,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 // it writes the error response itself and returns nil then.
 func (s *Server) findStream(w http.ResponseWriter, r *http.Request, name string) *media.Stream {
 	st, err := s.Table.Find(r.Context(), name)
+	// An on-demand start may take as long as WriteTimeout: the answer gets its own bound.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.WriteTimeout))
 	switch {
 	case err == nil:
 		return st

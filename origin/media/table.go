@@ -192,23 +192,34 @@ func (t *Table) Find(ctx context.Context, name string) (*Stream, error) {
 	if s != nil && s.ready {
 		return s, nil
 	}
-	// A claimed NAME has a publisher that is still announcing its tracks (RTMP takes about
-	// 2 s): wait for it as for an on-demand start.
-	if !claimed && (t.cfg.Starter == nil || !t.cfg.Starter.Start(name)) {
-		return nil, ErrNotFound
-	}
-	timer := time.NewTimer(t.cfg.StartTimeout)
-	defer timer.Stop()
+	var timer *time.Timer
 	for {
+		// A claimed NAME has a publisher that is still announcing its tracks (RTMP takes about
+		// 2 s): wait for it as for an on-demand start. Asked again after every wake-up, so a
+		// released claim ends the wait.
+		if !claimed && (t.cfg.Starter == nil || !t.cfg.Starter.Start(name)) {
+			return nil, ErrNotFound
+		}
+		if timer == nil {
+			timer = time.NewTimer(t.cfg.StartTimeout)
+			defer timer.Stop()
+		}
 		t.mu.Lock()
 		if t.closed {
 			t.mu.Unlock()
 			return nil, ErrTableClosed
 		}
-		if s := t.streams[name]; s != nil && s.ready {
+		s, nowClaimed := t.streams[name]
+		if s != nil && s.ready {
 			t.mu.Unlock()
 			return s, nil
 		}
+		if claimed && !nowClaimed {
+			t.mu.Unlock()
+			claimed = false // released meanwhile: only an on-demand source can still bring it
+			continue
+		}
+		claimed = nowClaimed
 		w := t.waiters[name]
 		if w == nil {
 			w = make(chan struct{})
@@ -254,6 +265,11 @@ func (t *Table) remove(s *Stream) {
 	defer t.mu.Unlock()
 	if t.streams[s.name] == s {
 		delete(t.streams, s.name)
+		// Readers waiting for this NAME re-check: a released claim must not keep them waiting.
+		if w := t.waiters[s.name]; w != nil {
+			close(w)
+			delete(t.waiters, s.name)
+		}
 	}
 }
 

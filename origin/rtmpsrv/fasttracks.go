@@ -1,6 +1,7 @@
 package rtmpsrv
 
 import (
+	"errors"
 	"time"
 
 	"github.com/bluenviron/gortmplib"
@@ -20,6 +21,10 @@ import (
 type fastTracks struct {
 	gortmplib.Conn
 
+	// analysed is set by the caller once Reader.Initialize returned; until then every
+	// message read is kept by gortmplib for its replay, so their bytes are capped.
+	analysed bool
+
 	metaSeen, wantVideo, wantAudio bool
 	videoCfg                       *message.Video
 	audioCfg                       *message.Audio
@@ -29,7 +34,17 @@ type fastTracks struct {
 	injected                       bool
 }
 
+// maxAnalysisBytes caps what a publisher may send before its tracks are known (2 s of a
+// 250 Mbit/s stream): timestamps that never advance would otherwise grow gortmplib's
+// replay buffer until the handshake deadline.
+const maxAnalysisBytes = 64 << 20
+
+var errAnalysisTooLarge = errors.New("too much data before the tracks were known")
+
 func (f *fastTracks) Read() (message.Message, error) {
+	if !f.analysed && f.Conn.BytesReceived() > maxAnalysisBytes {
+		return nil, errAnalysisTooLarge
+	}
 	if !f.injected && f.ready() {
 		f.injected = true
 		if f.audioCfg != nil {

@@ -224,10 +224,12 @@ func (s *Server) publish(c net.Conn, sc *gortmplib.ServerConn, name string) erro
 	if err := sc.AcceptAction(); err != nil { // NetStream.Publish.Start
 		return err
 	}
-	r := &gortmplib.Reader{Conn: &fastTracks{Conn: sc}}
+	ft := &fastTracks{Conn: sc}
+	r := &gortmplib.Reader{Conn: ft}
 	if err := r.Initialize(); err != nil {
 		return fmt.Errorf("tracks: %w", err)
 	}
+	ft.analysed = true
 	tracks, attach := Tracks(r, func(err error) { s.Log.Info("rtmp track skipped", "name", name, "err", err) })
 	st, err := claim.Publish(tracks)
 	if err != nil {
@@ -251,6 +253,8 @@ func (s *Server) publish(c net.Conn, sc *gortmplib.ServerConn, name string) erro
 
 func (s *Server) play(c net.Conn, sc *gortmplib.ServerConn, name string) error {
 	st, err := s.Table.Find(s.ctx, name)
+	// Find may wait out an on-demand start past the handshake deadline: the answer still goes out.
+	_ = c.SetDeadline(time.Now().Add(s.WriteTimeout))
 	if err != nil {
 		if errors.Is(err, media.ErrNotFound) {
 			_ = writeStatus(sc, "NetStream.Play.StreamNotFound", "stream "+name+" not found")

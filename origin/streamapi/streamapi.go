@@ -62,15 +62,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case http.MethodPut:
 		h.put(w, r, name)
 	case http.MethodDelete:
+		// The registry call stays under the lock: racing PUT/DELETE of one NAME reach the
+		// registry in the order they changed the list.
 		h.mu.Lock()
 		_, ok := h.streams[name]
 		delete(h.streams, name)
+		if ok {
+			h.Registry.RemoveStream(name)
+		}
 		h.mu.Unlock()
 		if !ok {
 			http.Error(w, "not found", http.StatusNotFound)
 			return
 		}
-		h.Registry.RemoveStream(name)
 		h.Logger.Info("stream withdrawn", "name", name)
 		w.WriteHeader(http.StatusNoContent)
 	default:
@@ -102,8 +106,8 @@ func (h *Handler) put(w http.ResponseWriter, r *http.Request, name string) {
 	}
 	h.mu.Lock()
 	h.streams[name] = s
+	h.Registry.PutStream(s) // under the lock, see DELETE
 	h.mu.Unlock()
-	h.Registry.PutStream(s)
 	h.Logger.Info("stream announced", "name", name, "state", s.State)
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -124,6 +124,15 @@ registry: {anti_entropy: 1m}
 	if !reflect.DeepEqual(pfx, []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("::1/128")}) {
 		t.Fatalf("prefixes = %v", pfx)
 	}
+	// A v4-mapped CIDR or address counts as its IPv4 form, the form client addresses take.
+	c.HTTP.TrustedProxies = []string{"::ffff:10.0.0.0/104", "::ffff:192.0.2.7"}
+	pfx, err = c.TrustedProxies()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(pfx, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.7/32")}) {
+		t.Fatalf("mapped prefixes = %v", pfx)
+	}
 }
 
 func TestOriginFileAndEnv(t *testing.T) {

@@ -125,6 +125,10 @@ func (c *Gateway) TrustedProxies() ([]netip.Prefix, error) {
 	out := make([]netip.Prefix, 0, len(c.HTTP.TrustedProxies))
 	for _, s := range c.HTTP.TrustedProxies {
 		if p, err := netip.ParsePrefix(s); err == nil {
+			// Client addresses are unmapped, so a v4-mapped CIDR (::ffff:10.0.0.0/104) must be too.
+			if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+				p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+			}
 			out = append(out, p.Masked())
 			continue
 		}
