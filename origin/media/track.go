@@ -29,7 +29,9 @@ func Supported(f format.Format) bool {
 	case *format.H264, *format.H265, *format.Opus:
 		return true
 	case *format.MPEG4Audio:
-		return f.Config != nil
+		// The sample rate is the clock rate every output divides by; an explicit 0 is legal
+		// in the bitstream and would panic them (gohlslib's muxer took the process down).
+		return f.Config != nil && f.Config.SampleRate > 0
 	}
 	return false
 }
@@ -90,8 +92,8 @@ func TrackFromRTMP(c rtmpcodecs.Codec) (*Track, error) {
 	case *rtmpcodecs.H265:
 		return &Track{Format: &format.H265{PayloadTyp: 96, VPS: c.VPS, SPS: c.SPS, PPS: c.PPS}}, nil
 	case *rtmpcodecs.MPEG4Audio:
-		if c.Config == nil {
-			return nil, fmt.Errorf("MPEG-4 audio without config")
+		if c.Config == nil || c.Config.SampleRate <= 0 {
+			return nil, fmt.Errorf("MPEG-4 audio without config or sample rate")
 		}
 		return &Track{Format: &format.MPEG4Audio{
 			PayloadTyp: 96, Config: c.Config, SizeLength: 13, IndexLength: 3, IndexDeltaLength: 3,

@@ -260,6 +260,9 @@ func trackFromHLS(c hlscodecs.Codec) *media.Track {
 	case *hlscodecs.H265:
 		return &media.Track{Format: &format.H265{PayloadTyp: 96, VPS: c.VPS, SPS: c.SPS, PPS: c.PPS}}
 	case *hlscodecs.MPEG4Audio:
+		if c.Config.SampleRate <= 0 {
+			return nil // not carried (media.Supported); dropping it here keeps track indices aligned
+		}
 		cfg := c.Config
 		return &media.Track{Format: &format.MPEG4Audio{
 			PayloadTyp: 96, Config: &cfg, SizeLength: 13, IndexLength: 3, IndexDeltaLength: 3,
