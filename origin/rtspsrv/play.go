@@ -34,6 +34,7 @@ type output struct {
 func (h *handler) output(name string) (*output, error) {
 	h.mu.Lock()
 	if o := h.outs[name]; o != nil && o.live() {
+		o.lastUsed = time.Now() // the reaper must not close a feed being handed out
 		h.mu.Unlock()
 		return o, nil
 	}
@@ -47,6 +48,7 @@ func (h *handler) output(name string) (*output, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if o := h.outs[name]; o != nil && o.live() {
+		o.lastUsed = time.Now()
 		return o, nil
 	}
 	if h.s.ctx.Err() != nil {
