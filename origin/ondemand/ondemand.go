@@ -338,6 +338,7 @@ func (m *Manager) watchIdle(ctx context.Context, cancel context.CancelCauseFunc,
 	every := max(min(m.IdleTimeout/4, time.Second), 10*time.Millisecond)
 	t := time.NewTicker(every)
 	defer t.Stop()
+	watched := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -348,6 +349,15 @@ func (m *Manager) watchIdle(ctx context.Context, cancel context.CancelCauseFunc,
 		}
 		if st.Viewers() > 0 {
 			m.touch(p)
+			watched = true
+			continue
+		}
+		if watched {
+			// The last viewer left since the previous tick: count the idle time from now, so a
+			// pull never stops before IdleTimeout has passed since the viewer left (at most one
+			// tick after).
+			m.touch(p)
+			watched = false
 			continue
 		}
 		if m.idleFor(p) >= m.IdleTimeout {
