@@ -2,24 +2,15 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"github.com/peergate/peergate/internal/cli"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/peergate/peergate/internal/cli"
+	"github.com/peergate/peergate/internal/testcert"
 	"github.com/peergate/peergate/shared/cluster"
 	"github.com/peergate/peergate/shared/redistest"
 	"github.com/peergate/peergate/shared/registry"
@@ -32,6 +23,40 @@ func noRedirect() *http.Client {
 		Timeout:       5 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
+}
+
+// startRun runs the gateway in-process with env (JSON logs added) and returns its log and a
+// stop func that cancels it and fails the test unless run returns nil within 10 s.
+func startRun(t *testing.T, env ...string) (*cli.LogSink, func()) {
+	t.Helper()
+	logs := &cli.LogSink{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, "", append(env, "PEERGATE_LOG_FORMAT=json"), logs) }()
+	stopped := false
+	stop := func() {
+		t.Helper()
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("run did not return after cancel")
+		}
+	}
+	t.Cleanup(func() {
+		if !stopped {
+			cancel()
+			<-done
+		}
+	})
+	return logs, stop
 }
 
 func get(t *testing.T, c *http.Client, url string) (int, string, http.Header) {
@@ -49,20 +74,13 @@ func get(t *testing.T, c *http.Client, url string) (int, string, http.Header) {
 // listeners on :0 logged, readiness after the first snapshot, a redirect, metrics, the API, and a clean stop.
 func TestRunWiring(t *testing.T) {
 	rs := redistest.Standalone(t)
-	logs := &cli.LogSink{}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, "", []string{
-			"PEERGATE_CLUSTER_KEY=" + testKey,
-			"PEERGATE_REDIS_URL=" + rs.URL(),
-			"PEERGATE_LISTEN_HTTP=127.0.0.1:0",
-			"PEERGATE_LISTEN_ADMIN=127.0.0.1:0",
-			"PEERGATE_LOG_FORMAT=json",
-			"UNRELATED=1",
-		}, logs)
-	}()
+	logs, stop := startRun(t,
+		"PEERGATE_CLUSTER_KEY="+testKey,
+		"PEERGATE_REDIS_URL="+rs.URL(),
+		"PEERGATE_LISTEN_HTTP=127.0.0.1:0",
+		"PEERGATE_LISTEN_ADMIN=127.0.0.1:0",
+		"UNRELATED=1",
+	)
 	httpAddr, adminAddr := logs.Addr(t, "http"), logs.Addr(t, "admin")
 	c := noRedirect()
 
@@ -91,7 +109,7 @@ func TestRunWiring(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg.SetStreams([]cluster.Stream{{Name: "live/demo", State: cluster.StreamRunning}})
-	if err := reg.Flush(ctx); err != nil {
+	if err := reg.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 
@@ -135,15 +153,7 @@ func TestRunWiring(t *testing.T) {
 		t.Fatalf("origins: %d %s", st, body)
 	}
 
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("run did not return after cancel")
-	}
+	stop()
 	if _, err := http.Get("http://" + httpAddr + "/live/demo/index.m3u8"); err == nil {
 		t.Fatal("http listener still answers after run returned")
 	}
@@ -164,61 +174,19 @@ func TestRunConfigErrors(t *testing.T) {
 	}
 }
 
-// writeSelfSigned writes a throwaway certificate for 127.0.0.1 and returns the file paths.
-func writeSelfSigned(t *testing.T) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "peergate test"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
-}
-
 // listen.https serves the same redirects over TLS and keeps https when the origin offers it.
 func TestRunHTTPS(t *testing.T) {
 	rs := redistest.Standalone(t)
-	certFile, keyFile := writeSelfSigned(t)
-	logs := &cli.LogSink{}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, "", []string{
-			"PEERGATE_CLUSTER_KEY=" + testKey,
-			"PEERGATE_REDIS_URL=" + rs.URL(),
-			"PEERGATE_LISTEN_HTTP=127.0.0.1:0",
-			"PEERGATE_LISTEN_HTTPS=127.0.0.1:0",
-			"PEERGATE_TLS_CERT_FILE=" + certFile,
-			"PEERGATE_TLS_KEY_FILE=" + keyFile,
-			"PEERGATE_LISTEN_ADMIN=",
-			"PEERGATE_LOG_FORMAT=json",
-		}, logs)
-	}()
+	certFile, keyFile := testcert.New(t).WriteFiles(t)
+	logs, stop := startRun(t,
+		"PEERGATE_CLUSTER_KEY="+testKey,
+		"PEERGATE_REDIS_URL="+rs.URL(),
+		"PEERGATE_LISTEN_HTTP=127.0.0.1:0",
+		"PEERGATE_LISTEN_HTTPS=127.0.0.1:0",
+		"PEERGATE_TLS_CERT_FILE="+certFile,
+		"PEERGATE_TLS_KEY_FILE="+keyFile,
+		"PEERGATE_LISTEN_ADMIN=",
+	)
 	httpAddr, httpsAddr := logs.Addr(t, "http"), logs.Addr(t, "https")
 
 	client, err := registry.Dial(rs.URL())
@@ -235,7 +203,7 @@ func TestRunHTTPS(t *testing.T) {
 			t.Fatal(err)
 		}
 		reg.SetStreams([]cluster.Stream{{Name: o.ID + "/cam", State: cluster.StreamRunning}})
-		if err := reg.Flush(ctx); err != nil {
+		if err := reg.Flush(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -261,10 +229,7 @@ func TestRunHTTPS(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("run: %v", err)
-	}
+	stop()
 }
 
 // A listen.https without a readable certificate stops the start with an error naming the keys.
@@ -288,19 +253,12 @@ func TestRunHTTPSBadCert(t *testing.T) {
 func TestRunUnavailableBeforeSnapshot(t *testing.T) {
 	rs := redistest.Standalone(t)
 	rs.Kill()
-	logs := &cli.LogSink{}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, "", []string{
-			"PEERGATE_CLUSTER_KEY=" + testKey,
-			"PEERGATE_REDIS_URL=" + rs.URL(),
-			"PEERGATE_LISTEN_HTTP=127.0.0.1:0",
-			"PEERGATE_LISTEN_ADMIN=127.0.0.1:0",
-			"PEERGATE_LOG_FORMAT=json",
-		}, logs)
-	}()
+	logs, stop := startRun(t,
+		"PEERGATE_CLUSTER_KEY="+testKey,
+		"PEERGATE_REDIS_URL="+rs.URL(),
+		"PEERGATE_LISTEN_HTTP=127.0.0.1:0",
+		"PEERGATE_LISTEN_ADMIN=127.0.0.1:0",
+	)
 	httpAddr, adminAddr := logs.Addr(t, "http"), logs.Addr(t, "admin")
 	c := noRedirect()
 	if st, _, _ := get(t, c, "http://"+adminAddr+"/readyz"); st != http.StatusServiceUnavailable {
@@ -343,13 +301,5 @@ func TestRunUnavailableBeforeSnapshot(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("run did not return after cancel")
-	}
+	stop()
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"github.com/peergate/peergate/internal/cli"
 	"io"
 	"log/slog"
 	"net"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/peergate/peergate/internal/cli"
 	"github.com/peergate/peergate/shared/cluster"
 	"github.com/peergate/peergate/shared/redistest"
 	"github.com/peergate/peergate/shared/registry"

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/peergate/peergate/gateway/resolve"
+	"github.com/peergate/peergate/internal/testcert"
 )
 
 // Every URL form of design.md section 2, with and without a query.
@@ -224,7 +225,8 @@ func TestOversizeHeaders(t *testing.T) {
 }
 
 func TestSchemeTLS(t *testing.T) {
-	cert, pool := selfSigned(t)
+	tc := testcert.New(t)
+	cert, pool := tc.TLS, tc.Pool
 	f := newFake()
 	s := start(t, &Server{Resolver: f, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}})
 	c := noFollow(&tls.Config{RootCAs: pool})
