@@ -11,9 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-
 	"github.com/peergate/peergate/gateway/adminapi"
 	"github.com/peergate/peergate/gateway/httpgw"
 	"github.com/peergate/peergate/gateway/resolve"
@@ -78,15 +75,7 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 	// Whatever fails below, stop the watcher before returning.
 	defer func() { cancelRun(); wg.Wait() }()
 
-	promReg := prometheus.NewRegistry()
-	promReg.MustRegister(
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "peergate_build_info", Help: "Always 1; labels name the binary and its version.",
-			ConstLabels: prometheus.Labels{"binary": "gateway", "version": version},
-		}, func() float64 { return 1 }),
-	)
+	promReg := admin.NewRegistry("gateway", version)
 	if err := adminapi.RegisterRegistryMetrics(promReg, adminapi.RegistryView{Stats: watcher.Stats, Size: table.Size}); err != nil {
 		return err
 	}

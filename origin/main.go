@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/peergate/peergate/internal/cli"
 	"github.com/peergate/peergate/origin/media"
@@ -102,14 +101,8 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 		flushed  atomic.Bool
 		draining atomic.Bool
 	)
-	promReg := prometheus.NewRegistry()
+	promReg := admin.NewRegistry("origin", version)
 	promReg.MustRegister(
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "peergate_build_info", Help: "Always 1; labels name the binary and its version.",
-			ConstLabels: prometheus.Labels{"binary": "origin", "version": version},
-		}, func() float64 { return 1 }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "peergate_origin_draining", Help: "1 while the origin drains before exit.",
 		}, func() float64 { return b2f(draining.Load()) }),

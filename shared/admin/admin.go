@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/net/netutil"
 )
@@ -151,4 +152,19 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 // WriteError answers {"error": msg} with the given status.
 func WriteError(w http.ResponseWriter, status int, msg string) {
 	WriteJSON(w, status, map[string]string{"error": msg})
+}
+
+// NewRegistry returns a Prometheus registry with the Go and process collectors and
+// peergate_build_info{binary,version}, the series every peergate binary exports.
+func NewRegistry(binary, version string) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "peergate_build_info", Help: "Always 1; labels name the binary and its version.",
+			ConstLabels: prometheus.Labels{"binary": binary, "version": version},
+		}, func() float64 { return 1 }),
+	)
+	return reg
 }
