@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/peergate/peergate/origin/media"
 )
 
 // Install is the command that provides ffmpeg and ffprobe on Debian.
@@ -318,5 +320,17 @@ func Eventually(d time.Duration, cond func() bool) bool {
 			return false
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// WaitLive waits up to 15 s until NAME is live in tbl and has taken media from its publisher p.
+func WaitLive(t testing.TB, tbl *media.Table, name string, p *Proc) {
+	t.Helper()
+	ok := Eventually(15*time.Second, func() bool {
+		st := tbl.Get(name)
+		return st != nil && st.IngressBytes() > 0
+	})
+	if !ok {
+		t.Fatalf("%s never went live; ffmpeg said: %s", name, p.Output())
 	}
 }

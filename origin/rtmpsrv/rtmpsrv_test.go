@@ -29,16 +29,6 @@ func startRTMP(t *testing.T, tbl *media.Table, readTimeout time.Duration) (*Serv
 	return s, "rtmp://" + s.Addr().String()
 }
 
-func waitLive(t *testing.T, tbl *media.Table, name string, p *mediatest.Proc) {
-	t.Helper()
-	ok := mediatest.Eventually(15*time.Second, func() bool {
-		st := tbl.Get(name)
-		return st != nil && st.IngressBytes() > 0
-	})
-	if !ok {
-		t.Fatalf("%s never went live; ffmpeg said: %s", name, p.Output())
-	}
-}
 
 func checkProbe(t *testing.T, u, transport string) {
 	t.Helper()
@@ -73,8 +63,8 @@ func TestRTMPPublishPlayEverywhere(t *testing.T) {
 
 	pubRTMP := mediatest.PublishRTMP(t, rtmpBase+"/live/cam1", mediatest.Source{})
 	pubRTSP := mediatest.PublishRTSP(t, rtspBase+"/live/cam2", "tcp", mediatest.Source{})
-	waitLive(t, tbl, "live/cam1", pubRTMP)
-	waitLive(t, tbl, "live/cam2", pubRTSP)
+	mediatest.WaitLive(t, tbl, "live/cam1", pubRTMP)
+	mediatest.WaitLive(t, tbl, "live/cam2", pubRTSP)
 
 	var wg sync.WaitGroup
 	for _, c := range []struct{ url, tr string }{
@@ -133,7 +123,7 @@ func TestBadInputCutOff(t *testing.T) {
 	defer tbl.Close()
 	s, base := startRTMP(t, tbl, time.Second)
 	pub := mediatest.PublishRTMP(t, base+"/live/good", mediatest.Source{})
-	waitLive(t, tbl, "live/good", pub)
+	mediatest.WaitLive(t, tbl, "live/good", pub)
 
 	// Garbage handshake: cut off at once (bad version byte) or at the handshake deadline.
 	g, err := net.Dial("tcp", s.Addr().String())
@@ -259,7 +249,7 @@ func TestUnsupportedTrackIgnored(t *testing.T) {
 		"-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", "25",
 		"-c:a", "libmp3lame", "-b:a", "64k", "-f", "flv", base + "/live/mp3"}
 	pub := mediatest.Start(t, "ffmpeg", args...)
-	waitLive(t, tbl, "live/mp3", pub)
+	mediatest.WaitLive(t, tbl, "live/mp3", pub)
 	st := tbl.Get("live/mp3")
 	if n := len(st.Tracks()); n != 1 {
 		t.Fatalf("%d tracks, want the video only", n)

@@ -28,16 +28,6 @@ func startServer(t *testing.T, tbl *media.Table) (*Server, string) {
 	return s, "rtsp://" + s.Addr().String()
 }
 
-func waitLive(t *testing.T, tbl *media.Table, name string, p *mediatest.Proc) {
-	t.Helper()
-	ok := mediatest.Eventually(15*time.Second, func() bool {
-		st := tbl.Get(name)
-		return st != nil && st.IngressBytes() > 0
-	})
-	if !ok {
-		t.Fatalf("%s never went live; ffmpeg said: %s", name, p.Output())
-	}
-}
 
 func checkProbe(t *testing.T, url, transport string) {
 	t.Helper()
@@ -63,8 +53,8 @@ func TestPublishPlayAndRefusals(t *testing.T) {
 
 	pubTCP := mediatest.PublishRTSP(t, base+"/live/cam1", "tcp", mediatest.Source{})
 	pubUDP := mediatest.PublishRTSP(t, base+"/live/cam2", "udp", mediatest.Source{})
-	waitLive(t, tbl, "live/cam1", pubTCP)
-	waitLive(t, tbl, "live/cam2", pubUDP)
+	mediatest.WaitLive(t, tbl, "live/cam1", pubTCP)
+	mediatest.WaitLive(t, tbl, "live/cam2", pubUDP)
 
 	var wg sync.WaitGroup
 	for _, c := range []struct{ name, tr string }{
@@ -126,7 +116,7 @@ func TestBadInputCutOff(t *testing.T) {
 	defer s.Close()
 	base := "rtsp://" + s.Addr().String()
 	pub := mediatest.PublishRTSP(t, base+"/live/good", "tcp", mediatest.Source{})
-	waitLive(t, tbl, "live/good", pub)
+	mediatest.WaitLive(t, tbl, "live/good", pub)
 
 	// Oversized request: headers beyond 16 KiB, never finished.
 	c, err := net.Dial("tcp", s.Addr().String())
@@ -203,7 +193,7 @@ func TestH265AndOpus(t *testing.T) {
 	defer tbl.Close()
 	_, base := startServer(t, tbl)
 	pub := mediatest.PublishRTSP(t, base+"/live/hevc", "tcp", mediatest.Source{Video: "libx265", Audio: "libopus"})
-	waitLive(t, tbl, "live/hevc", pub)
+	mediatest.WaitLive(t, tbl, "live/hevc", pub)
 	if m := tbl.Get("live/hevc").Meta(); !strings.HasPrefix(m.Codecs, "hvc1.") || !strings.HasSuffix(m.Codecs, ",opus") || m.Width != 640 {
 		t.Errorf("meta %+v", m)
 	}
