@@ -53,7 +53,9 @@ func startMedia(cfg *config.Origin, reg ondemand.Registry, log *slog.Logger) (_ 
 		Events:       ev,
 		Starter:      m.odm,
 		StartTimeout: cfg.OnDemand.StartTimeout,
-		MaxReaders:   cfg.Limits.MaxViewers,
+		MaxViewers:   cfg.Limits.MaxViewers,
+		// RTSP and HLS viewers share one reader per stream; the rest have one each.
+		MaxReaders: cfg.Limits.MaxViewers + 16,
 	})
 	defer func() {
 		if err != nil {

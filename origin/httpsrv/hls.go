@@ -256,6 +256,11 @@ func (s *Server) serveHLS(w http.ResponseWriter, r *http.Request, name string) {
 		return
 	}
 	v, done := s.sessions.begin(st, clientIP(r), r.UserAgent())
+	if done == nil {
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, "too many viewers", http.StatusServiceUnavailable)
+		return
+	}
 	defer done()
 	mx, err := s.hls.ensure(st)
 	if err != nil {

@@ -368,3 +368,49 @@ func TestFirstSegmentBound(t *testing.T) {
 		t.Fatalf("muxer still running after its stream ended")
 	}
 }
+
+// TestMaxViewers: limits.max_viewers counts every protocol together; over it, HLS and HTTP
+// MPEG-TS answer 503 with Retry-After, and a freed slot is taken again.
+func TestMaxViewers(t *testing.T) {
+	e := newEnv(t, media.Config{MaxViewers: 2})
+	s := e.startHTTP(func(s *Server) { s.HLS.SessionTimeout = 300 * time.Millisecond })
+	st, _ := e.synth("live/cap", 25, 25, 1000)
+
+	// One MPEG-TS viewer stays connected, one HLS viewer has a session.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, baseURL(s)+"/live/cap/mpegts", nil)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("first mpegts viewer: %v %v", res, err)
+	}
+	defer res.Body.Close()
+	if code, _, _ := get(t, baseURL(s)+"/live/cap/index.m3u8", map[string]string{"User-Agent": "player-a"}); code != 200 {
+		t.Fatalf("first HLS viewer: %d", code)
+	}
+	if n := st.Viewers(); n != 2 {
+		t.Fatalf("viewers = %d, want 2", n)
+	}
+	for _, c := range []struct{ path, ua string }{
+		{"/live/cap/index.m3u8", "player-b"},
+		{"/live/cap/mpegts", "player-c"},
+	} {
+		code, h, _ := get(t, baseURL(s)+c.path, map[string]string{"User-Agent": c.ua})
+		if code != http.StatusServiceUnavailable || h.Get("Retry-After") == "" {
+			t.Fatalf("%s over the cap: %d (Retry-After %q), want 503", c.path, code, h.Get("Retry-After"))
+		}
+	}
+	// The HLS viewer already counted keeps being served.
+	if code, _, _ := get(t, baseURL(s)+"/live/cap/index.m3u8", map[string]string{"User-Agent": "player-a"}); code != 200 {
+		t.Fatalf("counted HLS viewer refused: %d", code)
+	}
+	// The MPEG-TS viewer leaves: a new viewer gets in.
+	cancel()
+	res.Body.Close()
+	if !mediatest.Eventually(5*time.Second, func() bool { return st.Viewers() < 2 }) {
+		t.Fatalf("viewers = %d after the MPEG-TS viewer left", st.Viewers())
+	}
+	if code, _, _ := get(t, baseURL(s)+"/live/cap/index.m3u8", map[string]string{"User-Agent": "player-b"}); code != 200 {
+		t.Fatalf("a freed slot was not taken: %d", code)
+	}
+}

@@ -37,6 +37,13 @@ func (s *Server) serveMPEGTS(w http.ResponseWriter, r *http.Request, name string
 		w.WriteHeader(http.StatusOK)
 		return
 	}
+	v, err := st.TryJoin(media.ProtoMPEGTS)
+	if err != nil {
+		h.Set("Retry-After", "5")
+		http.Error(w, "too many viewers", http.StatusServiceUnavailable)
+		return
+	}
+	defer v.Leave()
 	rd, err := st.AddReader(media.ReaderOptions{})
 	if err != nil {
 		h.Set("Retry-After", "1")
@@ -44,8 +51,6 @@ func (s *Server) serveMPEGTS(w http.ResponseWriter, r *http.Request, name string
 		return
 	}
 	defer rd.Close()
-	v := st.Join(media.ProtoMPEGTS)
-	defer v.Leave()
 
 	rc := http.NewResponseController(w)
 	// The body never ends: no read deadline (the client's close still ends the request

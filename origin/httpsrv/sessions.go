@@ -36,7 +36,8 @@ func newSessions(timeout time.Duration, max int) *sessions {
 }
 
 // begin records the start of a request of a viewer and returns its Viewer (nil when over
-// the cap: the bytes are then counted without a viewer) and the func that ends the request.
+// the session cap: the bytes are then counted without a viewer) and the func that ends the
+// request; a nil func means the stream has limits.max_viewers viewers already: refuse.
 func (ss *sessions) begin(st *media.Stream, ip, ua string) (*media.Viewer, func()) {
 	if len(ua) > 256 {
 		ua = ua[:256]
@@ -57,7 +58,11 @@ func (ss *sessions) begin(st *media.Stream, ip, ua string) (*media.Viewer, func(
 	if len(ss.m) >= ss.max {
 		return nil, func() {}
 	}
-	s := &session{st: st, v: st.Join(media.ProtoHLS), last: now, inflight: 1}
+	v, err := st.TryJoin(media.ProtoHLS)
+	if err != nil {
+		return nil, nil
+	}
+	s := &session{st: st, v: v, last: now, inflight: 1}
 	ss.m[k] = s
 	return s.v, ss.end(s)
 }

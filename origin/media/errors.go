@@ -22,4 +22,6 @@ var (
 	ErrTableClosed = errors.New("media: table closed")
 	// ErrTooManyReaders: the stream has Config.MaxReaders readers already.
 	ErrTooManyReaders = errors.New("media: too many readers")
+	// ErrTooManyViewers: the stream has Config.MaxViewers viewers already.
+	ErrTooManyViewers = errors.New("media: too many viewers")
 )

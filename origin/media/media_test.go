@@ -464,3 +464,30 @@ func BenchmarkFanout(b *testing.B) {
 	st.Close()
 	wg.Wait()
 }
+
+func TestTryJoinCap(t *testing.T) {
+	tbl := NewTable(Config{MaxViewers: 2})
+	defer tbl.Close()
+	st, err := tbl.Publish("live/cap", []*Track{{Format: &format.Opus{PayloadTyp: 96, ChannelCount: 2}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	a, err := st.TryJoin(ProtoRTMP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.TryJoin(ProtoHLS); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.TryJoin(ProtoRTSP); !errors.Is(err, ErrTooManyViewers) {
+		t.Fatalf("third viewer: %v, want ErrTooManyViewers", err)
+	}
+	if got := tbl.Stats().Clients; got != 2 {
+		t.Fatalf("clients = %d, want 2", got)
+	}
+	a.Leave()
+	if _, err := st.TryJoin(ProtoRTSP); err != nil {
+		t.Fatalf("after a leave: %v", err)
+	}
+}

@@ -58,6 +58,23 @@ func (s *Stream) Join(proto string) *Viewer {
 	return &Viewer{s: s, m: m}
 }
 
+// TryJoin is Join refused with ErrTooManyViewers when the stream already has
+// Config.MaxViewers viewers (all protocols together).
+func (s *Stream) TryJoin(proto string) (*Viewer, error) {
+	for {
+		n := s.viewers.Load()
+		if n >= int64(s.t.cfg.MaxViewers) {
+			return nil, ErrTooManyViewers
+		}
+		if s.viewers.CompareAndSwap(n, n+1) {
+			break
+		}
+	}
+	m := s.t.meters.get(proto)
+	m.clients.Add(1)
+	return &Viewer{s: s, m: m}, nil
+}
+
 // Sent adds n egress bytes to the viewer's protocol.
 func (v *Viewer) Sent(n int) { v.m.bytes.Add(int64(n)) }
 

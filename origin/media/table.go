@@ -36,6 +36,8 @@ type Config struct {
 	GOPCacheBytes int
 	// MaxReaders caps readers per stream. It defaults to 4096.
 	MaxReaders int
+	// MaxViewers caps viewers per stream over all protocols (Stream.TryJoin). It defaults to 4096.
+	MaxViewers int
 	// MetaInterval is how often the bitrate is measured. It defaults to 5 seconds.
 	MetaInterval time.Duration
 }
@@ -76,6 +78,9 @@ func NewTable(cfg Config) *Table {
 	}
 	if cfg.MaxReaders <= 0 {
 		cfg.MaxReaders = 4096
+	}
+	if cfg.MaxViewers <= 0 {
+		cfg.MaxViewers = 4096
 	}
 	if cfg.MetaInterval <= 0 {
 		cfg.MetaInterval = 5 * time.Second

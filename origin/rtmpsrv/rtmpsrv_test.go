@@ -29,7 +29,6 @@ func startRTMP(t *testing.T, tbl *media.Table, readTimeout time.Duration) (*Serv
 	return s, "rtmp://" + s.Addr().String()
 }
 
-
 func checkProbe(t *testing.T, u, transport string) {
 	t.Helper()
 	p, err := mediatest.ProbeStream(context.Background(), u, mediatest.ReadOptions{RTSPTransport: transport})
@@ -321,4 +320,25 @@ func TestFastTrackDetection(t *testing.T) {
 			t.Fatal("publisher not gone")
 		}
 	}
+}
+
+// TestMaxViewers: a stream at its viewer cap (all protocols together) refuses an RTMP player;
+// once a viewer leaves, RTMP plays again.
+func TestMaxViewers(t *testing.T) {
+	tbl := media.NewTable(media.Config{MaxViewers: 1})
+	defer tbl.Close()
+	_, base := startRTMP(t, tbl, 0)
+	pub := mediatest.PublishRTMP(t, base+"/live/cap", mediatest.Source{})
+	mediatest.WaitLive(t, tbl, "live/cap", pub)
+
+	other, err := tbl.Get("live/cap").TryJoin(media.ProtoHLS) // a viewer on another protocol
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := mediatest.ProbeStream(context.Background(), base+"/live/cap", mediatest.ReadOptions{Timeout: 10 * time.Second})
+	if err == nil && p.Frames > 0 {
+		t.Fatalf("RTMP over the cap decoded %d frames, want a refusal", p.Frames)
+	}
+	other.Leave()
+	checkProbe(t, base+"/live/cap", "")
 }

@@ -272,6 +272,12 @@ func (s *Server) play(c net.Conn, sc *gortmplib.ServerConn, name string) error {
 
 	hubTracks := st.Tracks()
 	out := make([]*gortmplib.Track, len(hubTracks))
+	v, err := st.TryJoin(media.ProtoRTMP)
+	if err != nil {
+		_ = writeStatus(sc, "NetStream.Play.Failed", "stream "+name+" has too many viewers")
+		return err
+	}
+	defer v.Leave()
 	var list []*gortmplib.Track
 	for i, t := range hubTracks {
 		out[i] = &gortmplib.Track{Codec: t.RTMPCodec()}
@@ -284,8 +290,6 @@ func (s *Server) play(c net.Conn, sc *gortmplib.ServerConn, name string) error {
 	}
 	_ = c.SetReadDeadline(time.Time{})
 
-	v := st.Join(media.ProtoRTMP)
-	defer v.Leave()
 	s.Log.Info("rtmp play", "name", name, "remote", c.RemoteAddr().String())
 
 	// The player's own messages (acks, pings) are read and dropped; a read error means it left.

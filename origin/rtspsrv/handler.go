@@ -240,7 +240,12 @@ func (h *handler) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response,
 	}
 	h.mu.Lock()
 	if ses.viewer == nil {
-		ses.viewer = ses.out.st.Join(media.ProtoRTSP)
+		v, err := ses.out.st.TryJoin(media.ProtoRTSP)
+		if err != nil {
+			h.mu.Unlock()
+			return &base.Response{StatusCode: base.StatusServiceUnavailable}, err
+		}
+		ses.viewer = v
 	}
 	h.mu.Unlock()
 	h.markStreaming(ctx.Conn, ctx.Session)

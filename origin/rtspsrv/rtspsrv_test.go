@@ -28,7 +28,6 @@ func startServer(t *testing.T, tbl *media.Table) (*Server, string) {
 	return s, "rtsp://" + s.Addr().String()
 }
 
-
 func checkProbe(t *testing.T, url, transport string) {
 	t.Helper()
 	p, err := mediatest.ProbeStream(context.Background(), url, mediatest.ReadOptions{RTSPTransport: transport, Frames: 50})
@@ -236,4 +235,25 @@ func TestStalledPublisherCutOff(t *testing.T) {
 	if el := time.Since(start); el > 3*time.Second {
 		t.Fatalf("cut off after %v, want about ReadTimeout (1 s)", el)
 	}
+}
+
+// TestMaxViewers: a stream at its viewer cap (all protocols together) answers PLAY with 503;
+// once a viewer leaves, RTSP plays again.
+func TestMaxViewers(t *testing.T) {
+	tbl := media.NewTable(media.Config{MaxViewers: 1})
+	defer tbl.Close()
+	_, base := startServer(t, tbl)
+	pub := mediatest.PublishRTSP(t, base+"/live/cap", "tcp", mediatest.Source{})
+	mediatest.WaitLive(t, tbl, "live/cap", pub)
+
+	other, err := tbl.Get("live/cap").TryJoin(media.ProtoHLS) // a viewer on another protocol
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = mediatest.ProbeStream(context.Background(), base+"/live/cap", mediatest.ReadOptions{RTSPTransport: "tcp", Timeout: 10 * time.Second})
+	if err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("RTSP over the cap: %v, want a 503 refusal", err)
+	}
+	other.Leave()
+	checkProbe(t, base+"/live/cap", "tcp")
 }
