@@ -70,7 +70,7 @@ func startGateway(t *testing.T, name, redisURL string) *proc {
 		"PEERGATE_LISTEN_RTMP=127.0.0.1:0",
 		"PEERGATE_LISTEN_ADMIN=127.0.0.1:0",
 		"PEERGATE_REGISTRY_ANTI_ENTROPY=10s",
-	}, "http", "admin")
+	}, "http", "rtsp", "admin")
 }
 
 func names(prefix string, n int) []string {

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/bluenviron/gortsplib/v5/pkg/base"
 
 	"github.com/peergate/peergate/internal/mediatest"
 	"github.com/peergate/peergate/shared/redistest"
@@ -92,8 +95,8 @@ func streamOrigins(gw *proc, name string) (map[string]string, error) {
 
 // TestMediaThroughGateway: ffmpeg publishes over RTMP to one origin and over RTSP to another;
 // the gateway lists both running; ffprobe pointed at the gateway follows its 302 to the right
-// origin and decodes H.264 at the published size over HLS and HTTP MPEG-TS; RTSP (TCP and UDP)
-// and RTMP readers on the origins decode it too; when a publisher
+// origin and decodes H.264 at the published size over HLS, HTTP MPEG-TS and RTSP (TCP and
+// UDP); RTMP readers on the origins decode it too; when a publisher
 // leaves, the gateway answers 404 for its name within a second.
 func TestMediaThroughGateway(t *testing.T) {
 	mediatest.Tool(t, "ffmpeg")
@@ -129,9 +132,9 @@ func TestMediaThroughGateway(t *testing.T) {
 		t.Logf("%s running on %s in the gateway's view %v after ffmpeg started", s.name, s.origin.id, time.Since(began).Round(time.Millisecond))
 	}
 
-	// HTTP reads go through the gateway: check its redirect, then let ffprobe follow it. RTSP
-	// (TCP and UDP) and RTMP read the origin directly (the gateway's RTSP and RTMP listeners
-	// come with a later issue).
+	// HTTP and RTSP reads go through the gateway: check its redirect, then let ffprobe follow
+	// it (FFmpeg follows a 302 on DESCRIBE). RTMP reads the origin directly (the gateway's
+	// RTMP redirect and relay come with a later issue).
 	type read struct {
 		s    *published
 		url  string
@@ -148,9 +151,13 @@ func TestMediaThroughGateway(t *testing.T) {
 			}
 			reads = append(reads, read{s, "http://" + gw.addr("http") + path, mediatest.ReadOptions{}})
 		}
+		code, loc, err := rtspDescribe(gw.addr("rtsp"), "/"+s.name+"?token=t1")
+		if want := "rtsp://" + s.origin.rtsp + "/" + s.name + "?token=t1"; err != nil || code != 302 || loc != want {
+			t.Fatalf("gateway RTSP DESCRIBE %s: %d %q %v, want 302 to %s", s.name, code, loc, err, want)
+		}
 		reads = append(reads,
-			read{s, "rtsp://" + s.origin.rtsp + "/" + s.name, mediatest.ReadOptions{RTSPTransport: "tcp"}},
-			read{s, "rtsp://" + s.origin.rtsp + "/" + s.name, mediatest.ReadOptions{RTSPTransport: "udp"}},
+			read{s, "rtsp://" + gw.addr("rtsp") + "/" + s.name, mediatest.ReadOptions{RTSPTransport: "tcp"}},
+			read{s, "rtsp://" + gw.addr("rtsp") + "/" + s.name, mediatest.ReadOptions{RTSPTransport: "udp"}},
 			read{s, "rtmp://" + s.origin.rtmp + "/" + s.name, mediatest.ReadOptions{}},
 		)
 	}
@@ -259,4 +266,26 @@ func TestOnDemandThroughGateway(t *testing.T) {
 	if back < idle-250*time.Millisecond || back > idle+3*time.Second {
 		t.Errorf("the pull stopped %v after the viewer left, want about idle_timeout %v", back, idle)
 	}
+}
+
+// rtspDescribe sends one DESCRIBE to a gateway and returns the status and Location.
+func rtspDescribe(addr, path string) (int, string, error) {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return 0, "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fmt.Fprintf(c, "DESCRIBE rtsp://%s%s RTSP/1.0\r\nCSeq: 1\r\n\r\n", addr, path); err != nil {
+		return 0, "", err
+	}
+	var res base.Response
+	if err := res.Unmarshal(bufio.NewReader(c)); err != nil {
+		return 0, "", err
+	}
+	loc := ""
+	if l := res.Header["Location"]; len(l) == 1 {
+		loc = l[0]
+	}
+	return int(res.StatusCode), loc, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/peergate/peergate/gateway/adminapi"
 	"github.com/peergate/peergate/gateway/httpgw"
 	"github.com/peergate/peergate/gateway/resolve"
+	"github.com/peergate/peergate/gateway/rtspgw"
 	"github.com/peergate/peergate/internal/cli"
 	"github.com/peergate/peergate/shared/admin"
 	"github.com/peergate/peergate/shared/config"
@@ -151,7 +152,21 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 		defer adm.Close()
 		log.Info("listening", "listener", "admin", "addr", adm.Addr().String())
 	}
-	// listen.rtsp and listen.rtmp get their listeners in later issues.
+	if cfg.Listen.RTSP != "" {
+		rtsp := &rtspgw.Server{
+			Address:    cfg.Listen.RTSP,
+			Resolver:   gatedResolver{table, watcher.Ready},
+			RetryAfter: cfg.HTTP.RetryAfter,
+			Logger:     log.With("listener", "rtsp"),
+			Metrics:    metrics,
+		}
+		if err := rtsp.Initialize(); err != nil {
+			return fmt.Errorf("listen.rtsp: %w", err)
+		}
+		defer rtsp.Close()
+		log.Info("listening", "listener", "rtsp", "addr", rtsp.Addr().String())
+	}
+	// listen.rtmp gets its listener (redirect and relay) in a later issue.
 
 	<-ctx.Done()
 	log.Info("stopping")

@@ -32,7 +32,9 @@ func startRun(t *testing.T, env ...string) (*cli.LogSink, func()) {
 	logs := &cli.LogSink{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, "", append(env, "PEERGATE_LOG_FORMAT=json"), logs) }()
+	// The RTSP listener binds a free loopback port unless a test names one.
+	env = append([]string{"PEERGATE_LISTEN_RTSP=127.0.0.1:0"}, append(env, "PEERGATE_LOG_FORMAT=json")...)
+	go func() { done <- run(ctx, "", env, logs) }()
 	stopped := false
 	stop := func() {
 		t.Helper()

@@ -100,7 +100,7 @@ peergate demo is running. Play through the gateway (it redirects, the origin ser
   ffplay http://127.0.0.1:8080/demo/index.m3u8           # HLS from origin1 (clock, test pattern, 440 Hz tone)
   ffplay http://127.0.0.1:8080/live/demo2/mpegts         # HTTP MPEG-TS from origin2
   open http://127.0.0.1:8080/demo/embed.html             # browser player page
-  ffplay rtsp://127.0.0.1:8555/demo                      # RTSP straight from origin1 (the gateway's RTSP/RTMP come later)
+  ffplay rtsp://127.0.0.1:8554/demo                      # RTSP: the gateway answers DESCRIBE with a 302 to origin1
   ffplay rtmp://127.0.0.1:1937/live/demo2                # RTMP straight from origin2
   ffprobe -v error -show_entries stream=codec_name,width,height http://127.0.0.1:8080/demo/index.m3u8
 Publish your own: ffmpeg -re -i FILE -c copy -f flv rtmp://127.0.0.1:1936/live/mine
