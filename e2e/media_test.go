@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bluenviron/gortsplib/v5"
 	"github.com/bluenviron/gortsplib/v5/pkg/base"
 
 	"github.com/peergate/peergate/internal/mediatest"
@@ -161,6 +162,23 @@ func TestMediaThroughGateway(t *testing.T) {
 			read{s, "rtmp://" + s.origin.rtmp + "/" + s.name, mediatest.ReadOptions{}},
 		)
 	}
+	// gortsplib's client follows a DESCRIBE 302 too, and gets the origin's description.
+	for _, s := range streams {
+		u, err := base.ParseURL("rtsp://" + gw.addr("rtsp") + "/" + s.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := &gortsplib.Client{Scheme: u.Scheme, Host: u.Host}
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		desc, _, err := c.Describe(u)
+		c.Close()
+		if err != nil || len(desc.Medias) != 2 {
+			t.Fatalf("gortsplib DESCRIBE via the gateway, %s: %v, %v", s.name, desc, err)
+		}
+	}
+
 	var wg sync.WaitGroup
 	errs := make([]error, len(reads))
 	for i, r := range reads {
