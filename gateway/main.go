@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/peergate/peergate/gateway/adminapi"
+	"github.com/peergate/peergate/gateway/gwmetrics"
 	"github.com/peergate/peergate/gateway/httpgw"
 	"github.com/peergate/peergate/gateway/resolve"
 	"github.com/peergate/peergate/gateway/rtspgw"
@@ -80,7 +81,7 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 	if err := adminapi.RegisterRegistryMetrics(promReg, adminapi.RegistryView{Stats: watcher.Stats, Size: table.Size}); err != nil {
 		return err
 	}
-	metrics, err := httpgw.NewMetrics(promReg)
+	metrics, err := gwmetrics.New(promReg)
 	if err != nil {
 		return err
 	}

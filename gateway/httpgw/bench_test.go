@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/peergate/peergate/gateway/gwmetrics"
 	"github.com/peergate/peergate/gateway/resolve"
 	"github.com/peergate/peergate/shared/cluster"
 )
@@ -58,7 +59,7 @@ func TestWithTable(t *testing.T) {
 
 func BenchmarkRedirect(b *testing.B) {
 	req := httptest.NewRequest(http.MethodGet, "/live/cam1/index.m3u8?token=abc123", nil)
-	prom, err := NewMetrics(prometheus.NewRegistry())
+	prom, err := gwmetrics.New(prometheus.NewRegistry())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -8,21 +8,22 @@ import (
 	"strings"
 	"time"
 
+	"github.com/peergate/peergate/gateway/gwmetrics"
 	"github.com/peergate/peergate/gateway/resolve"
 	"github.com/peergate/peergate/shared/streamname"
 )
 
 // Outcomes, as logged and counted.
 const (
-	OutcomeOK               = "ok"                 // 302 to an origin
-	OutcomeNotFound         = "not_found"          // 404: no origin lists the name
-	OutcomeUnavailable      = "unavailable"        // 503: listed, nobody eligible
-	OutcomeBadPath          = "bad_path"           // 404: not a stream URL (or hostile)
-	OutcomeBadQuery         = "bad_query"          // 400: query with bytes a Location must not carry
-	OutcomeBadOrigin        = "bad_origin"         // 502: the chosen origin's base URL was refused
-	OutcomeError            = "error"              // 500: the resolver gave no outcome
-	OutcomeMethodNotAllowed = "method_not_allowed" // 405
-	OutcomePreflight        = "preflight"          // 204: CORS preflight / OPTIONS
+	OutcomeOK               = gwmetrics.OK               // 302 to an origin
+	OutcomeNotFound         = gwmetrics.NotFound         // 404: no origin lists the name
+	OutcomeUnavailable      = gwmetrics.Unavailable      // 503: listed, nobody eligible
+	OutcomeBadPath          = gwmetrics.BadPath          // 404: not a stream URL (or hostile)
+	OutcomeBadQuery         = gwmetrics.BadQuery         // 400: query with bytes a Location must not carry
+	OutcomeBadOrigin        = gwmetrics.BadOrigin        // 502: the chosen origin's base URL was refused
+	OutcomeError            = gwmetrics.Error            // 500: the resolver gave no outcome
+	OutcomeMethodNotAllowed = gwmetrics.MethodNotAllowed // 405
+	OutcomePreflight        = gwmetrics.Preflight        // 204: CORS preflight / OPTIONS
 )
 
 const (

@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/peergate/peergate/gateway/gwmetrics"
 	"github.com/peergate/peergate/gateway/resolve"
 	"github.com/peergate/peergate/internal/testcert"
 )
@@ -498,11 +499,11 @@ func TestLogLine(t *testing.T) {
 
 func TestMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	m, err := NewMetrics(reg)
+	m, err := gwmetrics.New(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := NewMetrics(reg); err == nil {
+	if _, err := gwmetrics.New(reg); err == nil {
 		t.Fatal("registering twice on one registry succeeded")
 	}
 	s := start(t, &Server{Metrics: m})
@@ -545,7 +546,7 @@ func TestMetrics(t *testing.T) {
 
 // A nil pointer in the Metrics interface must not crash the listener.
 func TestNilMetricsPointer(t *testing.T) {
-	var m *PromMetrics
+	var m *gwmetrics.Prom
 	s := start(t, &Server{Metrics: m})
 	if res := raw(t, s.Addr(), "GET", "GET /cam1/index.m3u8 HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"); res.StatusCode != 302 {
 		t.Fatalf("status %d", res.StatusCode)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/bluenviron/gortsplib/v5/pkg/base"
 
+	"github.com/peergate/peergate/gateway/gwmetrics"
 	"github.com/peergate/peergate/gateway/resolve"
 	"github.com/peergate/peergate/internal/netcap"
 	"github.com/peergate/peergate/shared/streamname"
@@ -32,15 +33,15 @@ const (
 
 // Outcomes, as logged and counted (proto "rtsp").
 const (
-	OutcomeOK          = "ok"          // DESCRIBE answered 302
-	OutcomeNotFound    = "not_found"   // 404: no origin lists the name
-	OutcomeUnavailable = "unavailable" // 503: listed, nobody eligible
-	OutcomeBadPath     = "bad_path"    // 404: not a stream URL (or hostile)
-	OutcomeBadQuery    = "bad_query"   // 400: query with bytes a Location must not carry
-	OutcomeBadOrigin   = "bad_origin"  // 502: the chosen origin's base URL was refused
-	OutcomeBadRequest  = "bad_request" // 400 and close: not RTSP, no CSeq, too large
-	OutcomeNotAllowed  = "not_allowed" // 405: SETUP, PLAY, ANNOUNCE ... on the gateway
-	OutcomeError       = "error"       // 500: the resolver gave no outcome
+	OutcomeOK          = gwmetrics.OK               // DESCRIBE answered 302
+	OutcomeNotFound    = gwmetrics.NotFound         // 404: no origin lists the name
+	OutcomeUnavailable = gwmetrics.Unavailable      // 503: listed, nobody eligible
+	OutcomeBadPath     = gwmetrics.BadPath          // 404: not a stream URL (or hostile)
+	OutcomeBadQuery    = gwmetrics.BadQuery         // 400: query with bytes a Location must not carry
+	OutcomeBadOrigin   = gwmetrics.BadOrigin        // 502: the chosen origin's base URL was refused
+	OutcomeBadRequest  = gwmetrics.BadRequest       // 400 and close: not RTSP, no CSeq, too large
+	OutcomeNotAllowed  = gwmetrics.MethodNotAllowed // 405: a method the gateway does not take
+	OutcomeError       = gwmetrics.Error            // 500: the resolver gave no outcome
 	proto              = "rtsp"
 	public             = "OPTIONS, DESCRIBE"
 	errTooLargeMessage = "request too large"
@@ -51,7 +52,7 @@ type Resolver interface {
 	Resolve(req resolve.Request) resolve.Result
 }
 
-// Metrics counts outcomes; httpgw.PromMetrics implements it.
+// Metrics counts outcomes; gwmetrics.Prom implements it.
 type Metrics interface {
 	Redirect(proto, outcome string)
 	ResolveDuration(proto string, d time.Duration)
