@@ -78,6 +78,7 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 	defer func() { cancelRun(); wg.Wait() }()
 
 	promReg := admin.NewRegistry("gateway", version)
+	promReg.MustRegister(cli.LogDroppedCounter(logOut))
 	if err := adminapi.RegisterRegistryMetrics(promReg, adminapi.RegistryView{Stats: watcher.Stats, Size: table.Size}); err != nil {
 		return err
 	}

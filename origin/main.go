@@ -103,6 +103,7 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 	)
 	promReg := admin.NewRegistry("origin", version)
 	promReg.MustRegister(
+		cli.LogDroppedCounter(logOut),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "peergate_origin_draining", Help: "1 while the origin drains before exit.",
 		}, func() float64 { return b2f(draining.Load()) }),

@@ -124,3 +124,25 @@ func (m *Prom) RelayBytes(proto, direction string, n int64) {
 	}
 	m.relayBytes.WithLabelValues(proto, direction).Add(float64(n))
 }
+
+func nop() {}
+
+// RedirectCounter returns the increment of peergate_gateway_redirects_total{proto,outcome},
+// resolved once: a hot path calls it without a label lookup per request. On a nil *Prom it
+// does nothing.
+func (m *Prom) RedirectCounter(proto, outcome string) func() {
+	if m == nil {
+		return nop
+	}
+	return m.redirects.WithLabelValues(proto, outcome).Inc
+}
+
+// ResolveObserver returns the observation of peergate_gateway_resolve_seconds{proto},
+// resolved once. On a nil *Prom it does nothing.
+func (m *Prom) ResolveObserver(proto string) func(time.Duration) {
+	if m == nil {
+		return func(time.Duration) {}
+	}
+	o := m.resolve.WithLabelValues(proto)
+	return func(d time.Duration) { o.Observe(d.Seconds()) }
+}

@@ -11,7 +11,61 @@ type Metrics interface {
 	ResolveDuration(proto string, d time.Duration)
 }
 
+// PreparedMetrics is optionally implemented by a Metrics (gwmetrics.Prom does) to hand out
+// series resolved once at Initialize, so a request costs no label lookup.
+type PreparedMetrics interface {
+	// RedirectCounter returns the increment of one (proto, outcome) series.
+	RedirectCounter(proto, outcome string) func()
+	// ResolveObserver returns the observation of one proto's resolve latency.
+	ResolveObserver(proto string) func(time.Duration)
+}
+
 type nopMetrics struct{}
 
 func (nopMetrics) Redirect(string, string)               {}
 func (nopMetrics) ResolveDuration(string, time.Duration) {}
+
+// outcome indexes the listener's outcomes, so a request finds its counter without a lookup.
+type outcome uint8
+
+const (
+	oOK outcome = iota
+	oNotFound
+	oUnavailable
+	oBadPath
+	oBadQuery
+	oBadOrigin
+	oError
+	oMethodNotAllowed
+	oPreflight
+	nOutcomes
+)
+
+var outcomeNames = [nOutcomes]string{
+	OutcomeOK, OutcomeNotFound, OutcomeUnavailable, OutcomeBadPath, OutcomeBadQuery,
+	OutcomeBadOrigin, OutcomeError, OutcomeMethodNotAllowed, OutcomePreflight,
+}
+
+// counters are the listener's series, resolved once at Initialize.
+type counters struct {
+	inc     [nOutcomes]func()
+	resolve func(time.Duration)
+}
+
+func prepare(m Metrics) *counters {
+	c := &counters{}
+	pm, ok := m.(PreparedMetrics)
+	for i, name := range outcomeNames {
+		if ok {
+			c.inc[i] = pm.RedirectCounter(proto, name)
+		} else {
+			c.inc[i] = func() { m.Redirect(proto, name) }
+		}
+	}
+	if ok {
+		c.resolve = pm.ResolveObserver(proto)
+	} else {
+		c.resolve = func(d time.Duration) { m.ResolveDuration(proto, d) }
+	}
+	return c
+}

@@ -17,7 +17,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/go-chi/chi/v5"
 	"golang.org/x/net/netutil"
 
 	"github.com/peergate/peergate/gateway/resolve"
@@ -198,17 +197,6 @@ func (s *Server) Close() {
 		}
 		s.wg.Wait()
 	})
-}
-
-// router routes GET/HEAD to the redirect, OPTIONS to the CORS preflight and the rest to 405.
-func (h *handler) router() http.Handler {
-	r := chi.NewRouter()
-	r.Get("/*", h.redirect)
-	r.Head("/*", h.redirect)
-	r.Options("/*", h.preflight)
-	r.NotFound(h.notFound)
-	r.MethodNotAllowed(h.methodNotAllowed)
-	return r
 }
 
 // serverLogWriter sends net/http's own messages to slog: accept failures (fd exhaustion)

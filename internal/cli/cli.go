@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 )
 
 // RunFunc wires a binary from the config file at path and the environment, logs to logOut,
@@ -17,13 +18,17 @@ type RunFunc func(ctx context.Context, path string, env []string, logOut io.Writ
 
 // Main parses -config, runs run until SIGTERM or SIGINT, and exits 1 with the error if it fails.
 // After the first signal the default action returns, so a second one kills the process.
+// The process logs to stderr through an AsyncWriter: no request waits on its log line, and
+// lines a slow stderr cannot take are dropped and counted (register LogDroppedCounter(logOut)).
 func Main(name string, run RunFunc) {
 	path := flag.String("config", "", "YAML config file (optional; PEERGATE_* variables override it)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	context.AfterFunc(ctx, stop)
-	err := run(ctx, *path, os.Environ(), os.Stderr)
+	logOut := NewAsyncWriter(os.Stderr, DefaultLogBuffer)
+	err := run(ctx, *path, os.Environ(), logOut)
 	stop()
+	logOut.Close(2 * time.Second)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		os.Exit(1)
