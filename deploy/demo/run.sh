@@ -45,6 +45,15 @@ interrupted=""
 trap 'interrupted=1; exit 130' INT
 trap 'exit 143' TERM
 
+# prefix LABEL: copies stdin to stdout with LABEL before each line, one write per line, reading
+# in blocks (sed -u would read a byte per system call and cap the gateway's logged request rate).
+prefix() {
+	if command -v stdbuf >/dev/null 2>&1; then
+		exec stdbuf -oL sed "s/^/$1 /"
+	fi
+	exec sed -u "s/^/$1 /"
+}
+
 redis_up() {
 	if command -v redis-cli >/dev/null 2>&1; then
 		[ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = "PONG" ]
@@ -61,7 +70,7 @@ else
 	nosig=""
 	command -v setsid >/dev/null 2>&1 && nosig=setsid
 	$nosig redis-server --bind 127.0.0.1 --port 6379 --save '' --appendonly no --dir "$tmp" \
-		> >(trap '' INT; exec sed -u 's/^/[redis]   /') 2>&1 &
+		> >(trap '' INT; prefix '[redis]  ') 2>&1 &
 	redis_pid=$!
 	for _ in $(seq 50); do redis_up && break; sleep 0.1; done
 	redis_up || { echo "redis-server did not start on 127.0.0.1:6379" >&2; exit 1; }
@@ -69,7 +78,7 @@ fi
 
 # The prefixing sed ignores Ctrl-C so the binaries can log their shutdown (and not die of SIGPIPE).
 start() { # name binary config
-	"$bin/$2" -config "$conf/$3" > >(trap '' INT; exec sed -u "s/^/[$1] /") 2>&1 &
+	"$bin/$2" -config "$conf/$3" > >(trap '' INT; prefix "[$1]") 2>&1 &
 	pids+=($!)
 }
 start origin1 origin origin1.yaml
