@@ -1,4 +1,4 @@
-# peergate: `make build`, `make test` (what CI runs), `make demo`, `make bench`, `make lint`, `make fuzz`.
+# peergate: `make build`, `make test` (what CI runs), `make demo`, `make bench`, `make bench-http`, `make lint`, `make fuzz`.
 GO       ?= go
 BIN      ?= bin
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -7,7 +7,7 @@ FUZZTIME ?= 10s
 # The checksum database refuses gohlslib's versions (design.md section 6); go.sum pins them.
 export GONOSUMDB ?= github.com/bluenviron/gohlslib
 
-.PHONY: all build test tools bench lint fuzz demo clean
+.PHONY: all build test tools bench bench-http lint fuzz demo clean
 
 all: build
 
@@ -25,6 +25,12 @@ tools:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# Redirects at line rate: the gateway (100,000 streams in a private redis-server, logging as
+# make demo does) against nginx `return 302` and bare net/http, with wrk; a few minutes.
+# BENCH_ARGS="-streams 1000000" for the large registry. Never part of make test.
+bench-http:
+	deploy/bench/run.sh $(BENCH_ARGS)
 
 lint:
 	@out="$$(gofmt -l .)"; \

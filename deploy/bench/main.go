@@ -1,0 +1,665 @@
+// Command bench (make bench-http) measures the gateway's HTTP and RTSP redirects at line rate
+// against nginx `return 302` and a bare net/http 302 server on this machine.
+//
+// It starts a private redis-server and fills it with a registry of -streams streams over
+// -origins origins the way origins do (shared/registry's Registrar, heartbeating throughout),
+// starts the gateway binary with logging on as `make demo` runs it (info, text, through a
+// line-prefixing sed pipe), nginx with deploy/bench/nginx.conf (1 worker), the bare net/http
+// server (this binary with -serve-bare) and, when built, the bare fasthttp server; then drives
+// each with wrk in interleaved rounds, keep-alive and one connection per request, and prints one
+// table. Every load is on 127.0.0.1 and bounded in time.
+package main
+
+import (
+	"bufio"
+	"cmp"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/peergate/peergate/shared/cluster"
+	"github.com/peergate/peergate/shared/registry"
+)
+
+const clusterKey = "peergate-bench-cluster-key-0123456789"
+
+func main() {
+	var (
+		streams   = flag.Int("streams", 100000, "streams in the registry")
+		origins   = flag.Int("origins", 10, "origins the streams are spread over")
+		rounds    = flag.Int("rounds", 3, "interleaved rounds (the table shows medians)")
+		dur       = flag.Duration("duration", 4*time.Second, "length of one wrk run")
+		conns     = flag.Int("conns", 64, "wrk connections")
+		gwBin     = flag.String("gateway", "bin/gateway", "gateway binary")
+		fastBin   = flag.String("fasthttp", "", "bare fasthttp 302 binary (optional baseline)")
+		nginxConf = flag.String("nginx-conf", "deploy/bench/nginx.conf", "nginx config template")
+		logMode   = flag.String("log", "demo", "gateway logging: demo (info through a sed prefix pipe), file (info to a file), off (level error)")
+		coldOnly  = flag.Bool("cold-start", false, "only measure gateway cold start (time to first correct redirect, RSS)")
+		serveBare = flag.String("serve-bare", "", "internal: serve the bare net/http 302 on this address")
+	)
+	flag.Parse()
+	if *serveBare != "" {
+		serveBareGo(*serveBare)
+		return
+	}
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	b := &bench{streams: *streams, origins: *origins, dur: *dur, conns: *conns}
+	defer b.cleanup()
+	if err := b.run(*gwBin, *fastBin, *nginxConf, *logMode, *rounds, *coldOnly); err != nil {
+		b.cleanup()
+		log.Fatal(err)
+	}
+}
+
+type bench struct {
+	streams, origins int
+	dur              time.Duration
+	conns            int
+	tmp              string
+	procs            []*exec.Cmd
+	stopRegs         context.CancelFunc
+	regWG            sync.WaitGroup
+	once             sync.Once
+}
+
+func (b *bench) cleanup() {
+	b.once.Do(func() {
+		if b.stopRegs != nil {
+			b.stopRegs()
+			b.regWG.Wait()
+		}
+		for _, c := range slices.Backward(b.procs) {
+			if c.Process != nil {
+				_ = syscall.Kill(-c.Process.Pid, syscall.SIGTERM) // its process group: a pipeline's sed too
+			}
+		}
+		for _, c := range b.procs {
+			done := make(chan struct{})
+			go func() { _ = c.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				_ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
+			}
+		}
+		if b.tmp != "" {
+			os.RemoveAll(b.tmp)
+		}
+	})
+}
+
+// start runs a command in its own process group (so cleanup stops pipelines whole).
+func (b *bench) start(name string, args ...string) (*exec.Cmd, error) {
+	c := exec.Command(name, args...)
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	c.Stdout, c.Stderr = nil, nil
+	if err := c.Start(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	b.procs = append(b.procs, c)
+	return c, nil
+}
+
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func waitFor(what string, d time.Duration, ok func() bool) error {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if ok() {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("%s not ready within %s", what, d)
+}
+
+func streamName(i int) string { return "live/s" + strconv.Itoa(i) }
+
+// noFollow sends one request on a new connection and returns the status and Location.
+func get(url string) (int, string, error) {
+	c := &http.Client{
+		Timeout:       5 * time.Second,
+		Transport:     &http.Transport{DisableKeepAlives: true},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	res, err := c.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	res.Body.Close()
+	return res.StatusCode, res.Header.Get("Location"), nil
+}
+
+func (b *bench) run(gwBin, fastBin, nginxConf, logMode string, rounds int, coldOnly bool) error {
+	var err error
+	if b.tmp, err = os.MkdirTemp("", "peergate-bench-"); err != nil {
+		return err
+	}
+	redisAddr, err := b.startRedis()
+	if err != nil {
+		return err
+	}
+	t0 := time.Now()
+	if err := b.fillRegistry(redisAddr); err != nil {
+		return err
+	}
+	fmt.Printf("registry: %d streams over %d origins written in %s\n", b.streams, b.origins, time.Since(t0).Round(time.Millisecond))
+
+	gw, err := b.startGateway(gwBin, redisAddr, logMode)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("gateway cold start with %d streams: first correct redirect after %s, RSS %d MiB\n",
+		b.streams, gw.firstRedirect.Round(time.Millisecond), rssKiB(gw.pid)/1024)
+	if coldOnly {
+		return nil
+	}
+
+	targets := []*target{{name: "gateway", addr: gw.http, path: true}}
+	if bare, err := b.startBare(); err != nil {
+		return err
+	} else {
+		targets = append(targets, &target{name: "net/http bare", addr: bare})
+	}
+	if ng, err := b.startNginx(nginxConf); err != nil {
+		return err
+	} else {
+		targets = append(targets, &target{name: "nginx", addr: ng})
+	}
+	if fastBin != "" {
+		port := freePort()
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		if _, err := b.start(fastBin, "-addr", addr); err != nil {
+			return err
+		}
+		if err := waitFor("fasthttp", 10*time.Second, func() bool { s, _, _ := get("http://" + addr + "/x"); return s == 302 }); err != nil {
+			return err
+		}
+		targets = append(targets, &target{name: "fasthttp bare", addr: addr})
+	}
+	script := filepath.Join(b.tmp, "paths.lua")
+	if err := os.WriteFile(script, []byte(luaScript(b.streams)), 0o644); err != nil {
+		return err
+	}
+
+	modes := []string{"keep-alive", "close"}
+	type key struct{ target, mode string }
+	results := map[key][]wrkResult{}
+	var rtsp, httpClose []float64
+	for r := range rounds {
+		fmt.Printf("round %d/%d\n", r+1, rounds)
+		// Rotate the order each round so no target always runs first (or after the hottest).
+		order := slices.Clone(targets)
+		for range r {
+			order = append(order[1:], order[0])
+		}
+		for _, t := range order {
+			for _, m := range modes {
+				res, err := wrk(t.addr, script, m == "close", b.conns, b.dur)
+				if err != nil {
+					return fmt.Errorf("%s %s: %w", t.name, m, err)
+				}
+				results[key{t.name, m}] = append(results[key{t.name, m}], res)
+				fmt.Printf("  %-14s %-10s %9.0f req/s  p50 %-9s p99 %s\n", t.name, m, res.rps, res.p50, res.p99)
+			}
+		}
+		n, err := loadRTSP(gw.rtsp, b.streams, b.dur)
+		if err != nil {
+			return fmt.Errorf("rtsp: %w", err)
+		}
+		h, err := loadHTTPClose(gw.http, b.streams, b.dur)
+		if err != nil {
+			return fmt.Errorf("http close (Go client): %w", err)
+		}
+		rtsp, httpClose = append(rtsp, n), append(httpClose, h)
+		fmt.Printf("  %-14s %-10s %9.0f redirects/s (OPTIONS+DESCRIBE, new connection each); HTTP same client %0.f req/s\n", "gateway", "rtsp", n, h)
+	}
+
+	med := func(k key) wrkResult {
+		rs := slices.Clone(results[k])
+		sort.Slice(rs, func(i, j int) bool { return rs[i].rps < rs[j].rps })
+		return rs[len(rs)/2]
+	}
+	fmt.Printf("\nRedirect performance: %d streams over %d origins, wrk -t1 -c%d, %s x %d interleaved rounds (medians), gateway log: %s\n",
+		b.streams, b.origins, b.conns, b.dur, rounds, logMode)
+	fmt.Printf("%s, %d CPUs\n", cpuModel(), runtime.NumCPU())
+	fmt.Printf("%-14s %-10s %10s %9s %9s %9s %10s\n", "server", "connection", "req/s", "p50", "p99", "x nginx", "x net/http")
+	for _, m := range modes {
+		ng, floor := med(key{"nginx", m}), med(key{"net/http bare", m})
+		for _, t := range targets {
+			r := med(key{t.name, m})
+			fmt.Printf("%-14s %-10s %10.0f %9s %9s %9.2f %10.2f\n", t.name, m, r.rps, r.p50, r.p99, r.rps/ng.rps, r.rps/floor.rps)
+		}
+	}
+	rt, hc := median(rtsp), median(httpClose)
+	fmt.Printf("%-14s %-10s %10.0f %9s %9s %9s %10s  (x HTTP close, same Go client: %.2f)\n", "gateway rtsp", "new conn", rt, "", "", "", "", rt/hc)
+	if d, ok := gw.dropped(); ok {
+		fmt.Printf("gateway log lines dropped (peergate_log_dropped_total): %s\n", d)
+	}
+	return nil
+}
+
+func median(v []float64) float64 {
+	v = slices.Clone(v)
+	slices.Sort(v)
+	return v[len(v)/2]
+}
+
+type target struct {
+	name string
+	addr string
+	path bool
+}
+
+// luaScript makes wrk ask for a random stream of the registry on every request.
+func luaScript(streams int) string {
+	return fmt.Sprintf(`math.randomseed(42)
+request = function()
+  return wrk.format(nil, "/live/s" .. math.random(0, %d) .. "/index.m3u8")
+end
+`, streams-1)
+}
+
+type wrkResult struct {
+	rps      float64
+	p50, p99 string
+}
+
+var (
+	reRPS = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	reP50 = regexp.MustCompile(`\n\s+50%\s+(\S+)`)
+	reP99 = regexp.MustCompile(`\n\s+99%\s+(\S+)`)
+	reNon = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
+	reErr = regexp.MustCompile(`Socket errors: .*`)
+)
+
+func wrk(addr, script string, closeConn bool, conns int, d time.Duration) (wrkResult, error) {
+	args := []string{"-t1", "-c" + strconv.Itoa(conns), "-d" + strconv.Itoa(int(d.Seconds())) + "s", "--latency", "-s", script}
+	if closeConn {
+		args = append(args, "-H", "Connection: close")
+	}
+	args = append(args, "http://"+addr+"/")
+	ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "wrk", args...).CombinedOutput()
+	if err != nil {
+		return wrkResult{}, fmt.Errorf("wrk: %w\n%s", err, out)
+	}
+	s := string(out)
+	m := reRPS.FindStringSubmatch(s)
+	p50, p99 := reP50.FindStringSubmatch(s), reP99.FindStringSubmatch(s)
+	if m == nil || p50 == nil || p99 == nil {
+		return wrkResult{}, fmt.Errorf("wrk output not understood:\n%s", s)
+	}
+	if n := reNon.FindStringSubmatch(s); n != nil {
+		return wrkResult{}, fmt.Errorf("%s answers other than 3xx:\n%s", n[1], s)
+	}
+	if e := reErr.FindString(s); e != "" && !closeConn {
+		fmt.Printf("    (wrk: %s)\n", e)
+	}
+	rps, _ := strconv.ParseFloat(m[1], 64)
+	return wrkResult{rps: rps, p50: p50[1], p99: p99[1]}, nil
+}
+
+func (b *bench) startRedis() (string, error) {
+	port := freePort()
+	if _, err := b.start("redis-server", "--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--save", "",
+		"--appendonly", "no", "--dir", b.tmp); err != nil {
+		return "", err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	return addr, waitFor("redis-server", 10*time.Second, func() bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		_, _ = c.Write([]byte("PING\r\n"))
+		buf := make([]byte, 7)
+		_ = c.SetReadDeadline(time.Now().Add(time.Second))
+		n, _ := io.ReadFull(c, buf)
+		return n == 7 && string(buf) == "+PONG\r\n"
+	})
+}
+
+// fillRegistry registers the origins and their streams with shared/registry's Registrar and
+// keeps them heartbeating until cleanup, as origins do.
+func (b *bench) fillRegistry(redisAddr string) error {
+	client, err := registry.Dial("redis://" + redisAddr + "/0")
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	b.stopRegs = func() { cancel(); client.Close() }
+	quiet := slog.New(slog.DiscardHandler)
+	for o := range b.origins {
+		rec := cluster.Origin{
+			ID: fmt.Sprintf("o%d", o),
+			Public: cluster.Public{
+				"http": fmt.Sprintf("http://127.0.0.1:%d", 18001+o),
+				"rtsp": fmt.Sprintf("rtsp://127.0.0.1:%d", 19001+o),
+			},
+			Capacity: cluster.Capacity{},
+		}
+		reg, err := registry.NewRegistrar(client, clusterKey, rec, registry.RegistrarOptions{Logger: quiet, TTL: 10 * time.Second})
+		if err != nil {
+			return err
+		}
+		list := make([]cluster.Stream, 0, b.streams/b.origins+1)
+		for i := o; i < b.streams; i += b.origins {
+			list = append(list, cluster.Stream{Name: streamName(i), State: cluster.StreamRunning})
+		}
+		reg.SetStreams(list)
+		fctx, fcancel := context.WithTimeout(ctx, 5*time.Minute)
+		err = reg.Flush(fctx)
+		fcancel()
+		if err != nil {
+			return fmt.Errorf("origin %s: %w", rec.ID, err)
+		}
+		b.regWG.Go(func() { _ = reg.Run(ctx) })
+	}
+	return nil
+}
+
+type gateway struct {
+	http, rtsp, admin string
+	pid               int
+	firstRedirect     time.Duration
+}
+
+func (g *gateway) dropped() (string, bool) {
+	res, err := http.Get("http://" + g.admin + "/metrics")
+	if err != nil {
+		return "", false
+	}
+	defer res.Body.Close()
+	sc := bufio.NewScanner(res.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "peergate_log_dropped_total "); ok {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+func (b *bench) startGateway(bin, redisAddr, logMode string) (*gateway, error) {
+	g := &gateway{
+		http:  fmt.Sprintf("127.0.0.1:%d", freePort()),
+		rtsp:  fmt.Sprintf("127.0.0.1:%d", freePort()),
+		admin: fmt.Sprintf("127.0.0.1:%d", freePort()),
+	}
+	level := "info"
+	if logMode == "off" {
+		level = "error"
+	}
+	conf := fmt.Sprintf(`cluster_key: %s
+redis:
+  url: redis://%s/0
+log:
+  level: %s
+  format: text
+listen:
+  http: %s
+  rtsp: %s
+  admin: %s
+`, clusterKey, redisAddr, level, g.http, g.rtsp, g.admin)
+	confPath := filepath.Join(b.tmp, "gateway.yaml")
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		return nil, err
+	}
+	abs, err := filepath.Abs(bin)
+	if err != nil {
+		return nil, err
+	}
+	logFile := filepath.Join(b.tmp, "gateway.log")
+	// As make demo runs it: stderr through the same line-prefixing pipe (deploy/demo/run.sh).
+	var pipeline string
+	switch logMode {
+	case "demo":
+		pipeline = fmt.Sprintf(`%q -config %q 2>&1 | stdbuf -oL sed 's/^/[gateway] /' > %q`, abs, confPath, logFile)
+	default:
+		pipeline = fmt.Sprintf(`%q -config %q > %q 2>&1`, abs, confPath, logFile)
+	}
+	started := time.Now()
+	if _, err := b.start("bash", "-c", "set -o pipefail; "+pipeline); err != nil {
+		return nil, err
+	}
+	want := "http://127.0.0.1:"
+	name := streamName(b.streams - 1)
+	if err := waitFor("gateway", 5*time.Minute, func() bool {
+		s, loc, _ := get("http://" + g.http + "/" + name + "/index.m3u8")
+		return s == 302 && strings.HasPrefix(loc, want)
+	}); err != nil {
+		out, _ := os.ReadFile(logFile)
+		return nil, fmt.Errorf("%w\n%s", err, out)
+	}
+	g.firstRedirect = time.Since(started)
+	g.pid = pidListening(g.http)
+	return g, nil
+}
+
+// pidListening finds the process listening on addr through /proc (Linux).
+func pidListening(addr string) int {
+	_, p, _ := net.SplitHostPort(addr)
+	port, _ := strconv.Atoi(p)
+	raw, _ := os.ReadFile("/proc/net/tcp")
+	inode := ""
+	for _, line := range strings.Split(string(raw), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) > 9 && strings.HasSuffix(f[1], fmt.Sprintf(":%04X", port)) && f[3] == "0A" {
+			inode = f[9]
+		}
+	}
+	if inode == "" {
+		return 0
+	}
+	dirs, _ := filepath.Glob("/proc/[0-9]*/fd/*")
+	for _, d := range dirs {
+		if l, err := os.Readlink(d); err == nil && l == "socket:["+inode+"]" {
+			pid, _ := strconv.Atoi(strings.Split(d, "/")[2])
+			return pid
+		}
+	}
+	return 0
+}
+
+func rssKiB(pid int) int {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, _ := strconv.Atoi(strings.Fields(v)[0])
+			return n
+		}
+	}
+	return 0
+}
+
+func (b *bench) startBare() (string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort())
+	if _, err := b.start(self, "-serve-bare", addr); err != nil {
+		return "", err
+	}
+	return addr, waitFor("bare net/http", 10*time.Second, func() bool { s, _, _ := get("http://" + addr + "/x"); return s == 302 })
+}
+
+// serveBareGo is the floor: net/http with a handler that writes the same kind of answer.
+func serveBareGo(addr string) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hdr := w.Header()
+		hdr["Location"] = []string{"http://127.0.0.1:18001" + r.RequestURI}
+		hdr["Cache-Control"] = []string{"no-store"}
+		hdr["Content-Length"] = []string{"0"}
+		w.WriteHeader(http.StatusFound)
+	})
+	log.Fatal((&http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 5 * time.Second}).ListenAndServe())
+}
+
+func (b *bench) startNginx(tmpl string) (string, error) {
+	if _, err := exec.LookPath("nginx"); err != nil {
+		if _, err := os.Stat("/usr/sbin/nginx"); err != nil {
+			return "", errors.New("nginx not found: apt-get install -y nginx-light")
+		}
+	}
+	raw, err := os.ReadFile(tmpl)
+	if err != nil {
+		return "", err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort())
+	conf := strings.NewReplacer("@LISTEN@", addr, "@PREFIX@", b.tmp).Replace(string(raw))
+	path := filepath.Join(b.tmp, "nginx.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		return "", err
+	}
+	bin := "nginx"
+	if _, err := exec.LookPath(bin); err != nil {
+		bin = "/usr/sbin/nginx"
+	}
+	if _, err := b.start(bin, "-p", b.tmp, "-c", path); err != nil {
+		return "", err
+	}
+	return addr, waitFor("nginx", 10*time.Second, func() bool { s, _, _ := get("http://" + addr + "/x"); return s == 302 })
+}
+
+func cpuModel() string {
+	raw, _ := os.ReadFile("/proc/cpuinfo")
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, "model name"); ok {
+			return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+		}
+	}
+	return runtime.GOARCH
+}
+
+const loadWorkers = 32
+
+// loadRTSP counts RTSP redirects per second: each is a new TCP connection carrying OPTIONS
+// then DESCRIBE, answered 200 then 302.
+func loadRTSP(addr string, streams int, d time.Duration) (float64, error) {
+	return loadConns(d, func(i int, buf []byte) error {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		u := "rtsp://" + addr + "/" + streamName(i%streams)
+		r := bufio.NewReaderSize(c, 1024)
+		if _, err := io.WriteString(c, "OPTIONS "+u+" RTSP/1.0\r\nCSeq: 1\r\nUser-Agent: bench\r\n\r\n"); err != nil {
+			return err
+		}
+		if err := readStatus(r, "RTSP/1.0 200"); err != nil {
+			return err
+		}
+		if _, err := io.WriteString(c, "DESCRIBE "+u+" RTSP/1.0\r\nCSeq: 2\r\nAccept: application/sdp\r\nUser-Agent: bench\r\n\r\n"); err != nil {
+			return err
+		}
+		return readStatus(r, "RTSP/1.0 302")
+	})
+}
+
+// loadHTTPClose is the same client shape for HTTP: one GET per new connection.
+func loadHTTPClose(addr string, streams int, d time.Duration) (float64, error) {
+	return loadConns(d, func(i int, buf []byte) error {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		r := bufio.NewReaderSize(c, 1024)
+		if _, err := io.WriteString(c, "GET /"+streamName(i%streams)+"/index.m3u8 HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"); err != nil {
+			return err
+		}
+		return readStatus(r, "HTTP/1.1 302")
+	})
+}
+
+// readStatus reads one header block (no body: the answers carry none we need) and checks its
+// status line.
+func readStatus(r *bufio.Reader, want string) error {
+	status, err := r.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(status, want) {
+		return fmt.Errorf("got %q, want %q", strings.TrimSpace(status), want)
+	}
+	length := 0
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if line == "\r\n" {
+			break
+		}
+		if v, ok := strings.CutPrefix(strings.ToLower(line), "content-length:"); ok {
+			length, _ = strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	_, err = r.Discard(length)
+	return err
+}
+
+func loadConns(d time.Duration, one func(i int, buf []byte) error) (float64, error) {
+	var (
+		n     atomic.Int64
+		mu    sync.Mutex
+		first error
+		wg    sync.WaitGroup
+	)
+	stop := time.Now().Add(d)
+	start := time.Now()
+	for w := range loadWorkers {
+		wg.Go(func() {
+			buf := make([]byte, 1024)
+			for i := w; time.Now().Before(stop); i += loadWorkers {
+				if err := one(i*7919, buf); err != nil {
+					mu.Lock()
+					first = cmp.Or(first, err)
+					mu.Unlock()
+					return
+				}
+				n.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if first != nil {
+		return 0, first
+	}
+	return float64(n.Load()) / time.Since(start).Seconds(), nil
+}
