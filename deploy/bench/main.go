@@ -55,8 +55,15 @@ func main() {
 		logMode   = flag.String("log", "demo", "gateway logging: demo (info through a sed prefix pipe), file (info to a file), off (level error)")
 		coldOnly  = flag.Bool("cold-start", false, "only measure gateway cold start (time to first correct redirect, RSS)")
 		serveBare = flag.String("serve-bare", "", "internal: serve the bare net/http 302 on this address")
+		profile   = flag.String("profile", "", "only profile: run the gateway's HTTP listener in this process under wrk and write a CPU profile here")
 	)
 	flag.Parse()
+	if *profile != "" {
+		if err := profileGateway(*profile, *streams, *origins, *conns, *dur); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	if *serveBare != "" {
 		serveBareGo(*serveBare)
 		return
