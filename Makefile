@@ -28,7 +28,8 @@ bench:
 
 # Redirects at line rate: the gateway (100,000 streams in a private redis-server, logging as
 # make demo does) against nginx `return 302` and bare net/http, with wrk; a few minutes.
-# BENCH_ARGS="-streams 1000000" for the large registry. Never part of make test.
+# BENCH_ARGS="-large 1000000" adds a gateway on 1,000,000 streams to the same rounds.
+# Never part of make test.
 bench-http:
 	deploy/bench/run.sh $(BENCH_ARGS)
 

@@ -53,6 +53,7 @@ func main() {
 		fastBin   = flag.String("fasthttp", "", "bare fasthttp 302 binary (optional baseline)")
 		nginxConf = flag.String("nginx-conf", "deploy/bench/nginx.conf", "nginx config template")
 		logMode   = flag.String("log", "demo", "gateway logging: demo (info through a sed prefix pipe), file (info to a file), off (level error)")
+		large     = flag.Int("large", 0, "also run a second gateway on a registry of this many streams (e.g. 1000000), same rounds")
 		coldOnly  = flag.Bool("cold-start", false, "only measure gateway cold start (time to first correct redirect, RSS)")
 		serveBare = flag.String("serve-bare", "", "internal: serve the bare net/http 302 on this address")
 		profile   = flag.String("profile", "", "only profile: run the gateway's HTTP listener in this process under wrk and write a CPU profile here")
@@ -71,7 +72,7 @@ func main() {
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	b := &bench{streams: *streams, origins: *origins, dur: *dur, conns: *conns}
 	defer b.cleanup()
-	if err := b.run(*gwBin, *fastBin, *nginxConf, *logMode, *rounds, *coldOnly); err != nil {
+	if err := b.run(*gwBin, *fastBin, *nginxConf, *logMode, *rounds, *large, *coldOnly); err != nil {
 		b.cleanup()
 		log.Fatal(err)
 	}
@@ -163,7 +164,7 @@ func get(url string) (int, string, error) {
 	return res.StatusCode, res.Header.Get("Location"), nil
 }
 
-func (b *bench) run(gwBin, fastBin, nginxConf, logMode string, rounds int, coldOnly bool) error {
+func (b *bench) run(gwBin, fastBin, nginxConf, logMode string, rounds, large int, coldOnly bool) error {
 	var err error
 	if b.tmp, err = os.MkdirTemp("", "peergate-bench-"); err != nil {
 		return err
@@ -172,32 +173,39 @@ func (b *bench) run(gwBin, fastBin, nginxConf, logMode string, rounds int, coldO
 	if err != nil {
 		return err
 	}
-	t0 := time.Now()
-	if err := b.fillRegistry(redisAddr); err != nil {
-		return err
-	}
-	fmt.Printf("registry: %d streams over %d origins written in %s\n", b.streams, b.origins, time.Since(t0).Round(time.Millisecond))
-
-	gw, err := b.startGateway(gwBin, redisAddr, logMode)
+	gw, err := b.cluster(gwBin, redisAddr, clusterKey, b.streams, logMode, "")
 	if err != nil {
 		return err
 	}
-	fmt.Printf("gateway cold start with %d streams: first correct redirect after %s, RSS %d MiB\n",
-		b.streams, gw.firstRedirect.Round(time.Millisecond), rssKiB(gw.pid)/1024)
 	if coldOnly {
 		return nil
 	}
-
-	targets := []*target{{name: "gateway", addr: gw.http, path: true}}
+	script, err := b.script(b.streams)
+	if err != nil {
+		return err
+	}
+	targets := []*target{{name: "gateway", addr: gw.http, script: script}}
+	if large > 0 {
+		// A second registry namespace in the same Redis and a second gateway reading it.
+		big, err := b.cluster(gwBin, redisAddr, clusterKey+"-large", large, logMode, "-large")
+		if err != nil {
+			return err
+		}
+		bigScript, err := b.script(large)
+		if err != nil {
+			return err
+		}
+		targets = append(targets, &target{name: fmt.Sprintf("gateway %dk", large/1000), addr: big.http, script: bigScript})
+	}
 	if bare, err := b.startBare(); err != nil {
 		return err
 	} else {
-		targets = append(targets, &target{name: "net/http bare", addr: bare})
+		targets = append(targets, &target{name: "net/http bare", addr: bare, script: script})
 	}
 	if ng, err := b.startNginx(nginxConf); err != nil {
 		return err
 	} else {
-		targets = append(targets, &target{name: "nginx", addr: ng})
+		targets = append(targets, &target{name: "nginx", addr: ng, script: script})
 	}
 	if fastBin != "" {
 		port := freePort()
@@ -208,13 +216,8 @@ func (b *bench) run(gwBin, fastBin, nginxConf, logMode string, rounds int, coldO
 		if err := waitFor("fasthttp", 10*time.Second, func() bool { s, _, _ := get("http://" + addr + "/x"); return s == 302 }); err != nil {
 			return err
 		}
-		targets = append(targets, &target{name: "fasthttp bare", addr: addr})
+		targets = append(targets, &target{name: "fasthttp bare", addr: addr, script: script})
 	}
-	script := filepath.Join(b.tmp, "paths.lua")
-	if err := os.WriteFile(script, []byte(luaScript(b.streams)), 0o644); err != nil {
-		return err
-	}
-
 	modes := []string{"keep-alive", "close"}
 	type key struct{ target, mode string }
 	results := map[key][]wrkResult{}
@@ -228,7 +231,7 @@ func (b *bench) run(gwBin, fastBin, nginxConf, logMode string, rounds int, coldO
 		}
 		for _, t := range order {
 			for _, m := range modes {
-				res, err := wrk(t.addr, script, m == "close", b.conns, b.dur)
+				res, err := wrk(t.addr, t.script, m == "close", b.conns, b.dur)
 				if err != nil {
 					return fmt.Errorf("%s %s: %w", t.name, m, err)
 				}
@@ -279,9 +282,31 @@ func median(v []float64) float64 {
 }
 
 type target struct {
-	name string
-	addr string
-	path bool
+	name   string
+	addr   string
+	script string // wrk script choosing the request paths
+}
+
+// cluster fills a registry namespace with streams and starts a gateway reading it; it prints
+// the gateway's cold start (time to the first correct redirect, RSS then).
+func (b *bench) cluster(gwBin, redisAddr, key string, streams int, logMode, tag string) (*gateway, error) {
+	t0 := time.Now()
+	if err := b.fillRegistry(redisAddr, key, streams); err != nil {
+		return nil, err
+	}
+	fmt.Printf("registry: %d streams over %d origins written in %s\n", streams, b.origins, time.Since(t0).Round(time.Millisecond))
+	gw, err := b.startGateway(gwBin, redisAddr, key, streams, logMode, tag)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Printf("gateway cold start with %d streams: first correct redirect after %s, RSS %d MiB\n",
+		streams, gw.firstRedirect.Round(time.Millisecond), rssKiB(gw.pid)/1024)
+	return gw, nil
+}
+
+func (b *bench) script(streams int) (string, error) {
+	path := filepath.Join(b.tmp, fmt.Sprintf("paths-%d.lua", streams))
+	return path, os.WriteFile(path, []byte(luaScript(streams)), 0o644)
 }
 
 // luaScript makes wrk ask for a random stream of the registry on every request.
@@ -357,13 +382,20 @@ func (b *bench) startRedis() (string, error) {
 
 // fillRegistry registers the origins and their streams with shared/registry's Registrar and
 // keeps them heartbeating until cleanup, as origins do.
-func (b *bench) fillRegistry(redisAddr string) error {
+func (b *bench) fillRegistry(redisAddr, key string, streams int) error {
 	client, err := registry.Dial("redis://" + redisAddr + "/0")
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	b.stopRegs = func() { cancel(); client.Close() }
+	prev := b.stopRegs
+	b.stopRegs = func() {
+		cancel()
+		client.Close()
+		if prev != nil {
+			prev()
+		}
+	}
 	quiet := slog.New(slog.DiscardHandler)
 	for o := range b.origins {
 		rec := cluster.Origin{
@@ -374,12 +406,12 @@ func (b *bench) fillRegistry(redisAddr string) error {
 			},
 			Capacity: cluster.Capacity{},
 		}
-		reg, err := registry.NewRegistrar(client, clusterKey, rec, registry.RegistrarOptions{Logger: quiet, TTL: 10 * time.Second})
+		reg, err := registry.NewRegistrar(client, key, rec, registry.RegistrarOptions{Logger: quiet, TTL: 10 * time.Second})
 		if err != nil {
 			return err
 		}
-		list := make([]cluster.Stream, 0, b.streams/b.origins+1)
-		for i := o; i < b.streams; i += b.origins {
+		list := make([]cluster.Stream, 0, streams/b.origins+1)
+		for i := o; i < streams; i += b.origins {
 			list = append(list, cluster.Stream{Name: streamName(i), State: cluster.StreamRunning})
 		}
 		reg.SetStreams(list)
@@ -415,7 +447,7 @@ func (g *gateway) dropped() (string, bool) {
 	return "", false
 }
 
-func (b *bench) startGateway(bin, redisAddr, logMode string) (*gateway, error) {
+func (b *bench) startGateway(bin, redisAddr, key string, streams int, logMode, tag string) (*gateway, error) {
 	g := &gateway{
 		http:  fmt.Sprintf("127.0.0.1:%d", freePort()),
 		rtsp:  fmt.Sprintf("127.0.0.1:%d", freePort()),
@@ -435,8 +467,8 @@ listen:
   http: %s
   rtsp: %s
   admin: %s
-`, clusterKey, redisAddr, level, g.http, g.rtsp, g.admin)
-	confPath := filepath.Join(b.tmp, "gateway.yaml")
+`, key, redisAddr, level, g.http, g.rtsp, g.admin)
+	confPath := filepath.Join(b.tmp, "gateway"+tag+".yaml")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
@@ -444,7 +476,7 @@ listen:
 	if err != nil {
 		return nil, err
 	}
-	logFile := filepath.Join(b.tmp, "gateway.log")
+	logFile := filepath.Join(b.tmp, "gateway"+tag+".log")
 	// As make demo runs it: stderr through the same line-prefixing pipe (deploy/demo/run.sh).
 	var pipeline string
 	switch logMode {
@@ -458,7 +490,7 @@ listen:
 		return nil, err
 	}
 	want := "http://127.0.0.1:"
-	name := streamName(b.streams - 1)
+	name := streamName(streams - 1)
 	if err := waitFor("gateway", 5*time.Minute, func() bool {
 		s, loc, _ := get("http://" + g.http + "/" + name + "/index.m3u8")
 		return s == 302 && strings.HasPrefix(loc, want)
