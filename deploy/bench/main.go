@@ -3,8 +3,7 @@
 //
 // It starts a private redis-server and fills it with a registry of -streams streams over
 // -origins origins the way origins do (shared/registry's Registrar, heartbeating throughout),
-// starts the gateway binary with logging on as `make demo` runs it (info, text, through a
-// line-prefixing sed pipe), nginx with deploy/bench/nginx.conf (1 worker), the bare net/http
+// starts the gateway binary with logging on as `make demo` runs it (info, text, -log-prefix), nginx with deploy/bench/nginx.conf (1 worker), the bare net/http
 // server (this binary with -serve-bare) and, when built, the bare fasthttp server; then drives
 // each with wrk in interleaved rounds, keep-alive and one connection per request, and prints one
 // table. Every load is on 127.0.0.1 and bounded in time.
@@ -52,7 +51,7 @@ func main() {
 		gwBin     = flag.String("gateway", "bin/gateway", "gateway binary")
 		fastBin   = flag.String("fasthttp", "", "bare fasthttp 302 binary (optional baseline)")
 		nginxConf = flag.String("nginx-conf", "deploy/bench/nginx.conf", "nginx config template")
-		logMode   = flag.String("log", "demo", "gateway logging: demo (info through a sed prefix pipe), file (info to a file), off (level error)")
+		logMode   = flag.String("log", "demo", "gateway logging: demo (info, -log-prefix, as make demo runs it, to a file), sedpipe (info through stdbuf -oL sed to a file), file (info to a file), off (level error)")
 		large     = flag.Int("large", 0, "also run a second gateway on a registry of this many streams (e.g. 1000000), same rounds")
 		coldOnly  = flag.Bool("cold-start", false, "only measure gateway cold start (time to first correct redirect, RSS)")
 		serveBare = flag.String("serve-bare", "", "internal: serve the bare net/http 302 on this address")
@@ -477,13 +476,14 @@ listen:
 		return nil, err
 	}
 	logFile := filepath.Join(b.tmp, "gateway"+tag+".log")
-	// As make demo runs it: stderr through the same line-prefixing pipe (deploy/demo/run.sh).
 	var pipeline string
 	switch logMode {
-	case "demo":
+	case "demo": // as deploy/demo/run.sh runs it (there the terminal, here a file)
+		pipeline = fmt.Sprintf(`exec %q -config %q -log-prefix '[gateway] ' > %q 2>&1`, abs, confPath, logFile)
+	case "sedpipe": // as make demo ran it before: stderr through a line-prefixing sed
 		pipeline = fmt.Sprintf(`%q -config %q 2>&1 | stdbuf -oL sed 's/^/[gateway] /' > %q`, abs, confPath, logFile)
 	default:
-		pipeline = fmt.Sprintf(`%q -config %q > %q 2>&1`, abs, confPath, logFile)
+		pipeline = fmt.Sprintf(`exec %q -config %q > %q 2>&1`, abs, confPath, logFile)
 	}
 	started := time.Now()
 	if _, err := b.start("bash", "-c", "set -o pipefail; "+pipeline); err != nil {

@@ -48,7 +48,7 @@ func profileGateway(path string, streams, origins, conns int, d time.Duration) e
 		return err
 	}
 	defer func() { in.Close(); _ = sed.Wait() }()
-	sink := cli.NewAsyncWriter(in, cli.DefaultLogBuffer)
+	sink := cli.NewAsyncWriter(in, cli.DefaultLogBuffer, "")
 	defer sink.Close(time.Second)
 	log := config.NewLogger(sink, config.Log{Level: "info", Format: "text"})
 	metrics, err := gwmetrics.New(admin.NewRegistry("gateway", "bench"))

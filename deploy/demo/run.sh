@@ -45,8 +45,8 @@ interrupted=""
 trap 'interrupted=1; exit 130' INT
 trap 'exit 143' TERM
 
-# prefix LABEL: copies stdin to stdout with LABEL before each line, one write per line, reading
-# in blocks (sed -u would read a byte per system call and cap the gateway's logged request rate).
+# prefix LABEL: copies stdin to stdout with LABEL before each line (redis-server's lines), one
+# write per line, reading in blocks (sed -u reads a byte per system call).
 prefix() {
 	if command -v stdbuf >/dev/null 2>&1; then
 		exec stdbuf -oL sed "s/^/$1 /"
@@ -76,9 +76,11 @@ else
 	redis_up || { echo "redis-server did not start on 127.0.0.1:6379" >&2; exit 1; }
 fi
 
-# The prefixing sed ignores Ctrl-C so the binaries can log their shutdown (and not die of SIGPIPE).
+# The binaries label their own lines (-log-prefix) and write them in batches from a bounded
+# buffer, so no pipe stands between a redirect and its log line (a prefixing sed process per
+# line would cost as much CPU as the redirect itself).
 start() { # name binary config
-	"$bin/$2" -config "$conf/$3" > >(trap '' INT; prefix "[$1]") 2>&1 &
+	"$bin/$2" -config "$conf/$3" -log-prefix "[$1] " 2>&1 &
 	pids+=($!)
 }
 start origin1 origin origin1.yaml

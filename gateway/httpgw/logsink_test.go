@@ -23,7 +23,7 @@ func TestLogSinkBlocked(t *testing.T) {
 	}
 	defer pr.Close()
 	defer pw.Close()
-	sink := cli.NewAsyncWriter(pw, 16<<10)
+	sink := cli.NewAsyncWriter(pw, 16<<10, "")
 	defer sink.Close(10 * time.Millisecond)
 	dropped := cli.LogDroppedCounter(sink)
 

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -19,8 +20,9 @@ const DefaultLogBuffer = 1 << 20
 // nobody reads, a full disk) the line is dropped and counted, never waited for: a redirect
 // must not wait on its log line. Each Write is kept or dropped whole, so lines never tear.
 type AsyncWriter struct {
-	out   io.Writer
-	limit int
+	out    io.Writer
+	limit  int
+	prefix []byte
 
 	mu      sync.Mutex
 	cur     []byte // filled by Write; swapped with the flusher's buffer
@@ -35,19 +37,21 @@ type AsyncWriter struct {
 }
 
 // NewAsyncWriter starts the flusher for out with a buffer of size bytes (half fills while the
-// other half is written); size <= 0 means DefaultLogBuffer.
-func NewAsyncWriter(out io.Writer, size int) *AsyncWriter {
+// other half is written); size <= 0 means DefaultLogBuffer. A non-empty prefix is put before
+// every line (make demo labels each process's lines so, without a prefixing pipe).
+func NewAsyncWriter(out io.Writer, size int, prefix string) *AsyncWriter {
 	if size <= 0 {
 		size = DefaultLogBuffer
 	}
 	half := max(size/2, 256)
 	w := &AsyncWriter{
-		out:   out,
-		limit: half,
-		cur:   make([]byte, 0, half),
-		spare: make([]byte, 0, half),
-		wake:  make(chan struct{}, 1),
-		done:  make(chan struct{}),
+		out:    out,
+		limit:  half,
+		prefix: []byte(prefix),
+		cur:    make([]byte, 0, half),
+		spare:  make([]byte, 0, half),
+		wake:   make(chan struct{}, 1),
+		done:   make(chan struct{}),
 	}
 	go w.flusher()
 	return w
@@ -55,14 +59,29 @@ func NewAsyncWriter(out io.Writer, size int) *AsyncWriter {
 
 // Write queues p whole or drops it; it never blocks on the sink and never fails.
 func (w *AsyncWriter) Write(p []byte) (int, error) {
+	need := len(p)
+	if len(w.prefix) > 0 {
+		need += len(w.prefix) * (1 + bytes.Count(p[:max(len(p)-1, 0)], newline))
+	}
 	w.mu.Lock()
-	if w.closed || len(w.cur)+len(p) > w.limit {
+	if w.closed || len(w.cur)+need > w.limit {
 		w.mu.Unlock()
 		w.dropped.Add(1)
 		return len(p), nil
 	}
-	w.cur = append(w.cur, p...)
-	w.queued += uint64(len(p))
+	if len(w.prefix) == 0 {
+		w.cur = append(w.cur, p...)
+	} else {
+		for rest := p; len(rest) > 0; {
+			line := rest
+			if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+				line = rest[:i+1]
+			}
+			w.cur = append(append(w.cur, w.prefix...), line...)
+			rest = rest[len(line):]
+		}
+	}
+	w.queued += uint64(need)
 	w.mu.Unlock()
 	select {
 	case w.wake <- struct{}{}:
@@ -73,6 +92,8 @@ func (w *AsyncWriter) Write(p []byte) (int, error) {
 
 // Dropped is how many writes (log lines) were dropped so far.
 func (w *AsyncWriter) Dropped() uint64 { return w.dropped.Load() }
+
+var newline = []byte{'\n'}
 
 func (w *AsyncWriter) flusher() {
 	defer close(w.done)

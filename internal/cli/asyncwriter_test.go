@@ -34,7 +34,7 @@ func (l *lockedBuf) String() string {
 // Lines reach the sink whole and in order while it keeps up.
 func TestAsyncWriterDelivers(t *testing.T) {
 	var out lockedBuf
-	w := NewAsyncWriter(&out, 0)
+	w := NewAsyncWriter(&out, 0, "")
 	var want strings.Builder
 	for i := range 1000 {
 		line := fmt.Sprintf("line %d\n", i)
@@ -70,7 +70,7 @@ func TestAsyncWriterBlockedSink(t *testing.T) {
 	}
 	defer pw.Close()
 	before := runtime.NumGoroutine()
-	w := NewAsyncWriter(pw, 64<<10)
+	w := NewAsyncWriter(pw, 64<<10, "")
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(LogDroppedCounter(w))
 
@@ -135,7 +135,7 @@ func BenchmarkAsyncWriter(b *testing.B) {
 		}
 	})
 	b.Run("async", func(b *testing.B) {
-		w := NewAsyncWriter(discard{}, 0)
+		w := NewAsyncWriter(discard{}, 0, "")
 		defer w.Close(time.Second)
 		for b.Loop() {
 			_, _ = w.Write(line)
@@ -146,3 +146,18 @@ func BenchmarkAsyncWriter(b *testing.B) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// A prefix goes before every line, including lines inside one Write.
+func TestAsyncWriterPrefix(t *testing.T) {
+	var out lockedBuf
+	w := NewAsyncWriter(&out, 0, "[gateway] ")
+	_, _ = w.Write([]byte("a=1\n"))
+	_, _ = w.Write([]byte("b=2\nc=3\n"))
+	_, _ = w.Write([]byte("no newline"))
+	if !w.Close(10 * time.Second) {
+		t.Fatal("Close timed out")
+	}
+	if got, want := out.String(), "[gateway] a=1\n[gateway] b=2\n[gateway] c=3\n[gateway] no newline"; got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+}

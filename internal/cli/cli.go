@@ -22,10 +22,11 @@ type RunFunc func(ctx context.Context, path string, env []string, logOut io.Writ
 // lines a slow stderr cannot take are dropped and counted (register LogDroppedCounter(logOut)).
 func Main(name string, run RunFunc) {
 	path := flag.String("config", "", "YAML config file (optional; PEERGATE_* variables override it)")
+	prefix := flag.String("log-prefix", "", "text put before every log line (make demo labels its processes so)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	context.AfterFunc(ctx, stop)
-	logOut := NewAsyncWriter(os.Stderr, DefaultLogBuffer)
+	logOut := NewAsyncWriter(os.Stderr, DefaultLogBuffer, *prefix)
 	err := run(ctx, *path, os.Environ(), logOut)
 	stop()
 	logOut.Close(2 * time.Second)
