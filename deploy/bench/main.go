@@ -115,6 +115,9 @@ func (b *bench) cleanup() {
 }
 
 // start runs a command in its own process group (so cleanup stops pipelines whole).
+// lastGroup is the process group of the command started last.
+func (b *bench) lastGroup() int { return b.procs[len(b.procs)-1].Process.Pid }
+
 func (b *bench) start(name string, args ...string) (*exec.Cmd, error) {
 	c := exec.Command(name, args...)
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -183,7 +186,7 @@ func (b *bench) run(gwBin, fastBin, nginxConf, logMode string, rounds, large int
 	if err != nil {
 		return err
 	}
-	targets := []*target{{name: "gateway", addr: gw.http, script: script}}
+	targets := []*target{{name: "gateway", addr: gw.http, script: script, group: gw.group}}
 	if large > 0 {
 		// A second registry namespace in the same Redis and a second gateway reading it.
 		big, err := b.cluster(gwBin, redisAddr, clusterKey+"-large", large, logMode, "-large")
@@ -194,17 +197,17 @@ func (b *bench) run(gwBin, fastBin, nginxConf, logMode string, rounds, large int
 		if err != nil {
 			return err
 		}
-		targets = append(targets, &target{name: fmt.Sprintf("gateway %dk", large/1000), addr: big.http, script: bigScript})
+		targets = append(targets, &target{name: fmt.Sprintf("gateway %dk", large/1000), addr: big.http, script: bigScript, group: big.group})
 	}
 	if bare, err := b.startBare(); err != nil {
 		return err
 	} else {
-		targets = append(targets, &target{name: "net/http bare", addr: bare, script: script})
+		targets = append(targets, &target{name: "net/http bare", addr: bare, script: script, group: b.lastGroup()})
 	}
 	if ng, err := b.startNginx(nginxConf); err != nil {
 		return err
 	} else {
-		targets = append(targets, &target{name: "nginx", addr: ng, script: script})
+		targets = append(targets, &target{name: "nginx", addr: ng, script: script, group: b.lastGroup()})
 	}
 	if fastBin != "" {
 		port := freePort()
@@ -212,10 +215,11 @@ func (b *bench) run(gwBin, fastBin, nginxConf, logMode string, rounds, large int
 		if _, err := b.start(fastBin, "-addr", addr); err != nil {
 			return err
 		}
+		group := b.lastGroup()
 		if err := waitFor("fasthttp", 10*time.Second, func() bool { s, _, _ := get("http://" + addr + "/x"); return s == 302 }); err != nil {
 			return err
 		}
-		targets = append(targets, &target{name: "fasthttp bare", addr: addr, script: script})
+		targets = append(targets, &target{name: "fasthttp bare", addr: addr, script: script, group: group})
 	}
 	modes := []string{"keep-alive", "close"}
 	type key struct{ target, mode string }
@@ -230,12 +234,16 @@ func (b *bench) run(gwBin, fastBin, nginxConf, logMode string, rounds, large int
 		}
 		for _, t := range order {
 			for _, m := range modes {
+				cpu0 := groupCPU(t.group)
 				res, err := wrk(t.addr, t.script, m == "close", b.conns, b.dur)
 				if err != nil {
 					return fmt.Errorf("%s %s: %w", t.name, m, err)
 				}
+				if res.requests > 0 {
+					res.cpuPerReq = (groupCPU(t.group) - cpu0) / time.Duration(res.requests)
+				}
 				results[key{t.name, m}] = append(results[key{t.name, m}], res)
-				fmt.Printf("  %-14s %-10s %9.0f req/s  p50 %-9s p99 %s\n", t.name, m, res.rps, res.p50, res.p99)
+				fmt.Printf("  %-14s %-10s %9.0f req/s  p50 %-9s p99 %-9s server CPU %s/req\n", t.name, m, res.rps, res.p50, res.p99, res.cpuPerReq)
 			}
 		}
 		n, err := loadRTSP(gw.rtsp, b.streams, b.dur)
@@ -258,14 +266,26 @@ func (b *bench) run(gwBin, fastBin, nginxConf, logMode string, rounds, large int
 	fmt.Printf("\nRedirect performance: %d streams over %d origins, wrk -t1 -c%d, %s x %d interleaved rounds (medians), gateway log: %s\n",
 		b.streams, b.origins, b.conns, b.dur, rounds, logMode)
 	fmt.Printf("%s, %d CPUs\n", cpuModel(), runtime.NumCPU())
-	fmt.Printf("%-14s %-10s %10s %9s %9s %9s %10s\n", "server", "connection", "req/s", "p50", "p99", "x nginx", "x net/http")
+	cpu := func(k key) time.Duration {
+		var v []float64
+		for _, r := range results[k] {
+			v = append(v, float64(r.cpuPerReq))
+		}
+		return time.Duration(median(v))
+	}
+	fmt.Printf("%-14s %-10s %10s %9s %9s %9s %10s %10s %9s %10s\n", "server", "connection", "req/s", "p50", "p99", "x nginx", "x net/http",
+		"CPU/req", "x nginx", "x net/http")
 	for _, m := range modes {
 		ng, floor := med(key{"nginx", m}), med(key{"net/http bare", m})
+		ngCPU, floorCPU := cpu(key{"nginx", m}), cpu(key{"net/http bare", m})
 		for _, t := range targets {
-			r := med(key{t.name, m})
-			fmt.Printf("%-14s %-10s %10.0f %9s %9s %9.2f %10.2f\n", t.name, m, r.rps, r.p50, r.p99, r.rps/ng.rps, r.rps/floor.rps)
+			r, c := med(key{t.name, m}), cpu(key{t.name, m})
+			fmt.Printf("%-14s %-10s %10.0f %9s %9s %9.2f %10.2f %10s %9.2f %10.2f\n", t.name, m, r.rps, r.p50, r.p99, r.rps/ng.rps, r.rps/floor.rps,
+				c.Round(10*time.Nanosecond), float64(ngCPU)/float64(c), float64(floorCPU)/float64(c))
 		}
 	}
+	fmt.Println("(CPU/req: user+system time of the server's process group per answered request, from /proc; its x columns are")
+	fmt.Println(" efficiency ratios, nginx's or the floor's CPU/req over this row's, so they hold while other load shares the cores)")
 	rt, hc := median(rtsp), median(httpClose)
 	fmt.Printf("%-14s %-10s %10.0f %9s %9s %9s %10s  (x HTTP close, same Go client: %.2f)\n", "gateway rtsp", "new conn", rt, "", "", "", "", rt/hc)
 	if d, ok := gw.dropped(); ok {
@@ -284,6 +304,7 @@ type target struct {
 	name   string
 	addr   string
 	script string // wrk script choosing the request paths
+	group  int    // process group whose CPU time is charged to the target
 }
 
 // cluster fills a registry namespace with streams and starts a gateway reading it; it prints
@@ -318,12 +339,15 @@ end
 }
 
 type wrkResult struct {
-	rps      float64
-	p50, p99 string
+	rps       float64
+	p50, p99  string
+	requests  int64
+	cpuPerReq time.Duration // the server's CPU time (user+system, its whole process group) per request
 }
 
 var (
 	reRPS = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	reReq = regexp.MustCompile(`(\d+) requests in`)
 	reP50 = regexp.MustCompile(`\n\s+50%\s+(\S+)`)
 	reP99 = regexp.MustCompile(`\n\s+99%\s+(\S+)`)
 	reNon = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
@@ -355,7 +379,11 @@ func wrk(addr, script string, closeConn bool, conns int, d time.Duration) (wrkRe
 		fmt.Printf("    (wrk: %s)\n", e)
 	}
 	rps, _ := strconv.ParseFloat(m[1], 64)
-	return wrkResult{rps: rps, p50: p50[1], p99: p99[1]}, nil
+	var n int64
+	if r := reReq.FindStringSubmatch(s); r != nil {
+		n, _ = strconv.ParseInt(r[1], 10, 64)
+	}
+	return wrkResult{rps: rps, p50: p50[1], p99: p99[1], requests: n}, nil
 }
 
 func (b *bench) startRedis() (string, error) {
@@ -427,7 +455,7 @@ func (b *bench) fillRegistry(redisAddr, key string, streams int) error {
 
 type gateway struct {
 	http, rtsp, admin string
-	pid               int
+	pid, group        int
 	firstRedirect     time.Duration
 }
 
@@ -489,6 +517,7 @@ listen:
 	if _, err := b.start("bash", "-c", "set -o pipefail; "+pipeline); err != nil {
 		return nil, err
 	}
+	g.group = b.lastGroup()
 	want := "http://127.0.0.1:"
 	name := streamName(streams - 1)
 	if err := waitFor("gateway", 5*time.Minute, func() bool {
@@ -701,4 +730,34 @@ func loadConns(d time.Duration, one func(i int, buf []byte) error) (float64, err
 		return 0, first
 	}
 	return float64(n.Load()) / time.Since(start).Seconds(), nil
+}
+
+// groupCPU is the user+system CPU time of every process in process group pgid (Linux /proc).
+func groupCPU(pgid int) time.Duration {
+	if pgid == 0 {
+		return 0
+	}
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	var ticks int64
+	for _, p := range stats {
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		i := strings.LastIndexByte(string(raw), ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(raw[i+1:]))
+		if len(f) < 13 {
+			continue
+		}
+		if g, _ := strconv.Atoi(f[2]); g != pgid {
+			continue
+		}
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		ticks += u + st
+	}
+	return time.Duration(ticks) * time.Second / 100 // USER_HZ is 100 on Linux
 }
