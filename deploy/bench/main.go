@@ -52,6 +52,7 @@ func main() {
 		fastBin   = flag.String("fasthttp", "", "bare fasthttp 302 binary (optional baseline)")
 		nginxConf = flag.String("nginx-conf", "deploy/bench/nginx.conf", "nginx config template")
 		logMode   = flag.String("log", "demo", "gateway logging: demo (info, -log-prefix, as make demo runs it, to a file), sedpipe (info through stdbuf -oL sed to a file), file (info to a file), off (level error)")
+		alsoLog   = flag.String("also-log", "", "comma-separated extra gateways on the same registry with other -log modes (e.g. sedpipe,off), same rounds")
 		large     = flag.Int("large", 0, "also run a second gateway on a registry of this many streams (e.g. 1000000), same rounds")
 		coldOnly  = flag.Bool("cold-start", false, "only measure gateway cold start (time to first correct redirect, RSS)")
 		serveBare = flag.String("serve-bare", "", "internal: serve the bare net/http 302 on this address")
@@ -71,7 +72,7 @@ func main() {
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	b := &bench{streams: *streams, origins: *origins, dur: *dur, conns: *conns}
 	defer b.cleanup()
-	if err := b.run(*gwBin, *fastBin, *nginxConf, *logMode, *rounds, *large, *coldOnly); err != nil {
+	if err := b.run(*gwBin, *fastBin, *nginxConf, *logMode, *alsoLog, *rounds, *large, *coldOnly); err != nil {
 		b.cleanup()
 		log.Fatal(err)
 	}
@@ -166,7 +167,7 @@ func get(url string) (int, string, error) {
 	return res.StatusCode, res.Header.Get("Location"), nil
 }
 
-func (b *bench) run(gwBin, fastBin, nginxConf, logMode string, rounds, large int, coldOnly bool) error {
+func (b *bench) run(gwBin, fastBin, nginxConf, logMode, alsoLog string, rounds, large int, coldOnly bool) error {
 	var err error
 	if b.tmp, err = os.MkdirTemp("", "peergate-bench-"); err != nil {
 		return err
@@ -187,6 +188,16 @@ func (b *bench) run(gwBin, fastBin, nginxConf, logMode string, rounds, large int
 		return err
 	}
 	targets := []*target{{name: "gateway", addr: gw.http, script: script, group: gw.group}}
+	for i, mode := range strings.Split(alsoLog, ",") {
+		if mode == "" {
+			continue
+		}
+		g, err := b.startGateway(gwBin, redisAddr, clusterKey, b.streams, mode, fmt.Sprintf("-%d", i))
+		if err != nil {
+			return err
+		}
+		targets = append(targets, &target{name: "gateway " + mode, addr: g.http, script: script, group: g.group})
+	}
 	if large > 0 {
 		// A second registry namespace in the same Redis and a second gateway reading it.
 		big, err := b.cluster(gwBin, redisAddr, clusterKey+"-large", large, logMode, "-large")
@@ -243,7 +254,7 @@ func (b *bench) run(gwBin, fastBin, nginxConf, logMode string, rounds, large int
 					res.cpuPerReq = (groupCPU(t.group) - cpu0) / time.Duration(res.requests)
 				}
 				results[key{t.name, m}] = append(results[key{t.name, m}], res)
-				fmt.Printf("  %-14s %-10s %9.0f req/s  p50 %-9s p99 %-9s server CPU %s/req\n", t.name, m, res.rps, res.p50, res.p99, res.cpuPerReq)
+				fmt.Printf("  %-16s %-10s %9.0f req/s  p50 %-9s p99 %-9s server CPU %s/req\n", t.name, m, res.rps, res.p50, res.p99, res.cpuPerReq)
 			}
 		}
 		n, err := loadRTSP(gw.rtsp, b.streams, b.dur)
@@ -255,7 +266,7 @@ func (b *bench) run(gwBin, fastBin, nginxConf, logMode string, rounds, large int
 			return fmt.Errorf("http close (Go client): %w", err)
 		}
 		rtsp, httpClose = append(rtsp, n), append(httpClose, h)
-		fmt.Printf("  %-14s %-10s %9.0f redirects/s (OPTIONS+DESCRIBE, new connection each); HTTP same client %0.f req/s\n", "gateway", "rtsp", n, h)
+		fmt.Printf("  %-16s %-10s %9.0f redirects/s (OPTIONS+DESCRIBE, new connection each); HTTP same client %0.f req/s\n", "gateway", "rtsp", n, h)
 	}
 
 	med := func(k key) wrkResult {
@@ -273,21 +284,21 @@ func (b *bench) run(gwBin, fastBin, nginxConf, logMode string, rounds, large int
 		}
 		return time.Duration(median(v))
 	}
-	fmt.Printf("%-14s %-10s %10s %9s %9s %9s %10s %10s %9s %10s\n", "server", "connection", "req/s", "p50", "p99", "x nginx", "x net/http",
+	fmt.Printf("%-16s %-10s %10s %9s %9s %9s %10s %10s %9s %10s\n", "server", "connection", "req/s", "p50", "p99", "x nginx", "x net/http",
 		"CPU/req", "x nginx", "x net/http")
 	for _, m := range modes {
 		ng, floor := med(key{"nginx", m}), med(key{"net/http bare", m})
 		ngCPU, floorCPU := cpu(key{"nginx", m}), cpu(key{"net/http bare", m})
 		for _, t := range targets {
 			r, c := med(key{t.name, m}), cpu(key{t.name, m})
-			fmt.Printf("%-14s %-10s %10.0f %9s %9s %9.2f %10.2f %10s %9.2f %10.2f\n", t.name, m, r.rps, r.p50, r.p99, r.rps/ng.rps, r.rps/floor.rps,
+			fmt.Printf("%-16s %-10s %10.0f %9s %9s %9.2f %10.2f %10s %9.2f %10.2f\n", t.name, m, r.rps, r.p50, r.p99, r.rps/ng.rps, r.rps/floor.rps,
 				c.Round(10*time.Nanosecond), float64(ngCPU)/float64(c), float64(floorCPU)/float64(c))
 		}
 	}
 	fmt.Println("(CPU/req: user+system time of the server's process group per answered request, from /proc; its x columns are")
 	fmt.Println(" efficiency ratios, nginx's or the floor's CPU/req over this row's, so they hold while other load shares the cores)")
 	rt, hc := median(rtsp), median(httpClose)
-	fmt.Printf("%-14s %-10s %10.0f %9s %9s %9s %10s  (x HTTP close, same Go client: %.2f)\n", "gateway rtsp", "new conn", rt, "", "", "", "", rt/hc)
+	fmt.Printf("%-16s %-10s %10.0f %9s %9s %9s %10s  (x HTTP close, same Go client: %.2f)\n", "gateway rtsp", "new conn", rt, "", "", "", "", rt/hc)
 	if d, ok := gw.dropped(); ok {
 		fmt.Printf("gateway log lines dropped (peergate_log_dropped_total): %s\n", d)
 	}

@@ -14,6 +14,9 @@ import (
 // (about 4,000 access lines); the flusher writes the other half meanwhile.
 const DefaultLogBuffer = 1 << 20
 
+// linger is how long the flusher lets lines gather after the first one arrives.
+const linger = 5 * time.Millisecond
+
 // AsyncWriter is the process log sink: Write copies a line into a bounded buffer and returns
 // at once; one goroutine writes what accumulated to the underlying writer in large batches.
 // When the buffer is full because the sink is slower than the traffic (a terminal, a pipe
@@ -33,6 +36,7 @@ type AsyncWriter struct {
 	dropped atomic.Uint64
 
 	wake chan struct{} // capacity 1: coalesces wake-ups
+	stop chan struct{} // closed by Close: cuts the linger short
 	done chan struct{} // closed when the flusher has ended
 }
 
@@ -51,6 +55,7 @@ func NewAsyncWriter(out io.Writer, size int, prefix string) *AsyncWriter {
 		cur:    make([]byte, 0, half),
 		spare:  make([]byte, 0, half),
 		wake:   make(chan struct{}, 1),
+		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
 	go w.flusher()
@@ -117,6 +122,17 @@ func (w *AsyncWriter) flusher() {
 			return
 		}
 		<-w.wake
+		// Let lines gather: one write per linger instead of one per line at line rate. A
+		// line waits at most this long; Close does not wait for it.
+		w.mu.Lock()
+		closed = w.closed
+		w.mu.Unlock()
+		if !closed {
+			select {
+			case <-time.After(linger):
+			case <-w.stop:
+			}
+		}
 	}
 }
 
@@ -125,7 +141,10 @@ func (w *AsyncWriter) flusher() {
 // whether everything was written. Later writes are dropped and counted.
 func (w *AsyncWriter) Close(timeout time.Duration) bool {
 	w.mu.Lock()
-	w.closed = true
+	if !w.closed {
+		w.closed = true
+		close(w.stop)
+	}
 	w.mu.Unlock()
 	select {
 	case w.wake <- struct{}{}:
