@@ -2,12 +2,9 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
-	"syscall"
 	"time"
 
 	"github.com/peergate/peergate/gateway/gwmetrics"
@@ -20,9 +17,10 @@ import (
 )
 
 // profileGateway runs the gateway's HTTP listener in this process (the same table, metrics
-// and logger wiring as gateway/main.go, the log through the demo's sed pipe) under wrk,
+// and logger wiring as gateway/main.go) under wrk,
 // keep-alive then one connection per request, with the CPU profile on; it writes the profile
-// to path (read it with go tool pprof -top).
+// to path (read it with go tool pprof -top). The log goes as make demo writes it (info, text,
+// -log-prefix), to a file.
 func profileGateway(path string, streams, origins, conns int, d time.Duration) error {
 	table := resolve.New(resolve.Options{})
 	for o := range origins {
@@ -37,18 +35,13 @@ func profileGateway(path string, streams, origins, conns int, d time.Duration) e
 		}
 		table.PutStreams(id, list)
 	}
-	sed := exec.Command("stdbuf", "-oL", "sed", "s/^/[gateway] /")
-	sed.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	sed.Stdout = io.Discard
-	in, err := sed.StdinPipe()
+	logFile, err := os.CreateTemp("", "peergate-profile-*.log")
 	if err != nil {
 		return err
 	}
-	if err := sed.Start(); err != nil {
-		return err
-	}
-	defer func() { in.Close(); _ = sed.Wait() }()
-	sink := cli.NewAsyncWriter(in, cli.DefaultLogBuffer, "")
+	defer os.Remove(logFile.Name())
+	defer logFile.Close()
+	sink := cli.NewAsyncWriter(logFile, cli.DefaultLogBuffer, "[gateway] ")
 	defer sink.Close(time.Second)
 	log := config.NewLogger(sink, config.Log{Level: "info", Format: "text"})
 	metrics, err := gwmetrics.New(admin.NewRegistry("gateway", "bench"))
