@@ -52,6 +52,7 @@ func main() {
 		fastBin   = flag.String("fasthttp", "", "bare fasthttp 302 binary (optional baseline)")
 		nginxConf = flag.String("nginx-conf", "deploy/bench/nginx.conf", "nginx config template")
 		logMode   = flag.String("log", "demo", "gateway logging: demo (info, -log-prefix, as make demo runs it, to a file), sedpipe (info through stdbuf -oL sed to a file), file (info to a file), off (level error)")
+		proto     = flag.String("prototype", "", "optional experiment binary run as a target: BIN -addr ADDR -streams N -log FILE (its own in-memory table, no Redis)")
 		alsoLog   = flag.String("also-log", "", "comma-separated extra gateways on the same registry with other -log modes (e.g. sedpipe,off), same rounds")
 		large     = flag.Int("large", 0, "also run a second gateway on a registry of this many streams (e.g. 1000000), same rounds")
 		coldOnly  = flag.Bool("cold-start", false, "only measure gateway cold start (time to first correct redirect, RSS)")
@@ -72,7 +73,7 @@ func main() {
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	b := &bench{streams: *streams, origins: *origins, dur: *dur, conns: *conns}
 	defer b.cleanup()
-	if err := b.run(*gwBin, *fastBin, *nginxConf, *logMode, *alsoLog, *rounds, *large, *coldOnly); err != nil {
+	if err := b.run(*gwBin, *fastBin, *proto, *nginxConf, *logMode, *alsoLog, *rounds, *large, *coldOnly); err != nil {
 		b.cleanup()
 		log.Fatal(err)
 	}
@@ -167,7 +168,7 @@ func get(url string) (int, string, error) {
 	return res.StatusCode, res.Header.Get("Location"), nil
 }
 
-func (b *bench) run(gwBin, fastBin, nginxConf, logMode, alsoLog string, rounds, large int, coldOnly bool) error {
+func (b *bench) run(gwBin, fastBin, protoBin, nginxConf, logMode, alsoLog string, rounds, large int, coldOnly bool) error {
 	var err error
 	if b.tmp, err = os.MkdirTemp("", "peergate-bench-"); err != nil {
 		return err
@@ -187,6 +188,21 @@ func (b *bench) run(gwBin, fastBin, nginxConf, logMode, alsoLog string, rounds, 
 	if err != nil {
 		return err
 	}
+	var extra []*target
+	if protoBin != "" {
+		addr := fmt.Sprintf("127.0.0.1:%d", freePort())
+		if _, err := b.start(protoBin, "-addr", addr, "-streams", strconv.Itoa(b.streams), "-log", filepath.Join(b.tmp, "prototype.log")); err != nil {
+			return err
+		}
+		group := b.lastGroup()
+		if err := waitFor("prototype", time.Minute, func() bool {
+			s, _, _ := get("http://" + addr + "/" + streamName(0) + "/index.m3u8")
+			return s == 302
+		}); err != nil {
+			return err
+		}
+		extra = append(extra, &target{name: "prototype", addr: addr, script: script, group: group})
+	}
 	targets := []*target{{name: "gateway", addr: gw.http, script: script, group: gw.group}}
 	for i, mode := range strings.Split(alsoLog, ",") {
 		if mode == "" {
@@ -198,6 +214,7 @@ func (b *bench) run(gwBin, fastBin, nginxConf, logMode, alsoLog string, rounds, 
 		}
 		targets = append(targets, &target{name: "gateway " + mode, addr: g.http, script: script, group: g.group})
 	}
+	targets = append(targets, extra...)
 	if large > 0 {
 		// A second registry namespace in the same Redis and a second gateway reading it.
 		big, err := b.cluster(gwBin, redisAddr, clusterKey+"-large", large, logMode, "-large")
