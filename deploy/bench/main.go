@@ -75,7 +75,8 @@ func main() {
 	defer b.cleanup()
 	if err := b.run(*gwBin, *fastBin, *proto, *nginxConf, *logMode, *alsoLog, *rounds, *large, *coldOnly); err != nil {
 		b.cleanup()
-		log.Fatal(err)
+		fmt.Fprintln(os.Stderr, "bench:", err) // not log: slog.SetDefault routes it below Warn
+		os.Exit(1)
 	}
 }
 
