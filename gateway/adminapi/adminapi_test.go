@@ -27,7 +27,7 @@ func origin(id, state, http string) cluster.Origin {
 func startAPI(t *testing.T) string {
 	t.Helper()
 	tab := resolve.New(resolve.Options{})
-	tab.ReplaceAll([]registry.OriginView{
+	tab.ReplaceAll([]cluster.OriginView{
 		{Origin: origin("o1", cluster.StateUp, "http://127.0.0.1:8081"), Streams: []cluster.Stream{
 			{Name: "demo", State: cluster.StreamRunning},
 		}},

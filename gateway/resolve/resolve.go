@@ -9,10 +9,9 @@ import (
 	"sync/atomic"
 
 	"github.com/peergate/peergate/shared/cluster"
-	"github.com/peergate/peergate/shared/registry"
 )
 
-var _ registry.Sink = (*Table)(nil)
+var _ cluster.Sink = (*Table)(nil)
 
 // Proto is the protocol a viewer asks with; it picks which public URLs of an origin count.
 type Proto uint8
@@ -97,7 +96,7 @@ type Options struct {
 // nShards spreads stream names over independent locks; a power of two indexed by the top hash bits.
 const nShards = 256
 
-// Table is the gateway's in-memory index NAME -> origins, fed through registry.Sink and read by Resolve.
+// Table is the gateway's in-memory index NAME -> origins, fed through cluster.Sink and read by Resolve.
 // Writers are serialized; any number of readers may run alongside. Create it with New.
 type Table struct {
 	hysteresis float64

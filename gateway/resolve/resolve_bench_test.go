@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/peergate/peergate/shared/cluster"
-	"github.com/peergate/peergate/shared/registry"
 )
 
 // The benchmark cluster: 1,000,000 streams over 100 origins, each stream on one or two.
@@ -31,8 +30,8 @@ func benchNames() []string {
 
 // benchViews puts stream i on origin i%100, and every other stream also on a second origin;
 // one in ten listings is ondemand.
-func benchViews(names []string) []registry.OriginView {
-	views := make([]registry.OriginView, benchOrigins)
+func benchViews(names []string) []cluster.OriginView {
+	views := make([]cluster.OriginView, benchOrigins)
 	for j := range views {
 		id := fmt.Sprintf("origin-%03d", j)
 		views[j].Origin = cluster.Origin{

@@ -11,7 +11,6 @@ import (
 	"unsafe"
 
 	"github.com/peergate/peergate/shared/cluster"
-	"github.com/peergate/peergate/shared/registry"
 )
 
 // listing renders the table as name -> "id:state" pairs through the admin view.
@@ -59,7 +58,7 @@ func TestReplaceAll(t *testing.T) {
 	})
 
 	// o2 gone, o3 new, o1's list changed (a removed, c now running, d added).
-	tb.ReplaceAll([]registry.OriginView{
+	tb.ReplaceAll([]cluster.OriginView{
 		view(org("o1"), running("b", "c", "d")),
 		view(org("o3", draining), ondemand("b")),
 	})
@@ -335,11 +334,11 @@ func TestSinkAgainstModel(t *testing.T) {
 			delete(model, id)
 		default:
 			model = map[string]map[string]string{}
-			var views []registry.OriginView
+			var views []cluster.OriginView
 			for j := range rng.IntN(5) {
 				vid := fmt.Sprint("o", j)
 				l := randomList()
-				views = append(views, registry.OriginView{Origin: org(vid), Streams: l})
+				views = append(views, cluster.OriginView{Origin: org(vid), Streams: l})
 				model[vid] = asMap(l)
 			}
 			tb.ReplaceAll(views)

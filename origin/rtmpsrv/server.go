@@ -16,6 +16,7 @@ import (
 	"github.com/bluenviron/gortmplib/pkg/codecs"
 	"github.com/bluenviron/gortmplib/pkg/message"
 
+	"github.com/peergate/peergate/origin/ingest"
 	"github.com/peergate/peergate/origin/media"
 )
 
@@ -230,7 +231,7 @@ func (s *Server) publish(c net.Conn, sc *gortmplib.ServerConn, name string) erro
 		return fmt.Errorf("tracks: %w", err)
 	}
 	ft.analysed = true
-	tracks, attach := Tracks(r, func(err error) { s.Log.Info("rtmp track skipped", "name", name, "err", err) })
+	tracks, attach := ingest.RTMPTracks(r, func(err error) { s.Log.Info("rtmp track skipped", "name", name, "err", err) })
 	st, err := claim.Publish(tracks)
 	if err != nil {
 		return err
@@ -356,52 +357,4 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
-}
-
-// ignoreTracks installs no-op data callbacks on every track of r; callers override the ones they use.
-func ignoreTracks(r *gortmplib.Reader) {
-	for _, t := range r.Tracks() {
-		switch t.Codec.(type) {
-		case *codecs.AV1:
-			r.OnDataAV1(t, func(time.Duration, [][]byte) {})
-		case *codecs.VP9:
-			r.OnDataVP9(t, func(time.Duration, []byte) {})
-		case *codecs.H265:
-			r.OnDataH265(t, func(time.Duration, time.Duration, [][]byte) {})
-		case *codecs.H264:
-			r.OnDataH264(t, func(time.Duration, time.Duration, [][]byte) {})
-		case *codecs.Opus:
-			r.OnDataOpus(t, func(time.Duration, []byte) {})
-		case *codecs.FLAC:
-			r.OnDataFLAC(t, func(time.Duration, []byte) {})
-		case *codecs.MPEG4Audio:
-			r.OnDataMPEG4Audio(t, func(time.Duration, []byte) {})
-		case *codecs.MPEG1Audio:
-			r.OnDataMPEG1Audio(t, func(time.Duration, []byte) {})
-		case *codecs.AC3:
-			r.OnDataAC3(t, func(time.Duration, []byte) {})
-		case *codecs.G711:
-			r.OnDataG711(t, func(time.Duration, []byte) {})
-		case *codecs.LPCM:
-			r.OnDataLPCM(t, func(time.Duration, []byte) {})
-		}
-	}
-}
-
-// isParamsOnly reports whether an H.264 (or H.265) AU holds only parameter sets (what
-// gortmplib hands over for a configuration message).
-func isParamsOnly(au [][]byte, hevc bool) bool {
-	for _, n := range au {
-		if len(n) == 0 {
-			continue
-		}
-		if hevc {
-			if t := (n[0] >> 1) & 0x3f; t < 32 || t > 34 { // VPS, SPS, PPS
-				return false
-			}
-		} else if t := n[0] & 0x1f; t != 7 && t != 8 { // SPS, PPS
-			return false
-		}
-	}
-	return true
 }

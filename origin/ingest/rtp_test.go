@@ -1,4 +1,4 @@
-package rtspsrv
+package ingest
 
 import (
 	"bytes"
