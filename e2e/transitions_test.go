@@ -131,12 +131,12 @@ func TestRegistryTransitions(t *testing.T) {
 	tbl := media.NewTable(media.Config{Events: &ondemand.RegistryEvents{Registry: reg}})
 	defer tbl.Close()
 	rtmp := &rtmpsrv.Server{Address: "127.0.0.1:0", Table: tbl}
-	if err := rtmp.Start(); err != nil {
+	if err := rtmp.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	defer rtmp.Close()
 	rtsp := &rtspsrv.Server{Address: "127.0.0.1:0", Table: tbl}
-	if err := rtsp.Start(); err != nil {
+	if err := rtsp.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	defer rtsp.Close()

@@ -51,23 +51,23 @@ func testLoop(t *testing.T, clip string, viaRTSP bool) {
 	tbl := media.NewTable(media.Config{})
 	defer tbl.Close()
 	rs := &rtspsrv.Server{Address: "127.0.0.1:0", Table: tbl}
-	if err := rs.Start(); err != nil {
+	if err := rs.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	defer rs.Close()
 	ms := &rtmpsrv.Server{Address: "127.0.0.1:0", Table: tbl}
-	if err := ms.Start(); err != nil {
+	if err := ms.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	defer ms.Close()
 
 	src := &Source{Name: "loop/clip", Path: clip, Table: tbl}
-	if err := src.Start(); err != nil {
+	if err := src.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	defer src.Close()
 	dup := &Source{Name: "loop/clip", Path: src.Path, Table: tbl}
-	if err := dup.Start(); !errors.Is(err, media.ErrAlreadyPublishing) {
+	if err := dup.Initialize(); !errors.Is(err, media.ErrAlreadyPublishing) {
 		t.Fatalf("second source on a live NAME: %v", err)
 	}
 
@@ -124,12 +124,12 @@ func TestDemoClipPlays(t *testing.T) {
 	tbl := media.NewTable(media.Config{})
 	defer tbl.Close()
 	ms := &rtmpsrv.Server{Address: "127.0.0.1:0", Table: tbl}
-	if err := ms.Start(); err != nil {
+	if err := ms.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	defer ms.Close()
 	src := &Source{Name: "demo/clip", Path: mediatest.Demo(t), Table: tbl}
-	if err := src.Start(); err != nil {
+	if err := src.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	defer src.Close()
@@ -169,7 +169,7 @@ func (f *fileStarter) Start(name string) bool {
 			time.Sleep(300 * time.Millisecond)
 			f.mu.Lock()
 			defer f.mu.Unlock()
-			_ = f.src.Start()
+			_ = f.src.Initialize()
 		}()
 	}
 	return true
@@ -192,12 +192,12 @@ func TestOnDemandFirstViewerWaits(t *testing.T) {
 	defer tbl.Close()
 	defer st.close()
 	rs := &rtspsrv.Server{Address: "127.0.0.1:0", UDPRTPAddress: "127.0.0.1:0", Table: tbl}
-	if err := rs.Start(); err != nil {
+	if err := rs.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	defer rs.Close()
 	ms := &rtmpsrv.Server{Address: "127.0.0.1:0", Table: tbl}
-	if err := ms.Start(); err != nil {
+	if err := ms.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	defer ms.Close()

@@ -311,8 +311,8 @@ func TestFileLoopContinuity(t *testing.T) {
 	}
 	e := newEnv(t, media.Config{})
 	s := e.startHTTP(nil)
-	src := &filesrc.Source{Name: "demo", Path: clip, Table: e.tbl, Log: testLogger(t)}
-	if err := src.Start(); err != nil {
+	src := &filesrc.Source{Name: "demo", Path: clip, Table: e.tbl, Logger: testLogger(t)}
+	if err := src.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(src.Close)

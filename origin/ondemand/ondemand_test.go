@@ -163,13 +163,13 @@ func startUpstream(t *testing.T, name string) *upstream {
 	t.Helper()
 	u := &upstream{tbl: media.NewTable(media.Config{})}
 	t.Cleanup(u.tbl.Close)
-	u.rtsp = &rtspsrv.Server{Address: "127.0.0.1:0", Table: u.tbl, Log: testLogger()}
-	if err := u.rtsp.Start(); err != nil {
+	u.rtsp = &rtspsrv.Server{Address: "127.0.0.1:0", Table: u.tbl, Logger: testLogger()}
+	if err := u.rtsp.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(u.rtsp.Close)
-	u.rtmp = &rtmpsrv.Server{Address: "127.0.0.1:0", Table: u.tbl, Log: testLogger()}
-	if err := u.rtmp.Start(); err != nil {
+	u.rtmp = &rtmpsrv.Server{Address: "127.0.0.1:0", Table: u.tbl, Logger: testLogger()}
+	if err := u.rtmp.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(u.rtmp.Close)
@@ -178,9 +178,9 @@ func startUpstream(t *testing.T, name string) *upstream {
 		t.Fatal(err)
 	}
 	t.Cleanup(u.http.Close)
-	u.src = &filesrc.Source{Name: name, Path: mediatest.Demo(t), Table: u.tbl, Log: testLogger()}
+	u.src = &filesrc.Source{Name: name, Path: mediatest.Demo(t), Table: u.tbl, Logger: testLogger()}
 	// Published before the HTTP server listens for events: start its (eager) muxer by hand.
-	if err := u.src.Start(); err != nil {
+	if err := u.src.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(u.src.Close)
@@ -190,8 +190,8 @@ func startUpstream(t *testing.T, name string) *upstream {
 
 func (u *upstream) play(t *testing.T, name string) {
 	t.Helper()
-	u.src = &filesrc.Source{Name: name, Path: mediatest.Demo(t), Table: u.tbl, Log: testLogger()}
-	if err := u.src.Start(); err != nil {
+	u.src = &filesrc.Source{Name: name, Path: mediatest.Demo(t), Table: u.tbl, Logger: testLogger()}
+	if err := u.src.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(u.src.Close)

@@ -45,7 +45,7 @@ func TestEventTiming(t *testing.T) {
 	defer tbl.Close()
 	_, rtmpBase := startRTMP(t, tbl, 0)
 	rs := &rtspsrv.Server{Address: "127.0.0.1:0", Table: tbl}
-	if err := rs.Start(); err != nil {
+	if err := rs.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	defer rs.Close()

@@ -45,7 +45,7 @@ func TestTrackAnalysisBounded(t *testing.T) {
 	tbl := media.NewTable(media.Config{})
 	defer tbl.Close()
 	s := &Server{Address: "127.0.0.1:0", Table: tbl, HandshakeTimeout: 30 * time.Second}
-	if err := s.Start(); err != nil {
+	if err := s.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()

@@ -21,7 +21,7 @@ import (
 func startServer(t *testing.T, tbl *media.Table) (*Server, string) {
 	t.Helper()
 	s := &Server{Address: "127.0.0.1:0", UDPRTPAddress: "127.0.0.1:0", Table: tbl, MaxRequestBytes: 16 << 10}
-	if err := s.Start(); err != nil {
+	if err := s.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Close)
@@ -109,7 +109,7 @@ func TestBadInputCutOff(t *testing.T) {
 	tbl := media.NewTable(media.Config{})
 	defer tbl.Close()
 	s := &Server{Address: "127.0.0.1:0", Table: tbl, MaxRequestBytes: 16 << 10, MaxConns: 8}
-	if err := s.Start(); err != nil {
+	if err := s.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
@@ -211,7 +211,7 @@ func TestStalledPublisherCutOff(t *testing.T) {
 	tbl := media.NewTable(media.Config{})
 	defer tbl.Close()
 	s := &Server{Address: "127.0.0.1:0", Table: tbl, ReadTimeout: time.Second}
-	if err := s.Start(); err != nil {
+	if err := s.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
