@@ -242,7 +242,7 @@ func (s *Server) common(next http.Handler) http.Handler {
 		h := w.Header()
 		// After a cross-origin redirect browsers send Origin: null; "*" covers it.
 		h.Set("Access-Control-Allow-Origin", "*")
-		h.Set("Access-Control-Expose-Headers", "Content-Length, Content-Range")
+		h.Set("Access-Control-Expose-Headers", "Content-Length, Content-Range, Accept-Ranges")
 		switch r.Method {
 		case http.MethodGet, http.MethodHead:
 		case http.MethodOptions:
@@ -270,7 +270,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	switch kind {
 	case streamname.HLSMaster, streamname.HLSPlaylist, streamname.HLSSegment:
-		s.serveHLS(w, r, name)
+		s.serveHLS(w, r, name, kind == streamname.HLSSegment)
 	case streamname.MPEGTS:
 		s.serveMPEGTS(w, r, name)
 	case streamname.Embed:
