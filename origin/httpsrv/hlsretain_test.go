@@ -1,6 +1,8 @@
 package httpsrv
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -202,5 +204,193 @@ func pollSegments(playlists []string, window, every time.Duration) pollResult {
 		playlists: len(playlists),
 		polls:     polls.Load(), fetches: fetches.Load(), misses: misses.Load(), errs: errs.Load(),
 		log: missLog,
+	}
+}
+
+// fetchRange GETs url with a Range header ("" for none) and returns status, headers, body.
+func fetchRange(t testing.TB, url, rng string) (int, http.Header, []byte) {
+	t.Helper()
+	hdr := map[string]string{}
+	if rng != "" {
+		hdr["Range"] = rng
+	}
+	code, h, body := get(t, url, hdr)
+	return code, h, []byte(body)
+}
+
+// checkRanges asks for byte ranges of a segment whose whole body is full.
+func checkRanges(t *testing.T, url string, full []byte) {
+	t.Helper()
+	n := len(full)
+	cases := []struct {
+		rng        string
+		code       int
+		from, to   int // the slice of full expected, to exclusive
+		contentRng string
+	}{
+		{"bytes=100-299", 206, 100, 300, fmt.Sprintf("bytes 100-299/%d", n)},
+		{"bytes=0-", 206, 0, n, fmt.Sprintf("bytes 0-%d/%d", n-1, n)},
+		{"bytes=-50", 206, n - 50, n, fmt.Sprintf("bytes %d-%d/%d", n-50, n-1, n)},
+		{fmt.Sprintf("bytes=%d-%d", n-10, n+1000), 206, n - 10, n, fmt.Sprintf("bytes %d-%d/%d", n-10, n-1, n)},
+		{fmt.Sprintf("bytes=%d-", n), 416, 0, 0, fmt.Sprintf("bytes */%d", n)},
+	}
+	for _, c := range cases {
+		code, h, body := fetchRange(t, url, c.rng)
+		if code != c.code || h.Get("Content-Range") != c.contentRng {
+			t.Errorf("%s Range %s: %d Content-Range %q, want %d %q", path.Base(url), c.rng, code, h.Get("Content-Range"), c.code, c.contentRng)
+			continue
+		}
+		if code == 206 && !bytes.Equal(body, full[c.from:c.to]) {
+			t.Errorf("%s Range %s: %d bytes differ from bytes %d-%d of the segment", path.Base(url), c.rng, len(body), c.from, c.to-1)
+		}
+	}
+}
+
+// TestHLSSegmentRanges: a segment says Accept-Ranges: bytes and answers a Range with 206, the
+// right Content-Range and exactly those bytes of the whole segment (416 with "bytes */size"
+// when unsatisfiable), both while gohlslib lists it and after, from the retained copy; the
+// live /NAME/mpegts body says Accept-Ranges: none and ignores Range.
+func TestHLSSegmentRanges(t *testing.T) {
+	e := newEnv(t, media.Config{})
+	servers := map[string]*Server{}
+	for _, v := range []string{VariantMPEGTS, VariantFMP4} {
+		servers[v] = e.startHTTP(func(s *Server) { s.HLS.Variant = v; s.HLS.SegmentCount = 3 })
+	}
+	e.synth("live/r", 25, 25, 1000)
+	c := &http.Client{Timeout: 15 * time.Second}
+	for v, s := range servers {
+		t.Run(v, func(t *testing.T) {
+			pu := hlsMediaPlaylists(t, baseURL(s)+"/live/r")[0]
+			segs, _, err := mediaSegments(c, pu)
+			if err != nil || len(segs) == 0 {
+				t.Fatalf("%s: %v %v", pu, segs, err)
+			}
+			// The oldest listed segment: ranges now, and again once gohlslib dropped it.
+			url := segs[0].url
+			code, h, full := fetchRange(t, url, "")
+			if code != 200 || h.Get("Accept-Ranges") != "bytes" || len(full) < 1000 {
+				t.Fatalf("%s: %d Accept-Ranges %q, %d bytes", path.Base(url), code, h.Get("Accept-Ranges"), len(full))
+			}
+			checkRanges(t, url, full)
+			gone := mediatest.Eventually(15*time.Second, func() bool {
+				segs, _, err := mediaSegments(c, pu)
+				if err != nil {
+					return false
+				}
+				for _, sg := range segs {
+					if sg.url == url {
+						return false
+					}
+				}
+				return true
+			})
+			if !gone {
+				t.Fatalf("%s still listed after 15 s", path.Base(url))
+			}
+			code, h, again := fetchRange(t, url, "")
+			if code != 200 || h.Get("Accept-Ranges") != "bytes" || !bytes.Equal(again, full) {
+				t.Fatalf("removed %s: %d Accept-Ranges %q, %d bytes, want the same %d bytes", path.Base(url), code, h.Get("Accept-Ranges"), len(again), len(full))
+			}
+			checkRanges(t, url, full)
+			// An init file (fMP4) serves ranges too.
+			if v == VariantFMP4 {
+				_, _, b := get(t, pu, nil)
+				var m playlist.Media
+				if err := m.Unmarshal([]byte(b)); err != nil || m.Map == nil {
+					t.Fatalf("fmp4 playlist without init: %v", err)
+				}
+				iu := pu[:strings.LastIndexByte(pu, '/')+1] + m.Map.URI
+				code, _, init := fetchRange(t, iu, "")
+				if code != 200 || len(init) < 200 {
+					t.Fatalf("init: %d, %d bytes", code, len(init))
+				}
+				code, h, part := fetchRange(t, iu, "bytes=8-15")
+				if code != 206 || h.Get("Content-Range") != fmt.Sprintf("bytes 8-15/%d", len(init)) || !bytes.Equal(part, init[8:16]) {
+					t.Fatalf("init range: %d %q", code, h.Get("Content-Range"))
+				}
+			}
+		})
+	}
+
+	// HTTP MPEG-TS: a never-ending body, not seekable.
+	for _, method := range []string{http.MethodHead, http.MethodGet} {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		req, _ := http.NewRequestWithContext(ctx, method, baseURL(servers[VariantMPEGTS])+"/live/r/mpegts", nil)
+		req.Header.Set("Range", "bytes=1000-1999")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		var first [188]byte
+		n := 0
+		if method == http.MethodGet {
+			n, _ = io.ReadFull(res.Body, first[:])
+		}
+		res.Body.Close()
+		cancel()
+		if res.StatusCode != 200 || res.Header.Get("Accept-Ranges") != "none" || res.Header.Get("Content-Range") != "" {
+			t.Fatalf("%s mpegts with Range: %d Accept-Ranges %q Content-Range %q, want 200 none and no range",
+				method, res.StatusCode, res.Header.Get("Accept-Ranges"), res.Header.Get("Content-Range"))
+		}
+		if method == http.MethodGet && (n != 188 || first[0] != 0x47) {
+			t.Fatalf("mpegts body does not start with a TS packet: %d bytes, % x", n, first[:4])
+		}
+	}
+}
+
+// TestHLSRetainedSegmentsExpire: a removed segment is served for at least its RFC period
+// (its duration plus the longest playlist it was listed in), then 404; the retainer holds a
+// bounded number of copies meanwhile.
+func TestHLSRetainedSegmentsExpire(t *testing.T) {
+	e := newEnv(t, media.Config{})
+	s := e.startHTTP(func(s *Server) { s.HLS.SegmentCount = 3 })
+	st, _ := e.synth("live/x", 25, 25, 1000)
+	c := &http.Client{Timeout: 15 * time.Second}
+	pu := hlsMediaPlaylists(t, baseURL(s)+"/live/x")[0]
+	segs, longest, err := mediaSegments(c, pu)
+	if err != nil || len(segs) == 0 {
+		t.Fatalf("%s: %v %v", pu, segs, err)
+	}
+	first := segs[0]
+	var removed time.Time
+	if !mediatest.Eventually(15*time.Second, func() bool {
+		segs, total, err := mediaSegments(c, pu)
+		if err != nil || len(segs) == 0 {
+			return false
+		}
+		if segs[0].url == first.url {
+			longest = max(longest, total)
+			return false
+		}
+		removed = time.Now()
+		return true
+	}) {
+		t.Fatal("the first segment never left the playlist")
+	}
+	if code, _, _ := get(t, first.url, nil); code != 200 {
+		t.Fatalf("just removed: %d", code)
+	}
+	period := first.dur + longest
+	var expired time.Time
+	// The retainer notices a removal at the next key frame (1 s here): 404 well within 3 periods.
+	if !mediatest.Eventually(3*period+5*time.Second, func() bool {
+		code, _, _ := get(t, first.url, nil)
+		expired = time.Now()
+		return code == 404
+	}) {
+		t.Fatalf("%s still served %v after its removal", path.Base(first.url), time.Since(removed))
+	}
+	served := expired.Sub(removed)
+	t.Logf("%s (%v, longest playlist %v) served for %v after its removal", path.Base(first.url), first.dur, longest, served.Round(100*time.Millisecond))
+	// removed is when this client saw the removal (up to one 20 ms poll and a fetch late).
+	if served < period-500*time.Millisecond {
+		t.Fatalf("expired %v after its removal, before its RFC period %v", served, period)
+	}
+	s.hls.mu.Lock()
+	mx := s.hls.m[st.Name()]
+	s.hls.mu.Unlock()
+	if n := mx.keep.count(); n == 0 || n > mx.keep.max {
+		t.Fatalf("retainer holds %d segments, want 1..%d", n, mx.keep.max)
 	}
 }
