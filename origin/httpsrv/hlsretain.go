@@ -33,7 +33,9 @@ import (
 // sync, called by that goroutine before such a write, sees every playlist state: it copies
 // the oldest segment of each media playlist (the one the next rotation drops) and, once a
 // segment is no longer listed, keeps its copy for its duration plus the longest playlist it
-// was seen in, counted from when sync noticed (at or after the removal).
+// was seen in, counted from when sync noticed (at or after the removal). sync starts once
+// ready is closed (gohlslib's playlist handlers would block before): the first removal
+// comes SegmentCount rotations after the first segment, seconds after ready.
 //
 // Memory: one copy per media playlist of the segment about to go (also still held by
 // gohlslib), plus the removed segments within their RFC period: with segments of steady

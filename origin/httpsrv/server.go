@@ -33,6 +33,8 @@ type HLSConfig struct {
 	// codecs MPEG-TS cannot carry (H.265, Opus) use fMP4 whatever the setting.
 	Variant string
 	// SegmentCount is how many segments the playlist keeps. It defaults to 7 (the minimum for low latency).
+	// A segment removed from the playlist stays fetchable for its duration plus the longest
+	// playlist it was in (RFC 8216 section 6.2.2).
 	SegmentCount int
 	// SegmentDuration is the minimum segment duration; a segment also waits for a key frame. It defaults to 1 second.
 	SegmentDuration time.Duration
