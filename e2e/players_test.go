@@ -151,6 +151,19 @@ func TestPlayersThroughGateway(t *testing.T) {
 
 	m := &matrix{gw: gw, keys: map[string]*sync.Mutex{}, slots: make(chan struct{}, 4)}
 	gwHTTP, gwRTSP := gw.addr("http"), gw.addr("rtsp")
+	// PEERGATE_INTEROP_DIRECT=1 points every row at the origin that must serve it instead of
+	// the gateway (publishers at origin 2): it shows each command line works, so that a row
+	// failing through the gateway fails because of the gateway.
+	direct := os.Getenv("PEERGATE_INTEROP_DIRECT") == "1"
+	m.direct = direct
+	type hosts struct{ http, rtsp, rtmp string }
+	via := func(o *mediaOrigin) hosts {
+		if direct {
+			return hosts{o.http, o.rtsp, o.rtmp}
+		}
+		return hosts{gwHTTP, gwRTSP, gwRTMP}
+	}
+	h1, h2, hp := via(o1), via(o2), via(o2)
 	origin1 := expect{o1.id, 640, 360}
 	origin2 := expect{o2.id, 320, 240}
 	dir := t.TempDir()
@@ -158,35 +171,35 @@ func TestPlayersThroughGateway(t *testing.T) {
 	var rows []*row
 	add := func(r *row) *row { rows = append(rows, r); return r }
 	// ffprobe: every protocol.
-	add(ffprobeRow("HLS", "http", "demo", "http://"+gwHTTP+"/demo/index.m3u8", "", origin1))
-	add(ffprobeRow("HTTP MPEG-TS", "http", "live/demo2", "http://"+gwHTTP+"/live/demo2/mpegts", "", origin2))
-	add(ffprobeRow("RTSP/TCP", "rtsp", "demo", "rtsp://"+gwRTSP+"/demo", "tcp", origin1))
-	add(ffprobeRow("RTSP/UDP", "rtsp", "live/demo2", "rtsp://"+gwRTSP+"/live/demo2", "udp", origin2))
-	add(ffprobeRow("RTMP", "rtmp", "live/demo2", "rtmp://"+gwRTMP+"/live/demo2", "", origin2))
-	add(ffprobeRow("RTMP", "rtmp", "demo", "rtmp://"+gwRTMP+"/static/demo", "", origin1))
+	add(ffprobeRow("HLS", "http", "demo", "http://"+h1.http+"/demo/index.m3u8", "", origin1))
+	add(ffprobeRow("HTTP MPEG-TS", "http", "live/demo2", "http://"+h2.http+"/live/demo2/mpegts", "", origin2))
+	add(ffprobeRow("RTSP/TCP", "rtsp", "demo", "rtsp://"+h1.rtsp+"/demo", "tcp", origin1))
+	add(ffprobeRow("RTSP/UDP", "rtsp", "live/demo2", "rtsp://"+h2.rtsp+"/live/demo2", "udp", origin2))
+	add(ffprobeRow("RTMP", "rtmp", "live/demo2", "rtmp://"+h2.rtmp+"/live/demo2", "", origin2))
+	add(ffprobeRow("RTMP", "rtmp", "demo", "rtmp://"+h1.rtmp+"/static/demo", "", origin1))
 	// GStreamer.
-	add(gstRow("rtspsrc RTSP/TCP", "rtsp", "live/demo2", "rtsp://"+gwRTSP+"/live/demo2", origin2,
+	add(gstRow("rtspsrc RTSP/TCP", "rtsp", "live/demo2", "rtsp://"+h2.rtsp+"/live/demo2", origin2,
 		"rtspsrc location=%s protocols=tcp ! application/x-rtp,media=video ! rtph264depay ! h264parse ! avdec_h264 output-corrupt=false ! "+gstTail))
-	add(gstRow("rtspsrc RTSP/UDP", "rtsp", "demo", "rtsp://"+gwRTSP+"/demo", origin1,
+	add(gstRow("rtspsrc RTSP/UDP", "rtsp", "demo", "rtsp://"+h1.rtsp+"/demo", origin1,
 		"rtspsrc location=%s protocols=udp ! application/x-rtp,media=video ! rtph264depay ! h264parse ! avdec_h264 output-corrupt=false ! "+gstTail))
-	add(gstRow("playbin HLS", "http", "live/demo2", "http://"+gwHTTP+"/live/demo2/index.m3u8", origin2,
+	add(gstRow("playbin HLS", "http", "live/demo2", "http://"+h2.http+"/live/demo2/index.m3u8", origin2,
 		`playbin uri=%s flags=video audio-sink=fakesink video-sink="`+gstTail+`"`))
-	add(gstRow("rtmp2src RTMP", "rtmp", "demo", "rtmp://"+gwRTMP+"/static/demo", origin1,
+	add(gstRow("rtmp2src RTMP", "rtmp", "demo", "rtmp://"+h1.rtmp+"/static/demo", origin1,
 		"rtmp2src location=%s ! flvdemux name=d d.video ! queue ! h264parse ! avdec_h264 output-corrupt=false ! "+gstTail))
 	// mpv.
-	add(mpvRow("HLS", "http", "demo", "http://"+gwHTTP+"/demo/index.m3u8", origin1, dir))
-	add(mpvRow("RTSP", "rtsp", "live/demo2", "rtsp://"+gwRTSP+"/live/demo2", origin2, dir))
-	add(mpvRow("RTMP", "rtmp", "live/demo2", "rtmp://"+gwRTMP+"/live/demo2", origin2, dir))
+	add(mpvRow("HLS", "http", "demo", "http://"+h1.http+"/demo/index.m3u8", origin1, dir))
+	add(mpvRow("RTSP", "rtsp", "live/demo2", "rtsp://"+h2.rtsp+"/live/demo2", origin2, dir))
+	add(mpvRow("RTMP", "rtmp", "live/demo2", "rtmp://"+h2.rtmp+"/live/demo2", origin2, dir))
 	// rtmpdump.
-	add(rtmpdumpRow("rtmp", "demo", "rtmp://"+gwRTMP+"/static/demo", origin1, dir))
+	add(rtmpdumpRow("rtmp", "demo", "rtmp://"+h1.rtmp+"/static/demo", origin1, dir))
 	// VLC (Debian's has no live555, so no RTSP).
 	vlcDir := vlcDir(t)
-	add(vlcRow("HLS", "http", "live/demo2", "http://"+gwHTTP+"/live/demo2/index.m3u8", origin2, vlcDir))
-	add(vlcRow("HTTP MPEG-TS", "http", "demo", "http://"+gwHTTP+"/demo/mpegts", origin1, vlcDir))
-	add(vlcRow("RTMP", "rtmp", "live/demo2", "rtmp://"+gwRTMP+"/live/demo2", origin2, vlcDir))
+	add(vlcRow("HLS", "http", "live/demo2", "http://"+h2.http+"/live/demo2/index.m3u8", origin2, vlcDir))
+	add(vlcRow("HTTP MPEG-TS", "http", "demo", "http://"+h1.http+"/demo/mpegts", origin1, vlcDir))
+	add(vlcRow("RTMP", "rtmp", "live/demo2", "rtmp://"+h2.rtmp+"/live/demo2", origin2, vlcDir))
 	// Go clients.
-	add(gortsplibRow("rtsp://"+gwRTSP+"/demo", "demo", origin1))
-	add(gortmplibRow("rtmp://"+gwRTMP+"/live#demo2", "live/demo2", origin2))
+	add(gortsplibRow("rtsp://"+h1.rtsp+"/demo", "demo", origin1))
+	add(gortmplibRow("rtmp://"+h2.rtmp+"/live#demo2", "live/demo2", origin2))
 
 	var wg sync.WaitGroup
 	for _, r := range rows {
@@ -197,19 +210,19 @@ func TestPlayersThroughGateway(t *testing.T) {
 	// NAME on; then the stream plays back through the gateway over HLS, RTSP and RTMP.
 	pubs := []*publisher{
 		{client: "ffmpeg", proto: "RTMP publish", listener: "rtmp", name: "live/pub-ffmpeg-rtmp", size: "480x270",
-			url: "rtmp://" + gwRTMP + "/live/pub-ffmpeg-rtmp"},
+			url: "rtmp://" + hp.rtmp + "/live/pub-ffmpeg-rtmp"},
 		{client: "ffmpeg", proto: "RTSP publish (UDP first, TCP on 461)", listener: "rtsp", name: "live/pub-ffmpeg-rtsp", size: "352x288",
-			url: "rtsp://" + gwRTSP + "/live/pub-ffmpeg-rtsp"},
+			url: "rtsp://" + hp.rtsp + "/live/pub-ffmpeg-rtsp"},
 		{client: "gst-launch-1.0 rtspclientsink", proto: "RTSP publish (TCP)", listener: "rtsp", name: "live/pub-gst-rtsp", size: "384x216",
-			url: "rtsp://" + gwRTSP + "/live/pub-gst-rtsp"},
+			url: "rtsp://" + hp.rtsp + "/live/pub-gst-rtsp"},
 	}
 	for _, p := range pubs {
 		pr := add(&row{client: p.client, proto: p.proto, url: p.url, listener: p.listener, name: p.name, publish: true})
 		p.row = pr
 		for _, pl := range []struct{ proto, listener, url, transport string }{
-			{"HLS", "http", "http://" + gwHTTP + "/" + p.name + "/index.m3u8", ""},
-			{"RTSP/TCP", "rtsp", "rtsp://" + gwRTSP + "/" + p.name, "tcp"},
-			{"RTMP", "rtmp", "rtmp://" + gwRTMP + "/" + p.name, ""},
+			{"HLS", "http", "http://" + hp.http + "/" + p.name + "/index.m3u8", ""},
+			{"RTSP/TCP", "rtsp", "rtsp://" + hp.rtsp + "/" + p.name, "tcp"},
+			{"RTMP", "rtmp", "rtmp://" + hp.rtmp + "/" + p.name, ""},
 		} {
 			p.plays = append(p.plays, add(ffprobeRow(pl.proto, pl.listener, p.name, pl.url, pl.transport, expect{})))
 		}
@@ -222,6 +235,8 @@ func TestPlayersThroughGateway(t *testing.T) {
 
 	table := matrixTable(rows, map[string]string{
 		gwHTTP: "gateway:8080", gwRTSP: "gateway:8554", gwRTMP: "gateway:1935",
+		o1.http: "origin1:8081", o1.rtsp: "origin1:8555", o1.rtmp: "origin1:1936",
+		o2.http: "origin2:8082", o2.rtsp: "origin2:8556", o2.rtmp: "origin2:1937",
 	})
 	t.Logf("interop matrix (%d rows, %v):\n%s", len(rows), took.Round(time.Second), table)
 	if os.Getenv("PEERGATE_WRITE_MATRIX") == "1" {
@@ -241,10 +256,11 @@ func TestPlayersThroughGateway(t *testing.T) {
 // matrix runs rows: at most cap(slots) at once, and one at a time per (listener, NAME), so
 // the gateway log lines that appear while a row runs belong to it.
 type matrix struct {
-	gw    *proc
-	mu    sync.Mutex
-	keys  map[string]*sync.Mutex
-	slots chan struct{}
+	gw     *proc
+	direct bool // rows ask the origins, not the gateway
+	mu     sync.Mutex
+	keys   map[string]*sync.Mutex
+	slots  chan struct{}
 }
 
 func (m *matrix) key(r *row) *sync.Mutex {
@@ -271,7 +287,11 @@ func (m *matrix) play(t *testing.T, r *row) {
 	cancel()
 	r.took = time.Since(start)
 	<-m.slots
-	r.path, r.origin = m.gatewayPath(r, from, r.err == nil)
+	if m.direct {
+		r.path, r.origin = "direct", r.want.origin
+	} else {
+		r.path, r.origin = m.gatewayPath(r, from, r.err == nil)
+	}
 	r.judge()
 	t.Logf("%-40s %-14s %-12s %3d frames %dx%d from %-8s in %v err=%v", r.client, r.proto, r.path, r.got.frames, r.got.width, r.got.height,
 		r.origin, r.took.Round(time.Millisecond), r.err)
@@ -291,7 +311,7 @@ func (r *row) judge() {
 		r.err = fmt.Errorf("the gateway's log says %s", r.path)
 	case r.origin != r.want.origin:
 		r.err = fmt.Errorf("the gateway sent it to %q, want %s", r.origin, r.want.origin)
-	case r.listener != "rtmp" && r.path != "redirected":
+	case r.listener != "rtmp" && r.path != "redirected" && r.path != "direct":
 		r.err = fmt.Errorf("path %s, want redirected (HTTP and RTSP players follow a 302)", r.path)
 	}
 }
@@ -449,7 +469,11 @@ func (m *matrix) publish(t *testing.T, gw *proc, p *publisher) {
 	pub.Stop()
 	r.took = time.Since(start)
 	r.want.origin = placed
-	r.path, r.origin = m.gatewayPath(r, from, placed != "")
+	if m.direct {
+		r.path, r.origin = "direct", placed
+	} else {
+		r.path, r.origin = m.gatewayPath(r, from, placed != "")
+	}
 	for _, pl := range p.plays {
 		if pl.err == nil && (r.got.frames == 0 || pl.got.frames < r.got.frames) {
 			r.got = pl.got // the publish row shows the fewest frames any of its plays decoded
@@ -457,7 +481,7 @@ func (m *matrix) publish(t *testing.T, gw *proc, p *publisher) {
 	}
 	if r.err == nil {
 		switch {
-		case r.path != "relayed":
+		case r.path != "relayed" && r.path != "direct":
 			r.err = fmt.Errorf("path %s, want relayed (no publisher follows a redirect)", r.path)
 		case r.origin != placed:
 			r.err = fmt.Errorf("the gateway's log says it relayed to %q, but %s runs on %s", r.origin, p.name, placed)
@@ -475,7 +499,8 @@ func (m *matrix) publish(t *testing.T, gw *proc, p *publisher) {
 const gstTail = "videoconvert ! video/x-raw,format=I420 ! checksumsink"
 
 var (
-	checksumLine = regexp.MustCompile(`^[0-9]+:[0-9]{2}:[0-9]{2}\.[0-9]+ [0-9a-f]{40}$`)
+	// Not anchored: gst-launch's "buffering... N%  " notes end without a newline.
+	checksumLine = regexp.MustCompile(`[0-9]+:[0-9]{2}:[0-9]{2}\.[0-9]+ [0-9a-f]{40}`)
 	gstSize      = regexp.MustCompile(`video/x-raw, format=\(string\)I420, width=\(int\)([0-9]+), height=\(int\)([0-9]+)`)
 )
 
@@ -509,8 +534,8 @@ func gstRow(what, listener, name, u string, want expect, pipeline string) *row {
 		run: func(ctx context.Context) (decoded, error) {
 			var d decoded
 			out, err := runTool(ctx, append([]string{"gst-launch-1.0", "-v"}, shellFields(pipe)...), 0, func(line string) bool {
-				if checksumLine.MatchString(line) {
-					d.frames++
+				if n := len(checksumLine.FindAllStringIndex(line, -1)); n > 0 {
+					d.frames += n
 				} else if m := gstSize.FindStringSubmatch(line); m != nil {
 					d.width, d.height = atoi(m[1]), atoi(m[2])
 				}
@@ -685,20 +710,26 @@ func gortmplibRow(u, name string, want expect) *row {
 			}
 			var d decoded
 			started, found := false, false
+			// Every track needs a callback: Reader.Read calls the one of each message's track.
 			for _, tr := range r.Tracks() {
-				cd, ok := tr.Codec.(*codecs.H264)
-				if !ok {
-					continue
+				switch cd := tr.Codec.(type) {
+				case *codecs.H264:
+					found = true
+					d.width, d.height = spsSize(cd.SPS)
+					r.OnDataH264(tr, func(_, _ time.Duration, au [][]byte) {
+						if !started && !h264.IsRandomAccess(au) {
+							return
+						}
+						started = true
+						d.frames++
+					})
+				case *codecs.MPEG4Audio:
+					r.OnDataMPEG4Audio(tr, func(time.Duration, []byte) {})
+				case *codecs.Opus:
+					r.OnDataOpus(tr, func(time.Duration, []byte) {})
+				default:
+					return decoded{}, fmt.Errorf("track %T not expected here", tr.Codec)
 				}
-				found = true
-				d.width, d.height = spsSize(cd.SPS)
-				r.OnDataH264(tr, func(_, _ time.Duration, au [][]byte) {
-					if !started && !h264.IsRandomAccess(au) {
-						return
-					}
-					started = true
-					d.frames++
-				})
 			}
 			if !found {
 				return decoded{}, fmt.Errorf("no H.264 track in %v", r.Tracks())
@@ -894,11 +925,25 @@ func atoi(s string) int {
 	return n
 }
 
-// tail is the end of a tool's output, for error messages.
+// tail is what a tool's output says about a failure: its error lines (a pipe-buffered stdout
+// can land after them) and its last lines.
 func tail(s string) string {
+	var errs []string
+	for _, l := range strings.Split(s, "\n") {
+		low := strings.ToLower(l)
+		if strings.Contains(low, "error") || strings.Contains(low, "fail") || strings.Contains(low, "refused") ||
+			strings.Contains(low, "not support") || strings.Contains(low, "could not") {
+			if len(errs) < 8 {
+				errs = append(errs, strings.TrimSpace(l))
+			}
+		}
+	}
 	s = strings.TrimSpace(s)
-	if len(s) > 600 {
-		s = "..." + s[len(s)-600:]
+	if len(s) > 800 {
+		s = "..." + s[len(s)-800:]
+	}
+	if len(errs) > 0 {
+		return strings.Join(errs, " | ") + " || last: " + s
 	}
 	return s
 }
