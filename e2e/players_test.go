@@ -355,11 +355,15 @@ func lineFor(rec map[string]any, r *row) bool {
 	return isPublishLine(rec, msg) == r.publish
 }
 
+// isPublishLine: the RTMP listener logs a role (play, publish); the RTSP listener redirects
+// players and relays only publishers, so its relayed connections are publishers.
 func isPublishLine(rec map[string]any, msg string) bool {
-	for _, k := range []string{"role", "action", "method", "command"} {
-		if v, _ := rec[k].(string); strings.EqualFold(v, "publish") || strings.EqualFold(v, "record") || strings.EqualFold(v, "announce") {
-			return true
-		}
+	if role, ok := rec["role"].(string); ok && role != "" {
+		return role == "publish"
+	}
+	if strings.HasPrefix(msg, "rtsp ") {
+		mode, _ := rec["mode"].(string)
+		return mode == "relay"
 	}
 	return strings.Contains(msg, "publish")
 }
