@@ -122,10 +122,11 @@ func TestPlayersThroughGateway(t *testing.T) {
 	began := time.Now()
 	rs := redistest.Standalone(t)
 	clip2 := makeClip(t, "320x240")
-	o1 := startMediaOrigin(t, "origin1", rs.URL(), "streams:\n  - name: demo\n    source: "+mediatest.Demo(t)+"\n",
-		"PEERGATE_LISTEN_RTSP_UDP=127.0.0.1:0")
-	o2 := startMediaOrigin(t, "origin2", rs.URL(), "streams:\n  - name: live/demo2\n    source: "+clip2+"\n",
-		"PEERGATE_LISTEN_RTSP_UDP=127.0.0.1:0")
+	// This test is about clients, not failover: a TTL long enough that a loaded machine (every
+	// row runs real decoders) never lets an origin's record lapse.
+	env := []string{"PEERGATE_LISTEN_RTSP_UDP=127.0.0.1:0", "PEERGATE_HEARTBEAT_INTERVAL=500ms", "PEERGATE_HEARTBEAT_TTL=10s"}
+	o1 := startMediaOrigin(t, "origin1", rs.URL(), "streams:\n  - name: demo\n    source: "+mediatest.Demo(t)+"\n", env...)
+	o2 := startMediaOrigin(t, "origin2", rs.URL(), "streams:\n  - name: live/demo2\n    source: "+clip2+"\n", env...)
 	// The gateway's RTMP port is chosen here: the listener comes with the RTMP work, and a row
 	// must fail (connection refused), not the whole test, while it is missing.
 	gwRTMP := freeAddr(t)
