@@ -238,10 +238,12 @@ func TestPlayersThroughGateway(t *testing.T) {
 		gwHTTP: "gateway:8080", gwRTSP: "gateway:8554", gwRTMP: "gateway:1935",
 		o1.http: "origin1:8081", o1.rtsp: "origin1:8555", o1.rtmp: "origin1:1936",
 		o2.http: "origin2:8082", o2.rtsp: "origin2:8556", o2.rtmp: "origin2:1937",
+		dir: "/tmp/out", vlcDir: "/tmp/vlc-out", // vlc-out: a directory the user cvlc runs as may write
 	})
 	t.Logf("interop matrix (%d rows, %v):\n%s", len(rows), took.Round(time.Second), table)
 	if os.Getenv("PEERGATE_WRITE_MATRIX") == "1" {
-		if err := os.WriteFile(matrixFile, []byte(table), 0o644); err != nil {
+		head := "<!-- Written by TestPlayersThroughGateway: PEERGATE_WRITE_MATRIX=1 go test -count=1 -run TestPlayersThroughGateway ./e2e/ -->\n\n"
+		if err := os.WriteFile(matrixFile, []byte(head+table), 0o644); err != nil {
 			t.Errorf("writing %s: %v", matrixFile, err)
 		} else {
 			t.Logf("wrote %s", matrixFile)
@@ -851,7 +853,7 @@ func matrixTable(rows []*row, hosts map[string]string) string {
 		return s
 	}
 	var b strings.Builder
-	b.WriteString("| client | protocol | URL (through the gateway) | path | frames | served by | result |\n")
+	b.WriteString("| client | protocol | URL | path | frames | served by | result |\n")
 	b.WriteString("| --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, r := range rows {
 		res := "pass"
