@@ -144,6 +144,13 @@ func (p *proc) readLog(r io.Reader, want []string) {
 // maxKeptLines bounds the log lines a proc keeps in memory.
 const maxKeptLines = 100000
 
+// logCount is how many log lines the proc has kept so far.
+func (p *proc) logCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.lines)
+}
+
 // logLines returns the log lines from index from on, and the index after the last one.
 func (p *proc) logLines(from int) ([]string, int) {
 	p.mu.Lock()
