@@ -28,63 +28,97 @@ func reqPerSec(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
 }
 
+// httpRedirect does one GET on a new connection to the HTTP listener and checks the 302.
+func httpRedirect(b *testing.B, addr string, buf []byte) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /live/cam1/index.m3u8 HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+	n, _ := io.ReadFull(c, buf[:12])
+	if n < 12 || string(buf[9:12]) != "302" {
+		b.Fatalf("%q", buf[:n])
+	}
+	for err == nil {
+		_, err = c.Read(buf)
+	}
+}
+
+// rtspRedirect does OPTIONS + DESCRIBE on a new connection to the RTSP listener and checks
+// the 302.
+func rtspRedirect(b *testing.B, addr, reqs string) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, reqs)
+	br := bufio.NewReader(c)
+	var opt, desc base.Response
+	if opt.Unmarshal(br) != nil || desc.Unmarshal(br) != nil || desc.StatusCode != base.StatusFound {
+		b.Fatalf("%v %v", opt, desc)
+	}
+}
+
+// redirectListeners starts the RTSP listener and, with the same resolver, the gateway's HTTP
+// listener (gateway/httpgw).
+func redirectListeners(b *testing.B) (rtspAddr, rtspReqs, httpAddr string, stop func()) {
+	quiet := slog.New(slog.DiscardHandler)
+	h := &httpgw.Server{Address: "127.0.0.1:0", Resolver: fakeResolver{}, Logger: quiet}
+	if err := h.Initialize(); err != nil {
+		b.Fatal(err)
+	}
+	r := &Server{Address: "127.0.0.1:0", Resolver: fakeResolver{}, Logger: quiet}
+	if err := r.Initialize(); err != nil {
+		b.Fatal(err)
+	}
+	rtspAddr = r.Addr().String()
+	rtspReqs = req("OPTIONS", "rtsp://"+rtspAddr+"/live/cam1", 1) + req("DESCRIBE", "rtsp://"+rtspAddr+"/live/cam1", 2)
+	return rtspAddr, rtspReqs, h.Addr().String(), func() { r.Close(); h.Close() }
+}
+
 // BenchmarkRedirect: a player's whole redirect on a new connection each time. rtsp is
 // OPTIONS + DESCRIBE on the RTSP listener; http is one GET answered 302 by the gateway's
-// HTTP listener (gateway/httpgw) with the same resolver, one connection per request.
+// HTTP listener with the same resolver, one connection per request; paired does one of each
+// per iteration, so both see the same machine load, and reports their ratio.
 func BenchmarkRedirect(b *testing.B) {
-	quiet := slog.New(slog.DiscardHandler)
+	buf := make([]byte, 4096)
 	b.Run("http", func(b *testing.B) {
-		s := &httpgw.Server{Address: "127.0.0.1:0", Resolver: fakeResolver{}, Logger: quiet}
-		if err := s.Initialize(); err != nil {
-			b.Fatal(err)
-		}
-		defer s.Close()
-		addr := s.Addr().String()
-		const get = "GET /live/cam1/index.m3u8 HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"
-		buf := make([]byte, 4096)
+		_, _, addr, stop := redirectListeners(b)
+		defer stop()
 		b.ResetTimer()
 		for range b.N {
-			c, err := net.Dial("tcp", addr)
-			if err != nil {
-				b.Fatal(err)
-			}
-			io.WriteString(c, get)
-			n, _ := io.ReadFull(c, buf[:12])
-			if n < 12 || string(buf[9:12]) != "302" {
-				b.Fatalf("%q", buf[:n])
-			}
-			for err == nil {
-				_, err = c.Read(buf)
-			}
-			c.Close()
+			httpRedirect(b, addr, buf)
 		}
 		b.StopTimer()
 		reqPerSec(b)
 	})
 	b.Run("rtsp", func(b *testing.B) {
-		s := &Server{Address: "127.0.0.1:0", Resolver: fakeResolver{}, Logger: quiet}
-		if err := s.Initialize(); err != nil {
-			b.Fatal(err)
-		}
-		defer s.Close()
-		addr := s.Addr().String()
-		reqs := req("OPTIONS", "rtsp://"+addr+"/live/cam1", 1) + req("DESCRIBE", "rtsp://"+addr+"/live/cam1", 2)
+		addr, reqs, _, stop := redirectListeners(b)
+		defer stop()
 		b.ResetTimer()
 		for range b.N {
-			c, err := net.Dial("tcp", addr)
-			if err != nil {
-				b.Fatal(err)
-			}
-			io.WriteString(c, reqs)
-			br := bufio.NewReader(c)
-			var opt, desc base.Response
-			if opt.Unmarshal(br) != nil || desc.Unmarshal(br) != nil || desc.StatusCode != base.StatusFound {
-				b.Fatalf("%v %v", opt, desc)
-			}
-			c.Close()
+			rtspRedirect(b, addr, reqs)
 		}
 		b.StopTimer()
 		reqPerSec(b)
+	})
+	b.Run("paired", func(b *testing.B) {
+		raddr, reqs, haddr, stop := redirectListeners(b)
+		defer stop()
+		var dh, dr time.Duration
+		b.ResetTimer()
+		for range b.N {
+			t0 := time.Now()
+			httpRedirect(b, haddr, buf)
+			t1 := time.Now()
+			rtspRedirect(b, raddr, reqs)
+			dh, dr = dh+t1.Sub(t0), dr+time.Since(t1)
+		}
+		b.ReportMetric(float64(b.N)/dh.Seconds(), "http-req/s")
+		b.ReportMetric(float64(b.N)/dr.Seconds(), "rtsp-req/s")
+		b.ReportMetric(dh.Seconds()/dr.Seconds(), "rtsp/http")
 	})
 }
 
@@ -143,8 +177,17 @@ type counter struct{ n *atomic.Int64 }
 
 func (c counter) Write(p []byte) (int, error) { c.n.Add(int64(len(p))); return len(p), nil }
 
-// copyProxy is the baseline: a plain TCP proxy, io.Copy both ways.
-func copyProxy(b *testing.B, target string) (string, func()) {
+// copyProxy is the baseline: a plain TCP proxy, io.Copy both ways. With splice, io.Copy
+// between two TCP connections moves bytes inside the kernel (Linux splice); without, it reads
+// and writes through a 32 KiB buffer, as any proxy that looks at the bytes must.
+func copyProxy(b *testing.B, target string, splice bool) (string, func()) {
+	cp := func(dst, src net.Conn) {
+		if splice {
+			io.Copy(dst, src)
+			return
+		}
+		io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, make([]byte, 32<<10))
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -169,8 +212,8 @@ func copyProxy(b *testing.B, target string) (string, func()) {
 			conns = append(conns, c, t)
 			mu.Unlock()
 			wg.Add(2)
-			go func() { defer wg.Done(); io.Copy(t, c); t.Close() }()
-			go func() { defer wg.Done(); io.Copy(c, t); c.Close() }()
+			go func() { defer wg.Done(); cp(t, c); t.Close() }()
+			go func() { defer wg.Done(); cp(c, t); c.Close() }()
 		}
 	}()
 	return ln.Addr().String(), func() {
@@ -184,15 +227,15 @@ func copyProxy(b *testing.B, target string) (string, func()) {
 	}
 }
 
-// path starts a publisher's session through "direct", "copy" or "relay" to a bench origin
+// benchPath starts a publisher's session through "direct", "copy", "copybuf" or "relay" to a bench origin
 // and returns the connection after the ANNOUNCE's 200.
 func benchPath(b *testing.B, via string, echo bool) (net.Conn, *bufio.Reader, *atomic.Int64, func()) {
 	originAddr, got, stopOrigin := benchOrigin(b, echo)
 	stops := []func(){stopOrigin}
 	addr := originAddr
 	switch via {
-	case "copy":
-		a, stop := copyProxy(b, originAddr)
+	case "copy", "copybuf":
+		a, stop := copyProxy(b, originAddr, via == "copy")
 		addr, stops = a, append(stops, stop)
 	case "relay":
 		s := &Server{Address: "127.0.0.1:0", Resolver: fakeResolver{origin: "rtsp://" + originAddr}, Logger: slog.New(slog.DiscardHandler)}
@@ -232,11 +275,12 @@ func itoa(n int) string {
 	}
 }
 
-var vias = []string{"copy", "relay"}
+var vias = []string{"copy", "copybuf", "relay"}
 
 // BenchmarkRelayThroughput pushes interleaved RTP-sized frames (1400 bytes, written 32 at a
 // time as a muxer flushing a burst would) to a sink origin; copy is a plain TCP proxy in the
-// same place, relay the gateway's RTSP relay. MB/s is what reached the origin.
+// same place (copybuf the same through a user-space buffer), relay the gateway's RTSP relay.
+// MB/s is what reached the origin.
 func BenchmarkRelayThroughput(b *testing.B) {
 	chunk := []byte(strings.Repeat(frame(0, 1400), 32))
 	for _, via := range vias {
@@ -280,4 +324,87 @@ func BenchmarkRelayLatency(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkRelayPaired measures the relay and its baselines in alternation, one operation
+// each per iteration, so the machine's load drifts over all of them alike: throughput is a
+// 2.9 MB burst of 1400-byte frames to a sink origin (timed until the last byte arrived),
+// latency a 200-byte frame's round trip to an echoing origin. The ratios are relay against
+// copy (io.Copy, kernel splice) and copybuf (io.Copy through a 32 KiB user-space buffer).
+func BenchmarkRelayPaired(b *testing.B) {
+	b.Run("throughput", func(b *testing.B) {
+		chunk := []byte(strings.Repeat(frame(0, 1400), 32))
+		const burst = 64
+		type side struct {
+			c    net.Conn
+			got  *atomic.Int64
+			sent int64
+			d    time.Duration
+		}
+		sides := map[string]*side{}
+		for _, via := range vias {
+			c, _, got, stop := benchPath(b, via, false)
+			defer stop()
+			sides[via] = &side{c: c, got: got}
+		}
+		b.ResetTimer()
+		for range b.N {
+			for _, via := range vias {
+				s := sides[via]
+				t0 := time.Now()
+				for range burst {
+					if _, err := s.c.Write(chunk); err != nil {
+						b.Fatal(err)
+					}
+				}
+				s.sent += burst * int64(len(chunk))
+				for end := t0.Add(60 * time.Second); s.got.Load() < s.sent; time.Sleep(10 * time.Microsecond) {
+					if time.Now().After(end) {
+						b.Fatal("burst did not arrive")
+					}
+				}
+				s.d += time.Since(t0)
+			}
+		}
+		mbps := func(s *side) float64 { return float64(s.sent) / s.d.Seconds() / 1e6 }
+		for _, via := range vias {
+			b.ReportMetric(mbps(sides[via]), via+"-MB/s")
+		}
+		b.ReportMetric(mbps(sides["relay"])/mbps(sides["copy"]), "relay/copy")
+		b.ReportMetric(mbps(sides["relay"])/mbps(sides["copybuf"]), "relay/copybuf")
+	})
+	b.Run("latency", func(b *testing.B) {
+		msg := []byte(frame(0, 200))
+		buf := make([]byte, len(msg))
+		type side struct {
+			c  net.Conn
+			br *bufio.Reader
+			d  time.Duration
+		}
+		sides := map[string]*side{}
+		for _, via := range vias {
+			c, br, _, stop := benchPath(b, via, true)
+			defer stop()
+			sides[via] = &side{c: c, br: br}
+		}
+		b.ResetTimer()
+		for range b.N {
+			for _, via := range vias {
+				s := sides[via]
+				t0 := time.Now()
+				if _, err := s.c.Write(msg); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(s.br, buf); err != nil {
+					b.Fatal(err)
+				}
+				s.d += time.Since(t0)
+			}
+		}
+		per := func(via string) float64 { return float64(sides[via].d.Nanoseconds()) / float64(b.N) }
+		for _, via := range vias {
+			b.ReportMetric(per(via), via+"-ns/rtt")
+		}
+		b.ReportMetric((per("relay")-per("copy"))/2, "added-ns/pass")
+	})
 }
