@@ -289,6 +289,34 @@ func TestPublishFFmpeg(t *testing.T) {
 	})
 }
 
+// GStreamer's rtspclientsink (which reads OPTIONS' Public list first) publishes through the
+// gateway over TCP. It needs protocols=tcp: with its default protocols, after the 461 it
+// tries UDP multicast next and stops with "No supported profiles configured" (GStreamer 1.22)
+// instead of going on to TCP.
+func TestPublishGStreamer(t *testing.T) {
+	gst, err := exec.LookPath("gst-launch-1.0")
+	if err != nil || exec.Command("gst-inspect-1.0", "rtspclientsink").Run() != nil || exec.Command("gst-inspect-1.0", "x264enc").Run() != nil {
+		t.Skip("no gst-launch-1.0 with rtspclientsink and x264enc")
+	}
+	origin, stopOrigin := newOrigin(t, nil)
+	defer stopOrigin()
+	gw := &Server{Address: "127.0.0.1:0", Resolver: fakeResolver{origin: origin.base()}, Logger: slog.New(slog.DiscardHandler)}
+	if err := gw.Initialize(); err != nil {
+		t.Fatal(err)
+	}
+	defer gw.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, gst, "-q", "-e", "videotestsrc", "num-buffers=75", "!",
+		"video/x-raw,width=320,height=240,framerate=25/1", "!",
+		"x264enc", "tune=zerolatency", "speed-preset=ultrafast", "key-int-max=25", "!", "h264parse", "!",
+		"rtspclientsink", "protocols=tcp", "location=rtsp://"+gw.Addr().String()+"/live/gst")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("gst-launch: %v\n%s", err, out)
+	}
+	eventually(t, "packets at the origin", func() bool { return origin.count("/live/gst") >= 75 })
+}
+
 // An origin that offers only rtsps is dialled with TLS.
 func TestPublishToRTSPSOrigin(t *testing.T) {
 	cert, pool := selfSigned(t)
