@@ -637,3 +637,121 @@ func TestRelayCases(t *testing.T) {
 		eventually(t, "the good publisher still publishing", func() bool { return origin.count("/live/good") > before+5 })
 	}
 }
+
+// rawOrigin answers the first request 200 and then either floods the client with frames
+// while dropping what it is sent, or stops reading (stall) until it is closed.
+func rawOrigin(t *testing.T, flood bool) (string, func()) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		var r base.Request
+		if r.Unmarshal(br) != nil {
+			return
+		}
+		io.WriteString(c, "RTSP/1.0 200 OK\r\nCSeq: "+r.Header["CSeq"][0]+"\r\n\r\n")
+		if flood {
+			go func() { <-done; c.Close() }()
+			go io.Copy(io.Discard, br)
+			big := []byte(frame(1, 0xffff))
+			for {
+				if _, err := c.Write(big); err != nil {
+					return
+				}
+			}
+		}
+		<-done
+	}()
+	return "rtsp://" + ln.Addr().String(), func() { close(done); ln.Close(); wg.Wait() }
+}
+
+// A side that stops reading is cut after WriteTimeout: an origin that takes no more bytes
+// from a publisher, and a publisher that reads nothing while its origin talks.
+func TestStalledSideIsCut(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	for _, c := range []struct {
+		desc        string
+		flood       bool
+		wantOutcome string
+	}{
+		{"origin stops reading", false, gwmetrics.OriginFailed},
+		{"client stops reading", true, gwmetrics.ClientGone},
+	} {
+		t.Run(c.desc, func(t *testing.T) {
+			originBase, stopOrigin := rawOrigin(t, c.flood)
+			defer stopOrigin()
+			m := &recMetrics{}
+			gw := &Server{Address: "127.0.0.1:0", WriteTimeout: 300 * time.Millisecond, ReadTimeout: time.Minute, Metrics: m,
+				Resolver: fakeResolver{origin: originBase}, Logger: slog.New(slog.DiscardHandler)}
+			if err := gw.Initialize(); err != nil {
+				t.Fatal(err)
+			}
+			defer gw.Close()
+			p := dialRaw(t, gw.Addr().String(), "/live/stall")
+			defer p.c.Close()
+			if res := p.do("ANNOUNCE", p.url, sdpHeader(), []byte(sdp)); res.StatusCode != base.StatusOK {
+				t.Fatalf("ANNOUNCE: %v", res)
+			}
+			if !c.flood {
+				// Write big frames until the gateway cuts the connection.
+				_ = p.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+				big := []byte(frame(0, 0xffff))
+				for {
+					if _, err := p.c.Write(big); err != nil {
+						break
+					}
+				}
+			}
+			eventually(t, "the relay's end", func() bool {
+				m.mu.Lock()
+				defer m.mu.Unlock()
+				return len(m.ends) == 1
+			})
+			m.mu.Lock()
+			outcome := m.ends[0]
+			m.mu.Unlock()
+			if outcome != c.wantOutcome {
+				t.Fatalf("outcome %q, want %q", outcome, c.wantOutcome)
+			}
+			if !closedWithin(p.c, 5*time.Second) {
+				t.Fatal("the publisher's connection stayed open")
+			}
+		})
+	}
+}
+
+// Close during a relay closes both sides and returns with nothing left running.
+func TestCloseDuringRelay(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	origin, stopOrigin := newOrigin(t, nil)
+	defer stopOrigin()
+	gw := &Server{Address: "127.0.0.1:0", Resolver: fakeResolver{origin: origin.base()}, Logger: slog.New(slog.DiscardHandler)}
+	if err := gw.Initialize(); err != nil {
+		t.Fatal(err)
+	}
+	p := dialRaw(t, gw.Addr().String(), "/live/closing")
+	defer p.c.Close()
+	p.record()
+	closed := make(chan struct{})
+	go func() { gw.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return")
+	}
+	if !closedWithin(p.c, 5*time.Second) {
+		t.Fatal("the publisher's connection stayed open")
+	}
+}

@@ -97,7 +97,8 @@ type Server struct {
 	// Resolver chooses the origin. Required.
 	Resolver Resolver
 	// ReadTimeout bounds reading each request, the wait for the next one, and a relayed
-	// publisher's silence. It defaults to 10s.
+	// publisher's silence (in a relay deadlines are refreshed every eighth of the timeout,
+	// so a silent side is cut after between 1 and 1.125 times it). It defaults to 10s.
 	ReadTimeout time.Duration
 	// WriteTimeout bounds writing to a client, and in a relay to either side: a side that
 	// stops reading is cut after it. It defaults to 10s.
