@@ -112,7 +112,7 @@ func (s *Server) announce(c net.Conn, f *framer, req *base.Request, client strin
 	s.Metrics.RelayBytes(proto, gwmetrics.ToOrigin, toOrigin)
 	down := make(chan int64, 1)
 	go func() {
-		down <- rl.downstream(&framer{br: bufio.NewReaderSize(oc, relayBufSize), max: maxOriginMessage})
+		down <- rl.downstream(&framer{br: bufio.NewReaderSize(oc, relayBackBufSize), max: maxOriginMessage})
 	}()
 	toOrigin += rl.upstream(&framer{br: bufio.NewReaderSize(in, relayBufSize), max: s.MaxRequestBytes})
 	cl.toClient = <-down
