@@ -41,6 +41,14 @@ func (g gatedResolver) Resolve(req resolve.Request) resolve.Result {
 	return g.table.Resolve(req)
 }
 
+// Place is Resolve's counterpart for publishers relayed by the gateway, gated the same way.
+func (g gatedResolver) Place(req resolve.Request) resolve.Result {
+	if !g.ready() {
+		return resolve.Result{Outcome: resolve.Unavailable}
+	}
+	return g.table.Place(req)
+}
+
 // run wires everything from the config and serves until ctx is done.
 func run(ctx context.Context, path string, env []string, logOut io.Writer) error {
 	cfg, err := config.LoadGateway(path, env)
