@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/url"
 	"strings"
@@ -247,6 +248,8 @@ func startGateway(t testing.TB, s *Server) *Server {
 	t.Cleanup(s.Close)
 	return s
 }
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func eventually(d time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(d)
