@@ -139,7 +139,7 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 		adm := &admin.Server{
 			Address:  cfg.Listen.Admin,
 			Gatherer: promReg,
-			Handlers: adminapi.Handlers(table),
+			Handlers: adminapi.HandlersWith(table, adminapi.NewRTMPPolicy(cfg.RTMP.Mode, cfg.RTMP.FollowFlashVer)),
 			Logger:   log.With("listener", "admin"),
 			Ready: func() error {
 				if !watcher.Ready() {
