@@ -41,17 +41,14 @@ func connectCmd(app string, capsEx float64) amf0.Data {
 	}}
 }
 
-// sessionSeeds are whole client transcripts: the hostile inputs of TestHostileInputs as bytes
-// and well-formed sessions, for FuzzSession.
+// sessionSeeds are whole client transcripts: the hostile inputs of TestHostileInputs and
+// well-formed sessions, for FuzzSession.
 func sessionSeeds() [][]byte {
-	huge := append(clientBytes(), 0x04, 0, 0, 0, 0xff, 0xff, 0xff, 9, 1, 0, 0, 0)
-	huge = append(huge, make([]byte, 1<<16)...)
-	return [][]byte{
-		[]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
-		append([]byte{3}, bytes.Repeat([]byte{0xff}, 4000)...),
-		append([]byte{3}, make([]byte, 700)...),
-		{6},
-		huge,
+	var seeds [][]byte
+	for _, c := range hostileCases {
+		seeds = append(seeds, c.seed)
+	}
+	return append(seeds,
 		clientBytes(connectCmd("live", 0), amf0.Data{"createStream", float64(2), nil}, amf0.Data{"play", float64(3), nil, "cam1?token=t"}),
 		clientBytes(connectCmd("static?key=k", 1), amf0.Data{"releaseStream", float64(2), nil, "demo"},
 			amf0.Data{"FCPublish", float64(3), nil, "demo"}, amf0.Data{"createStream", float64(4), nil},
@@ -60,7 +57,7 @@ func sessionSeeds() [][]byte {
 		clientBytes(connectCmd("live/cam1", 0), amf0.Data{"play", float64(3), nil, ""}),
 		clientBytes(amf0.Data{"play", float64(3), nil, "x"}),
 		clientBytes(amf0.Data{"connect", float64(1), "not an object"}),
-	}
+	)
 }
 
 // FuzzSession feeds whole client transcripts to a redirecting gateway over a pipe: whatever

@@ -323,35 +323,47 @@ func TestConnectionCap(t *testing.T) {
 	}
 }
 
-// hostileCases are the inputs a gateway must survive; each also seeds FuzzSession.
+// hostileCases are the inputs a gateway must survive. seed is what the client sends on the
+// wire (the transcript up to play/publish for the cases that need a relay first); the seeds
+// also seed FuzzSession.
 var hostileCases = []struct {
 	name  string
-	send  func(t *testing.T, addr string) net.Conn // returns the connection to watch
-	stall bool                                     // read nothing until the gateway gave up
+	seed  []byte
+	send  func(t *testing.T, addr string, seed []byte) net.Conn // returns the connection to watch
+	stall bool                                                  // read nothing until the gateway gave up
 }{
-	{"http request", func(t *testing.T, addr string) net.Conn {
-		return dialSend(t, addr, []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+	{"http request", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), dialSend, false},
+	{"garbage after C0", append([]byte{3}, bytes.Repeat([]byte{0xff}, 4000)...), dialSend, false},
+	{"truncated handshake", append([]byte{3}, make([]byte, 700)...), dialSend, false},
+	{"RTMPE handshake", append([]byte{6}, make([]byte, 1536)...), dialSend, false},
+	{"20 MB message before connect", hugeHeader(clientBytes()), func(t *testing.T, addr string, seed []byte) net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		go func() {
+			if _, err := c.Write(seed); err == nil {
+				writeZeros(c, 20<<20)
+			}
+		}()
+		return c
 	}, false},
-	{"garbage after C0", func(t *testing.T, addr string) net.Conn {
-		return dialSend(t, addr, append([]byte{3}, bytes.Repeat([]byte{0xff}, 4000)...))
-	}, false},
-	{"truncated handshake", func(t *testing.T, addr string) net.Conn {
-		return dialSend(t, addr, append([]byte{3}, make([]byte, 700)...))
-	}, false},
-	{"20 MB message before connect", func(t *testing.T, addr string) net.Conn {
-		rc := dialRaw(t, addr)
-		go writeHuge(rc.conn)
-		return rc.conn
-	}, false},
-	{"20 MB message mid-relay", func(t *testing.T, addr string) net.Conn {
+	{"20 MB message mid-relay", hugeHeader(clientBytes(connectCmd("live", 0), amf0.Data{"createStream", float64(2), nil},
+		amf0.Data{"publish", float64(3), nil, "huge", "live"})), func(t *testing.T, addr string, seed []byte) net.Conn {
 		rc := dialRaw(t, addr)
 		if err := rc.connectAndPlay("live", "rtmp://"+addr+"/live", -1, "FMLE/3.0", "publish", "huge"); err != nil {
 			t.Fatal(err)
 		}
-		go writeHuge(rc.conn)
+		go func() {
+			if _, err := rc.conn.Write(hugeHeader(nil)); err == nil {
+				writeZeros(rc.conn, 20<<20)
+			}
+		}()
 		return rc.conn
 	}, false},
-	{"client stalls mid-relay", func(t *testing.T, addr string) net.Conn {
+	{"client stalls mid-relay", clientBytes(connectCmd("live", 0), amf0.Data{"createStream", float64(2), nil},
+		amf0.Data{"play", float64(3), nil, "flood"}), func(t *testing.T, addr string, seed []byte) net.Conn {
 		rc := dialRaw(t, addr)
 		if err := rc.connectAndPlay("live", "rtmp://"+addr+"/live", -1, "FMLE/3.0", "play", "flood"); err != nil {
 			t.Fatal(err)
@@ -359,7 +371,8 @@ var hostileCases = []struct {
 		// Read nothing more: the origin floods, the gateway's write deadline must cut us.
 		return rc.conn
 	}, true},
-	{"origin dies mid-relay", func(t *testing.T, addr string) net.Conn {
+	{"origin dies mid-relay", clientBytes(connectCmd("live", 0), amf0.Data{"createStream", float64(2), nil},
+		amf0.Data{"play", float64(3), nil, "die"}), func(t *testing.T, addr string, seed []byte) net.Conn {
 		rc := dialRaw(t, addr)
 		if err := rc.connectAndPlay("live", "rtmp://"+addr+"/live", -1, "FMLE/3.0", "play", "die"); err != nil {
 			t.Fatal(err)
@@ -368,7 +381,24 @@ var hostileCases = []struct {
 	}, false},
 }
 
+// hugeHeader appends the start of one message that announces 16 MiB (the 24-bit length field
+// cannot say 20 MB): chunk type 0 on chunk stream 4, video, message stream 1.
+func hugeHeader(b []byte) []byte {
+	return append(b, 0x04, 0, 0, 0, 0xff, 0xff, 0xff, 9, 1, 0, 0, 0)
+}
+
+func writeZeros(c net.Conn, n int) {
+	_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 1<<20)
+	for ; n > 0; n -= len(buf) {
+		if _, err := c.Write(buf); err != nil {
+			return
+		}
+	}
+}
+
 func dialSend(t *testing.T, addr string, b []byte) net.Conn {
+	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -376,22 +406,6 @@ func dialSend(t *testing.T, addr string, b []byte) net.Conn {
 	t.Cleanup(func() { c.Close() })
 	go c.Write(b) //nolint:errcheck // the gateway may close before reading it all
 	return c
-}
-
-// writeHuge writes one message that announces 16 MiB and carries 20 MB (the 24-bit length
-// field cannot say more): chunk type 0 on stream 4, then the body.
-func writeHuge(c net.Conn) {
-	_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	hdr := []byte{0x04, 0, 0, 0, 0xff, 0xff, 0xff, 9, 1, 0, 0, 0}
-	if _, err := c.Write(hdr); err != nil {
-		return
-	}
-	buf := make([]byte, 1<<20)
-	for range 20 {
-		if _, err := c.Write(buf); err != nil {
-			return
-		}
-	}
 }
 
 // TestHostileInputs: each hostile input gets its connection closed while a concurrent good
@@ -410,7 +424,7 @@ func TestHostileInputs(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			good := make(chan error, 1)
 			go func() { good <- playFrames("rtmp://"+addr+"/live/good", 20) }()
-			conn := c.send(t, addr)
+			conn := c.send(t, addr, c.seed)
 			if c.stall && !eventually(10*time.Second, func() bool { return m.relayEnd("play/client_gone") == 1 }) {
 				t.Errorf("%s: stalled client not cut", c.name)
 			}
