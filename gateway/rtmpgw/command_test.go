@@ -1,11 +1,15 @@
 package rtmpgw
 
 import (
+	"bytes"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bluenviron/gortmplib/pkg/amf0"
+	"github.com/bluenviron/gortmplib/pkg/bytecounter"
+	"github.com/bluenviron/gortmplib/pkg/rawmessage"
 )
 
 func mustMarshal(d amf0.Data) []byte {
@@ -161,4 +165,40 @@ func FuzzCommand(f *testing.F) {
 			t.Fatalf("target %+v", tg)
 		}
 	})
+}
+
+// TestChunksRoundTrip: what side.chunks lays out, gortmplib's chunk reader reads back as the
+// same messages, across chunk sizes, empty and multi-chunk bodies and extended timestamps.
+func TestChunksRoundTrip(t *testing.T) {
+	for _, size := range []uint32{128, 4096, 65536} {
+		var buf bytes.Buffer
+		sd := &side{chunkSize: size}
+		var msgs []*rawmessage.Message
+		for i, n := range []int{0, 1, 127, 128, 129, 5000, 300000} {
+			for _, ts := range []time.Duration{0, 40 * time.Millisecond, (0xffffff + 5) * time.Millisecond} {
+				body := make([]byte, n)
+				for j := range body {
+					body[j] = byte(j * (i + 1))
+				}
+				m := &rawmessage.Message{ChunkStreamID: byte(3 + i%5), Type: 9, MessageStreamID: wireID(uint32(i)), Timestamp: ts, Body: body}
+				msgs = append(msgs, m)
+				buf.Write(sd.chunks(m))
+			}
+		}
+		r := rawmessage.NewReader(&buf, bytecounter.NewReader(&buf), func(uint32) error { return nil })
+		if err := r.SetChunkSize(size); err != nil {
+			t.Fatal(err)
+		}
+		for i, want := range msgs {
+			got, err := r.Read()
+			if err != nil {
+				t.Fatalf("chunk size %d, message %d: %v", size, i, err)
+			}
+			if got.ChunkStreamID != want.ChunkStreamID || got.Type != want.Type || got.MessageStreamID != want.MessageStreamID ||
+				got.Timestamp != want.Timestamp || !bytes.Equal(got.Body, want.Body) {
+				t.Fatalf("chunk size %d, message %d: got cs %d type %d stream %d ts %v len %d", size, i,
+					got.ChunkStreamID, got.Type, got.MessageStreamID, got.Timestamp, len(got.Body))
+			}
+		}
+	}
 }

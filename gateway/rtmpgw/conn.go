@@ -10,6 +10,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bluenviron/gortmplib/pkg/amf0"
@@ -94,14 +95,15 @@ type side struct {
 	r    *rawmessage.Reader
 	wt   time.Duration
 
-	wmu      sync.Mutex
-	w        *rawmessage.Writer
-	deadline time.Time // write deadline last set on conn
+	wmu       sync.Mutex
+	chunkSize uint32
+	wbuf      []byte    // reused for one message's chunks
+	deadline  time.Time // write deadline last set on conn
+	written   atomic.Uint64
 }
 
 func newSide(conn net.Conn, bc *bytecounter.ReadWriter, writeTimeout time.Duration) *side {
-	sd := &side{conn: conn, bc: bc, wt: writeTimeout}
-	sd.w = rawmessage.NewWriter(bc, bc.Writer, false)
+	sd := &side{conn: conn, bc: bc, wt: writeTimeout, chunkSize: 128}
 	sd.r = rawmessage.NewReader(bc, bc.Reader, func(n uint32) error {
 		return sd.writeControl(typeAck, be32(n))
 	})
@@ -121,7 +123,62 @@ func (sd *side) write(m *rawmessage.Message) error {
 			}
 		}
 	}
-	return sd.w.Write(m)
+	b := sd.chunks(m)
+	n, err := sd.conn.Write(b)
+	sd.written.Add(uint64(n))
+	return err
+}
+
+// maxKeptBuffer bounds the chunk buffer a side keeps between messages; a larger message gets
+// a buffer of its own.
+const maxKeptBuffer = 256 << 10
+
+// chunks lays m out as chunks in one buffer: a type 0 header (absolute timestamp, so no
+// per-chunk-stream header state can drift between the two hops) on the first chunk, type 3
+// on the others. It is called with wmu held.
+func (sd *side) chunks(m *rawmessage.Message) []byte {
+	ts := uint32(m.Timestamp / time.Millisecond)
+	ext := ts >= 0xffffff
+	size := int(sd.chunkSize)
+	n := max(1, (len(m.Body)+size-1)/size)
+	need := 12 + len(m.Body) + (n - 1)
+	if ext {
+		need += 4 * n
+	}
+	b := sd.wbuf[:0]
+	if cap(b) < need {
+		b = make([]byte, 0, need)
+		if need <= maxKeptBuffer {
+			sd.wbuf = b
+		}
+	}
+	cs := m.ChunkStreamID & 0x3f
+	hts := ts
+	if ext {
+		hts = 0xffffff
+	}
+	b = append(b, cs, byte(hts>>16), byte(hts>>8), byte(hts),
+		byte(len(m.Body)>>16), byte(len(m.Body)>>8), byte(len(m.Body)), m.Type)
+	// gortmplib carries the stream ID with its bytes in wire order read big-endian.
+	b = binary.BigEndian.AppendUint32(b, m.MessageStreamID)
+	if ext {
+		b = binary.BigEndian.AppendUint32(b, ts)
+	}
+	body := m.Body
+	for i := 0; ; i++ {
+		if i > 0 {
+			b = append(b, 0xc0|cs)
+			if ext {
+				b = binary.BigEndian.AppendUint32(b, ts)
+			}
+		}
+		k := min(size, len(body))
+		b = append(b, body[:k]...)
+		body = body[k:]
+		if len(body) == 0 {
+			return b
+		}
+	}
 }
 
 // setChunkSize announces and applies the chunk size the gateway writes with.
@@ -130,7 +187,7 @@ func (sd *side) setChunkSize(n uint32) error {
 		return err
 	}
 	sd.wmu.Lock()
-	sd.w.SetChunkSize(n)
+	sd.chunkSize = n
 	sd.wmu.Unlock()
 	return nil
 }

@@ -260,7 +260,7 @@ func (p *pump) run() (pe pumpErr) {
 			pe = pumpErr{err: fmt.Errorf("panic: %v", r)}
 		}
 	}()
-	p.base, p.flushed, p.baseSet = p.to.bc.Writer.Count(), p.to.bc.Writer.Count(), true
+	p.base, p.flushed, p.baseSet = p.to.written.Load(), p.to.written.Load(), true
 	fromOrigin := p.dir == gwmetrics.ToClient
 	for {
 		m, err := p.from.read(p.timeout)
@@ -271,7 +271,7 @@ func (p *pump) run() (pe pumpErr) {
 		if err := p.to.write(m); err != nil {
 			return pumpErr{err: err, origin: !fromOrigin}
 		}
-		if n := p.to.bc.Writer.Count(); n-p.flushed >= metricsFlushBytes {
+		if n := p.to.written.Load(); n-p.flushed >= metricsFlushBytes {
 			p.s.Metrics.RelayBytes(proto, p.dir, int64(n-p.flushed))
 			p.flushed = n
 		}
@@ -283,7 +283,7 @@ func (p *pump) flush() {
 	if !p.baseSet {
 		return
 	}
-	n := p.to.bc.Writer.Count()
+	n := p.to.written.Load()
 	p.s.Metrics.RelayBytes(proto, p.dir, int64(n-p.flushed))
 	p.flushed = n
 	p.total = int64(n - p.base)
