@@ -100,6 +100,8 @@ type side struct {
 	wbuf      []byte    // reused for one message's chunks
 	deadline  time.Time // write deadline last set on conn
 	written   atomic.Uint64
+
+	readDeadline time.Time // read deadline last set on conn; only the reading goroutine uses it
 }
 
 func newSide(conn net.Conn, bc *bytecounter.ReadWriter, writeTimeout time.Duration) *side {
@@ -209,13 +211,12 @@ func (sd *side) writeCommand(cs byte, msid uint32, name string, tx float64, args
 // abort, acknowledgements, window and bandwidth are applied or dropped here, pings answered.
 // timeout > 0 bounds the wait.
 func (sd *side) read(timeout time.Duration) (*rawmessage.Message, error) {
-	var last time.Time
 	for {
 		if timeout > 0 {
 			// Same economy as write: move the read deadline only when a tenth of it has passed.
-			if now := time.Now(); now.Sub(last) > timeout/10 {
-				last = now
-				if err := sd.conn.SetReadDeadline(now.Add(timeout)); err != nil {
+			if now := time.Now(); sd.readDeadline.Sub(now) < timeout*9/10 {
+				sd.readDeadline = now.Add(timeout)
+				if err := sd.conn.SetReadDeadline(sd.readDeadline); err != nil {
 					return nil, err
 				}
 			}

@@ -50,10 +50,12 @@ func (s *Server) relay(client *side, lr *limitReader, req *request, t target, cl
 
 	// Setup is over: media flows without a byte budget, under per-message deadlines.
 	lr.lift()
+	// The handshake deadline goes; write() and read() set their own from here on (the
+	// origin's write deadline is already write()'s).
 	_ = client.conn.SetDeadline(time.Time{})
-	_ = origin.conn.SetDeadline(time.Time{})
+	_ = origin.conn.SetReadDeadline(time.Time{})
 	client.wmu.Lock()
-	client.wt = s.WriteTimeout
+	client.wt, client.deadline = s.WriteTimeout, time.Time{}
 	client.wmu.Unlock()
 
 	// The side that sends media gets the read timeout; the other may stay quiet for the
@@ -85,17 +87,19 @@ func (s *Server) relay(client *side, lr *limitReader, req *request, t target, cl
 	}
 	up := &pump{s: s, from: client, to: origin, fromID: clientStream, toID: originStream, timeout: upTimeout, dir: gwmetrics.ToOrigin}
 	down := &pump{s: s, from: origin, to: client, fromID: originStream, toID: clientStream, timeout: downTimeout, dir: gwmetrics.ToClient}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		end(up.run())
-	}()
+	up.start()
+	down.start()
 	// The play/publish itself goes first, under the origin's stream ID.
 	replay := *req.msg
 	replay.MessageStreamID = wireID(originStream)
 	if err := origin.write(&replay); err != nil {
 		end(pumpErr{err: err, origin: true})
 	} else {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			end(up.run())
+		}()
 		end(down.run())
 	}
 	wg.Wait()
@@ -260,7 +264,6 @@ func (p *pump) run() (pe pumpErr) {
 			pe = pumpErr{err: fmt.Errorf("panic: %v", r)}
 		}
 	}()
-	p.base, p.flushed, p.baseSet = p.to.written.Load(), p.to.written.Load(), true
 	fromOrigin := p.dir == gwmetrics.ToClient
 	for {
 		m, err := p.from.read(p.timeout)
@@ -276,6 +279,12 @@ func (p *pump) run() (pe pumpErr) {
 			p.flushed = n
 		}
 	}
+}
+
+// start marks where the pump's byte count begins.
+func (p *pump) start() {
+	p.base = p.to.written.Load()
+	p.flushed, p.baseSet = p.base, true
 }
 
 // flush adds the bytes not yet counted and records the total.
