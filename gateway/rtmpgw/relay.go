@@ -1,6 +1,7 @@
 package rtmpgw
 
 import (
+	"bufio"
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
@@ -22,6 +23,9 @@ import (
 
 // metricsFlushBytes is how many relayed bytes accumulate before they are added to the metric.
 const metricsFlushBytes = 1 << 20
+
+// originReadBuffer is the read buffer of an origin connection.
+const originReadBuffer = 64 << 10
 
 // closeGrace bounds the wait for the origin to close after the client hung up.
 const closeGrace = 2 * time.Second
@@ -159,7 +163,12 @@ func (s *Server) dialOrigin(req *request, t target) (*side, uint32, error) {
 	if err := nc.SetDeadline(deadline); err != nil {
 		return fail(err)
 	}
-	bc := bytecounter.NewReadWriter(nc)
+	// A larger read buffer than gortmplib's 4 KiB: the origin is the side that sends media to
+	// players, and fewer reads per message is most of what the relay costs.
+	bc := bytecounter.NewReadWriter(struct {
+		io.Reader
+		io.Writer
+	}{bufio.NewReaderSize(nc, originReadBuffer), nc})
 	if _, _, err := handshake.DoClient(bc, false, false); err != nil {
 		return fail(fmt.Errorf("handshake: %w", err))
 	}
