@@ -2,7 +2,9 @@ package rtmpgw
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
 	"reflect"
 	"strings"
@@ -459,4 +461,49 @@ func ExampleServer() {
 	defer s.Close()
 	fmt.Println(s.Mode)
 	// Output: auto
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestLogLine: one line per connection with client, flashVer, capsEx, role, name, mode,
+// origin, outcome, bytes each way and duration.
+func TestLogLine(t *testing.T) {
+	o := startStandIn(t)
+	var buf syncBuffer
+	gw := startGateway(t, &Server{Resolver: &fakeResolver{base: o.base()}, Logger: slog.New(slog.NewJSONHandler(&buf, nil))})
+	if err := playFrames("rtmp://"+gw.Addr().String()+"/live/cam1", 3); err != nil {
+		t.Fatal(err)
+	}
+	var line map[string]any
+	if !eventually(5*time.Second, func() bool {
+		lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+		return len(lines) == 1 && json.Unmarshal([]byte(lines[0]), &line) == nil
+	}) {
+		t.Fatalf("log: %s", buf.String())
+	}
+	for k, v := range map[string]any{"msg": "rtmp connection", "client": "127.0.0.1", "flashver": "LNX 9,0,124,2",
+		"capsex": float64(0), "role": "play", "name": "live/cam1", "mode": "relay", "origin": "o1", "outcome": "ok"} {
+		if line[k] != v {
+			t.Errorf("%s = %v, want %v", k, line[k], v)
+		}
+	}
+	if line["bytes_to_client"].(float64) < 3*2000 || line["bytes_to_origin"].(float64) <= 0 || line["duration"] == "" {
+		t.Errorf("line %v", line)
+	}
 }
