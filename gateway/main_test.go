@@ -6,9 +6,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bluenviron/gortmplib"
 
 	"github.com/peergate/peergate/internal/cli"
 	"github.com/peergate/peergate/internal/testcert"
@@ -133,10 +136,25 @@ func TestRunWiring(t *testing.T) {
 		t.Fatalf("unknown stream: %d", st)
 	}
 
+	// The RTMP listener is wired to the same table: an unknown name is StreamNotFound.
+	rtmpURL, _ := url.Parse("rtmp://" + logs.Addr(t, "rtmp") + "/nope/x")
+	rc := &gortmplib.Client{URL: rtmpURL}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	err = rc.Initialize(ctx)
+	cancel()
+	if err == nil {
+		rc.Close()
+		t.Fatal("rtmp play of an unknown name succeeded")
+	}
+	if !strings.Contains(err.Error(), "NetStream.Play.StreamNotFound") {
+		t.Fatalf("rtmp play of an unknown name: %v", err)
+	}
+
 	_, metrics, _ := get(t, c, "http://"+adminAddr+"/metrics")
 	for _, line := range []string{
 		`peergate_gateway_redirects_total{outcome="ok",proto="http"}`,
 		`peergate_gateway_redirects_total{outcome="not_found",proto="http"}`,
+		`peergate_gateway_redirects_total{outcome="not_found",proto="rtmp"}`,
 		"peergate_registry_origins 1",
 		"peergate_registry_streams 1",
 		"peergate_registry_connected 1",
