@@ -15,6 +15,7 @@ import (
 	"github.com/peergate/peergate/gateway/gwmetrics"
 	"github.com/peergate/peergate/gateway/httpgw"
 	"github.com/peergate/peergate/gateway/resolve"
+	"github.com/peergate/peergate/gateway/rtmpgw"
 	"github.com/peergate/peergate/gateway/rtspgw"
 	"github.com/peergate/peergate/internal/cli"
 	"github.com/peergate/peergate/shared/admin"
@@ -41,7 +42,7 @@ func (g gatedResolver) Resolve(req resolve.Request) resolve.Result {
 	return g.table.Resolve(req)
 }
 
-// Place is Resolve's counterpart for publishers relayed by the gateway, gated the same way.
+// Place chooses the origin for a publisher relayed by the gateway, under the same gate.
 func (g gatedResolver) Place(req resolve.Request) resolve.Result {
 	if !g.ready() {
 		return resolve.Result{Outcome: resolve.Unavailable}
@@ -138,7 +139,7 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 		adm := &admin.Server{
 			Address:  cfg.Listen.Admin,
 			Gatherer: promReg,
-			Handlers: adminapi.Handlers(table),
+			Handlers: adminapi.HandlersWith(table, adminapi.NewRTMPPolicy(cfg.RTMP.Mode, cfg.RTMP.FollowFlashVer)),
 			Logger:   log.With("listener", "admin"),
 			Ready: func() error {
 				if !watcher.Ready() {
@@ -175,7 +176,25 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 		defer rtsp.Close()
 		log.Info("listening", "listener", "rtsp", "addr", rtsp.Addr().String())
 	}
-	// listen.rtmp gets its listener (redirect and relay) in a later issue.
+	if cfg.Listen.RTMP != "" {
+		rtmp := &rtmpgw.Server{
+			Address:          cfg.Listen.RTMP,
+			Resolver:         gatedResolver{table, watcher.Ready},
+			Mode:             cfg.RTMP.Mode,
+			FollowFlashVer:   cfg.RTMP.FollowFlashVer,
+			HandshakeTimeout: cfg.RTMP.HandshakeTimeout,
+			ReadTimeout:      cfg.RTMP.ReadTimeout,
+			WriteTimeout:     cfg.RTMP.WriteTimeout,
+			MaxConns:         cfg.RTMP.MaxConns,
+			Logger:           log.With("listener", "rtmp"),
+			Metrics:          metrics,
+		}
+		if err := rtmp.Initialize(); err != nil {
+			return fmt.Errorf("listen.rtmp: %w", err)
+		}
+		defer rtmp.Close()
+		log.Info("listening", "listener", "rtmp", "addr", rtmp.Addr().String(), "mode", rtmp.Mode)
+	}
 
 	<-ctx.Done()
 	log.Info("stopping")

@@ -107,6 +107,21 @@ func TestRTMPPublishPlayEverywhere(t *testing.T) {
 	}
 }
 
+// TestStaticApp: the app "static" reaches a single-segment NAME: ffmpeg publishes
+// rtmp://host/static/demo, the table knows it as "demo", and it plays back through the same URL.
+func TestStaticApp(t *testing.T) {
+	tbl := media.NewTable(media.Config{})
+	defer tbl.Close()
+	_, rtmpBase := startRTMP(t, tbl, 0)
+	pub := mediatest.PublishRTMP(t, rtmpBase+"/static/demo", mediatest.Source{})
+	mediatest.WaitLive(t, tbl, "demo", pub)
+	if tbl.Live("static/demo") {
+		t.Error("static/demo is live under the app's name too")
+	}
+	checkProbe(t, rtmpBase+"/static/demo", "")
+	pub.Stop()
+}
+
 // sps720 is a 1280x720 H.264 SPS (mediacommon's tests).
 var sps720 = []byte{
 	0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x40, 0x50,
