@@ -411,7 +411,7 @@ type container struct {
 	} `yaml:"ports"`
 	ReadinessProbe *probeSpec `yaml:"readinessProbe"`
 	LivenessProbe  *probeSpec `yaml:"livenessProbe"`
-	VolumeMounts []struct {
+	VolumeMounts   []struct {
 		MountPath string `yaml:"mountPath"`
 		SubPath   string `yaml:"subPath"`
 	} `yaml:"volumeMounts"`
