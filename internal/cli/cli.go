@@ -17,7 +17,11 @@ type RunFunc func(ctx context.Context, path string, env []string, logOut io.Writ
 
 // Main parses -config, runs run until SIGTERM or SIGINT, and exits 1 with the error if it fails.
 // After the first signal the default action returns, so a second one kills the process.
+// `NAME healthcheck [-config F]` checks a running binary's admin /readyz instead (see Healthcheck).
 func Main(name string, run RunFunc) {
+	if len(os.Args) > 1 && os.Args[1] == HealthcheckCommand {
+		os.Exit(Healthcheck(name, os.Args[2:], os.Environ(), os.Stdout))
+	}
 	path := flag.String("config", "", "YAML config file (optional; PEERGATE_* variables override it)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
