@@ -157,7 +157,7 @@ type fileStarter struct {
 	asked int
 }
 
-func (f *fileStarter) Start(name string) bool {
+func (f *fileStarter) Demand(name string) bool {
 	if name != f.name {
 		return false
 	}

@@ -154,7 +154,7 @@ func TestRegistryEvents(t *testing.T) {
 	if got := m.Streams(); len(got) != 1 || got[0] != (cluster.Stream{Name: "od/cam", State: cluster.StreamOnDemand}) {
 		t.Fatalf("Streams() = %+v", got)
 	}
-	if m.Start("live/x") {
+	if m.Demand("live/x") {
 		t.Fatal("Start of a NAME that is not on-demand answered true")
 	}
 }
