@@ -66,11 +66,7 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 	}
 	defer client.Close()
 
-	hysteresis := cfg.Balance.Hysteresis
-	if hysteresis == 0 {
-		hysteresis = -1 // resolve reads 0 as "default"; the config's 0 means none
-	}
-	table := resolve.New(resolve.Options{Hysteresis: hysteresis})
+	table := resolve.New(resolve.Options{Hysteresis: cfg.Balance.Hysteresis})
 	watcher := registry.NewWatcher(client, cfg.ClusterKey, table, registry.WatcherOptions{
 		AntiEntropy: cfg.Registry.AntiEntropy,
 		Logger:      log,

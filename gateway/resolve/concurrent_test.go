@@ -31,7 +31,7 @@ func TestConcurrentReadersAndWriter(t *testing.T) {
 	stable := org("stable")
 	urls["stable"] = stable.Public["http"]
 
-	tb := New(Options{})
+	tb := New(Options{Hysteresis: DefaultHysteresis})
 	tb.ReplaceAll([]cluster.OriginView{view(stable, running("keep"))})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

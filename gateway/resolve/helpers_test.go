@@ -73,7 +73,7 @@ func view(o cluster.Origin, s ...[]cluster.Stream) cluster.OriginView {
 }
 
 func table(views ...cluster.OriginView) *Table {
-	t := New(Options{})
+	t := New(Options{Hysteresis: DefaultHysteresis})
 	t.ReplaceAll(views)
 	return t
 }

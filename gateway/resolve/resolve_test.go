@@ -291,15 +291,16 @@ func TestPowerOfTwoWithHysteresis(t *testing.T) {
 		u    map[string]float64
 		want string
 	}{
-		{"equal load keeps the first", Options{}, map[string]float64{first: 0.5, second: 0.5, third: 0.5}, first},
-		{"second lower within the margin keeps the first", Options{}, map[string]float64{first: 0.5, second: 0.45, third: 0.5}, first},
-		{"second lower by more than the margin takes it", Options{}, map[string]float64{first: 0.5, second: 0.35, third: 0.5}, second},
-		{"second more loaded keeps the first", Options{}, map[string]float64{first: 0.3, second: 0.9, third: 0}, first},
-		{"third is never asked even when idle", Options{}, map[string]float64{first: 0.9, second: 0.9, third: 0}, first},
+		{"equal load keeps the first", Options{Hysteresis: DefaultHysteresis}, map[string]float64{first: 0.5, second: 0.5, third: 0.5}, first},
+		{"second lower within the margin keeps the first", Options{Hysteresis: DefaultHysteresis}, map[string]float64{first: 0.5, second: 0.45, third: 0.5}, first},
+		{"second lower by more than the margin takes it", Options{Hysteresis: DefaultHysteresis}, map[string]float64{first: 0.5, second: 0.35, third: 0.5}, second},
+		{"second more loaded keeps the first", Options{Hysteresis: DefaultHysteresis}, map[string]float64{first: 0.3, second: 0.9, third: 0}, first},
+		{"third is never asked even when idle", Options{Hysteresis: DefaultHysteresis}, map[string]float64{first: 0.9, second: 0.9, third: 0}, first},
 		{"wider margin keeps the first", Options{Hysteresis: 0.3}, map[string]float64{first: 0.5, second: 0.35, third: 0.5}, first},
 		{"wider margin exceeded takes the second", Options{Hysteresis: 0.3}, map[string]float64{first: 0.7, second: 0.35, third: 0.5}, second},
+		{"zero margin: plain two choices", Options{}, map[string]float64{first: 0.5, second: 0.49, third: 0.5}, second},
 		{"negative margin: plain two choices", Options{Hysteresis: -1}, map[string]float64{first: 0.5, second: 0.49, third: 0.5}, second},
-		{"cpu counts as utilization", Options{}, nil, second},
+		{"cpu counts as utilization", Options{Hysteresis: DefaultHysteresis}, nil, second},
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {

@@ -147,7 +147,7 @@ func TestPutStreams(t *testing.T) {
 
 func TestPutStreamsBeforeRecord(t *testing.T) {
 	t.Parallel()
-	tb := New(Options{})
+	tb := New(Options{Hysteresis: DefaultHysteresis})
 	tb.PutStreams("o9", running("a"))
 	if got := tb.Resolve(Request{Name: "a"}); got.Outcome != Unavailable {
 		t.Fatalf("without a record: %v", got)
@@ -281,7 +281,7 @@ func checkInvariants(t *testing.T, tb *Table) {
 func TestSinkAgainstModel(t *testing.T) {
 	t.Parallel()
 	rng := rand.New(rand.NewPCG(3, 4))
-	tb := New(Options{})
+	tb := New(Options{Hysteresis: DefaultHysteresis})
 	model := map[string]map[string]string{} // origin -> name -> state
 	names := make([]string, 150)
 	for i := range names {
