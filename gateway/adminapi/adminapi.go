@@ -1,4 +1,5 @@
-// Package adminapi serves the gateway's JSON view of the cluster (/api/v1/origins, /api/v1/streams, /api/v1/explain) on the admin listener.
+// Package adminapi serves the gateway's JSON view of the cluster (/api/v1/origins, /api/v1/streams, /api/v1/explain)
+// and a read-only console page over it (/) on the admin listener.
 package adminapi
 
 import (
@@ -77,6 +78,8 @@ func HandlersWith(v View, rtmp *RTMPPolicy) map[string]http.Handler {
 		})
 	}
 	return map[string]http.Handler{
+		// The console page (console.go); {$} keeps every other path a 404.
+		"GET /{$}": http.HandlerFunc(serveConsole),
 		"GET /api/v1/origins": limited(func(w http.ResponseWriter, _ *http.Request) {
 			admin.WriteJSON(w, http.StatusOK, map[string]any{"origins": v.Origins()})
 		}),

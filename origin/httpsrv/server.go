@@ -265,6 +265,10 @@ func (s *Server) common(next http.Handler) http.Handler {
 
 // serve dispatches on the path kind: every URL of the layout ends in a known file name.
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == HLSJSPath {
+		serveHLSJS(w, r)
+		return
+	}
 	name, kind, ok := streamname.FromHTTPPath(r.URL.EscapedPath())
 	if !ok {
 		http.NotFound(w, r)
