@@ -69,7 +69,11 @@ type Registrar struct {
 	recVer  uint64 // StreamsVer of the record last written
 	failing bool   // last write failed (logs only transitions)
 
-	gone atomic.Bool // deregistered: stop writing
+	indexFailing bool // last index write failed (logs only transitions)
+
+	gone      atomic.Bool  // deregistered: stop writing
+	lastWrite atomic.Int64 // unix ns of the last successful record write
+	lastIndex atomic.Int64 // unix ns of the last successful index write
 }
 
 // NewRegistrar prepares a registrar for rec; nothing is written before Run or Flush.
@@ -331,34 +335,59 @@ func (r *Registrar) record() (cluster.Origin, []byte, error) {
 	return rec, blob, err
 }
 
-// beat writes pending changes (or the whole list when dirty), then the record, and publishes it.
+// beat writes the origin's own keys (pending changes or the whole list when dirty, then the
+// record), refreshes the shared index apart from them, and publishes the beat. The three are
+// independent: a failed index write is retried on the next beat and never marks the list
+// dirty, and the beat is published even when the own keys could not be written, so watchers
+// learn the origin is alive while the node holding its keys fails over. The error is the
+// own keys' or the publication's; the index's is logged on its own.
 func (r *Registrar) beat(ctx context.Context) error {
+	rec, ownErr := r.writeOwn(ctx)
+	r.writeIndex(ctx)
+	if ownErr != nil {
+		var err error
+		if rec, _, err = r.record(); err != nil {
+			return errors.Join(ownErr, err)
+		}
+	}
+	r.seq++
+	ev, err := r.sg.sealEvent(eventBeat, r.id, beatBody{Seq: r.seq, Rec: rec})
+	if err != nil {
+		return errors.Join(ownErr, err)
+	}
+	// Published after the writes, so a watcher that re-reads sees them.
+	if err := r.publish(ctx, ev); err != nil {
+		return errors.Join(ownErr, fmt.Errorf("publish heartbeat: %w", err))
+	}
+	return ownErr
+}
+
+// writeOwn writes pending changes (or the whole list when dirty) and the record with its TTL,
+// rewriting the list when Redis turns out to have lost it. It returns the record written.
+func (r *Registrar) writeOwn(ctx context.Context) (cluster.Origin, error) {
 	for attempt := 0; ; attempt++ {
 		if r.dirty {
 			if err := r.rewrite(ctx); err != nil {
-				return err
+				return cluster.Origin{}, err
 			}
 		} else if err := r.writeChanges(ctx); err != nil {
-			return err
+			return cluster.Origin{}, err
 		}
 		rec, blob, err := r.record()
 		if err != nil {
-			return err
+			return cluster.Origin{}, err
 		}
-		now := time.Now()
 		var hlen *redis.IntCmd
 		var prev *redis.StatusCmd
 		cmds, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 			prev = p.SetArgs(ctx, r.ks.rec(r.id), blob, redis.SetArgs{TTL: r.ttl, Get: true})
 			p.PExpire(ctx, r.ks.streams(r.id), r.ttl)
 			hlen = p.HLen(ctx, r.ks.streams(r.id))
-			p.ZAdd(ctx, r.ks.origins(), redis.Z{Score: float64(now.Add(r.ttl).UnixMilli()), Member: r.id})
-			p.ZRemRangeByScore(ctx, r.ks.origins(), "-inf", fmt.Sprint(now.Add(-indexGrace).UnixMilli()))
 			return nil
 		})
 		if err := pipeErr(cmds, err); err != nil {
 			r.dirty = true
-			return fmt.Errorf("heartbeat: %w", err)
+			return cluster.Origin{}, fmt.Errorf("heartbeat: %w", err)
 		}
 		if (hlen.Val() != r.wrote || r.recordLost(prev)) && attempt == 0 {
 			// Redis lost our list (restart, failover, eviction): rewrite it, then beat again.
@@ -367,17 +396,63 @@ func (r *Registrar) beat(ctx context.Context) error {
 			continue
 		}
 		r.recVer = rec.StreamsVer
-		r.seq++
-		ev, err := r.sg.sealEvent(eventBeat, r.id, beatBody{Seq: r.seq, Rec: rec})
-		if err != nil {
-			return err
-		}
-		// Published after the writes completed, so a watcher that re-reads sees them.
-		if err := r.publish(ctx, ev); err != nil {
-			return fmt.Errorf("publish heartbeat: %w", err)
-		}
-		return nil
+		r.wroteAt()
+		return rec, nil
 	}
+}
+
+// writeIndex adds the origin to the shared index and trims long-dead members. The index only
+// helps watchers find origins at a snapshot; its node failing must not stop the beat.
+func (r *Registrar) writeIndex(ctx context.Context) {
+	now := time.Now()
+	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZAdd(ctx, r.ks.origins(), redis.Z{Score: float64(now.Add(r.ttl).UnixMilli()), Member: r.id})
+		p.ZRemRangeByScore(ctx, r.ks.origins(), "-inf", fmt.Sprint(now.Add(-indexGrace).UnixMilli()))
+		return nil
+	})
+	switch {
+	case err != nil && ctx.Err() == nil && !r.indexFailing:
+		r.indexFailing = true
+		r.log.Warn("registry index write failed; retrying on every heartbeat", "err", err)
+	case err == nil:
+		if r.indexFailing {
+			r.indexFailing = false
+			r.log.Info("registry index writes recovered")
+		}
+		r.lastIndex.Store(time.Now().UnixNano())
+	}
+}
+
+// wroteAt notes a successful write of the record.
+func (r *Registrar) wroteAt() { r.lastWrite.Store(time.Now().UnixNano()) }
+
+// LastWrite is when the record last reached Redis; zero before the first write.
+func (r *Registrar) LastWrite() time.Time { return unixNano(r.lastWrite.Load()) }
+
+// LastIndexWrite is when the shared index last took the origin; zero before the first time.
+func (r *Registrar) LastIndexWrite() time.Time { return unixNano(r.lastIndex.Load()) }
+
+// TTL is the record's time to live.
+func (r *Registrar) TTL() time.Duration { return r.ttl }
+
+// CheckReady is an origin's registry readiness: an error before the first write, and once
+// one TTL passed without a successful write (gateways then stop finding the origin in Redis).
+func (r *Registrar) CheckReady() error {
+	last := r.LastWrite()
+	if last.IsZero() {
+		return errors.New("not registered yet")
+	}
+	if age := time.Since(last); age > r.ttl {
+		return fmt.Errorf("no successful registry write for %s (TTL %s)", age.Round(100*time.Millisecond), r.ttl)
+	}
+	return nil
+}
+
+func unixNano(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
 }
 
 // takePending returns the queued changes in name order and the list size after them.
@@ -446,6 +521,7 @@ func (r *Registrar) writeChanges(ctx context.Context) error {
 		return fmt.Errorf("write stream changes: %w", err)
 	}
 	r.wrote, r.recVer = total, rec.StreamsVer
+	r.wroteAt()
 	if hlen.Val() != total {
 		// Changes landed on a list Redis had lost: put the whole list back now.
 		r.dirty = true
@@ -555,6 +631,7 @@ func (r *Registrar) rewrite(ctx context.Context) error {
 	}
 	r.dirty = false
 	r.wrote, r.recVer = int64(len(all)), rec.StreamsVer
+	r.wroteAt()
 	return nil
 }
 
@@ -594,9 +671,15 @@ func (r *Registrar) publish(ctx context.Context, msg []byte) error {
 	if cc, ok := r.c.(*redis.ClusterClient); ok {
 		node, err := cc.MasterForKey(ctx, r.ks.events())
 		if err != nil {
+			cc.ReloadState(ctx)
 			return err
 		}
-		return node.Publish(ctx, r.ks.events(), msg).Err()
+		err = node.Publish(ctx, r.ks.events(), msg).Err()
+		if err != nil {
+			// The node client bypasses the Cluster client's hooks: ask for the new slot map here.
+			cc.ReloadState(ctx)
+		}
+		return err
 	}
 	return r.c.Publish(ctx, r.ks.events(), msg).Err()
 }
