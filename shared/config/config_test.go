@@ -284,6 +284,8 @@ func TestGatewayErrors(t *testing.T) {
 		{"hysteresis", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_BALANCE_HYSTERESIS=1"}, "balance.hysteresis: must be in [0, 1)"},
 		{"hysteresis NaN", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_BALANCE_HYSTERESIS=NaN"}, "balance.hysteresis: must be in [0, 1)"},
 		{"anti entropy", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_REGISTRY_ANTI_ENTROPY=-1s"}, "registry.anti_entropy: must be greater than zero"},
+		{"max staleness", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_REGISTRY_MAX_STALENESS=-1s"}, "registry.max_staleness: must be zero (off) or positive"},
+		{"max staleness not a duration", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_REGISTRY_MAX_STALENESS=10"}, "registry.max_staleness"},
 	}
 	for _, ca := range cases {
 		t.Run(ca.desc, func(t *testing.T) {
@@ -391,13 +393,14 @@ func TestEnvNamesCoverKeys(t *testing.T) {
 		"PEERGATE_CLUSTER_KEY": "cluster_key", "PEERGATE_REDIS_URL": "redis.url", "PEERGATE_LISTEN_HTTP": "listen.http",
 		"PEERGATE_HTTP_TRUSTED_PROXIES": "http.trusted_proxies", "PEERGATE_LOG_FORMAT": "log.format",
 		"PEERGATE_REGISTRY_ANTI_ENTROPY": "registry.anti_entropy", "PEERGATE_LISTEN_HTTPS": "listen.https",
-		"PEERGATE_TLS_CERT_FILE": "tls.cert_file", "PEERGATE_TLS_KEY_FILE": "tls.key_file",
+		"PEERGATE_REGISTRY_MAX_STALENESS": "registry.max_staleness",
+		"PEERGATE_TLS_CERT_FILE":          "tls.cert_file", "PEERGATE_TLS_KEY_FILE": "tls.key_file",
 	} {
 		if g[env] != path {
 			t.Errorf("gateway %s = %q, want %q", env, g[env], path)
 		}
 	}
-	if len(g) != 18 {
+	if len(g) != 19 {
 		t.Errorf("gateway has %d env keys: %v", len(g), g)
 	}
 	o := EnvNames(&Origin{})
