@@ -231,6 +231,9 @@ type ClusterConfig struct {
 	Masters     int           // 0 means 3
 	Replicas    int           // replicas per master; 0 means none
 	NodeTimeout time.Duration // cluster-node-timeout; 0 means 2s
+	// Partial sets cluster-require-full-coverage no: the masters still up keep serving their
+	// slots while one fails over (with the default, every node refuses commands until then).
+	Partial bool
 }
 
 // NewClusterWith starts Masters*(1+Replicas) cluster-enabled nodes, joins them with
@@ -249,10 +252,15 @@ func NewClusterWith(t testing.TB, cfg ClusterConfig) *Cluster {
 	c := &Cluster{}
 	for range cfg.Masters * (1 + cfg.Replicas) {
 		s := startServer(t, bin, true, func(dir string, port int) []string {
+			coverage := "yes"
+			if cfg.Partial {
+				coverage = "no"
+			}
 			return dataArgs(dir, port,
 				"--cluster-enabled", "yes",
 				"--cluster-config-file", filepath.Join(dir, "nodes.conf"),
-				"--cluster-node-timeout", strconv.FormatInt(cfg.NodeTimeout.Milliseconds(), 10))
+				"--cluster-node-timeout", strconv.FormatInt(cfg.NodeTimeout.Milliseconds(), 10),
+				"--cluster-require-full-coverage", coverage)
 		})
 		c.Nodes = append(c.Nodes, s)
 	}

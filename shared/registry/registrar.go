@@ -63,15 +63,17 @@ type Registrar struct {
 
 	// Owned by whoever holds sem.
 	ver     uint64 // stream-list version last written
-	seq     uint64 // heartbeat sequence
 	dirty   bool   // Redis may not hold our list: rewrite it whole
 	wrote   int64  // number of entries Redis should hold after our last write
 	recVer  uint64 // StreamsVer of the record last written
 	failing bool   // last write failed (logs only transitions)
 
-	indexFailing bool // last index write failed (logs only transitions)
+	indexFailing bool // last index write failed (logs only transitions); owned by the index loop
 
-	gone      atomic.Bool  // deregistered: stop writing
+	seq         atomic.Uint64 // heartbeat sequence
+	written     atomic.Uint64 // stream-list version of the record last written
+	beatFailing atomic.Bool   // last heartbeat publish failed (logs only transitions)
+	gone        atomic.Bool   // deregistered: stop writing
 	lastWrite atomic.Int64 // unix ns of the last successful record write
 	lastIndex atomic.Int64 // unix ns of the last successful index write
 }
@@ -144,22 +146,70 @@ func (r *Registrar) Epoch() uint64 {
 
 // Run heartbeats and writes stream changes until ctx is done or Deregister was called.
 // Redis errors are logged and retried; Run returns nil.
+//
+// Three loops run side by side, so that no failing node holds up the others: the writer
+// (the origin's own keys: record, stream list, changes), the index (the shared ZSET that
+// snapshots start from) and the beat (a signed heartbeat on the channel, published even
+// while the own keys cannot be written, so watchers know the origin lives while the node
+// holding its keys fails over).
 func (r *Registrar) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	r.do(ctx, r.beat)
+	budget := max(r.ttl/2, r.hb)
+	wg.Go(func() { r.every(ctx, budget, r.writeIndex) })
+	wg.Go(func() { r.every(ctx, budget, r.beatStep) })
 	t := time.NewTicker(r.hb)
 	defer t.Stop()
-	r.do(ctx, r.beat)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			r.do(ctx, r.beat)
+			r.do(ctx, r.writeOwnStep)
 		case <-r.kick:
 			r.do(ctx, r.writeChanges)
 		}
 		if r.gone.Load() {
 			return nil
 		}
+	}
+}
+
+// every runs step once per heartbeat, each run bounded by budget, until ctx is done or the
+// origin deregistered.
+func (r *Registrar) every(ctx context.Context, budget time.Duration, step func(context.Context)) {
+	t := time.NewTicker(r.hb)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if r.gone.Load() {
+			return
+		}
+		sctx, cancel := context.WithTimeout(ctx, budget)
+		step(sctx)
+		cancel()
+	}
+}
+
+func (r *Registrar) writeOwnStep(ctx context.Context) error {
+	_, err := r.writeOwn(ctx)
+	return err
+}
+
+// beatStep publishes one heartbeat and logs failure transitions.
+func (r *Registrar) beatStep(ctx context.Context) {
+	err := r.announce(ctx)
+	switch {
+	case err != nil && ctx.Err() == nil && !r.beatFailing.Swap(true):
+		r.log.Warn("heartbeat publish failed; retrying on every heartbeat", "err", err)
+	case err == nil && r.beatFailing.Swap(false):
+		r.log.Info("heartbeat publishes recovered")
 	}
 }
 
@@ -323,43 +373,44 @@ func (r *Registrar) Deregister(ctx context.Context) error {
 }
 
 // record returns the record to write now, sealed.
-func (r *Registrar) record() (cluster.Origin, []byte, error) {
+func (r *Registrar) record() (cluster.Origin, []byte, error) { return r.recordAt(r.ver) }
+
+// recordAt returns the current record announcing stream-list version ver, sealed.
+func (r *Registrar) recordAt(ver uint64) (cluster.Origin, []byte, error) {
 	r.mu.Lock()
 	rec := r.rec
 	r.mu.Unlock()
 	if r.ld != nil {
 		rec.Load = r.ld()
 	}
-	rec.StreamsVer = r.ver
+	rec.StreamsVer = ver
 	blob, err := r.sg.seal(kindRecord, r.id, rec)
 	return rec, blob, err
 }
 
 // beat writes the origin's own keys (pending changes or the whole list when dirty, then the
-// record), refreshes the shared index apart from them, and publishes the beat. The three are
-// independent: a failed index write is retried on the next beat and never marks the list
-// dirty, and the beat is published even when the own keys could not be written, so watchers
-// learn the origin is alive while the node holding its keys fails over. The error is the
-// own keys' or the publication's; the index's is logged on its own.
+// record) and publishes a heartbeat at once, for Flush, Drain and changes that need watchers
+// to re-read. The heartbeat goes out even when the own keys could not be written.
 func (r *Registrar) beat(ctx context.Context) error {
-	rec, ownErr := r.writeOwn(ctx)
-	r.writeIndex(ctx)
-	if ownErr != nil {
-		var err error
-		if rec, _, err = r.record(); err != nil {
-			return errors.Join(ownErr, err)
-		}
-	}
-	r.seq++
-	ev, err := r.sg.sealEvent(eventBeat, r.id, beatBody{Seq: r.seq, Rec: rec})
-	if err != nil {
-		return errors.Join(ownErr, err)
-	}
-	// Published after the writes, so a watcher that re-reads sees them.
-	if err := r.publish(ctx, ev); err != nil {
+	_, ownErr := r.writeOwn(ctx)
+	if err := r.announce(ctx); err != nil {
 		return errors.Join(ownErr, fmt.Errorf("publish heartbeat: %w", err))
 	}
 	return ownErr
+}
+
+// announce publishes a heartbeat carrying the current record with the stream-list version
+// last written, so a watcher re-reads only what Redis holds.
+func (r *Registrar) announce(ctx context.Context) error {
+	rec, _, err := r.recordAt(r.written.Load())
+	if err != nil {
+		return err
+	}
+	ev, err := r.sg.sealEvent(eventBeat, r.id, beatBody{Seq: r.seq.Add(1), Rec: rec})
+	if err != nil {
+		return err
+	}
+	return r.publish(ctx, ev)
 }
 
 // writeOwn writes pending changes (or the whole list when dirty) and the record with its TTL,
@@ -396,13 +447,14 @@ func (r *Registrar) writeOwn(ctx context.Context) (cluster.Origin, error) {
 			continue
 		}
 		r.recVer = rec.StreamsVer
-		r.wroteAt()
+		r.wroteAt(rec.StreamsVer)
 		return rec, nil
 	}
 }
 
 // writeIndex adds the origin to the shared index and trims long-dead members. The index only
-// helps watchers find origins at a snapshot; its node failing must not stop the beat.
+// helps watchers find origins at a snapshot; its node failing must not stop the other writes,
+// so it runs in its own loop and is retried on every heartbeat.
 func (r *Registrar) writeIndex(ctx context.Context) {
 	now := time.Now()
 	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -411,7 +463,7 @@ func (r *Registrar) writeIndex(ctx context.Context) {
 		return nil
 	})
 	switch {
-	case err != nil && ctx.Err() == nil && !r.indexFailing:
+	case err != nil && !r.indexFailing:
 		r.indexFailing = true
 		r.log.Warn("registry index write failed; retrying on every heartbeat", "err", err)
 	case err == nil:
@@ -423,8 +475,11 @@ func (r *Registrar) writeIndex(ctx context.Context) {
 	}
 }
 
-// wroteAt notes a successful write of the record.
-func (r *Registrar) wroteAt() { r.lastWrite.Store(time.Now().UnixNano()) }
+// wroteAt notes a successful write of the record with stream-list version ver.
+func (r *Registrar) wroteAt(ver uint64) {
+	r.written.Store(ver)
+	r.lastWrite.Store(time.Now().UnixNano())
+}
 
 // LastWrite is when the record last reached Redis; zero before the first write.
 func (r *Registrar) LastWrite() time.Time { return unixNano(r.lastWrite.Load()) }
@@ -521,7 +576,7 @@ func (r *Registrar) writeChanges(ctx context.Context) error {
 		return fmt.Errorf("write stream changes: %w", err)
 	}
 	r.wrote, r.recVer = total, rec.StreamsVer
-	r.wroteAt()
+	r.wroteAt(rec.StreamsVer)
 	if hlen.Val() != total {
 		// Changes landed on a list Redis had lost: put the whole list back now.
 		r.dirty = true
@@ -631,7 +686,7 @@ func (r *Registrar) rewrite(ctx context.Context) error {
 	}
 	r.dirty = false
 	r.wrote, r.recVer = int64(len(all)), rec.StreamsVer
-	r.wroteAt()
+	r.wroteAt(rec.StreamsVer)
 	return nil
 }
 

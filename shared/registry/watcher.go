@@ -29,6 +29,7 @@ const (
 	verifyTimeout  = 500 * time.Millisecond // one read-before-drop round trip; short, it blocks event handling
 	recheckEvery   = 200 * time.Millisecond // how often an overdue origin is asked about again
 	massMin        = 2                      // vanishing together counts as registry trouble from this many origins
+	reconnectGrace = 3 * time.Second        // at least this long for origins to rewrite a failed-over or restarted Redis
 )
 
 // WatcherOptions tunes a Watcher; the zero value gives the defaults.
@@ -141,6 +142,7 @@ type heldOrigin struct {
 	checkAt   time.Time
 	unread    bool
 	massSince time.Time
+	rereadAt  time.Time // no re-read before this, after one failed
 }
 
 // NewWatcher returns a Watcher feeding sink; Run does the work.
@@ -288,18 +290,20 @@ func (w *Watcher) session(ctx context.Context) error {
 				return fmt.Errorf("ping: %w", err)
 			}
 		case <-expiry.C:
+			// Apply what is queued first: a slow read in this loop must not read as silence,
+			// and no origin may expire past a heartbeat already received.
+			for n := len(inbox); n > 0; n-- {
+				if err := w.process(sctx, <-inbox); err != nil {
+					return err
+				}
+				lastContact = time.Now()
+			}
 			quiet := time.Since(lastContact)
 			if quiet > contactTimeout {
 				return fmt.Errorf("no answer from Redis for %s", quiet.Round(time.Millisecond))
 			}
-			// A silent Redis is not proof the origins died: expire only on fresh contact,
-			// and only after applying the heartbeats already queued.
+			// A silent Redis is not proof the origins died: expire only on fresh contact.
 			if quiet < expiryContact {
-				for len(inbox) > 0 {
-					if err := w.process(sctx, <-inbox); err != nil {
-						return err
-					}
-				}
 				w.expire(sctx)
 			}
 			w.noteOverdue()
@@ -623,7 +627,8 @@ func (w *Watcher) resync(ctx context.Context, reconnect bool) error {
 	}
 	// An origin we hold that the snapshot lacks is not proof it died: a Redis that restarted
 	// empty has not yet been rewritten by its origins. Keep it until its deadline (extended by
-	// a fresh TTL when this snapshot follows a reconnect); only a bye or expiry drops it.
+	// at least reconnectGrace when this snapshot follows a reconnect, so its origin has time to
+	// rewrite a failed-over or restarted Redis); only a bye or a confirmed expiry drops it.
 	now := w.now()
 	var kept int
 	for id, h := range w.held {
@@ -631,7 +636,7 @@ func (w *Watcher) resync(ctx context.Context, reconnect bool) error {
 			continue
 		}
 		if reconnect {
-			h.deadline = maxTime(h.deadline, now.Add(h.ttl))
+			h.deadline = maxTime(h.deadline, now.Add(max(2*h.ttl, reconnectGrace)))
 		}
 		if now.After(h.deadline) {
 			continue
@@ -660,15 +665,23 @@ func (w *Watcher) resync(ctx context.Context, reconnect bool) error {
 
 // reread fetches one origin again after a gap, an epoch change or a new origin's heartbeat.
 func (w *Watcher) reread(ctx context.Context, id string) {
+	if h := w.held[id]; h != nil && w.now().Before(h.rereadAt) {
+		return // the last try failed a moment ago: do not hammer a failing node on every beat
+	}
 	var f fetched
-	_, _ = w.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		f = w.queueFetch(ctx, p, id)
+	rctx, cancel := context.WithTimeout(ctx, ioTimeout)
+	defer cancel()
+	_, _ = w.c.Pipelined(rctx, func(p redis.Pipeliner) error {
+		f = w.queueFetch(rctx, p, id)
 		return nil
 	})
 	w.count(func(s *WatcherStats) { s.GapResyncs++ })
 	if err := f.err(); err != nil {
 		// Left as is; the next heartbeat, expiry check or anti-entropy repairs it.
 		w.log.Warn("origin re-read failed", "origin", id, "err", err)
+		if h := w.held[id]; h != nil {
+			h.rereadAt = w.now().Add(recheckEvery)
+		}
 		return
 	}
 	v, deadline, ok := w.verify(f)
