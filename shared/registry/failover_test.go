@@ -5,13 +5,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"slices"
 	"sync"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/peergate/peergate/gateway/adminapi"
 	"github.com/peergate/peergate/gateway/resolve"
 	"github.com/peergate/peergate/shared/cluster"
 	"github.com/peergate/peergate/shared/redistest"
@@ -265,12 +270,32 @@ func runFailover(t *testing.T, views []*view, origins []*foOrigin, c failoverCas
 	tKill := time.Now()
 	c.victim.Kill()
 
-	// Promotion, watched from the surviving nodes.
+	// Promotion, watched from the surviving nodes, then each origin's first record and index
+	// writes after it (sampled every 20 ms).
 	var tPromo atomic.Int64
+	var recMu sync.Mutex
+	recovered := map[string]time.Duration{}
+	watchDone := make(chan struct{})
 	go func() {
-		for time.Since(tKill) < promoteWithin {
+		defer close(watchDone)
+		for time.Since(tKill) < promoteWithin && tPromo.Load() == 0 {
 			if c.promoted() {
 				tPromo.Store(time.Now().UnixNano())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		promo := time.Unix(0, tPromo.Load())
+		for time.Since(promo) < 2*recoverWithin {
+			recMu.Lock()
+			for _, o := range origins {
+				lw, li := o.reg.LastWrite(), o.reg.LastIndexWrite()
+				if _, ok := recovered[o.id]; !ok && lw.After(promo) && li.After(promo) {
+					recovered[o.id] = max(lw.Sub(promo), li.Sub(promo))
+				}
+			}
+			n := len(recovered)
+			recMu.Unlock()
+			if n == len(origins) {
 				return
 			}
 			time.Sleep(20 * time.Millisecond)
@@ -291,16 +316,19 @@ func runFailover(t *testing.T, views []*view, origins []*foOrigin, c failoverCas
 	poll(t, "promotion", promoteWithin, func() bool { return tPromo.Load() != 0 })
 	promo := time.Unix(0, tPromo.Load())
 	// Every origin's registry writes (record and index) recover after the promotion.
-	// Each origin's first record and index writes after the promotion, watched together.
-	recovered := map[string]time.Duration{}
-	poll(t, "every origin's writes after the promotion", recoverWithin, func() bool {
-		for _, o := range origins {
-			if _, ok := recovered[o.id]; !ok && o.reg.LastWrite().After(promo) && o.reg.LastIndexWrite().After(promo) {
-				recovered[o.id] = time.Since(promo)
-			}
+	select {
+	case <-watchDone:
+	case <-time.After(3 * recoverWithin):
+		t.Fatal("write watcher did not finish")
+	}
+	recMu.Lock()
+	defer recMu.Unlock()
+	for _, o := range origins {
+		d, ok := recovered[o.id]
+		if !ok || d > recoverWithin {
+			t.Fatalf("origin %s: registry writes recovered %v after the promotion (recovered %v), want within %s", o.id, d, ok, recoverWithin)
 		}
-		return len(recovered) == len(origins)
-	})
+	}
 	for _, o := range origins {
 		poll(t, o.id+" ready after the promotion", recoverWithin, originReady(o))
 	}
@@ -555,4 +583,122 @@ func checkLibLogs(t *testing.T, mark int) {
 		n++
 	}
 	t.Logf("go-redis messages during the failovers (all JSON via slog, rate-limited): %d", n)
+}
+
+// metric reads one unlabelled series from a gatherer; NaN when absent.
+func metric(t *testing.T, g prometheus.Gatherer, name string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name || len(mf.GetMetric()) == 0 {
+			continue
+		}
+		m := mf.GetMetric()[0]
+		if m.GetGauge() != nil {
+			return m.GetGauge().GetValue()
+		}
+		return m.GetCounter().GetValue()
+	}
+	return math.NaN()
+}
+
+// The node holding the gateways' subscription stays up while every origin's heartbeat fails
+// (the origins lose Redis behind a proxy): their records expire in Redis all at once. The
+// gateways read that as registry trouble, not as three deaths: they keep routing from the last
+// copy, report degraded in readiness and metrics, count the episode, and answer 503 only past
+// max_staleness. Origins go unready after one TTL without a write; all recover after.
+func TestPartialOutageKeepsLastCopy(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Standalone(t)
+	px := redistest.NewProxy(t, srv.Addr())
+	const key = "partial-outage-key"
+	g := newGoes(t)
+	origins := []*foOrigin{
+		startFoOrigin(t, g, px.URL(), key, "pa"),
+		startFoOrigin(t, g, px.URL(), key, "pb"),
+		startFoOrigin(t, g, px.URL(), key, "pc"),
+	}
+	views := []*view{startView(t, g, srv.URL(), key, "gw1"), startView(t, g, srv.URL(), key, "gw2")}
+	prom := prometheus.NewRegistry()
+	if err := adminapi.RegisterRegistryMetrics(prom, adminapi.RegistryView{Stats: views[0].w.Stats, Size: views[0].table.Size}); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range views {
+		for _, o := range origins {
+			poll(t, v.name+" routes "+o.id, 20*time.Second, func() bool { return v.routesTo(o.names[len(o.names)-1], o.id) })
+		}
+	}
+	for _, o := range origins {
+		poll(t, o.id+" ready", 10*time.Second, originReady(o))
+	}
+	const strict = 2 * time.Second
+	checks := map[string]func() bool{}
+	for _, v := range views {
+		checks["gateway "+v.name] = viewReady(v, 0)
+	}
+	samples := startSampler(checks)
+	probes := startProber(views, origins)
+	before := views[0].w.Stats()
+
+	tCut := time.Now()
+	px.Cut()
+	for _, v := range views {
+		poll(t, v.name+" reports the mass expiry", 10*time.Second, func() bool {
+			st := v.w.Stats()
+			return st.MassHeld == len(origins) && v.w.Health().Degraded
+		})
+		took := time.Since(tCut)
+		h := v.w.Health()
+		t.Logf("%s: all %d origins vanished from Redis %s after the cut; kept and reported: %q", v.name, len(origins), took.Round(10*time.Millisecond), h.Reason)
+		if !strings.Contains(h.Reason, "vanished from Redis at once") {
+			t.Errorf("%s: degraded reason %q does not name the mass expiry", v.name, h.Reason)
+		}
+	}
+	for _, o := range origins {
+		poll(t, o.id+" unready", 10*time.Second, func() bool { return o.reg.CheckReady() != nil })
+		took := time.Since(tCut)
+		t.Logf("origin %s unready %s after the cut: %v", o.id, took.Round(10*time.Millisecond), o.reg.CheckReady())
+	}
+	for _, v := range views {
+		poll(t, v.name+" 503 past max_staleness", 10*time.Second, func() bool { return v.w.CheckReady(strict) != nil })
+		took := time.Since(tCut)
+		t.Logf("%s with max_staleness %s: 503 %s after the cut: %v", v.name, strict, took.Round(10*time.Millisecond), v.w.CheckReady(strict))
+	}
+	st := views[0].w.Stats()
+	if st.MassExpiries != before.MassExpiries+1 || st.Expired != before.Expired || st.Origins != len(origins) {
+		t.Errorf("stats during the outage: %+v (before %+v); want one mass expiry, nothing dropped", st, before)
+	}
+	if d, n := metric(t, prom, "peergate_registry_degraded"), metric(t, prom, "peergate_registry_mass_expiries_total"); d != 1 || n != float64(before.MassExpiries+1) {
+		t.Errorf("metrics during the outage: degraded %v, mass expiries %v", d, n)
+	}
+	if age := metric(t, prom, "peergate_registry_copy_age_seconds"); !(age >= strict.Seconds()) {
+		t.Errorf("copy age metric %v, want at least %s", age, strict)
+	}
+
+	px.Restore()
+	tBack := time.Now()
+	for _, v := range views {
+		poll(t, v.name+" current again", 10*time.Second, func() bool {
+			st := v.w.Stats()
+			return !v.w.Health().Degraded && st.MassHeld == 0 && v.w.CheckReady(strict) == nil
+		})
+	}
+	for _, o := range origins {
+		poll(t, o.id+" ready again", 10*time.Second, originReady(o))
+	}
+	t.Logf("recovered %s after the proxy was restored (cut for %s)", time.Since(tBack).Round(10*time.Millisecond), tBack.Sub(tCut).Round(10*time.Millisecond))
+	if d := metric(t, prom, "peergate_registry_degraded"); d != 0 {
+		t.Errorf("degraded metric %v after recovery", d)
+	}
+	total, wrong, first := probes.stop()
+	t.Logf("probes %d of %d correct (%.3f%%) through the outage", total-wrong, total, 100*float64(total-wrong)/float64(max(total, 1)))
+	if wrong > 0 || total == 0 {
+		t.Errorf("%d of %d probes wrong; first: %s", wrong, total, first)
+	}
+	for name, at := range samples.stop() {
+		t.Errorf("%s unready at +%s with max_staleness off", name, at.Sub(tCut))
+	}
 }
