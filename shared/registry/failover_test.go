@@ -8,8 +8,8 @@ import (
 	"math"
 	"os"
 	"slices"
-	"sync"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -489,7 +489,7 @@ func splitLines(s string) func(func(string) bool) {
 // a stream announced 2 s after each kill is routable within 10 s; every origin's writes recover
 // within 10 s of the promotion; readiness tells the truth.
 func TestClusterFailoverWithReplicas(t *testing.T) {
-	t.Parallel()
+	// Not parallel: the timings are about Redis, not about a CPU shared with the other tests here.
 	cl := redistest.NewClusterWith(t, redistest.ClusterConfig{Replicas: 1, NodeTimeout: time.Second, Partial: true})
 	key, m1 := pickKey(t, cl)
 	r1 := replicaOf(t, cl, m1)
@@ -536,7 +536,7 @@ func TestClusterFailoverWithReplicas(t *testing.T) {
 
 // The same on Sentinel: the master is SIGKILLed and the sentinels promote the replica.
 func TestSentinelFailoverPromotion(t *testing.T) {
-	t.Parallel()
+	// Not parallel: the timings are about Redis, not about a CPU shared with the other tests here.
 	sn := redistest.NewSentinelWith(t, redistest.SentinelConfig{Sentinels: 3, Replica: true})
 	const key = "failover-sentinel-key"
 	url := sn.URL()
@@ -611,7 +611,7 @@ func metric(t *testing.T, g prometheus.Gatherer, name string) float64 {
 // copy, report degraded in readiness and metrics, count the episode, and answer 503 only past
 // max_staleness. Origins go unready after one TTL without a write; all recover after.
 func TestPartialOutageKeepsLastCopy(t *testing.T) {
-	t.Parallel()
+	// Not parallel: the timings are about Redis, not about a CPU shared with the other tests here.
 	srv := redistest.Standalone(t)
 	px := redistest.NewProxy(t, srv.Addr())
 	const key = "partial-outage-key"

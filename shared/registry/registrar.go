@@ -68,14 +68,13 @@ type Registrar struct {
 	recVer  uint64 // StreamsVer of the record last written
 	failing bool   // last write failed (logs only transitions)
 
-	indexFailing bool // last index write failed (logs only transitions); owned by the index loop
-
-	seq         atomic.Uint64 // heartbeat sequence
-	written     atomic.Uint64 // stream-list version of the record last written
-	beatFailing atomic.Bool   // last heartbeat publish failed (logs only transitions)
-	gone        atomic.Bool   // deregistered: stop writing
-	lastWrite atomic.Int64 // unix ns of the last successful record write
-	lastIndex atomic.Int64 // unix ns of the last successful index write
+	seq          atomic.Uint64 // heartbeat sequence
+	written      atomic.Uint64 // stream-list version of the record last written
+	beatFailing  atomic.Bool   // last heartbeat publish failed (logs only transitions)
+	indexFailing atomic.Bool   // last index write failed (logs only transitions)
+	gone         atomic.Bool   // deregistered: stop writing
+	lastWrite    atomic.Int64  // unix ns of the last successful record write
+	lastIndex    atomic.Int64  // unix ns of the last successful index write
 }
 
 // NewRegistrar prepares a registrar for rec; nothing is written before Run or Flush.
@@ -393,8 +392,13 @@ func (r *Registrar) recordAt(ver uint64) (cluster.Origin, []byte, error) {
 // to re-read. The heartbeat goes out even when the own keys could not be written.
 func (r *Registrar) beat(ctx context.Context) error {
 	_, ownErr := r.writeOwn(ctx)
-	if err := r.announce(ctx); err != nil {
-		return errors.Join(ownErr, fmt.Errorf("publish heartbeat: %w", err))
+	pubErr := r.announce(ctx)
+	// The index last and bounded: it must not hold up the heartbeat, and its failure is its own.
+	ictx, cancel := context.WithTimeout(ctx, max(r.ttl/2, r.hb))
+	r.writeIndex(ictx)
+	cancel()
+	if pubErr != nil {
+		return errors.Join(ownErr, fmt.Errorf("publish heartbeat: %w", pubErr))
 	}
 	return ownErr
 }
@@ -454,7 +458,7 @@ func (r *Registrar) writeOwn(ctx context.Context) (cluster.Origin, error) {
 
 // writeIndex adds the origin to the shared index and trims long-dead members. The index only
 // helps watchers find origins at a snapshot; its node failing must not stop the other writes,
-// so it runs in its own loop and is retried on every heartbeat.
+// so it runs in its own loop (and after the heartbeat of beat) and is retried on every heartbeat.
 func (r *Registrar) writeIndex(ctx context.Context) {
 	now := time.Now()
 	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -463,12 +467,10 @@ func (r *Registrar) writeIndex(ctx context.Context) {
 		return nil
 	})
 	switch {
-	case err != nil && !r.indexFailing:
-		r.indexFailing = true
+	case err != nil && !r.indexFailing.Swap(true):
 		r.log.Warn("registry index write failed; retrying on every heartbeat", "err", err)
 	case err == nil:
-		if r.indexFailing {
-			r.indexFailing = false
+		if r.indexFailing.Swap(false) {
 			r.log.Info("registry index writes recovered")
 		}
 		r.lastIndex.Store(time.Now().UnixNano())
@@ -576,7 +578,14 @@ func (r *Registrar) writeChanges(ctx context.Context) error {
 		return fmt.Errorf("write stream changes: %w", err)
 	}
 	r.wrote, r.recVer = total, rec.StreamsVer
-	r.wroteAt(rec.StreamsVer)
+	// The heartbeat loop announces this version only after the delta went out (below), or a
+	// watcher would see the beat first and re-read the whole list instead of applying the delta.
+	r.lastWrite.Store(time.Now().UnixNano())
+	defer func() {
+		if rec.StreamsVer > r.written.Load() { // a rewrite below may have written a newer one
+			r.written.Store(rec.StreamsVer)
+		}
+	}()
 	if hlen.Val() != total {
 		// Changes landed on a list Redis had lost: put the whole list back now.
 		r.dirty = true

