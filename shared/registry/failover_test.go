@@ -72,6 +72,7 @@ type foOrigin struct {
 	id    string
 	reg   *registry.Registrar
 	names []string
+	stop  func() // ends Run without deregistering, as a crash would
 }
 
 func startFoOrigin(t *testing.T, g *goes, url, key, id string) *foOrigin {
@@ -90,7 +91,17 @@ func startFoOrigin(t *testing.T, g *goes, url, key, id string) *foOrigin {
 		list = append(list, cluster.Stream{Name: n, State: cluster.StreamRunning})
 	}
 	reg.SetStreams(list)
-	g.run(func(ctx context.Context) { _ = reg.Run(ctx) })
+	ctx, cancel := context.WithCancel(g.ctx)
+	done := make(chan struct{})
+	g.run(func(context.Context) { defer close(done); _ = reg.Run(ctx) })
+	o.stop = func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Errorf("registrar %s did not stop", id)
+		}
+	}
 	return o
 }
 
@@ -701,4 +712,63 @@ func TestPartialOutageKeepsLastCopy(t *testing.T) {
 	for name, at := range samples.stop() {
 		t.Errorf("%s unready at +%s with max_staleness off", name, at.Sub(tCut))
 	}
+}
+
+// An origin dies together with the Cluster master holding its keys, while the gateway's
+// subscription node stays up. The read before dropping fails, so the gateway keeps the origin
+// (counted, reported degraded) instead of expiring it on silence; once the node is back (empty),
+// Redis positively says the record is gone and the origin is dropped, alone, as a death.
+func TestFailedReadKeepsOrigin(t *testing.T) {
+	t.Parallel()
+	cl := redistest.NewCluster(t)
+	const key = "failed-read-key"
+	ev, err := cl.MasterFor(registry.EventsKey(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var victim *redistest.Server
+	idA := pickOrigin(t, cl, key, "x", func(s *redistest.Server) bool {
+		if s != ev {
+			victim = s
+			return true
+		}
+		return false
+	})
+	idB := pickOrigin(t, cl, key, "y", func(s *redistest.Server) bool { return s != victim })
+	url := cl.URL()
+	g := newGoes(t)
+	a := startFoOrigin(t, g, url, key, idA)
+	b := startFoOrigin(t, g, url, key, idB)
+	v := startView(t, g, url, key, "gw")
+	for _, o := range []*foOrigin{a, b} {
+		poll(t, "routes "+o.id, 20*time.Second, func() bool { return v.routesTo(o.names[0], o.id) })
+	}
+	before := v.w.Stats()
+
+	tKill := time.Now()
+	a.stop()
+	victim.Kill()
+	poll(t, "origin kept after a failed read", 10*time.Second, func() bool { return v.w.Stats().KeptUnread > before.KeptUnread })
+	t.Logf("read before dropping %s failed %s after the kill; kept", idA, time.Since(tKill).Round(10*time.Millisecond))
+	h := v.w.Health()
+	if !h.Degraded || !strings.Contains(h.Reason, "could not confirm them gone") {
+		t.Errorf("health with an origin kept unread: %+v", h)
+	}
+	if !v.routesTo(a.names[0], idA) || !v.routesTo(b.names[0], idB) {
+		t.Fatal("an origin was dropped while Redis could not be asked")
+	}
+	if st := v.w.Stats(); st.Expired != before.Expired || !st.Connected {
+		t.Fatalf("stats while the read fails: %+v", st)
+	}
+
+	victim.Restart() // empty: now Redis can say the record is gone
+	took := poll(t, idA+" dropped once Redis confirms it gone", 20*time.Second, func() bool { return !v.routesTo(a.names[0], idA) })
+	t.Logf("%s dropped %s after its node came back empty", idA, took.Round(10*time.Millisecond))
+	if st := v.w.Stats(); st.Expired != before.Expired+1 || st.MassExpiries != before.MassExpiries {
+		t.Errorf("stats after the confirmed expiry: %+v (before %+v); want one expiry, no mass expiry", st, before)
+	}
+	if !v.routesTo(b.names[0], idB) {
+		t.Fatal("the healthy origin was dropped too")
+	}
+	poll(t, "health current again", 10*time.Second, func() bool { return !v.w.Health().Degraded })
 }

@@ -120,8 +120,9 @@ type Watcher struct {
 	now  func() time.Time
 	log  *slog.Logger
 
-	held map[string]*heldOrigin // owned by the Run goroutine
-	mass bool                   // a mass-expiry episode is under way; owned by the Run goroutine
+	held     map[string]*heldOrigin // owned by the Run goroutine
+	mass     bool                   // a mass-expiry episode is under way; owned by the Run goroutine
+	lastMass time.Time              // when most of the view last read as vanished; owned by the Run goroutine
 
 	mu    sync.Mutex // guards stats
 	stats WatcherStats
@@ -432,9 +433,15 @@ func (w *Watcher) expire(ctx context.Context) {
 		}
 	}
 	mass := troubled >= massMin && 2*troubled > len(w.held)
+	if mass {
+		w.lastMass = now
+	}
 	for id := range gone {
 		h := w.held[id]
-		if mass && (h.massSince.IsZero() || now.Sub(h.massSince) < w.hold) {
+		// Held while the episode lasts, and a grace after it: as the registry recovers the
+		// others come back first, and a straggler still rewriting must not then read as a death.
+		inEpisode := mass || (!h.massSince.IsZero() && now.Sub(w.lastMass) < reconnectGrace)
+		if inEpisode && (h.massSince.IsZero() || now.Sub(h.massSince) < w.hold) {
 			if h.massSince.IsZero() {
 				h.massSince = now
 			}
