@@ -22,7 +22,7 @@ const (
 	waitMax = 10 * time.Second
 	// deltaBound is far above a delta's latency (milliseconds) and below the anti-entropy
 	// period, so it tells a delta from a periodic re-read without timing a loaded machine.
-	deltaBound = 3 * time.Second
+	deltaBound = 4 * time.Second
 )
 
 // testSink is a map-based Sink that wakes waiters on every change.

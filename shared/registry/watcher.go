@@ -404,8 +404,10 @@ func (w *Watcher) expire(ctx context.Context) {
 			gone[pr.id] = true
 			continue
 		}
-		// Alive in Redis, only its heartbeats did not reach us (the channel's node may be failing over).
-		if rec.Epoch != h.epoch || rec.StreamsVer != h.ver {
+		// Alive in Redis, only its heartbeats did not reach us (the channel's node may be failing
+		// over, or we are slow). A newer list version comes with its delta or next heartbeat:
+		// this read is about liveness, and re-reading a big list here would only add to the load.
+		if rec.Epoch != h.epoch {
 			reread = append(reread, pr.id)
 			continue
 		}
@@ -414,7 +416,6 @@ func (w *Watcher) expire(ctx context.Context) {
 			ttl = d
 		}
 		h.deadline, h.unread, h.massSince, h.checkAt = now.Add(ttl), false, time.Time{}, time.Time{}
-		w.sink.PutOrigin(rec)
 	}
 	for _, id := range reread {
 		w.reread(ctx, id)
