@@ -36,7 +36,8 @@ type RegistrarOptions struct {
 	Heartbeat time.Duration
 	// TTL is how long the record lives without a heartbeat. It defaults to 3 seconds.
 	TTL time.Duration
-	// Load reports the current load on every heartbeat; nil reports zeros.
+	// Load reports the current load on every heartbeat; nil reports zeros. Calls are
+	// serialised.
 	Load func() cluster.Load
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
@@ -53,6 +54,7 @@ type Registrar struct {
 	ld  func() cluster.Load
 	log *slog.Logger
 
+	ldMu    sync.Mutex // serialises calls to ld
 	mu      sync.Mutex // guards rec, streams, pending
 	rec     cluster.Origin
 	streams map[string]cluster.Stream
@@ -380,7 +382,9 @@ func (r *Registrar) recordAt(ver uint64) (cluster.Origin, []byte, error) {
 	rec := r.rec
 	r.mu.Unlock()
 	if r.ld != nil {
+		r.ldMu.Lock() // the writer and the heartbeat loop both sample; Load need not be safe for that
 		rec.Load = r.ld()
+		r.ldMu.Unlock()
 	}
 	rec.StreamsVer = ver
 	blob, err := r.sg.seal(kindRecord, r.id, rec)
