@@ -135,13 +135,13 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 			// a degraded copy is noted in the body and in peergate_registry_degraded.
 			Ready: func() error {
 				if err := watcher.CheckReady(cfg.Registry.MaxStaleness); err != nil {
-					return fmt.Errorf("%w (registry.max_staleness %s)", err, cfg.Registry.MaxStaleness)
+					return fmt.Errorf("%w (registry.max_staleness)", err)
 				}
 				return nil
 			},
 			Note: func() string {
 				if h := watcher.Health(); h.Degraded {
-					return "degraded: " + h.Reason
+					return "degraded: " + h.String()
 				}
 				return ""
 			},

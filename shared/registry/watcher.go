@@ -78,7 +78,16 @@ type Health struct {
 	// while everything is current.
 	CopyAge time.Duration
 	// Reason explains Degraded in one line for /readyz; empty when not degraded.
+	// String adds the copy's age.
 	Reason string
+}
+
+// String is the reason with the copy's age, or "current".
+func (h Health) String() string {
+	if !h.Degraded {
+		return "current"
+	}
+	return fmt.Sprintf("%s (copy unconfirmed for %s)", h.Reason, h.CopyAge.Round(100*time.Millisecond))
 }
 
 // Health derives the copy's health from a stats snapshot at time now.
@@ -103,7 +112,7 @@ func (st WatcherStats) Health(now time.Time) Health {
 	}
 	if len(why) > 0 {
 		h.Degraded = true
-		h.Reason = strings.Join(why, "; ") + fmt.Sprintf(" (copy unconfirmed for %s)", h.CopyAge.Round(100*time.Millisecond))
+		h.Reason = strings.Join(why, "; ")
 	}
 	return h
 }
