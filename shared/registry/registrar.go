@@ -439,7 +439,9 @@ func (r *Registrar) writeOwn(ctx context.Context) (cluster.Origin, error) {
 		var hlen *redis.IntCmd
 		var prev *redis.StatusCmd
 		cmds, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-			prev = p.SetArgs(ctx, r.ks.rec(r.id), blob, redis.SetArgs{TTL: r.ttl, Get: true})
+			// XX: a record that expired is not recreated over a list that expired with it;
+			// its absence (prev nil) makes the loop rewrite both together.
+			prev = p.SetArgs(ctx, r.ks.rec(r.id), blob, redis.SetArgs{Mode: "XX", TTL: r.ttl, Get: true})
 			p.PExpire(ctx, r.ks.streams(r.id), r.ttl)
 			hlen = p.HLen(ctx, r.ks.streams(r.id))
 			return nil
@@ -565,6 +567,7 @@ func (r *Registrar) writeChanges(ctx context.Context) error {
 		return err
 	}
 	var hlen *redis.IntCmd
+	var setRec *redis.StatusCmd
 	_, err = r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		if len(set) > 0 {
 			p.HSet(ctx, r.ks.streams(r.id), set...)
@@ -574,9 +577,16 @@ func (r *Registrar) writeChanges(ctx context.Context) error {
 		}
 		p.PExpire(ctx, r.ks.streams(r.id), r.ttl)
 		hlen = p.HLen(ctx, r.ks.streams(r.id))
-		p.Set(ctx, r.ks.rec(r.id), blob, r.ttl)
+		// XX: never create the record here. If it expired (a stalled writer, a failover) the
+		// list did too, and only the whole-list rewrite may bring both back; a record over a
+		// partial or missing list would read as an origin without those streams.
+		setRec = p.SetArgs(ctx, r.ks.rec(r.id), blob, redis.SetArgs{Mode: "XX", TTL: r.ttl})
 		return nil
 	})
+	if errors.Is(err, redis.Nil) && errors.Is(setRec.Err(), redis.Nil) {
+		r.dirty = true
+		return r.beat(ctx)
+	}
 	if err != nil {
 		r.dirty = true
 		return fmt.Errorf("write stream changes: %w", err)

@@ -30,6 +30,7 @@ const (
 	recheckEvery   = 200 * time.Millisecond // how often an overdue origin is asked about again
 	massMin        = 2                      // vanishing together counts as registry trouble from this many origins
 	reconnectGrace = 3 * time.Second        // at least this long for origins to rewrite a failed-over or restarted Redis
+	massGrace      = 10 * time.Second       // origins of a mass expiry still missing this long after it ended are deaths
 )
 
 // WatcherOptions tunes a Watcher; the zero value gives the defaults.
@@ -450,7 +451,7 @@ func (w *Watcher) expire(ctx context.Context) {
 		h := w.held[id]
 		// Held while the episode lasts, and a grace after it: as the registry recovers the
 		// others come back first, and a straggler still rewriting must not then read as a death.
-		inEpisode := mass || (!h.massSince.IsZero() && now.Sub(w.lastMass) < reconnectGrace)
+		inEpisode := mass || (!h.massSince.IsZero() && now.Sub(w.lastMass) < massGrace)
 		if inEpisode && (h.massSince.IsZero() || now.Sub(h.massSince) < w.hold) {
 			if h.massSince.IsZero() {
 				h.massSince = now
