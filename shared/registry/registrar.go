@@ -55,6 +55,7 @@ type Registrar struct {
 	log *slog.Logger
 
 	ldMu    sync.Mutex // serialises calls to ld
+	idxMu   sync.Mutex // orders index writes against Deregister
 	mu      sync.Mutex // guards rec, streams, pending
 	rec     cluster.Origin
 	streams map[string]cluster.Stream
@@ -353,6 +354,9 @@ func (r *Registrar) Deregister(ctx context.Context) error {
 	}
 	defer r.unlock()
 	r.gone.Store(true)
+	// No index write of the loop may land after the removal below.
+	r.idxMu.Lock()
+	defer r.idxMu.Unlock()
 	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, r.ks.rec(r.id))
 		p.Del(ctx, r.ks.streams(r.id), r.ks.streamsTmp(r.id))
@@ -466,6 +470,11 @@ func (r *Registrar) writeOwn(ctx context.Context) (cluster.Origin, error) {
 // helps watchers find origins at a snapshot; its node failing must not stop the other writes,
 // so it runs in its own loop (and after the heartbeat of beat) and is retried on every heartbeat.
 func (r *Registrar) writeIndex(ctx context.Context) {
+	r.idxMu.Lock()
+	defer r.idxMu.Unlock()
+	if r.gone.Load() {
+		return
+	}
 	now := time.Now()
 	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.ZAdd(ctx, r.ks.origins(), redis.Z{Score: float64(now.Add(r.ttl).UnixMilli()), Member: r.id})

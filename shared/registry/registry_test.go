@@ -23,6 +23,8 @@ const (
 	// deltaBound is far above a delta's latency (milliseconds) and below the anti-entropy
 	// period, so it tells a delta from a periodic re-read without timing a loaded machine.
 	deltaBound = 4 * time.Second
+	// roundTripTTL is TestRoundTrip's record TTL.
+	roundTripTTL = 2 * time.Second
 )
 
 // testSink is a map-based Sink that wakes waiters on every change.
@@ -203,7 +205,13 @@ func (r *runner) start(fn func(context.Context) error) context.CancelFunc {
 
 func newRegistrar(t *testing.T, c redis.UniversalClient, key string, rec cluster.Origin) *Registrar {
 	t.Helper()
-	r, err := NewRegistrar(c, key, rec, RegistrarOptions{Heartbeat: testHB, TTL: testTTL, Logger: testLogger(t),
+	return newRegistrarTTL(t, c, key, rec, testTTL)
+}
+
+// newRegistrarTTL is newRegistrar with another TTL (the heartbeat stays testHB).
+func newRegistrarTTL(t *testing.T, c redis.UniversalClient, key string, rec cluster.Origin, ttl time.Duration) *Registrar {
+	t.Helper()
+	r, err := NewRegistrar(c, key, rec, RegistrarOptions{Heartbeat: testHB, TTL: ttl, Logger: testLogger(t),
 		Load: func() cluster.Load { return cluster.Load{Clients: 3} }})
 	if err != nil {
 		t.Fatal(err)
@@ -237,7 +245,9 @@ func TestRoundTrip(t *testing.T) {
 			sink := newTestSink()
 			rc, wc := dial(t, url), dial(t, url)
 
-			reg := newRegistrar(t, rc, key, testOrigin("o1"))
+			// A TTL of many heartbeats: three topologies run here at once on a loaded machine,
+			// and a writer stalled past the TTL rightly makes watchers re-read (counted below).
+			reg := newRegistrarTTL(t, rc, key, testOrigin("o1"), roundTripTTL)
 			reg.SetStreams(manyStreams("live", 3000))
 			run.start(reg.Run)
 			w := newWatcher(t, wc, key, sink)
@@ -289,14 +299,14 @@ func TestRoundTrip(t *testing.T) {
 			}
 
 			// A second origin that dies without deregistering disappears after its TTL.
-			reg2 := newRegistrar(t, rc, key, testOrigin("o2"))
+			reg2 := newRegistrarTTL(t, rc, key, testOrigin("o2"), roundTripTTL)
 			reg2.SetStreams(manyStreams("o2", 3))
 			stop2 := run.start(reg2.Run)
 			sink.waitFor(t, "o2", waitMax, func() bool { _, ok, n := sink.view("o2"); return ok && n == 3 })
 			stop2()
 			took = sink.waitFor(t, "o2 expiry", waitMax, func() bool { _, ok, _ := sink.view("o2"); return !ok })
-			if took > testTTL+5*time.Second {
-				t.Errorf("o2 expired after %s, TTL %s", took, testTTL)
+			if took > roundTripTTL+5*time.Second {
+				t.Errorf("o2 expired after %s, TTL %s", took, roundTripTTL)
 			}
 			if w.Stats().Expired == 0 {
 				t.Errorf("expiry not counted: %+v", w.Stats())

@@ -150,10 +150,16 @@ type heldOrigin struct {
 
 	// Past the deadline: when to ask Redis again, whether a failed read was counted, and
 	// since when the origin is held as part of a mass expiry.
-	checkAt   time.Time
-	unread    bool
-	massSince time.Time
-	rereadAt  time.Time // no re-read before this, after one failed
+	checkAt     time.Time
+	unread      bool
+	massSince   time.Time
+	settleSince time.Time // confirmed gone while others were late: judged again after half a TTL
+	rereadAt    time.Time // no re-read before this, after one failed
+}
+
+// alive clears what an overdue origin carried, on proof of life.
+func (h *heldOrigin) alive() {
+	h.unread, h.massSince, h.settleSince, h.checkAt = false, time.Time{}, time.Time{}, time.Time{}
 }
 
 // NewWatcher returns a Watcher feeding sink; Run does the work.
@@ -425,7 +431,8 @@ func (w *Watcher) expire(ctx context.Context) {
 		if d, err := pr.pttl.Result(); err == nil && d > 0 {
 			ttl = d
 		}
-		h.deadline, h.unread, h.massSince, h.checkAt = now.Add(ttl), false, time.Time{}, time.Time{}
+		h.deadline = now.Add(ttl)
+		h.alive()
 	}
 	for _, id := range reread {
 		w.reread(ctx, id)
@@ -436,11 +443,16 @@ func (w *Watcher) expire(ctx context.Context) {
 	if len(gone) == 0 {
 		return
 	}
-	// Troubled: confirmed gone now, or no word for over half a TTL (about to be).
-	troubled := 0
+	// Troubled: confirmed gone or overdue. Late (no word for half a TTL) others make a death
+	// suspect: it settles for half a TTL first, so origins that lost Redis together, whose
+	// deadlines differ by up to a heartbeat, are judged together.
+	troubled, suspect := 0, false
 	for id, h := range w.held {
-		if gone[id] || now.After(h.deadline.Add(-h.ttl/2)) {
+		switch {
+		case gone[id] || now.After(h.deadline):
 			troubled++
+		case now.After(h.deadline.Add(-h.ttl / 2)):
+			suspect = true
 		}
 	}
 	mass := troubled >= massMin && 2*troubled > len(w.held)
@@ -457,6 +469,13 @@ func (w *Watcher) expire(ctx context.Context) {
 				h.massSince = now
 			}
 			h.checkAt = now.Add(recheckEvery)
+			continue
+		}
+		if suspect && (h.settleSince.IsZero() || now.Sub(h.settleSince) < h.ttl/2) {
+			if h.settleSince.IsZero() {
+				h.settleSince = now
+			}
+			h.checkAt = now.Add(min(recheckEvery, h.ttl/4))
 			continue
 		}
 		delete(w.held, id)
@@ -779,13 +798,13 @@ func (w *Watcher) onBeat(ctx context.Context, id string, b beatBody) {
 			// The beat itself proves the origin alive, whatever the re-read found.
 			h.seq = b.Seq
 			h.deadline = maxTime(h.deadline, w.now().Add(ttlOf(rec)))
-			h.unread, h.massSince, h.checkAt = false, time.Time{}, time.Time{}
+			h.alive()
 		}
 		return
 	}
 	h.seq = b.Seq
 	h.deadline = w.now().Add(ttlOf(rec))
-	h.unread, h.massSince, h.checkAt = false, time.Time{}, time.Time{}
+	h.alive()
 	w.sink.PutOrigin(rec)
 }
 
