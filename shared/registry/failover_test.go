@@ -437,7 +437,7 @@ func pickKey(t *testing.T, cl *redistest.Cluster) (string, *redistest.Server) {
 	return "", nil
 }
 
-// pickOrigin returns an origin id whose keys live on master m (or, with not, anywhere else but m and skip).
+// pickOrigin returns an origin id with prefix whose keys live on a master that want accepts.
 func pickOrigin(t *testing.T, cl *redistest.Cluster, key, prefix string, want func(*redistest.Server) bool) string {
 	t.Helper()
 	for i := range 200 {
