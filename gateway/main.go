@@ -4,12 +4,10 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"sync"
-	"time"
 
 	"github.com/peergate/peergate/gateway/adminapi"
 	"github.com/peergate/peergate/gateway/gwmetrics"
@@ -58,6 +56,7 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 	}
 	log := config.NewLogger(logOut, cfg.Log)
 	slog.SetDefault(log)
+	registry.RouteLibraryLogs(log)
 	log.Info("starting", "version", version, "namespace", registry.Namespace(cfg.ClusterKey))
 
 	client, err := registry.Dial(cfg.Redis.URL)
@@ -137,19 +136,19 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 			Gatherer: promReg,
 			Handlers: adminapi.HandlersWith(table, adminapi.NewRTMPPolicy(cfg.RTMP.Mode, cfg.RTMP.FollowFlashVer)),
 			Logger:   log.With("listener", "admin"),
+			// Ready until the copy has gone unconfirmed past registry.max_staleness (0: never);
+			// a degraded copy is noted in the body and in peergate_registry_degraded.
 			Ready: func() error {
-				if !watcher.Ready() {
-					return errors.New("no registry snapshot yet")
+				if err := watcher.CheckReady(cfg.Registry.MaxStaleness); err != nil {
+					return fmt.Errorf("%w (registry.max_staleness)", err)
 				}
 				return nil
 			},
 			Note: func() string {
-				st := watcher.Stats()
-				if st.Connected {
-					return ""
+				if h := watcher.Health(); h.Degraded {
+					return "degraded: " + h.String()
 				}
-				return fmt.Sprintf("registry unreachable for %s; serving the last copy (%d origins)",
-					time.Since(st.LastContact).Round(time.Second), st.Origins)
+				return ""
 			},
 		}
 		if err := adm.Initialize(); err != nil {

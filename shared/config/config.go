@@ -92,6 +92,9 @@ type Balance struct {
 type RegistryOpts struct {
 	// AntiEntropy is the period of full re-reads. It defaults to 30s.
 	AntiEntropy time.Duration `yaml:"anti_entropy"`
+	// MaxStaleness makes /readyz answer 503 once the served registry copy has gone unconfirmed
+	// by Redis for longer than this. It defaults to 0 (off: a degraded copy stays ready).
+	MaxStaleness time.Duration `yaml:"max_staleness"`
 }
 
 // Gateway is the gateway binary's configuration.

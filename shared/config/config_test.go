@@ -324,6 +324,8 @@ func TestGatewayErrors(t *testing.T) {
 		{"rtmp max conns", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_RTMP_MAX_CONNS=0"}, "rtmp.max_conns: must be greater than zero"},
 		{"rtmp bad env duration", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_RTMP_READ_TIMEOUT=5"}, "(rtmp.read_timeout): not a duration"},
 		{"rtmp unknown key", "cluster_key: " + key + "\nrtmp: {mdoe: relay}\n", nil, "field mdoe not found"},
+		{"max staleness", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_REGISTRY_MAX_STALENESS=-1s"}, "registry.max_staleness: must be zero (off) or positive"},
+		{"max staleness not a duration", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_REGISTRY_MAX_STALENESS=10"}, "registry.max_staleness"},
 	}
 	for _, ca := range cases {
 		t.Run(ca.desc, func(t *testing.T) {
@@ -435,12 +437,13 @@ func TestEnvNamesCoverKeys(t *testing.T) {
 		"PEERGATE_RTMP_MODE": "rtmp.mode", "PEERGATE_RTMP_FOLLOW_FLASHVER": "rtmp.follow_flashver",
 		"PEERGATE_RTMP_HANDSHAKE_TIMEOUT": "rtmp.handshake_timeout", "PEERGATE_RTMP_READ_TIMEOUT": "rtmp.read_timeout",
 		"PEERGATE_RTMP_WRITE_TIMEOUT": "rtmp.write_timeout", "PEERGATE_RTMP_MAX_CONNS": "rtmp.max_conns",
+		"PEERGATE_REGISTRY_MAX_STALENESS": "registry.max_staleness",
 	} {
 		if g[env] != path {
 			t.Errorf("gateway %s = %q, want %q", env, g[env], path)
 		}
 	}
-	if len(g) != 24 {
+	if len(g) != 25 {
 		t.Errorf("gateway has %d env keys: %v", len(g), g)
 	}
 	o := EnvNames(&Origin{})

@@ -120,6 +120,9 @@ func (c *Gateway) Validate() error {
 	if c.Registry.AntiEntropy <= 0 {
 		return keyError("registry.anti_entropy", "must be greater than zero, got %s", c.Registry.AntiEntropy)
 	}
+	if c.Registry.MaxStaleness < 0 {
+		return keyError("registry.max_staleness", "must be zero (off) or positive, got %s", c.Registry.MaxStaleness)
+	}
 	return nil
 }
 
