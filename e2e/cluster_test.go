@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/peergate/peergate/internal/mediatest"
-	"github.com/peergate/peergate/shared/redistest"
+	"github.com/peergate/peergate/internal/redistest"
 )
 
 const (

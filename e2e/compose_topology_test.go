@@ -14,7 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/peergate/peergate/internal/mediatest"
-	"github.com/peergate/peergate/shared/redistest"
+	"github.com/peergate/peergate/internal/redistest"
 )
 
 // TestComposeTopologyFromBinaries runs docker-compose.yml's peergate services as processes: the

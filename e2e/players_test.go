@@ -27,7 +27,7 @@ import (
 	"github.com/pion/rtp"
 
 	"github.com/peergate/peergate/internal/mediatest"
-	"github.com/peergate/peergate/shared/redistest"
+	"github.com/peergate/peergate/internal/redistest"
 )
 
 // The players and encoders TestPlayersThroughGateway runs, and the Debian packages that have

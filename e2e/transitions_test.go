@@ -13,7 +13,7 @@ import (
 	"github.com/peergate/peergate/origin/rtmpsrv"
 	"github.com/peergate/peergate/origin/rtspsrv"
 	"github.com/peergate/peergate/shared/cluster"
-	"github.com/peergate/peergate/shared/redistest"
+	"github.com/peergate/peergate/internal/redistest"
 	"github.com/peergate/peergate/shared/registry"
 )
 

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/peergate/peergate/shared/redistest"
+	"github.com/peergate/peergate/internal/redistest"
 )
 
 // registry.max_staleness end to end: with Redis away the gateway stays ready but says it is

@@ -17,7 +17,7 @@ import (
 	"github.com/peergate/peergate/internal/cli"
 	"github.com/peergate/peergate/shared/cluster"
 	"github.com/peergate/peergate/shared/config"
-	"github.com/peergate/peergate/shared/redistest"
+	"github.com/peergate/peergate/internal/redistest"
 	"github.com/peergate/peergate/shared/registry"
 )
 

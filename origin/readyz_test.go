@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/peergate/peergate/internal/cli"
-	"github.com/peergate/peergate/shared/redistest"
+	"github.com/peergate/peergate/internal/redistest"
 )
 
 // An origin is ready only while its registry writes succeed: 503 one TTL after Redis went

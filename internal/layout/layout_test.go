@@ -64,7 +64,7 @@ func TestImportRules(t *testing.T) {
 			}
 		}
 		for _, d := range imports[p] {
-			if strings.HasPrefix(d, goRedis) && p != mod+"shared/registry" && !under(p, "internal/redistest") && !under(p, "shared/redistest") {
+			if strings.HasPrefix(d, goRedis) && p != mod+"shared/registry" && !under(p, "internal/redistest") {
 				t.Errorf("%s imports %s: only shared/registry talks to Redis", p, d)
 			}
 		}

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/peergate/peergate/shared/cluster"
-	"github.com/peergate/peergate/shared/redistest"
+	"github.com/peergate/peergate/internal/redistest"
 	"github.com/redis/go-redis/v9"
 )
 
