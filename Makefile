@@ -7,7 +7,7 @@ FUZZTIME ?= 10s
 # The checksum database refuses gohlslib's versions (design.md section 6); go.sum pins them.
 export GONOSUMDB ?= github.com/bluenviron/gohlslib
 
-.PHONY: all build test tools bench bench-http lint fuzz demo clean
+.PHONY: all build test tools bench bench-http lint fuzz demo test-compose clean
 
 all: build
 
@@ -50,6 +50,11 @@ fuzz:
 # A local cluster without Docker: redis-server, 2 origins and 1 gateway on the design ports.
 demo: build
 	deploy/demo/run.sh
+
+# The docker-compose.yml topology for real: build, up, health, every protocol through both
+# gateways with ffprobe, down -v. Needs Docker; not part of CI.
+test-compose:
+	deploy/test-compose.sh
 
 clean:
 	rm -rf $(BIN)

@@ -47,6 +47,7 @@ type proc struct {
 	cmd   *exec.Cmd
 	mu    sync.Mutex
 	addrs map[string]string
+	lines []string // the JSON log lines so far (the first maxKeptLines), for tests that read outcomes
 	ready chan struct{}
 	done  chan struct{}
 	log   *os.File
@@ -115,6 +116,11 @@ func (p *proc) readLog(r io.Reader, want []string) {
 	for sc.Scan() {
 		line := sc.Bytes()
 		p.log.Write(append(line, '\n'))
+		p.mu.Lock()
+		if len(p.lines) < maxKeptLines {
+			p.lines = append(p.lines, string(line))
+		}
+		p.mu.Unlock()
 		var rec struct {
 			Msg      string `json:"msg"`
 			Listener string `json:"listener"`
@@ -133,6 +139,26 @@ func (p *proc) readLog(r io.Reader, want []string) {
 		}
 	}
 	io.Copy(io.Discard, r)
+}
+
+// maxKeptLines bounds the log lines a proc keeps in memory.
+const maxKeptLines = 100000
+
+// logCount is how many log lines the proc has kept so far.
+func (p *proc) logCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.lines)
+}
+
+// logLines returns the log lines from index from on, and the index after the last one.
+func (p *proc) logLines(from int) ([]string, int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if from > len(p.lines) {
+		from = len(p.lines)
+	}
+	return append([]string(nil), p.lines[from:]...), len(p.lines)
 }
 
 func (p *proc) addr(listener string) string {

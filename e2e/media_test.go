@@ -15,7 +15,7 @@ import (
 	"github.com/bluenviron/gortsplib/v5/pkg/base"
 
 	"github.com/peergate/peergate/internal/mediatest"
-	"github.com/peergate/peergate/shared/redistest"
+	"github.com/peergate/peergate/internal/redistest"
 )
 
 // mediaOrigin is a real origin binary whose public URLs are its real listeners.

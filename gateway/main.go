@@ -4,17 +4,16 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"sync"
-	"time"
 
 	"github.com/peergate/peergate/gateway/adminapi"
 	"github.com/peergate/peergate/gateway/gwmetrics"
 	"github.com/peergate/peergate/gateway/httpgw"
 	"github.com/peergate/peergate/gateway/resolve"
+	"github.com/peergate/peergate/gateway/rtmpgw"
 	"github.com/peergate/peergate/gateway/rtspgw"
 	"github.com/peergate/peergate/internal/cli"
 	"github.com/peergate/peergate/shared/admin"
@@ -41,6 +40,14 @@ func (g gatedResolver) Resolve(req resolve.Request) resolve.Result {
 	return g.table.Resolve(req)
 }
 
+// Place chooses the origin for a publisher relayed by the gateway, under the same gate.
+func (g gatedResolver) Place(req resolve.Request) resolve.Result {
+	if !g.ready() {
+		return resolve.Result{Outcome: resolve.Unavailable}
+	}
+	return g.table.Place(req)
+}
+
 // run wires everything from the config and serves until ctx is done.
 func run(ctx context.Context, path string, env []string, logOut io.Writer) error {
 	cfg, err := config.LoadGateway(path, env)
@@ -49,6 +56,7 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 	}
 	log := config.NewLogger(logOut, cfg.Log)
 	slog.SetDefault(log)
+	registry.RouteLibraryLogs(log)
 	log.Info("starting", "version", version, "namespace", registry.Namespace(cfg.ClusterKey))
 
 	client, err := registry.Dial(cfg.Redis.URL)
@@ -57,11 +65,7 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 	}
 	defer client.Close()
 
-	hysteresis := cfg.Balance.Hysteresis
-	if hysteresis == 0 {
-		hysteresis = -1 // resolve reads 0 as "default"; the config's 0 means none
-	}
-	table := resolve.New(resolve.Options{Hysteresis: hysteresis})
+	table := resolve.New(resolve.Options{Hysteresis: cfg.Balance.Hysteresis})
 	watcher := registry.NewWatcher(client, cfg.ClusterKey, table, registry.WatcherOptions{
 		AntiEntropy: cfg.Registry.AntiEntropy,
 		Logger:      log,
@@ -131,21 +135,21 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 		adm := &admin.Server{
 			Address:  cfg.Listen.Admin,
 			Gatherer: promReg,
-			Handlers: adminapi.Handlers(table),
+			Handlers: adminapi.HandlersWith(table, adminapi.NewRTMPPolicy(cfg.RTMP.Mode, cfg.RTMP.FollowFlashVer)),
 			Logger:   log.With("listener", "admin"),
+			// Ready until the copy has gone unconfirmed past registry.max_staleness (0: never);
+			// a degraded copy is noted in the body and in peergate_registry_degraded.
 			Ready: func() error {
-				if !watcher.Ready() {
-					return errors.New("no registry snapshot yet")
+				if err := watcher.CheckReady(cfg.Registry.MaxStaleness); err != nil {
+					return fmt.Errorf("%w (registry.max_staleness)", err)
 				}
 				return nil
 			},
 			Note: func() string {
-				st := watcher.Stats()
-				if st.Connected {
-					return ""
+				if h := watcher.Health(); h.Degraded {
+					return "degraded: " + h.String()
 				}
-				return fmt.Sprintf("registry unreachable for %s; serving the last copy (%d origins)",
-					time.Since(st.LastContact).Round(time.Second), st.Origins)
+				return ""
 			},
 		}
 		if err := adm.Initialize(); err != nil {
@@ -168,7 +172,25 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 		defer rtsp.Close()
 		log.Info("listening", "listener", "rtsp", "addr", rtsp.Addr().String())
 	}
-	// listen.rtmp gets its listener (redirect and relay) in a later issue.
+	if cfg.Listen.RTMP != "" {
+		rtmp := &rtmpgw.Server{
+			Address:          cfg.Listen.RTMP,
+			Resolver:         gatedResolver{table, watcher.Ready},
+			Mode:             cfg.RTMP.Mode,
+			FollowFlashVer:   cfg.RTMP.FollowFlashVer,
+			HandshakeTimeout: cfg.RTMP.HandshakeTimeout,
+			ReadTimeout:      cfg.RTMP.ReadTimeout,
+			WriteTimeout:     cfg.RTMP.WriteTimeout,
+			MaxConns:         cfg.RTMP.MaxConns,
+			Logger:           log.With("listener", "rtmp"),
+			Metrics:          metrics,
+		}
+		if err := rtmp.Initialize(); err != nil {
+			return fmt.Errorf("listen.rtmp: %w", err)
+		}
+		defer rtmp.Close()
+		log.Info("listening", "listener", "rtmp", "addr", rtmp.Addr().String(), "mode", rtmp.Mode)
+	}
 
 	<-ctx.Done()
 	log.Info("stopping")

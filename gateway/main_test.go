@@ -4,15 +4,20 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/bluenviron/gortmplib"
+
 	"github.com/peergate/peergate/internal/cli"
 	"github.com/peergate/peergate/internal/testcert"
 	"github.com/peergate/peergate/shared/cluster"
-	"github.com/peergate/peergate/shared/redistest"
+	"github.com/peergate/peergate/shared/config"
+	"github.com/peergate/peergate/internal/redistest"
 	"github.com/peergate/peergate/shared/registry"
 )
 
@@ -32,8 +37,8 @@ func startRun(t *testing.T, env ...string) (*cli.LogSink, func()) {
 	logs := &cli.LogSink{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	// The RTSP listener binds a free loopback port unless a test names one.
-	env = append([]string{"PEERGATE_LISTEN_RTSP=127.0.0.1:0"}, append(env, "PEERGATE_LOG_FORMAT=json")...)
+	// The RTSP and RTMP listeners bind free loopback ports unless a test names them.
+	env = append([]string{"PEERGATE_LISTEN_RTSP=127.0.0.1:0", "PEERGATE_LISTEN_RTMP=127.0.0.1:0"}, append(env, "PEERGATE_LOG_FORMAT=json")...)
 	go func() { done <- run(ctx, "", env, logs) }()
 	stopped := false
 	stop := func() {
@@ -131,10 +136,25 @@ func TestRunWiring(t *testing.T) {
 		t.Fatalf("unknown stream: %d", st)
 	}
 
+	// The RTMP listener is wired to the same table: an unknown name is StreamNotFound.
+	rtmpURL, _ := url.Parse("rtmp://" + logs.Addr(t, "rtmp") + "/nope/x")
+	rc := &gortmplib.Client{URL: rtmpURL}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	err = rc.Initialize(ctx)
+	cancel()
+	if err == nil {
+		rc.Close()
+		t.Fatal("rtmp play of an unknown name succeeded")
+	}
+	if !strings.Contains(err.Error(), "NetStream.Play.StreamNotFound") {
+		t.Fatalf("rtmp play of an unknown name: %v", err)
+	}
+
 	_, metrics, _ := get(t, c, "http://"+adminAddr+"/metrics")
 	for _, line := range []string{
 		`peergate_gateway_redirects_total{outcome="ok",proto="http"}`,
 		`peergate_gateway_redirects_total{outcome="not_found",proto="http"}`,
+		`peergate_gateway_redirects_total{outcome="not_found",proto="rtmp"}`,
 		"peergate_registry_origins 1",
 		"peergate_registry_streams 1",
 		"peergate_registry_connected 1",
@@ -304,4 +324,39 @@ func TestRunUnavailableBeforeSnapshot(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	stop()
+}
+
+// Every listen.* key the gateway's config knows is served: pointing it at a busy port stops
+// the start with an error naming the key. A key the binary silently ignored would start fine.
+func TestRunServesEveryListenKey(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	certFile, keyFile := testcert.New(t).WriteFiles(t)
+	var keys []string
+	for env, path := range config.EnvNames(&config.Gateway{}) {
+		if strings.HasPrefix(path, "listen.") {
+			keys = append(keys, env)
+		}
+	}
+	if len(keys) < 5 {
+		t.Fatalf("listen keys: %v", keys)
+	}
+	for _, key := range keys {
+		path := config.EnvNames(&config.Gateway{})[key]
+		env := []string{"PEERGATE_CLUSTER_KEY=" + testKey, "PEERGATE_REDIS_URL=redis://127.0.0.1:1/0",
+			"PEERGATE_TLS_CERT_FILE=" + certFile, "PEERGATE_TLS_KEY_FILE=" + keyFile}
+		for _, other := range keys {
+			env = append(env, other+"=127.0.0.1:0")
+		}
+		env = append(env, key+"="+busy.Addr().String())
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := run(ctx, "", env, io.Discard)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), path+":") {
+			t.Errorf("%s on a busy port: run = %v, want an error naming %s", path, err, path)
+		}
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -39,6 +40,7 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 	}
 	log := config.NewLogger(logOut, cfg.Log)
 	slog.SetDefault(log)
+	registry.RouteLibraryLogs(log)
 
 	client, err := registry.Dial(cfg.Redis.URL)
 	if err != nil {
@@ -110,6 +112,14 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "peergate_origin_registered", Help: "1 once the record and stream list reached the registry.",
 		}, func() float64 { return b2f(flushed.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "peergate_origin_registry_write_age_seconds",
+			Help: "Seconds since the record last reached the registry (NaN before the first write); over one TTL the origin is not ready.",
+		}, func() float64 { return writeAge(reg.LastWrite()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "peergate_origin_registry_index_write_age_seconds",
+			Help: "Seconds since the shared origin index last took this origin (NaN before the first write).",
+		}, func() float64 { return writeAge(reg.LastIndexWrite()) }),
 		newTableCollector(ms.tbl),
 	)
 	streams := streamapi.New(apiSide{book}, cfg.StaticStreams(), log)
@@ -126,7 +136,8 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 			case !flushed.Load():
 				return errors.New("not registered yet")
 			}
-			return nil
+			// Not ready after one TTL without a successful registry write: gateways lose us then.
+			return reg.CheckReady()
 		},
 	}
 	if cfg.Listen.Admin != "" {
@@ -195,6 +206,14 @@ func waitViewers(viewers func() int64, timeout time.Duration, log *slog.Logger) 
 		}
 		time.Sleep(min(250*time.Millisecond, time.Until(deadline)))
 	}
+}
+
+// writeAge is the age of a registry write in seconds, NaN before the first.
+func writeAge(t time.Time) float64 {
+	if t.IsZero() {
+		return math.NaN()
+	}
+	return time.Since(t).Seconds()
 }
 
 func b2f(b bool) float64 {

@@ -16,7 +16,8 @@ import (
 
 	"github.com/peergate/peergate/internal/cli"
 	"github.com/peergate/peergate/shared/cluster"
-	"github.com/peergate/peergate/shared/redistest"
+	"github.com/peergate/peergate/shared/config"
+	"github.com/peergate/peergate/internal/redistest"
 	"github.com/peergate/peergate/shared/registry"
 )
 
@@ -355,6 +356,61 @@ func TestRunMediaStartErrors(t *testing.T) {
 		err := run(context.Background(), ca.path, append(append([]string(nil), base...), ca.env...), io.Discard)
 		if err == nil || !strings.Contains(err.Error(), ca.want) {
 			t.Errorf("%q: err = %v, want %q", ca.env, err, ca.want)
+		}
+	}
+}
+
+// Every listen.* key the origin's config knows is served: pointing it at a busy port stops
+// the start with an error naming the key (listen.rtsp_udp through listen.rtsp, which owns
+// it). A key the binary silently ignored would start fine.
+func TestRunServesEveryListenKey(t *testing.T) {
+	t.Parallel()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	// An even UDP port held open, for listen.rtsp_udp.
+	var udpBusy string
+	for i := 0; i < 50 && udpBusy == ""; i++ {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		if pc.LocalAddr().(*net.UDPAddr).Port%2 == 0 {
+			udpBusy = pc.LocalAddr().String()
+		}
+	}
+	names := config.EnvNames(&config.Origin{})
+	var keys []string
+	for env, path := range names {
+		if strings.HasPrefix(path, "listen.") {
+			keys = append(keys, env)
+		}
+	}
+	if len(keys) < 5 || udpBusy == "" {
+		t.Fatalf("listen keys %v, busy udp %q", keys, udpBusy)
+	}
+	for _, key := range keys {
+		path := names[key]
+		env := []string{"PEERGATE_ID=o1", "PEERGATE_CLUSTER_KEY=" + testKey, "PEERGATE_REDIS_URL=redis://127.0.0.1:1/0"}
+		for _, other := range keys {
+			if other != key {
+				env = append(env, other+"=127.0.0.1:0")
+			}
+		}
+		want := path + ":"
+		if path == "listen.rtsp_udp" {
+			env, want = append(env, key+"="+udpBusy), "listen.rtsp:"
+		} else {
+			env = append(env, key+"="+busy.Addr().String())
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := run(ctx, "", env, io.Discard)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s on a busy port: run = %v, want an error naming %s", path, err, want)
 		}
 	}
 }

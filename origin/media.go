@@ -100,9 +100,9 @@ func startMedia(cfg *config.Origin, reg ondemand.Registry, log *slog.Logger) (_ 
 			ReadTimeout:   lim.ReadTimeout,
 			WriteTimeout:  lim.WriteTimeout,
 			MaxConns:      lim.MaxConns,
-			Log:           log,
+			Logger:        log,
 		}
-		if err := s.Start(); err != nil {
+		if err := s.Initialize(); err != nil {
 			return m, fmt.Errorf("listen.rtsp: %w", err)
 		}
 		m.rtsp = s
@@ -117,9 +117,9 @@ func startMedia(cfg *config.Origin, reg ondemand.Registry, log *slog.Logger) (_ 
 			ReadTimeout:      lim.ReadTimeout,
 			WriteTimeout:     lim.WriteTimeout,
 			MaxConns:         lim.MaxConns,
-			Log:              log,
+			Logger:           log,
 		}
-		if err := s.Start(); err != nil {
+		if err := s.Initialize(); err != nil {
 			return m, fmt.Errorf("listen.rtmp: %w", err)
 		}
 		m.rtmp = s
@@ -130,8 +130,8 @@ func startMedia(cfg *config.Origin, reg ondemand.Registry, log *slog.Logger) (_ 
 		if st.Kind() != config.SourceFile {
 			continue
 		}
-		src := &filesrc.Source{Name: st.Name, Path: st.FilePath(), Table: m.tbl, Log: log}
-		if err := src.Start(); err != nil {
+		src := &filesrc.Source{Name: st.Name, Path: st.FilePath(), Table: m.tbl, Logger: log}
+		if err := src.Initialize(); err != nil {
 			return m, fmt.Errorf("streams[%d].source: %w", i, err)
 		}
 		m.files = append(m.files, src)

@@ -15,35 +15,55 @@ done
 
 pids=()
 redis_pid=""
+nosig=""
+command -v setsid >/dev/null 2>&1 && nosig=setsid
 tmp="$(mktemp -d)"
 
 cleanup() {
-	trap - INT TERM EXIT
+	local code=$?
+	trap - INT TERM HUP EXIT
+	# A closed terminal (SIGHUP) or a dead pipe must not stop the clean-up half way.
+	trap '' PIPE
+	set +e
+	[ -n "$signalled" ] && code=0 # stopping on request is a clean exit, not make's "Error 143"
 	echo
-	echo "stopping..."
-	# Ctrl-C already signalled the whole group and a second signal would cut the origins'
-	# drain short: give them time first, then TERM whatever is left (kill -INT of the script alone).
-	if [ -n "$interrupted" ]; then
-		for _ in $(seq 100); do
-			alive=""
-			for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-			[ -z "$alive" ] && break
-			sleep 0.1
-		done
-	fi
-	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	echo "stopping the demo${signalled:+ ($signalled)}:"
+	# The binaries run in their own sessions, so this TERM is the only signal they get: the
+	# origins turn draining, wait for viewers up to drain_timeout (5 s), deregister and exit.
+	for i in "${!pids[@]}"; do
+		echo "  ${names[$i]} (pid ${pids[$i]}): SIGTERM"
+		kill -TERM "${pids[$i]}" 2>/dev/null
+	done
+	for i in "${!pids[@]}"; do
+		for _ in $(seq 150); do kill -0 "${pids[$i]}" 2>/dev/null || break; sleep 0.1; done
+		if kill -0 "${pids[$i]}" 2>/dev/null; then
+			echo "  ${names[$i]} still running after 15 s: SIGKILL"
+			kill -KILL "${pids[$i]}" 2>/dev/null
+		fi
+		wait "${pids[$i]}" 2>/dev/null
+		echo "  ${names[$i]} stopped"
+	done
 	# Redis last, so the origins could deregister.
 	if [ -n "$redis_pid" ]; then
-		kill -TERM "$redis_pid" 2>/dev/null || true
-		wait "$redis_pid" 2>/dev/null || true
+		echo "  redis-server (pid $redis_pid, started by this demo): SIGTERM"
+		kill -TERM "$redis_pid" 2>/dev/null
+		wait "$redis_pid" 2>/dev/null
+		echo "  redis-server stopped"
+	elif [ -n "$redis_reused" ]; then
+		echo "  redis-server on 127.0.0.1:6379 left running: this demo did not start it"
 	fi
 	rm -rf "$tmp"
+	echo "  removed $tmp"
+	exit "$code"
 }
 trap cleanup EXIT
-interrupted=""
-trap 'interrupted=1; exit 130' INT
-trap 'exit 143' TERM
+signalled=""
+redis_reused=""
+names=()
+# Ctrl-C, kill (TERM) and a closed terminal (HUP) all stop the demo the same way.
+trap 'signalled=SIGINT; exit 130' INT
+trap 'signalled=SIGTERM; exit 143' TERM
+trap 'signalled=SIGHUP; exit 129' HUP
 
 # prefix LABEL: copies stdin to stdout with LABEL before each line (redis-server's lines), one
 # write per line, reading in blocks (sed -u reads a byte per system call).
@@ -63,25 +83,28 @@ redis_up() {
 }
 
 if redis_up; then
-	echo "using the redis-server already answering on 127.0.0.1:6379"
+	redis_reused=1
+	echo "using the redis-server already answering on 127.0.0.1:6379: this demo did not start it and"
+	echo "will leave it running (stop it yourself, e.g. redis-cli -p 6379 shutdown nosave)"
 else
 	command -v redis-server >/dev/null 2>&1 || { echo "redis-server not found: apt-get install -y redis-server" >&2; exit 1; }
 	# Its own session keeps Ctrl-C away from Redis, so the origins can still deregister on the way out.
-	nosig=""
-	command -v setsid >/dev/null 2>&1 && nosig=setsid
+	echo "starting redis-server on 127.0.0.1:6379 (stopped last when the demo stops)"
 	$nosig redis-server --bind 127.0.0.1 --port 6379 --save '' --appendonly no --dir "$tmp" \
-		> >(trap '' INT; prefix '[redis]  ') 2>&1 &
+		> >(trap '' INT TERM HUP; prefix '[redis]  ') 2>&1 &
 	redis_pid=$!
 	for _ in $(seq 50); do redis_up && break; sleep 0.1; done
 	redis_up || { echo "redis-server did not start on 127.0.0.1:6379" >&2; exit 1; }
 fi
 
-# The binaries label their own lines (-log-prefix) and write them in batches from a bounded
-# buffer, so no pipe stands between a redirect and its log line (a prefixing sed process per
-# line would cost as much CPU as the redirect itself).
+# Each binary in its own session: only cleanup signals it (once; a second signal would cut the
+# drain short). The binaries label their own lines (-log-prefix) and write them in batches from
+# a bounded buffer, so no pipe stands between a redirect and its log line (a prefixing sed
+# process per line would cost as much CPU as the redirect itself).
 start() { # name binary config
-	"$bin/$2" -config "$conf/$3" -log-prefix "[$1] " 2>&1 &
+	$nosig "$bin/$2" -config "$conf/$3" -log-prefix "[$1] " 2>&1 &
 	pids+=($!)
+	names+=("$1")
 }
 start origin1 origin origin1.yaml
 start origin2 origin origin2.yaml
@@ -112,9 +135,11 @@ peergate demo is running. Play through the gateway (it redirects, the origin ser
   ffplay http://127.0.0.1:8080/live/demo2/mpegts         # HTTP MPEG-TS from origin2
   open http://127.0.0.1:8080/demo/embed.html             # browser player page
   ffplay rtsp://127.0.0.1:8554/demo                      # RTSP: the gateway answers DESCRIBE with a 302 to origin1
-  ffplay rtmp://127.0.0.1:1937/live/demo2                # RTMP straight from origin2
+  ffplay rtmp://127.0.0.1:1935/static/demo               # RTMP through the gateway (`static/demo` is NAME `demo`)
+  ffplay rtmp://127.0.0.1:1935/live/demo2                # RTMP through the gateway to origin2
   ffprobe -v error -show_entries stream=codec_name,width,height http://127.0.0.1:8080/demo/index.m3u8
-Publish your own: ffmpeg -re -i FILE -c copy -f flv rtmp://127.0.0.1:1936/live/mine
+Publish your own: ffmpeg -re -i FILE -c copy -f flv rtmp://127.0.0.1:1936/live/mine      # RTMP to origin1
+              or: ffmpeg -re -i FILE -c copy -f rtsp rtsp://127.0.0.1:8554/live/mine     # RTSP through the gateway
   then play http://127.0.0.1:8080/live/mine/index.m3u8
 Redirects and cluster view:
   curl -i http://127.0.0.1:8080/demo/index.m3u8          # 302 -> http://127.0.0.1:8081/demo/index.m3u8 (origin1)
@@ -126,11 +151,11 @@ Redirects and cluster view:
   curl -s 'http://127.0.0.1:9080/api/v1/explain?name=demo&proto=http&client=10.0.0.1'
   curl -s http://127.0.0.1:9080/metrics | grep ^peergate
 Origins' admin: http://127.0.0.1:9081/readyz, http://127.0.0.1:9082/readyz (metrics on /metrics).
-Ctrl-C stops everything.
+Ctrl-C (or kill PID, or closing the terminal) stops everything this script started.
 
 MSG
 
-# Stay in the foreground until Ctrl-C or until one of the processes dies.
+# Stay in the foreground until Ctrl-C (or kill, or the terminal closing) or until one of the processes dies.
 set +e
 wait -n "${pids[@]}"
 echo "a peergate process exited; stopping the demo" >&2

@@ -1,4 +1,5 @@
-// Package adminapi serves the gateway's JSON view of the cluster (/api/v1/origins, /api/v1/streams, /api/v1/explain) on the admin listener.
+// Package adminapi serves the gateway's JSON view of the cluster (/api/v1/origins, /api/v1/streams, /api/v1/explain)
+// and a read-only console page over it (/) on the admin listener.
 package adminapi
 
 import (
@@ -26,8 +27,44 @@ const maxClientLen = 256
 // maxInFlight bounds API answers built at once; each copies and encodes the whole index.
 const maxInFlight = 4
 
+// RTMPPolicy is the gateway's RTMP mode (config rtmp.mode and rtmp.follow_flashver), shown by
+// explain for proto=rtmp.
+type RTMPPolicy struct {
+	Mode           string   `json:"mode"`
+	FollowFlashVer []string `json:"follow_flashver"`
+	Redirect       string   `json:"redirect"` // which clients get a redirect
+	Relay          string   `json:"relay"`    // which clients are relayed
+}
+
+// NewRTMPPolicy describes mode ("auto", "redirect" or "relay") for operators.
+func NewRTMPPolicy(mode string, followFlashVer []string) *RTMPPolicy {
+	p := &RTMPPolicy{Mode: mode, FollowFlashVer: followFlashVer}
+	if p.FollowFlashVer == nil {
+		p.FollowFlashVer = []string{}
+	}
+	switch mode {
+	case "redirect":
+		p.Redirect, p.Relay = "every client", "none"
+	case "relay":
+		p.Redirect, p.Relay = "none", "every client"
+	default:
+		p.Redirect = "clients that set the reconnect bit (0x01) of capsEx in connect (Enhanced RTMP v2), or whose flashVer matches follow_flashver"
+		p.Relay = "every other client (FFmpeg, OBS, GStreamer, librtmp follow no RTMP redirect)"
+	}
+	return p
+}
+
+// explainAnswer is explain's JSON: the resolver's explanation, plus the RTMP policy for proto=rtmp.
+type explainAnswer struct {
+	resolve.Explanation
+	RTMP *RTMPPolicy `json:"rtmp,omitempty"`
+}
+
 // Handlers returns the routes to mount on the admin listener.
-func Handlers(v View) map[string]http.Handler {
+func Handlers(v View) map[string]http.Handler { return HandlersWith(v, nil) }
+
+// HandlersWith is Handlers with the gateway's RTMP policy, shown by explain for proto=rtmp.
+func HandlersWith(v View, rtmp *RTMPPolicy) map[string]http.Handler {
 	sem := make(chan struct{}, maxInFlight)
 	limited := func(h http.HandlerFunc) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -41,6 +78,8 @@ func Handlers(v View) map[string]http.Handler {
 		})
 	}
 	return map[string]http.Handler{
+		// The console page (console.go); {$} keeps every other path a 404.
+		"GET /{$}": http.HandlerFunc(serveConsole),
 		"GET /api/v1/origins": limited(func(w http.ResponseWriter, _ *http.Request) {
 			admin.WriteJSON(w, http.StatusOK, map[string]any{"origins": v.Origins()})
 		}),
@@ -64,7 +103,11 @@ func Handlers(v View) map[string]http.Handler {
 				admin.WriteError(w, http.StatusBadRequest, msg)
 				return
 			}
-			admin.WriteJSON(w, http.StatusOK, v.Explain(req))
+			ans := explainAnswer{Explanation: v.Explain(req)}
+			if req.Proto == resolve.ProtoRTMP {
+				ans.RTMP = rtmp
+			}
+			admin.WriteJSON(w, http.StatusOK, ans)
 		}),
 	}
 }

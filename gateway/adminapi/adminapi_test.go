@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -27,7 +28,7 @@ func origin(id, state, http string) cluster.Origin {
 func startAPI(t *testing.T) string {
 	t.Helper()
 	tab := resolve.New(resolve.Options{})
-	tab.ReplaceAll([]registry.OriginView{
+	tab.ReplaceAll([]cluster.OriginView{
 		{Origin: origin("o1", cluster.StateUp, "http://127.0.0.1:8081"), Streams: []cluster.Stream{
 			{Name: "demo", State: cluster.StreamRunning},
 		}},
@@ -237,6 +238,46 @@ func TestInFlightLimit(t *testing.T) {
 	for range maxInFlight {
 		if code := <-codes; code != http.StatusOK {
 			t.Errorf("request within the limit: %d", code)
+		}
+	}
+}
+
+// explain with proto=rtmp says which RTMP clients are redirected and which relayed; other
+// protocols carry no rtmp section.
+func TestExplainRTMPPolicy(t *testing.T) {
+	t.Parallel()
+	s := &admin.Server{Address: "127.0.0.1:0", Handlers: HandlersWith(resolve.New(resolve.Options{}), NewRTMPPolicy("auto", []string{"SRS/*"}))}
+	if err := s.Initialize(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	c := &http.Client{Timeout: 5 * time.Second}
+	for _, ca := range []struct {
+		proto string
+		want  map[string]any
+	}{
+		{"rtmp", map[string]any{"mode": "auto", "follow_flashver": []any{"SRS/*"},
+			"redirect": NewRTMPPolicy("auto", nil).Redirect, "relay": NewRTMPPolicy("auto", nil).Relay}},
+		{"http", nil},
+	} {
+		res, err := c.Get("http://" + s.Addr().String() + "/api/v1/explain?name=live/demo&proto=" + ca.proto)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body map[string]any
+		err = json.NewDecoder(res.Body).Decode(&body)
+		res.Body.Close()
+		if err != nil || res.StatusCode != 200 || body["name"] != "live/demo" {
+			t.Fatalf("%s: %d %v %v", ca.proto, res.StatusCode, body, err)
+		}
+		got, _ := body["rtmp"].(map[string]any)
+		if !reflect.DeepEqual(got, ca.want) {
+			t.Errorf("%s: rtmp = %#v, want %#v", ca.proto, got, ca.want)
+		}
+	}
+	for mode, redirect := range map[string]string{"redirect": "every client", "relay": "none"} {
+		if p := NewRTMPPolicy(mode, nil); p.Redirect != redirect {
+			t.Errorf("%s: redirect %q", mode, p.Redirect)
 		}
 	}
 }

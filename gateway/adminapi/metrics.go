@@ -35,6 +35,11 @@ var registryMetrics = []struct{ name, help string }{
 	{"peergate_registry_gap_resyncs_total", "Single-origin re-reads after a version gap or epoch change."},
 	{"peergate_registry_expired_total", "Origins dropped because their record's TTL passed."},
 	{"peergate_registry_disconnects_total", "Registry sessions lost."},
+	{"peergate_registry_degraded", "1 while the gateway serves a registry copy Redis has not confirmed (unreachable, overdue origins, mass expiry)."},
+	{"peergate_registry_copy_age_seconds", "Seconds the oldest unconfirmed part of the served copy has gone unconfirmed; 0 when current."},
+	{"peergate_registry_overdue_origins", "Origins past their heartbeat deadline still served because Redis did not confirm them gone."},
+	{"peergate_registry_kept_unread_total", "Origins kept past their deadline because the read before dropping them failed."},
+	{"peergate_registry_mass_expiries_total", "Episodes of most origins vanishing from Redis at once (kept and reported as degraded)."},
 }
 
 // RegisterRegistryMetrics defines the peergate_registry_* metrics on reg.
@@ -86,4 +91,14 @@ func (c *registryCollector) Collect(ch chan<- prometheus.Metric) {
 	counter("peergate_registry_gap_resyncs_total", st.GapResyncs)
 	counter("peergate_registry_expired_total", st.Expired)
 	counter("peergate_registry_disconnects_total", st.Disconnects)
+	h := st.Health(now)
+	degraded := 0.0
+	if h.Degraded {
+		degraded = 1
+	}
+	gauge("peergate_registry_degraded", degraded)
+	gauge("peergate_registry_copy_age_seconds", h.CopyAge.Seconds())
+	gauge("peergate_registry_overdue_origins", float64(st.Overdue))
+	counter("peergate_registry_kept_unread_total", st.KeptUnread)
+	counter("peergate_registry_mass_expiries_total", st.MassExpiries)
 }

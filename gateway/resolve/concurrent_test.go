@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/peergate/peergate/shared/cluster"
-	"github.com/peergate/peergate/shared/registry"
 )
 
 // TestConcurrentReadersAndWriter resolves from several goroutines while one writer churns
@@ -32,8 +31,8 @@ func TestConcurrentReadersAndWriter(t *testing.T) {
 	stable := org("stable")
 	urls["stable"] = stable.Public["http"]
 
-	tb := New(Options{})
-	tb.ReplaceAll([]registry.OriginView{view(stable, running("keep"))})
+	tb := New(Options{Hysteresis: DefaultHysteresis})
+	tb.ReplaceAll([]cluster.OriginView{view(stable, running("keep"))})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -104,7 +103,7 @@ func TestConcurrentReadersAndWriter(t *testing.T) {
 			}
 		case 5:
 			if w%60 == 5 {
-				tb.ReplaceAll([]registry.OriginView{
+				tb.ReplaceAll([]cluster.OriginView{
 					view(stable, running("keep")),
 					view(org(id), running(names[:100]...)),
 					view(org("o0"), ondemand(names[50:]...)),

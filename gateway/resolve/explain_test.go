@@ -16,7 +16,7 @@ func TestExplain(t *testing.T) {
 	req := Request{Name: name, Client: "203.0.113.9"}
 	first, second := topTwo(t, threeUp(name), req)
 
-	tb := New(Options{})
+	tb := New(Options{Hysteresis: DefaultHysteresis})
 	tb.PutOrigin(org(first, util(0.10)))
 	tb.PutOrigin(org(second, util(0.55)))
 	tb.PutOrigin(org("od", util(0)))

@@ -21,7 +21,7 @@ func FuzzResolve(f *testing.F) {
 	} {
 		f.Add(s.name, s.client, s.proto, s.secure)
 	}
-	tb := New(Options{})
+	tb := New(Options{Hysteresis: DefaultHysteresis})
 	tb.PutOrigin(org("o1", util(0.2), public("http", "http://o1:8081", "https", "https://o1:8443", "rtsp", "rtsp://o1:8555")))
 	tb.PutOrigin(org("o2", util(0.6), public("http", "http://o2:8082", "rtmp", "rtmp://o2:1936")))
 	tb.PutOrigin(org("o3", draining))

@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	"github.com/peergate/peergate/shared/cluster"
-	"github.com/peergate/peergate/shared/registry"
 )
 
 // org builds an up origin offering http and rtsp on its own host; opts adjust it.
@@ -65,16 +64,16 @@ func streams(state string, names ...string) []cluster.Stream {
 	return out
 }
 
-func view(o cluster.Origin, s ...[]cluster.Stream) registry.OriginView {
-	v := registry.OriginView{Origin: o}
+func view(o cluster.Origin, s ...[]cluster.Stream) cluster.OriginView {
+	v := cluster.OriginView{Origin: o}
 	for _, l := range s {
 		v.Streams = append(v.Streams, l...)
 	}
 	return v
 }
 
-func table(views ...registry.OriginView) *Table {
-	t := New(Options{})
+func table(views ...cluster.OriginView) *Table {
+	t := New(Options{Hysteresis: DefaultHysteresis})
 	t.ReplaceAll(views)
 	return t
 }

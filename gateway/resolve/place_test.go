@@ -3,7 +3,7 @@ package resolve
 import (
 	"testing"
 
-	"github.com/peergate/peergate/shared/registry"
+	"github.com/peergate/peergate/shared/cluster"
 )
 
 func TestPlace(t *testing.T) {
@@ -12,33 +12,33 @@ func TestPlace(t *testing.T) {
 	rtsp := func(id string) string { return "rtsp://" + id + ".example.com:8555" }
 	tests := []struct {
 		desc  string
-		views []registry.OriginView
+		views []cluster.OriginView
 		want  Result
 	}{
 		{desc: "empty table", want: Result{Outcome: NotFound}},
 		{
 			desc:  "reconnecting encoder goes where the name runs, even when that origin is busier",
-			views: []registry.OriginView{view(org("o1", util(0.9)), running(cam)), view(org("o2", util(0)))},
+			views: []cluster.OriginView{view(org("o1", util(0.9)), running(cam)), view(org("o2", util(0)))},
 			want:  Result{Outcome: OK, OriginID: "o1", BaseURL: rtsp("o1"), Scheme: "rtsp"},
 		},
 		{
 			desc:  "a draining origin running the name does not take it back",
-			views: []registry.OriginView{view(org("o1", draining), running(cam)), view(org("o2", util(0.5)))},
+			views: []cluster.OriginView{view(org("o1", draining), running(cam)), view(org("o2", util(0.5)))},
 			want:  Result{Outcome: OK, OriginID: "o2", BaseURL: rtsp("o2"), Scheme: "rtsp"},
 		},
 		{
 			desc:  "least utilized new origin",
-			views: []registry.OriginView{view(org("o1", util(0.5))), view(org("o2", util(0.2))), view(org("o3", util(0.7)))},
+			views: []cluster.OriginView{view(org("o1", util(0.5))), view(org("o2", util(0.2))), view(org("o3", util(0.7)))},
 			want:  Result{Outcome: OK, OriginID: "o2", BaseURL: rtsp("o2"), Scheme: "rtsp"},
 		},
 		{
 			desc:  "full and draining origins never take a publisher",
-			views: []registry.OriginView{view(org("o1", util(1))), view(org("o2", draining))},
+			views: []cluster.OriginView{view(org("o1", util(1))), view(org("o2", draining))},
 			want:  Result{Outcome: Unavailable},
 		},
 		{
 			desc:  "an origin without the protocol is skipped",
-			views: []registry.OriginView{view(org("o1", public("http", "http://o1:1"))), view(org("o2", util(0.9)))},
+			views: []cluster.OriginView{view(org("o1", public("http", "http://o1:1"))), view(org("o2", util(0.9)))},
 			want:  Result{Outcome: OK, OriginID: "o2", BaseURL: rtsp("o2"), Scheme: "rtsp"},
 		},
 	}
@@ -52,7 +52,7 @@ func TestPlace(t *testing.T) {
 		})
 	}
 	// Equal loads: every gateway (every table) picks the same origin for a name.
-	views := []registry.OriginView{view(org("a")), view(org("b")), view(org("c"))}
+	views := []cluster.OriginView{view(org("a")), view(org("b")), view(org("c"))}
 	first := table(views...).Place(Request{Name: cam, Proto: ProtoRTSP})
 	for range 5 {
 		if got := table(views...).Place(Request{Name: cam, Proto: ProtoRTSP}); got != first {

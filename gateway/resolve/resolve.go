@@ -9,10 +9,9 @@ import (
 	"sync/atomic"
 
 	"github.com/peergate/peergate/shared/cluster"
-	"github.com/peergate/peergate/shared/registry"
 )
 
-var _ registry.Sink = (*Table)(nil)
+var _ cluster.Sink = (*Table)(nil)
 
 // Proto is the protocol a viewer asks with; it picks which public URLs of an origin count.
 type Proto uint8
@@ -84,20 +83,21 @@ type Result struct {
 	Scheme   string  `json:"scheme,omitempty"`
 }
 
-// DefaultHysteresis is the utilization margin used when Options.Hysteresis is zero.
+// DefaultHysteresis is the utilization margin config (balance.hysteresis) starts from.
 const DefaultHysteresis = 0.10
 
 // Options tune a Table.
 type Options struct {
 	// Hysteresis is how much lower (utilization, 0..1) the second rendezvous candidate must be
-	// before it takes a viewer from the first. It defaults to 0.10; a negative value means 0.
+	// before it takes a viewer from the first. 0 means none: config owns the default
+	// (DefaultHysteresis); a negative or NaN value also means 0.
 	Hysteresis float64
 }
 
 // nShards spreads stream names over independent locks; a power of two indexed by the top hash bits.
 const nShards = 256
 
-// Table is the gateway's in-memory index NAME -> origins, fed through registry.Sink and read by Resolve.
+// Table is the gateway's in-memory index NAME -> origins, fed through cluster.Sink and read by Resolve.
 // Writers are serialized; any number of readers may run alongside. Create it with New.
 type Table struct {
 	hysteresis float64
@@ -184,10 +184,7 @@ var schemeNames = [...]string{"http", "https", "rtsp", "rtsps", "rtmp", "rtmps"}
 // New returns an empty Table.
 func New(opts Options) *Table {
 	h := opts.Hysteresis
-	switch {
-	case h == 0:
-		h = DefaultHysteresis
-	case h < 0 || h != h:
+	if !(h > 0) { // negative or NaN
 		h = 0
 	}
 	t := &Table{hysteresis: h, byID: make(map[string]*origin)}

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/peergate/peergate/shared/cluster"
-	"github.com/peergate/peergate/shared/registry"
 )
 
 // The benchmark cluster: 1,000,000 streams over 100 origins, each stream on one or two.
@@ -31,8 +30,8 @@ func benchNames() []string {
 
 // benchViews puts stream i on origin i%100, and every other stream also on a second origin;
 // one in ten listings is ondemand.
-func benchViews(names []string) []registry.OriginView {
-	views := make([]registry.OriginView, benchOrigins)
+func benchViews(names []string) []cluster.OriginView {
+	views := make([]cluster.OriginView, benchOrigins)
 	for j := range views {
 		id := fmt.Sprintf("origin-%03d", j)
 		views[j].Origin = cluster.Origin{
@@ -79,7 +78,7 @@ func benchSetup(b *testing.B) {
 		for i := range bench.clients {
 			bench.clients[i] = fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)
 		}
-		bench.table = New(Options{})
+		bench.table = New(Options{Hysteresis: DefaultHysteresis})
 		bench.table.ReplaceAll(benchViews(bench.names))
 		// Own copies of the keys, as any index has: lookups then miss on the key bytes as the table's do.
 		bench.baseMap = make(map[string]int, len(bench.names))
@@ -137,7 +136,7 @@ func BenchmarkResolve(b *testing.B) {
 // the choice itself, without the memory misses of a large index.
 func BenchmarkResolveSmall(b *testing.B) {
 	benchSetup(b)
-	tb := New(Options{})
+	tb := New(Options{Hysteresis: DefaultHysteresis})
 	views := benchViews(bench.names[:1000])
 	tb.ReplaceAll(views)
 	b.ResetTimer()
@@ -205,7 +204,7 @@ func heapInUse() uint64 {
 func BenchmarkTableMemory(b *testing.B) {
 	for b.Loop() {
 		before := heapInUse()
-		tb := New(Options{})
+		tb := New(Options{Hysteresis: DefaultHysteresis})
 		tb.ReplaceAll(benchViews(benchNames())) // the table copies the names, so the input is garbage now
 		after := heapInUse()
 		_, streams, entries := tb.Size()

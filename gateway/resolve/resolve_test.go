@@ -7,7 +7,6 @@ import (
 	"unsafe"
 
 	"github.com/peergate/peergate/shared/cluster"
-	"github.com/peergate/peergate/shared/registry"
 )
 
 func TestResolveRules(t *testing.T) {
@@ -15,13 +14,13 @@ func TestResolveRules(t *testing.T) {
 	const cam = "live/cam1"
 	tests := []struct {
 		desc  string
-		views []registry.OriginView
+		views []cluster.OriginView
 		req   Request
 		want  Result
 	}{
 		{
 			desc:  "unknown name is not found",
-			views: []registry.OriginView{view(org("o1"), running("other"))},
+			views: []cluster.OriginView{view(org("o1"), running("other"))},
 			req:   Request{Name: cam},
 			want:  Result{Outcome: NotFound},
 		},
@@ -32,19 +31,19 @@ func TestResolveRules(t *testing.T) {
 		},
 		{
 			desc:  "listed only on a draining origin is unavailable",
-			views: []registry.OriginView{view(org("o1", draining), running(cam))},
+			views: []cluster.OriginView{view(org("o1", draining), running(cam))},
 			req:   Request{Name: cam},
 			want:  Result{Outcome: Unavailable},
 		},
 		{
 			desc:  "single running origin",
-			views: []registry.OriginView{view(org("o1"), running(cam))},
+			views: []cluster.OriginView{view(org("o1"), running(cam))},
 			req:   Request{Name: cam, Client: "10.0.0.1"},
 			want:  Result{Outcome: OK, OriginID: "o1", BaseURL: "http://o1.example.com:8081", Scheme: "http"},
 		},
 		{
 			desc: "running beats ondemand whatever the scores",
-			views: []registry.OriginView{
+			views: []cluster.OriginView{
 				view(org("o1"), ondemand(cam)), view(org("o2"), ondemand(cam)),
 				view(org("o3"), running(cam)), view(org("o4"), ondemand(cam)),
 			},
@@ -53,7 +52,7 @@ func TestResolveRules(t *testing.T) {
 		},
 		{
 			desc: "running beats ondemand even when more loaded",
-			views: []registry.OriginView{
+			views: []cluster.OriginView{
 				view(org("o1", util(0.95)), running(cam)), view(org("o2", util(0)), ondemand(cam)),
 			},
 			req:  Request{Name: cam},
@@ -61,7 +60,7 @@ func TestResolveRules(t *testing.T) {
 		},
 		{
 			desc: "draining running origin excluded, ondemand used",
-			views: []registry.OriginView{
+			views: []cluster.OriginView{
 				view(org("o1", draining), running(cam)), view(org("o2"), ondemand(cam)),
 			},
 			req:  Request{Name: cam},
@@ -69,7 +68,7 @@ func TestResolveRules(t *testing.T) {
 		},
 		{
 			desc: "draining excluded among running",
-			views: []registry.OriginView{
+			views: []cluster.OriginView{
 				view(org("o1", draining), running(cam)), view(org("o2"), running(cam)),
 			},
 			req:  Request{Name: cam},
@@ -77,7 +76,7 @@ func TestResolveRules(t *testing.T) {
 		},
 		{
 			desc: "unknown origin state excluded",
-			views: []registry.OriginView{
+			views: []cluster.OriginView{
 				view(org("o1", func(o *cluster.Origin) { o.State = "starting" }), running(cam)),
 			},
 			req:  Request{Name: cam},
@@ -85,7 +84,7 @@ func TestResolveRules(t *testing.T) {
 		},
 		{
 			desc: "clients at max_clients excluded",
-			views: []registry.OriginView{
+			views: []cluster.OriginView{
 				view(org("o1", capacity(100, 0), load(100, 0, 0)), running(cam)),
 				view(org("o2", capacity(100, 0), load(99, 0, 0.9)), running(cam)),
 			},
@@ -94,7 +93,7 @@ func TestResolveRules(t *testing.T) {
 		},
 		{
 			desc: "egress at max_bandwidth excluded",
-			views: []registry.OriginView{
+			views: []cluster.OriginView{
 				view(org("o1", capacity(0, 1e9), load(0, 1e9, 0)), running(cam)),
 				view(org("o2", capacity(0, 1e9), load(0, 9e8, 0)), running(cam)),
 			},
@@ -103,59 +102,59 @@ func TestResolveRules(t *testing.T) {
 		},
 		{
 			desc:  "every origin full is unavailable",
-			views: []registry.OriginView{view(org("o1", capacity(10, 0), load(11, 0, 0)), running(cam))},
+			views: []cluster.OriginView{view(org("o1", capacity(10, 0), load(11, 0, 0)), running(cam))},
 			req:   Request{Name: cam},
 			want:  Result{Outcome: Unavailable},
 		},
 		{
 			desc:  "zero capacity means unlimited",
-			views: []registry.OriginView{view(org("o1", capacity(0, 0), load(1e6, 1e12, 0.99)), running(cam))},
+			views: []cluster.OriginView{view(org("o1", capacity(0, 0), load(1e6, 1e12, 0.99)), running(cam))},
 			req:   Request{Name: cam},
 			want:  Result{Outcome: OK, OriginID: "o1", BaseURL: "http://o1.example.com:8081", Scheme: "http"},
 		},
 		{
 			desc: "secure request keeps https",
-			views: []registry.OriginView{view(org("o1", public(
+			views: []cluster.OriginView{view(org("o1", public(
 				"http", "http://o1:8081", "https", "https://o1:8443")), running(cam))},
 			req:  Request{Name: cam, Secure: true},
 			want: Result{Outcome: OK, OriginID: "o1", BaseURL: "https://o1:8443", Scheme: "https"},
 		},
 		{
 			desc: "plain request keeps http",
-			views: []registry.OriginView{view(org("o1", public(
+			views: []cluster.OriginView{view(org("o1", public(
 				"http", "http://o1:8081", "https", "https://o1:8443")), running(cam))},
 			req:  Request{Name: cam},
 			want: Result{Outcome: OK, OriginID: "o1", BaseURL: "http://o1:8081", Scheme: "http"},
 		},
 		{
 			desc:  "secure request falls back to http",
-			views: []registry.OriginView{view(org("o1", public("http", "http://o1:8081")), running(cam))},
+			views: []cluster.OriginView{view(org("o1", public("http", "http://o1:8081")), running(cam))},
 			req:   Request{Name: cam, Secure: true},
 			want:  Result{Outcome: OK, OriginID: "o1", BaseURL: "http://o1:8081", Scheme: "http"},
 		},
 		{
 			desc:  "plain request falls back to https",
-			views: []registry.OriginView{view(org("o1", public("https", "https://o1:8443")), running(cam))},
+			views: []cluster.OriginView{view(org("o1", public("https", "https://o1:8443")), running(cam))},
 			req:   Request{Name: cam},
 			want:  Result{Outcome: OK, OriginID: "o1", BaseURL: "https://o1:8443", Scheme: "https"},
 		},
 		{
 			desc: "rtsps kept for a secure rtsp request",
-			views: []registry.OriginView{view(org("o1", public(
+			views: []cluster.OriginView{view(org("o1", public(
 				"rtsp", "rtsp://o1:8555", "rtsps", "rtsps://o1:8322")), running(cam))},
 			req:  Request{Name: cam, Proto: ProtoRTSP, Secure: true},
 			want: Result{Outcome: OK, OriginID: "o1", BaseURL: "rtsps://o1:8322", Scheme: "rtsps"},
 		},
 		{
 			desc: "rtmp falls back to rtmps",
-			views: []registry.OriginView{view(org("o1", public(
+			views: []cluster.OriginView{view(org("o1", public(
 				"http", "http://o1:8081", "rtmps", "rtmps://o1:1443")), running(cam))},
 			req:  Request{Name: cam, Proto: ProtoRTMP},
 			want: Result{Outcome: OK, OriginID: "o1", BaseURL: "rtmps://o1:1443", Scheme: "rtmps"},
 		},
 		{
 			desc: "origin without a URL for the protocol excluded",
-			views: []registry.OriginView{
+			views: []cluster.OriginView{
 				view(org("o1", public("http", "http://o1:8081", "rtsp", "rtsp://o1:8555")), running(cam)),
 				view(org("o2", public("rtmp", "rtmp://o2:1936")), running(cam)),
 			},
@@ -164,32 +163,32 @@ func TestResolveRules(t *testing.T) {
 		},
 		{
 			desc:  "no origin offers the protocol is unavailable",
-			views: []registry.OriginView{view(org("o1"), running(cam))},
+			views: []cluster.OriginView{view(org("o1"), running(cam))},
 			req:   Request{Name: cam, Proto: ProtoRTMP},
 			want:  Result{Outcome: Unavailable},
 		},
 		{
 			desc:  "invalid protocol is unavailable",
-			views: []registry.OriginView{view(org("o1"), running(cam))},
+			views: []cluster.OriginView{view(org("o1"), running(cam))},
 			req:   Request{Name: cam, Proto: 7},
 			want:  Result{Outcome: Unavailable},
 		},
 		{
 			desc:  "trailing slash of a public URL is dropped",
-			views: []registry.OriginView{view(org("o1", public("http", "http://o1:8081/")), running(cam))},
+			views: []cluster.OriginView{view(org("o1", public("http", "http://o1:8081/")), running(cam))},
 			req:   Request{Name: cam},
 			want:  Result{Outcome: OK, OriginID: "o1", BaseURL: "http://o1:8081", Scheme: "http"},
 		},
 		{
 			desc: "public URL that is not a bare base URL is never used",
-			views: []registry.OriginView{view(org("o1", public(
+			views: []cluster.OriginView{view(org("o1", public(
 				"http", "http://evil.example.com/x?y", "https", "http://wrong-scheme:1")), running(cam))},
 			req:  Request{Name: cam},
 			want: Result{Outcome: Unavailable},
 		},
 		{
 			desc:  "name matching is exact",
-			views: []registry.OriginView{view(org("o1"), running("Live/Cam1", "live/cam1/"))},
+			views: []cluster.OriginView{view(org("o1"), running("Live/Cam1", "live/cam1/"))},
 			req:   Request{Name: cam},
 			want:  Result{Outcome: NotFound},
 		},
@@ -292,15 +291,16 @@ func TestPowerOfTwoWithHysteresis(t *testing.T) {
 		u    map[string]float64
 		want string
 	}{
-		{"equal load keeps the first", Options{}, map[string]float64{first: 0.5, second: 0.5, third: 0.5}, first},
-		{"second lower within the margin keeps the first", Options{}, map[string]float64{first: 0.5, second: 0.45, third: 0.5}, first},
-		{"second lower by more than the margin takes it", Options{}, map[string]float64{first: 0.5, second: 0.35, third: 0.5}, second},
-		{"second more loaded keeps the first", Options{}, map[string]float64{first: 0.3, second: 0.9, third: 0}, first},
-		{"third is never asked even when idle", Options{}, map[string]float64{first: 0.9, second: 0.9, third: 0}, first},
+		{"equal load keeps the first", Options{Hysteresis: DefaultHysteresis}, map[string]float64{first: 0.5, second: 0.5, third: 0.5}, first},
+		{"second lower within the margin keeps the first", Options{Hysteresis: DefaultHysteresis}, map[string]float64{first: 0.5, second: 0.45, third: 0.5}, first},
+		{"second lower by more than the margin takes it", Options{Hysteresis: DefaultHysteresis}, map[string]float64{first: 0.5, second: 0.35, third: 0.5}, second},
+		{"second more loaded keeps the first", Options{Hysteresis: DefaultHysteresis}, map[string]float64{first: 0.3, second: 0.9, third: 0}, first},
+		{"third is never asked even when idle", Options{Hysteresis: DefaultHysteresis}, map[string]float64{first: 0.9, second: 0.9, third: 0}, first},
 		{"wider margin keeps the first", Options{Hysteresis: 0.3}, map[string]float64{first: 0.5, second: 0.35, third: 0.5}, first},
 		{"wider margin exceeded takes the second", Options{Hysteresis: 0.3}, map[string]float64{first: 0.7, second: 0.35, third: 0.5}, second},
+		{"zero margin: plain two choices", Options{}, map[string]float64{first: 0.5, second: 0.49, third: 0.5}, second},
 		{"negative margin: plain two choices", Options{Hysteresis: -1}, map[string]float64{first: 0.5, second: 0.49, third: 0.5}, second},
-		{"cpu counts as utilization", Options{}, nil, second},
+		{"cpu counts as utilization", Options{Hysteresis: DefaultHysteresis}, nil, second},
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {

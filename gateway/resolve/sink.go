@@ -5,12 +5,11 @@ import (
 	"strings"
 
 	"github.com/peergate/peergate/shared/cluster"
-	"github.com/peergate/peergate/shared/registry"
 )
 
 // ReplaceAll makes the table equal to origins by applying the difference, so readers never see
 // a half-empty table: origins are refreshed and their lists diffed first, then the missing ones dropped.
-func (t *Table) ReplaceAll(origins []registry.OriginView) {
+func (t *Table) ReplaceAll(origins []cluster.OriginView) {
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
 	keep := make(map[string]struct{}, len(origins))

@@ -11,7 +11,6 @@ import (
 	"unsafe"
 
 	"github.com/peergate/peergate/shared/cluster"
-	"github.com/peergate/peergate/shared/registry"
 )
 
 // listing renders the table as name -> "id:state" pairs through the admin view.
@@ -59,7 +58,7 @@ func TestReplaceAll(t *testing.T) {
 	})
 
 	// o2 gone, o3 new, o1's list changed (a removed, c now running, d added).
-	tb.ReplaceAll([]registry.OriginView{
+	tb.ReplaceAll([]cluster.OriginView{
 		view(org("o1"), running("b", "c", "d")),
 		view(org("o3", draining), ondemand("b")),
 	})
@@ -148,7 +147,7 @@ func TestPutStreams(t *testing.T) {
 
 func TestPutStreamsBeforeRecord(t *testing.T) {
 	t.Parallel()
-	tb := New(Options{})
+	tb := New(Options{Hysteresis: DefaultHysteresis})
 	tb.PutStreams("o9", running("a"))
 	if got := tb.Resolve(Request{Name: "a"}); got.Outcome != Unavailable {
 		t.Fatalf("without a record: %v", got)
@@ -282,7 +281,7 @@ func checkInvariants(t *testing.T, tb *Table) {
 func TestSinkAgainstModel(t *testing.T) {
 	t.Parallel()
 	rng := rand.New(rand.NewPCG(3, 4))
-	tb := New(Options{})
+	tb := New(Options{Hysteresis: DefaultHysteresis})
 	model := map[string]map[string]string{} // origin -> name -> state
 	names := make([]string, 150)
 	for i := range names {
@@ -335,11 +334,11 @@ func TestSinkAgainstModel(t *testing.T) {
 			delete(model, id)
 		default:
 			model = map[string]map[string]string{}
-			var views []registry.OriginView
+			var views []cluster.OriginView
 			for j := range rng.IntN(5) {
 				vid := fmt.Sprint("o", j)
 				l := randomList()
-				views = append(views, registry.OriginView{Origin: org(vid), Streams: l})
+				views = append(views, cluster.OriginView{Origin: org(vid), Streams: l})
 				model[vid] = asMap(l)
 			}
 			tb.ReplaceAll(views)

@@ -1,9 +1,10 @@
-// Package rtspgw answers RTSP players on the gateway: OPTIONS 200, DESCRIBE 302 to the origin that carries the stream.
+// Package rtspgw answers RTSP clients on the gateway: players get a DESCRIBE 302 to the origin that carries the stream, publishers are relayed to the origin chosen for them.
 package rtspgw
 
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +27,7 @@ import (
 const (
 	DefaultReadTimeout     = 10 * time.Second
 	DefaultWriteTimeout    = 10 * time.Second
+	DefaultDialTimeout     = 5 * time.Second
 	DefaultMaxConns        = 10000
 	DefaultMaxRequestBytes = 16 << 10
 	DefaultRetryAfter      = 2 * time.Second
@@ -33,48 +35,84 @@ const (
 
 // Outcomes, as logged and counted (proto "rtsp").
 const (
-	OutcomeOK          = gwmetrics.OK               // DESCRIBE answered 302
-	OutcomeNotFound    = gwmetrics.NotFound         // 404: no origin lists the name
-	OutcomeUnavailable = gwmetrics.Unavailable      // 503: listed, nobody eligible
-	OutcomeBadPath     = gwmetrics.BadPath          // 404: not a stream URL (or hostile)
-	OutcomeBadQuery    = gwmetrics.BadQuery         // 400: query with bytes a Location must not carry
-	OutcomeBadOrigin   = gwmetrics.BadOrigin        // 502: the chosen origin's base URL was refused
-	OutcomeBadRequest  = gwmetrics.BadRequest       // 400 and close: not RTSP, no CSeq, too large
-	OutcomeNotAllowed  = gwmetrics.MethodNotAllowed // 405: a method the gateway does not take
-	OutcomeError       = gwmetrics.Error            // 500: the resolver gave no outcome
-	proto              = "rtsp"
-	public             = "OPTIONS, DESCRIBE"
-	errTooLargeMessage = "request too large"
+	OutcomeOK           = gwmetrics.OK               // DESCRIBE answered 302, or a relay that the publisher ended
+	OutcomeNotFound     = gwmetrics.NotFound         // 404: no origin lists the name (or none at all, on ANNOUNCE)
+	OutcomeUnavailable  = gwmetrics.Unavailable      // 503: nobody eligible
+	OutcomeBadPath      = gwmetrics.BadPath          // 404: not a stream URL (or hostile)
+	OutcomeBadQuery     = gwmetrics.BadQuery         // 400: query with bytes a Location must not carry
+	OutcomeBadOrigin    = gwmetrics.BadOrigin        // 502: the chosen origin's base URL was refused
+	OutcomeBadRequest   = gwmetrics.BadRequest       // 400 and close: not RTSP, no CSeq, too large
+	OutcomeNotAllowed   = gwmetrics.MethodNotAllowed // 405 (455 for a session method before ANNOUNCE)
+	OutcomeError        = gwmetrics.Error            // 500: the resolver gave no outcome
+	OutcomeOriginFailed = gwmetrics.OriginFailed     // relay: origin unreachable (502), closed or stalled
+	OutcomeClientGone   = gwmetrics.ClientGone       // relay: the publisher stalled or its connection failed
+	proto               = "rtsp"
+	// public is what OPTIONS lists: every method a real server offers. GStreamer's rtspsrc
+	// and rtspclientsink give up before DESCRIBE when SETUP is missing.
+	public = "OPTIONS, DESCRIBE, ANNOUNCE, SETUP, PLAY, RECORD, PAUSE, GET_PARAMETER, TEARDOWN"
+	// maxOriginMessage caps one RTSP message from an origin (a response with its body).
+	maxOriginMessage = 64 << 10
+	// preRelayBuf is the read buffer of a connection until it turns into a relay.
+	preRelayBuf = 4 << 10
 )
 
-// Resolver is what the listener asks: who should serve NAME to this viewer?
+// Resolver is what the listener asks: who should serve NAME to this viewer (Resolve), and
+// which origin takes this publisher (Place)? *resolve.Table implements it.
 type Resolver interface {
 	Resolve(req resolve.Request) resolve.Result
+	Place(req resolve.Request) resolve.Result
 }
 
-// Metrics counts outcomes; gwmetrics.Prom implements it.
+var _ Resolver = (*resolve.Table)(nil)
+
+// Metrics counts outcomes and relayed traffic; gwmetrics.Prom implements it.
 type Metrics interface {
 	Redirect(proto, outcome string)
 	ResolveDuration(proto string, d time.Duration)
+	RelayStart(proto, role string)
+	RelayEnd(proto, role, outcome string)
+	RelayBytes(proto, direction string, n int64)
 }
 
-// Server is the gateway's RTSP listener. It speaks just enough RTSP to redirect: OPTIONS is
-// answered 200 (never redirected: gortsplib clients break on that), DESCRIBE gets
-// "302 Found" with an absolute rtsp:// Location (never a Location on a 200: live555 would
-// adopt it as its base URL), any other method 405. Publishers are not redirected (no
-// publisher follows a redirect on ANNOUNCE).
+var _ Metrics = (*gwmetrics.Prom)(nil)
+
+// Server is the gateway's RTSP listener.
+//
+// Players: OPTIONS is answered 200 with the full Public list (never redirected: gortsplib
+// clients break on that), DESCRIBE gets "302 Found" with an absolute rtsp:// Location (never
+// a Location on a 200: live555 would adopt it as its base URL), GET_PARAMETER 200, other
+// session methods 455 and unknown ones 405.
+//
+// Publishers: no publisher follows a redirect on ANNOUNCE, so the listener relays. It places
+// NAME with Resolver.Place, dials the origin (TLS when the origin offers only rtsps), sends
+// it the ANNOUNCE with the request URI on the origin's base URL, then passes every request,
+// response and interleaved frame both ways until either side closes. A SETUP that asks for
+// UDP is answered 461 Unsupported Transport by the gateway (the relay is TCP only; FFmpeg and
+// gortsplib then retry with TCP interleaved); request URIs are moved to the origin's base
+// URL and Content-Base, Content-Location, Location and RTP-Info in responses back to the
+// URL the client used.
 type Server struct {
 	// Address to listen on, e.g. ":8554".
 	Address string
 	// Resolver chooses the origin. Required.
 	Resolver Resolver
-	// ReadTimeout bounds reading each request, and the wait for the next one. It defaults to 10s.
+	// ReadTimeout bounds reading each request, the wait for the next one, and a relayed
+	// publisher's silence (in a relay deadlines are refreshed every eighth of the timeout,
+	// so a silent side is cut after between 1 and 1.125 times it). It defaults to 10s.
 	ReadTimeout time.Duration
-	// WriteTimeout bounds writing a response. It defaults to 10s.
+	// WriteTimeout bounds writing to a client, and in a relay to either side: a side that
+	// stops reading is cut after it. It defaults to 10s.
 	WriteTimeout time.Duration
-	// MaxConns bounds concurrent connections; more are closed at once. It defaults to 10000.
+	// DialTimeout bounds connecting to an origin (and its TLS handshake). It defaults to 5s.
+	DialTimeout time.Duration
+	// OriginTLSConfig is used to dial origins that offer only rtsps. It defaults to nil: the
+	// system roots, and the origin's host as server name.
+	OriginTLSConfig *tls.Config
+	// MaxConns bounds concurrent client connections; more are closed at once. It defaults to
+	// 10000.
 	MaxConns int
 	// MaxRequestBytes bounds one request (line, headers and body). It defaults to 16 KiB.
+	// Responses from origins are capped at 64 KiB, interleaved frames at 64 KiB by format.
 	MaxRequestBytes int
 	// RetryAfter is sent with 503. It defaults to 2s.
 	RetryAfter time.Duration
@@ -83,11 +121,13 @@ type Server struct {
 	// Metrics may be nil.
 	Metrics Metrics
 
-	ln    *netcap.Listener
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
-	done  bool
+	ln     *netcap.Listener
+	ctx    context.Context
+	cancel context.CancelFunc
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	wg     sync.WaitGroup
+	done   bool
 }
 
 // Initialize listens and starts serving.
@@ -95,8 +135,23 @@ func (s *Server) Initialize() error {
 	if s.Resolver == nil {
 		return errors.New("rtspgw: no resolver")
 	}
+	s.setDefaults()
+	ln, err := net.Listen("tcp", s.Address)
+	if err != nil {
+		return fmt.Errorf("rtspgw: %w", err)
+	}
+	s.ln = &netcap.Listener{Listener: ln, Max: int64(s.MaxConns), OnReject: func(c net.Conn) {
+		s.Logger.Warn("rtsp connection refused", "remote", c.RemoteAddr().String(), "reason", "max_conns")
+	}}
+	s.wg.Add(1)
+	go s.accept()
+	return nil
+}
+
+func (s *Server) setDefaults() {
 	s.ReadTimeout = orDefault(s.ReadTimeout, DefaultReadTimeout)
 	s.WriteTimeout = orDefault(s.WriteTimeout, DefaultWriteTimeout)
+	s.DialTimeout = orDefault(s.DialTimeout, DefaultDialTimeout)
 	s.RetryAfter = orDefault(s.RetryAfter, DefaultRetryAfter)
 	if s.MaxConns <= 0 {
 		s.MaxConns = DefaultMaxConns
@@ -110,23 +165,15 @@ func (s *Server) Initialize() error {
 	if s.Metrics == nil {
 		s.Metrics = nopMetrics{}
 	}
-	ln, err := net.Listen("tcp", s.Address)
-	if err != nil {
-		return fmt.Errorf("rtspgw: %w", err)
-	}
-	s.ln = &netcap.Listener{Listener: ln, Max: int64(s.MaxConns), OnReject: func(c net.Conn) {
-		s.Logger.Warn("rtsp connection refused", "remote", c.RemoteAddr().String(), "reason", "max_conns")
-	}}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.conns = map[net.Conn]struct{}{}
-	s.wg.Add(1)
-	go s.accept()
-	return nil
 }
 
 // Addr is the bound address.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
-// Close stops listening, closes every connection and returns when all are done.
+// Close stops listening, closes every connection (relayed origins' too) and returns when all
+// are done.
 func (s *Server) Close() {
 	if s.ln == nil {
 		return
@@ -137,6 +184,7 @@ func (s *Server) Close() {
 		return
 	}
 	s.done = true
+	s.cancel()
 	for c := range s.conns {
 		c.Close()
 	}
@@ -152,96 +200,97 @@ func (s *Server) accept() {
 		if err != nil {
 			return
 		}
-		s.mu.Lock()
-		if s.done {
-			s.mu.Unlock()
+		if !s.track(c) {
 			c.Close()
 			return
 		}
-		s.conns[c] = struct{}{}
 		s.wg.Add(1)
-		s.mu.Unlock()
 		go func() {
 			defer s.wg.Done()
 			s.serve(c)
-			s.mu.Lock()
-			delete(s.conns, c)
-			s.mu.Unlock()
+			s.untrack(c)
 			c.Close()
 		}()
 	}
 }
 
-// limitReader fails once a request has read more than its budget; reset starts a new one.
-type limitReader struct {
-	r    io.Reader
-	left int
-	max  int
+// track registers a connection for Close; false once the server is closing.
+func (s *Server) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
 }
 
-var errTooLarge = errors.New(errTooLargeMessage)
-
-func (l *limitReader) Read(p []byte) (int, error) {
-	if l.left <= 0 {
-		return 0, errTooLarge
-	}
-	if len(p) > l.left {
-		p = p[:l.left]
-	}
-	n, err := l.r.Read(p)
-	l.left -= n
-	return n, err
+func (s *Server) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
 }
-
-func (l *limitReader) reset() { l.left = l.max }
 
 // connLog is what the connection's one log line says.
 type connLog struct {
 	requests int
 	name     string
 	origin   string
+	mode     string // gwmetrics.ModeRedirect or ModeRelay
 	outcome  string
-	err      error
+	toOrigin int64
+	toClient int64
+	// udpRefused counts SETUPs that asked for UDP and got 461 (the client then retries TCP).
+	udpRefused int
+	err        error
 }
 
 func (s *Server) serve(c net.Conn) {
 	start := time.Now()
 	client := remoteIP(c)
-	lr := &limitReader{r: c, max: s.MaxRequestBytes}
-	// A small buffer: the limit must count what the parser consumes, not what it read ahead.
-	br := bufio.NewReaderSize(lr, 512)
-	var cl connLog
+	f := &framer{br: bufio.NewReaderSize(c, preRelayBuf), max: s.MaxRequestBytes}
+	cl := connLog{mode: gwmetrics.ModeRedirect}
 	defer func() {
 		level := slog.LevelInfo
 		if cl.outcome == "" || cl.outcome == OutcomeBadRequest || cl.outcome == OutcomeBadPath || cl.outcome == OutcomeNotAllowed {
 			level = slog.LevelDebug
 		}
 		s.Logger.Log(context.Background(), level, "rtsp connection",
-			"client", client, "requests", cl.requests, "name", cl.name, "origin", cl.origin,
-			"outcome", cl.outcome, "err", errString(cl.err), "duration", time.Since(start).Round(time.Millisecond).String())
+			"client", client, "requests", cl.requests, "name", cl.name, "origin", cl.origin, "mode", cl.mode,
+			"outcome", cl.outcome, "err", errString(cl.err), "bytes_to_origin", cl.toOrigin, "bytes_to_client", cl.toClient, "udp_setups_refused", cl.udpRefused,
+			"duration", time.Since(start).Round(time.Millisecond).String())
 	}()
+	badRequest := func(err error) {
+		cl.outcome, cl.err = OutcomeBadRequest, err
+		s.Metrics.Redirect(proto, OutcomeBadRequest)
+		s.write(c, &base.Response{StatusCode: base.StatusBadRequest, Header: base.Header{"Connection": base.HeaderValue{"close"}}})
+	}
 	for {
-		lr.reset()
 		_ = c.SetReadDeadline(time.Now().Add(s.ReadTimeout))
-		var req base.Request
-		if err := req.Unmarshal(br); err != nil {
+		kind, raw, err := f.next()
+		if err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, net.ErrClosed) {
-				if cl.requests == 0 {
+				if cl.requests == 0 || errors.Is(err, os.ErrDeadlineExceeded) {
 					cl.err = err
 				}
 				return
 			}
-			cl.outcome, cl.err = OutcomeBadRequest, err
-			s.Metrics.Redirect(proto, OutcomeBadRequest)
-			s.write(c, &base.Response{StatusCode: base.StatusBadRequest, Header: base.Header{"Connection": base.HeaderValue{"close"}}})
+			badRequest(err)
+			return
+		}
+		if kind != unitMessage {
+			badRequest(errors.New("interleaved frame outside a relay"))
+			return
+		}
+		var req base.Request
+		if err := parseWhole(raw, &req); err != nil {
+			badRequest(err)
 			return
 		}
 		cl.requests++
 		cseq, ok := req.Header["CSeq"]
 		if !ok || len(cseq) != 1 {
-			cl.outcome, cl.err = OutcomeBadRequest, errors.New("no CSeq")
-			s.Metrics.Redirect(proto, OutcomeBadRequest)
-			s.write(c, &base.Response{StatusCode: base.StatusBadRequest, Header: base.Header{"Connection": base.HeaderValue{"close"}}})
+			badRequest(errors.New("no CSeq"))
 			return
 		}
 		res := &base.Response{StatusCode: base.StatusOK, Header: base.Header{"CSeq": cseq}}
@@ -250,16 +299,47 @@ func (s *Server) serve(c net.Conn) {
 			res.Header["Public"] = base.HeaderValue{public}
 		case base.Describe:
 			s.describe(&req, client, res, &cl)
+		case base.Announce:
+			if s.announce(c, f, &req, client, res, &cl) {
+				return // relayed to its end
+			}
+		case base.GetParameter:
+			// A keep-alive: nothing to report.
+		case base.Setup, base.Play, base.Record, base.Pause, base.Teardown:
+			// Players follow DESCRIBE's 302 to the origin; publishers start with ANNOUNCE.
+			res.StatusCode = base.StatusMethodNotValidInThisState
+			cl.outcome = OutcomeNotAllowed
+			s.Metrics.Redirect(proto, OutcomeNotAllowed)
 		default:
 			res.StatusCode = base.StatusMethodNotAllowed
 			res.Header["Public"] = base.HeaderValue{public}
 			cl.outcome = OutcomeNotAllowed
 			s.Metrics.Redirect(proto, OutcomeNotAllowed)
 		}
-		if !s.write(c, res) {
+		if !s.write(c, res) || res.Header["Connection"] != nil {
 			return
 		}
 	}
+}
+
+// streamPath returns the escaped path, NAME and raw query of a DESCRIBE or ANNOUNCE URL, or
+// the outcome that refuses it.
+func streamPath(u *base.URL) (path, name, query string, code base.StatusCode, outcome string) {
+	if u == nil {
+		return "", "", "", base.StatusNotFound, OutcomeBadPath
+	}
+	path = u.RawPath
+	if path == "" {
+		path = u.Path
+	}
+	name, ok := streamname.FromRTSPPath(path)
+	if !ok {
+		return "", "", "", base.StatusNotFound, OutcomeBadPath
+	}
+	if !streamname.ValidQuery(u.RawQuery) {
+		return path, name, "", base.StatusBadRequest, OutcomeBadQuery
+	}
+	return path, name, u.RawQuery, 0, ""
 }
 
 // describe fills res with the redirect (or the error) for a DESCRIBE.
@@ -268,23 +348,10 @@ func (s *Server) describe(req *base.Request, client string, res *base.Response, 
 		res.StatusCode, cl.outcome = code, o
 		s.Metrics.Redirect(proto, o)
 	}
-	if req.URL == nil {
-		outcome(base.StatusNotFound, OutcomeBadPath)
-		return
-	}
-	path := req.URL.RawPath
-	if path == "" {
-		path = req.URL.Path
-	}
-	name, ok := streamname.FromRTSPPath(path)
-	if !ok {
-		outcome(base.StatusNotFound, OutcomeBadPath)
-		return
-	}
+	path, name, query, code, o := streamPath(req.URL)
 	cl.name = name
-	query := req.URL.RawQuery
-	if !streamname.ValidQuery(query) {
-		outcome(base.StatusBadRequest, OutcomeBadQuery)
+	if code != 0 {
+		outcome(code, o)
 		return
 	}
 	t0 := time.Now()
@@ -349,3 +416,6 @@ type nopMetrics struct{}
 
 func (nopMetrics) Redirect(string, string)               {}
 func (nopMetrics) ResolveDuration(string, time.Duration) {}
+func (nopMetrics) RelayStart(string, string)             {}
+func (nopMetrics) RelayEnd(string, string, string)       {}
+func (nopMetrics) RelayBytes(string, string, int64)      {}

@@ -15,8 +15,13 @@ import (
 )
 
 // fakeResolver knows a few names; "evil.com" style bases are in it on purpose, so a sloppy
-// parser that let a hostile path pick the host would be caught.
-type fakeResolver struct{}
+// parser that let a hostile path pick the host would be caught. Place sends publishers to
+// origin (a stand-in origin's base URL; none: 503), "dead" to a closed port and any name in
+// others to the base given there.
+type fakeResolver struct {
+	origin string
+	others map[string]string
+}
 
 func (fakeResolver) Resolve(req resolve.Request) resolve.Result {
 	switch req.Name {
@@ -28,7 +33,30 @@ func (fakeResolver) Resolve(req resolve.Request) resolve.Result {
 	return resolve.Result{Outcome: resolve.NotFound}
 }
 
+func (f fakeResolver) Place(req resolve.Request) resolve.Result {
+	switch req.Name {
+	case "live/none":
+		return resolve.Result{Outcome: resolve.NotFound}
+	case "busy":
+		return resolve.Result{Outcome: resolve.Unavailable}
+	case "dead":
+		return resolve.Result{Outcome: resolve.OK, OriginID: "dead", BaseURL: "rtsp://127.0.0.1:1", Scheme: "rtsp"}
+	case "hostile":
+		return resolve.Result{Outcome: resolve.OK, OriginID: "bad", BaseURL: "rtsp://user@evil.com/x", Scheme: "rtsp"}
+	}
+	if b, ok := f.others[req.Name]; ok {
+		return resolve.Result{Outcome: resolve.OK, OriginID: req.Name, BaseURL: b, Scheme: b[:strings.Index(b, ":")]}
+	}
+	if f.origin == "" {
+		return resolve.Result{Outcome: resolve.Unavailable}
+	}
+	return resolve.Result{Outcome: resolve.OK, OriginID: "o1", BaseURL: f.origin, Scheme: "rtsp"}
+}
+
 const registered = "rtsp://o1.example.net:8555/"
+
+// fullPublic is what a real server lists; GStreamer needs SETUP in it before it sends DESCRIBE.
+const fullPublic = "OPTIONS, DESCRIBE, ANNOUNCE, SETUP, PLAY, RECORD, PAUSE, GET_PARAMETER, TEARDOWN"
 
 func startServer(t *testing.T, mut func(*Server)) *Server {
 	t.Helper()
@@ -90,9 +118,18 @@ func TestAnswers(t *testing.T) {
 		{"escaped slashes", "DESCRIBE", "/%2F%2Fevil.com", base.StatusNotFound, ""},
 		{"escaped backslash", "DESCRIBE", "/%5Cevil.com", base.StatusNotFound, ""},
 		{"long name", "DESCRIBE", "/" + strings.Repeat("a", 300), base.StatusNotFound, ""},
-		{"setup", "SETUP", "/live/cam1/trackID=0", base.StatusMethodNotAllowed, ""},
-		{"play", "PLAY", "/live/cam1", base.StatusMethodNotAllowed, ""},
-		{"announce", "ANNOUNCE", "/live/cam1", base.StatusMethodNotAllowed, ""},
+		{"setup before announce", "SETUP", "/live/cam1/trackID=0", base.StatusMethodNotValidInThisState, ""},
+		{"play", "PLAY", "/live/cam1", base.StatusMethodNotValidInThisState, ""},
+		{"record before announce", "RECORD", "/live/cam1", base.StatusMethodNotValidInThisState, ""},
+		{"get_parameter keep-alive", "GET_PARAMETER", "/live/cam1", base.StatusOK, ""},
+		{"unknown method", "REDIRECT", "/live/cam1", base.StatusMethodNotAllowed, ""},
+		{"announce unknown", "ANNOUNCE", "/live/none", base.StatusNotFound, ""},
+		{"announce nobody eligible", "ANNOUNCE", "/busy", base.StatusServiceUnavailable, ""},
+		{"announce bad path", "ANNOUNCE", "/live/../cam1", base.StatusNotFound, ""},
+		{"announce hostile path", "ANNOUNCE", "//evil.com/x", base.StatusNotFound, ""},
+		{"announce bad query", "ANNOUNCE", "/live/cam1?a=\xc3\xa9", base.StatusBadRequest, ""},
+		{"announce origin unreachable", "ANNOUNCE", "/dead", base.StatusBadGateway, ""},
+		{"announce origin with a bad base", "ANNOUNCE", "/hostile", base.StatusBadGateway, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.desc, func(t *testing.T) {
@@ -127,7 +164,7 @@ func TestOptionsThenDescribe(t *testing.T) {
 	s := startServer(t, nil)
 	gw := "rtsp://" + s.Addr().String()
 	res, _ := exchange(t, s.Addr().String(), req("OPTIONS", gw+"/live/cam1", 1), req("DESCRIBE", gw+"/live/cam1", 2))
-	if res[0].StatusCode != base.StatusOK || len(res[0].Header["Location"]) != 0 || res[0].Header["Public"][0] != public {
+	if res[0].StatusCode != base.StatusOK || len(res[0].Header["Location"]) != 0 || res[0].Header["Public"][0] != fullPublic {
 		t.Fatalf("OPTIONS: %v", res[0])
 	}
 	if res[1].StatusCode != base.StatusFound || res[1].Header["Location"][0] != registered+"live/cam1" {

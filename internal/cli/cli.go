@@ -20,7 +20,11 @@ type RunFunc func(ctx context.Context, path string, env []string, logOut io.Writ
 // After the first signal the default action returns, so a second one kills the process.
 // The process logs to stderr through an AsyncWriter: no request waits on its log line, and
 // lines a slow stderr cannot take are dropped and counted (register LogDroppedCounter(logOut)).
+// `NAME healthcheck [-config F]` checks a running binary's admin /readyz instead (see Healthcheck).
 func Main(name string, run RunFunc) {
+	if len(os.Args) > 1 && os.Args[1] == HealthcheckCommand {
+		os.Exit(Healthcheck(name, os.Args[2:], os.Environ(), os.Stdout))
+	}
 	path := flag.String("config", "", "YAML config file (optional; PEERGATE_* variables override it)")
 	prefix := flag.String("log-prefix", "", "text put before every log line (make demo labels its processes so)")
 	flag.Parse()

@@ -309,8 +309,16 @@ func Monotonic(ts []float64) int {
 	return -1
 }
 
-// Eventually polls cond every 20 ms until it holds or d passes.
+// Eventually polls cond every 20 ms until it holds or d passes. It is the tests' one poll
+// helper: a condition that must come true is polled with a generous d (seconds), never
+// waited for with a bare sleep.
 func Eventually(d time.Duration, cond func() bool) bool {
+	return EventuallyEvery(d, 20*time.Millisecond, cond)
+}
+
+// EventuallyEvery is Eventually with a poll interval of every, for callers that measure
+// how long cond took and want a finer grain than 20 ms.
+func EventuallyEvery(d, every time.Duration, cond func() bool) bool {
 	end := time.Now().Add(d)
 	for {
 		if cond() {
@@ -319,7 +327,16 @@ func Eventually(d time.Duration, cond func() bool) bool {
 		if time.Now().After(end) {
 			return false
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(every)
+	}
+}
+
+// EventuallyT is Eventually that fails the test with the message (format and args, as for
+// t.Fatalf) when cond does not hold within d.
+func EventuallyT(t testing.TB, d time.Duration, cond func() bool, format string, args ...any) {
+	t.Helper()
+	if !Eventually(d, cond) {
+		t.Fatalf("%s (not within %v)", fmt.Sprintf(format, args...), d)
 	}
 }
 

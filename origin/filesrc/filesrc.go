@@ -31,8 +31,8 @@ type Source struct {
 	Table *media.Table
 	// RetryDelay is the pause before reopening a file that failed mid-loop. It defaults to 1 second.
 	RetryDelay time.Duration
-	// Log defaults to slog.Default().
-	Log *slog.Logger
+	// Logger gets one line per connection outcome. It defaults to slog.Default().
+	Logger *slog.Logger
 
 	st     *media.Stream
 	ctx    context.Context
@@ -51,15 +51,15 @@ const maxScanPES = 2000
 const skewScanPES = 300
 
 // Start checks the file, publishes NAME (media.ErrAlreadyPublishing if it is live) and starts looping.
-func (s *Source) Start() error {
+func (s *Source) Initialize() error {
 	if s.Table == nil || s.Name == "" || s.Path == "" {
 		return errors.New("filesrc: Name, Path and Table are required")
 	}
 	if s.RetryDelay <= 0 {
 		s.RetryDelay = time.Second
 	}
-	if s.Log == nil {
-		s.Log = slog.Default()
+	if s.Logger == nil {
+		s.Logger = slog.Default()
 	}
 	mp4, err := isMP4(s.Path)
 	if err != nil {
@@ -84,7 +84,7 @@ func (s *Source) Start() error {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.wg.Add(1)
 	go s.run()
-	s.Log.Info("file source started", "name", s.Name, "path", s.Path, "codecs", st.Meta().Codecs)
+	s.Logger.Info("file source started", "name", s.Name, "path", s.Path, "codecs", st.Meta().Codecs)
 	return nil
 }
 
@@ -120,7 +120,7 @@ func (s *Source) run() {
 			return
 		}
 		if err != nil {
-			s.Log.Warn("file source pass failed", "name", s.Name, "path", s.Path, "err", err)
+			s.Logger.Warn("file source pass failed", "name", s.Name, "path", s.Path, "err", err)
 			select {
 			case <-s.ctx.Done():
 				return

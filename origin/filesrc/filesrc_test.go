@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -51,23 +52,23 @@ func testLoop(t *testing.T, clip string, viaRTSP bool) {
 	tbl := media.NewTable(media.Config{})
 	defer tbl.Close()
 	rs := &rtspsrv.Server{Address: "127.0.0.1:0", Table: tbl}
-	if err := rs.Start(); err != nil {
+	if err := rs.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	defer rs.Close()
 	ms := &rtmpsrv.Server{Address: "127.0.0.1:0", Table: tbl}
-	if err := ms.Start(); err != nil {
+	if err := ms.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	defer ms.Close()
 
 	src := &Source{Name: "loop/clip", Path: clip, Table: tbl}
-	if err := src.Start(); err != nil {
+	if err := src.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	defer src.Close()
 	dup := &Source{Name: "loop/clip", Path: src.Path, Table: tbl}
-	if err := dup.Start(); !errors.Is(err, media.ErrAlreadyPublishing) {
+	if err := dup.Initialize(); !errors.Is(err, media.ErrAlreadyPublishing) {
 		t.Fatalf("second source on a live NAME: %v", err)
 	}
 
@@ -124,12 +125,12 @@ func TestDemoClipPlays(t *testing.T) {
 	tbl := media.NewTable(media.Config{})
 	defer tbl.Close()
 	ms := &rtmpsrv.Server{Address: "127.0.0.1:0", Table: tbl}
-	if err := ms.Start(); err != nil {
+	if err := ms.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	defer ms.Close()
 	src := &Source{Name: "demo/clip", Path: mediatest.Demo(t), Table: tbl}
-	if err := src.Start(); err != nil {
+	if err := src.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	defer src.Close()
@@ -156,7 +157,7 @@ type fileStarter struct {
 	asked int
 }
 
-func (f *fileStarter) Start(name string) bool {
+func (f *fileStarter) Demand(name string) bool {
 	if name != f.name {
 		return false
 	}
@@ -166,10 +167,13 @@ func (f *fileStarter) Start(name string) bool {
 	if f.src == nil {
 		f.src = &Source{Name: name, Path: f.path, Table: f.tbl}
 		go func() {
+			// Deliberately late, like a real pull: the viewers that asked must wait for
+			// the source. Not a sync point: the test passes whether or not they arrived
+			// first, as Find waits either way.
 			time.Sleep(300 * time.Millisecond)
 			f.mu.Lock()
 			defer f.mu.Unlock()
-			_ = f.src.Start()
+			_ = f.src.Initialize()
 		}()
 	}
 	return true
@@ -187,17 +191,19 @@ func (f *fileStarter) close() {
 // source instead of failing; an unknown NAME still fails at once.
 func TestOnDemandFirstViewerWaits(t *testing.T) {
 	st := &fileStarter{name: "od/clip", path: mediatest.Demo(t)}
-	tbl := media.NewTable(media.Config{Starter: st, StartTimeout: 5 * time.Second})
+	// A long start bound, so that "fails at once" below cannot be confused with a start that
+	// timed out.
+	tbl := media.NewTable(media.Config{Starter: st, StartTimeout: 30 * time.Second})
 	st.tbl = tbl
 	defer tbl.Close()
 	defer st.close()
 	rs := &rtspsrv.Server{Address: "127.0.0.1:0", UDPRTPAddress: "127.0.0.1:0", Table: tbl}
-	if err := rs.Start(); err != nil {
+	if err := rs.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	defer rs.Close()
 	ms := &rtmpsrv.Server{Address: "127.0.0.1:0", Table: tbl}
-	if err := ms.Start(); err != nil {
+	if err := ms.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	defer ms.Close()
@@ -216,11 +222,15 @@ func TestOnDemandFirstViewerWaits(t *testing.T) {
 			}
 		}()
 	}
+	// ffprobe's own bound (20 s) is shorter than the start bound (30 s): an error within it
+	// means the unknown NAME was answered without waiting for a start. The time (mostly
+	// ffprobe's start-up) is logged.
 	start := time.Now()
 	_, err := mediatest.ProbeStream(context.Background(), "rtsp://"+rs.Addr().String()+"/od/other", mediatest.ReadOptions{RTSPTransport: "tcp"})
-	if err == nil || time.Since(start) > 2*time.Second {
-		t.Errorf("unknown on-demand name: err=%v after %v", err, time.Since(start))
+	if err == nil || !strings.Contains(err.Error(), "404") {
+		t.Errorf("unknown on-demand name: err=%v after %v, want 404", err, time.Since(start))
 	}
+	t.Logf("unknown on-demand name refused after %v", time.Since(start).Round(time.Millisecond))
 	wg.Wait()
 	st.mu.Lock()
 	defer st.mu.Unlock()

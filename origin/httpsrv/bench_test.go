@@ -47,13 +47,13 @@ func TestBenchOriginProcess(t *testing.T) {
 	}
 	e := newEnv(t, media.Config{})
 	h := e.startHTTP(nil)
-	rs := &rtspsrv.Server{Address: "127.0.0.1:0", Table: e.tbl, Log: testLogger(t)}
-	if err := rs.Start(); err != nil {
+	rs := &rtspsrv.Server{Address: "127.0.0.1:0", Table: e.tbl, Logger: testLogger(t)}
+	if err := rs.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	defer rs.Close()
-	rm := &rtmpsrv.Server{Address: "127.0.0.1:0", Table: e.tbl, Log: testLogger(t)}
-	if err := rm.Start(); err != nil {
+	rm := &rtmpsrv.Server{Address: "127.0.0.1:0", Table: e.tbl, Logger: testLogger(t)}
+	if err := rm.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	defer rm.Close()

@@ -108,10 +108,20 @@ func (c *cdp) call(session, method string, params any) json.RawMessage {
 // HLS player: the page's script reports "playing" with the stream's width, and the
 // video's clock advances.
 func TestEmbedChromium(t *testing.T) {
+	playEmbedChromium(t, "", "native", "embed.png")
+}
+
+// TestEmbedHLSJSChromium: with ?hlsjs=1 the same page loads the embedded hls.js from the
+// origin (its integrity checked by the browser) and plays through Media Source Extensions.
+func TestEmbedHLSJSChromium(t *testing.T) {
+	playEmbedChromium(t, "?hlsjs=1", "hlsjs", "embed-hlsjs.png")
+}
+
+func playEmbedChromium(t *testing.T, query, engine, shotName string) {
 	e := newEnv(t, media.Config{})
 	s := e.startHTTP(nil)
 	e.publishFFmpeg("live/embed", mediatest.Source{})
-	url := baseURL(s) + "/live/embed/embed.html"
+	url := baseURL(s) + "/live/embed/embed.html" + query
 
 	c := startCDP(t)
 	var target struct {
@@ -124,9 +134,11 @@ func TestEmbedChromium(t *testing.T) {
 	_ = json.Unmarshal(c.call("", "Target.attachToTarget", map[string]any{"targetId": target.TargetID, "flatten": true}), &att)
 
 	type state struct {
-		State string  `json:"state"`
-		Width int     `json:"width"`
-		Time  float64 `json:"time"`
+		State  string  `json:"state"`
+		Engine string  `json:"engine"`
+		Hls    bool    `json:"hls"`
+		Width  int     `json:"width"`
+		Time   float64 `json:"time"`
 	}
 	read := func() state {
 		var r struct {
@@ -135,7 +147,9 @@ func TestEmbedChromium(t *testing.T) {
 			} `json:"result"`
 		}
 		_ = json.Unmarshal(c.call(att.SessionID, "Runtime.evaluate", map[string]any{
-			"expression":    `(() => { const v = document.getElementById("v"); return v ? {state: document.documentElement.dataset.state || "", width: v.videoWidth, time: v.currentTime} : {state: "", width: 0, time: 0}; })()`,
+			"expression": `(() => { const v = document.getElementById("v"); const d = document.documentElement.dataset;
+				return v ? {state: d.state || "", engine: d.engine || "", hls: typeof window.Hls === "function", width: v.videoWidth, time: v.currentTime}
+				         : {state: "", engine: "", hls: false, width: 0, time: 0}; })()`,
 			"returnByValue": true,
 		}), &r)
 		return r.Result.Value
@@ -157,6 +171,12 @@ func TestEmbedChromium(t *testing.T) {
 	if last.State != "playing" || last.Width != 640 || last.Time <= first.Time+1 {
 		t.Fatalf("video did not play: first %+v last %+v", first, last)
 	}
+	if last.Engine != engine {
+		t.Fatalf("engine %q, want %q", last.Engine, engine)
+	}
+	if last.Hls != (engine == "hlsjs") {
+		t.Fatalf("window.Hls loaded = %v on the %s path", last.Hls, engine)
+	}
 	if protoStats(e.tbl, media.ProtoHLS).EgressBytes == 0 {
 		t.Fatal("browser fetched no HLS bytes")
 	}
@@ -169,7 +189,7 @@ func TestEmbedChromium(t *testing.T) {
 	if err != nil || len(png) < 1000 {
 		t.Fatalf("screenshot: %d bytes, %v", len(png), err)
 	}
-	path := filepath.Join(t.ArtifactDir(), "embed.png")
+	path := filepath.Join(t.ArtifactDir(), shotName)
 	if err := os.WriteFile(path, png, 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -93,8 +93,8 @@ func (e *env) startHTTP(mut func(*Server)) *Server {
 func (e *env) publishFFmpeg(name string, src mediatest.Source) *mediatest.Proc {
 	e.t.Helper()
 	if e.rtsp == nil {
-		e.rtsp = &rtspsrv.Server{Address: "127.0.0.1:0", Table: e.tbl, Log: testLogger(e.t)}
-		if err := e.rtsp.Start(); err != nil {
+		e.rtsp = &rtspsrv.Server{Address: "127.0.0.1:0", Table: e.tbl, Logger: testLogger(e.t)}
+		if err := e.rtsp.Initialize(); err != nil {
 			e.t.Fatal(err)
 		}
 		e.t.Cleanup(e.rtsp.Close)

@@ -34,8 +34,10 @@ type hlsMuxer struct {
 	st    *media.Stream
 	rd    *media.Reader
 	mux   *gohlslib.Muxer
-	ready chan struct{} // closed once the first segment exists
-	done  chan struct{} // closed when the muxer stopped
+	keep  *retainer       // removed segments, kept for their RFC 8216 period
+	lead  *gohlslib.Track // the track whose writes rotate segments
+	ready chan struct{}   // closed once the first segment exists
+	done  chan struct{}   // closed when the muxer stopped
 }
 
 func newHLSManager(s *Server) *hlsManager {
@@ -91,7 +93,11 @@ func (hm *hlsManager) start(st *media.Stream) (*hlsMuxer, error) {
 		mux.Close()
 		return nil, err
 	}
-	mx := &hlsMuxer{st: st, rd: rd, mux: mux, ready: make(chan struct{}), done: make(chan struct{})}
+	mx := &hlsMuxer{
+		st: st, rd: rd, mux: mux, lead: leadTrack(tracks),
+		keep:  newRetainer(mux, cfg.SegmentCount, cfg.SegmentMaxBytes),
+		ready: make(chan struct{}), done: make(chan struct{}),
+	}
 	hm.s.wg.Add(2)
 	go func() {
 		defer hm.s.wg.Done()
@@ -120,6 +126,12 @@ func (hm *hlsManager) feed(mx *hlsMuxer, byHub map[int]*gohlslib.Track, log *slo
 	var ntp0 time.Time
 	var dts0 time.Duration
 	var failed int
+	// An audio-only stream rotates on any unit SegmentDuration after the segment start:
+	// syncing at least every half of it sees every rotation.
+	leadVideo := mx.lead.Codec.IsVideo()
+	syncEvery := hm.s.HLS.SegmentDuration / 2
+	var lastSync time.Duration
+	synced := false
 	for {
 		u, err := mx.rd.Read(hm.s.ctx)
 		if err != nil {
@@ -137,6 +149,18 @@ func (hm *hlsManager) feed(mx *hlsMuxer, byHub map[int]*gohlslib.Track, log *slo
 				ntp0, dts0 = time.Now(), u.DTS
 			}
 			ntp = ntp0.Add(u.PTS - dts0)
+		}
+		if tr == mx.lead && isReady(mx) {
+			var due bool
+			if leadVideo {
+				due = u.KeyFrame // gohlslib rotates on key frames of the leading video track only
+			} else {
+				due = !synced || u.DTS-lastSync >= syncEvery || u.DTS < lastSync
+			}
+			if due {
+				mx.keep.sync(time.Now())
+				lastSync, synced = u.DTS, true
+			}
 		}
 		pts := media.ToClock(u.PTS+tsOffset, tr.ClockRate)
 		switch tr.Codec.(type) {
@@ -156,6 +180,25 @@ func (hm *hlsManager) feed(mx *hlsMuxer, byHub map[int]*gohlslib.Track, log *slo
 			failed++
 		}
 	}
+}
+
+func isReady(mx *hlsMuxer) bool {
+	select {
+	case <-mx.ready:
+		return true
+	default:
+		return false
+	}
+}
+
+// leadTrack is the track gohlslib segments on: the video track, else the first.
+func leadTrack(tracks []*gohlslib.Track) *gohlslib.Track {
+	for _, t := range tracks {
+		if t.Codec.IsVideo() {
+			return t
+		}
+	}
+	return tracks[0]
 }
 
 // probe closes ready once gohlslib has a first segment: its multivariant playlist handler
@@ -249,8 +292,9 @@ func variantName(v gohlslib.MuxerVariant) string {
 	return VariantLowLatency
 }
 
-// serveHLS answers index.m3u8, media playlists and segments from the stream's muxer.
-func (s *Server) serveHLS(w http.ResponseWriter, r *http.Request, name string) {
+// serveHLS answers index.m3u8, media playlists and segments (of kind streamname.HLSSegment)
+// from the stream's muxer.
+func (s *Server) serveHLS(w http.ResponseWriter, r *http.Request, name string, segment bool) {
 	st := s.findStream(w, r, name)
 	if st == nil {
 		return
@@ -297,7 +341,11 @@ func (s *Server) serveHLS(w http.ResponseWriter, r *http.Request, name string) {
 		}
 	}
 	cw := &countingWriter{ResponseWriter: w}
-	mx.mux.Handle(cw, r)
+	if segment {
+		mx.serveFile(cw, r)
+	} else {
+		mx.mux.Handle(cw, r)
+	}
 	if !cw.wrote {
 		// gohlslib answers nothing for files it does not have (expired segment, bad name).
 		http.Error(w, "not found", http.StatusNotFound)

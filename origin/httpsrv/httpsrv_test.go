@@ -295,7 +295,7 @@ func TestEmbedPage(t *testing.T) {
 	for _, want := range []string{`src="index.m3u8?t=`, "muted", "autoplay", "playsinline", "<title>live/cam</title>"} {
 		mustContain(t, body, want, "embed page")
 	}
-	mustContain(t, h.Get("Content-Security-Policy"), "script-src 'sha256-", "CSP")
+	mustContain(t, h.Get("Content-Security-Policy"), "script-src 'self' 'sha256-", "CSP")
 }
 
 // TestFileLoopContinuity: a 2 s clip looped by filesrc plays on over HLS across more than
@@ -311,8 +311,8 @@ func TestFileLoopContinuity(t *testing.T) {
 	}
 	e := newEnv(t, media.Config{})
 	s := e.startHTTP(nil)
-	src := &filesrc.Source{Name: "demo", Path: clip, Table: e.tbl, Log: testLogger(t)}
-	if err := src.Start(); err != nil {
+	src := &filesrc.Source{Name: "demo", Path: clip, Table: e.tbl, Logger: testLogger(t)}
+	if err := src.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(src.Close)

@@ -32,6 +32,8 @@ func (s *Server) serveMPEGTS(w http.ResponseWriter, r *http.Request, name string
 	h := w.Header()
 	h.Set("Content-Type", "video/mp2t")
 	h.Set("Cache-Control", "no-store")
+	// A live body has no bytes to seek to: any Range header is ignored (200, whole stream).
+	h.Set("Accept-Ranges", "none")
 	h.Set("X-Content-Type-Options", "nosniff")
 	if r.Method == http.MethodHead {
 		w.WriteHeader(http.StatusOK)

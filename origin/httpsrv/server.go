@@ -33,6 +33,8 @@ type HLSConfig struct {
 	// codecs MPEG-TS cannot carry (H.265, Opus) use fMP4 whatever the setting.
 	Variant string
 	// SegmentCount is how many segments the playlist keeps. It defaults to 7 (the minimum for low latency).
+	// A segment removed from the playlist stays fetchable for its duration plus the longest
+	// playlist it was in (RFC 8216 section 6.2.2).
 	SegmentCount int
 	// SegmentDuration is the minimum segment duration; a segment also waits for a key frame. It defaults to 1 second.
 	SegmentDuration time.Duration
@@ -242,7 +244,7 @@ func (s *Server) common(next http.Handler) http.Handler {
 		h := w.Header()
 		// After a cross-origin redirect browsers send Origin: null; "*" covers it.
 		h.Set("Access-Control-Allow-Origin", "*")
-		h.Set("Access-Control-Expose-Headers", "Content-Length, Content-Range")
+		h.Set("Access-Control-Expose-Headers", "Content-Length, Content-Range, Accept-Ranges")
 		switch r.Method {
 		case http.MethodGet, http.MethodHead:
 		case http.MethodOptions:
@@ -263,6 +265,10 @@ func (s *Server) common(next http.Handler) http.Handler {
 
 // serve dispatches on the path kind: every URL of the layout ends in a known file name.
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == HLSJSPath {
+		serveHLSJS(w, r)
+		return
+	}
 	name, kind, ok := streamname.FromHTTPPath(r.URL.EscapedPath())
 	if !ok {
 		http.NotFound(w, r)
@@ -270,7 +276,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	switch kind {
 	case streamname.HLSMaster, streamname.HLSPlaylist, streamname.HLSSegment:
-		s.serveHLS(w, r, name)
+		s.serveHLS(w, r, name, kind == streamname.HLSSegment)
 	case streamname.MPEGTS:
 		s.serveMPEGTS(w, r, name)
 	case streamname.Embed:

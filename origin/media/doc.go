@@ -53,7 +53,7 @@
 //
 // # On-demand
 //
-// Config.Starter, when set, is asked Start(name) for a NAME that is not live. If it answers
+// Config.Starter, when set, is asked Demand(name) for a NAME that is not live. If it answers
 // true ("a source exists and was asked to start"), Find/Subscribe wait up to
 // Config.StartTimeout (default 10 s) or the context for the publisher. Stream.Viewers says
 // how many viewers a stream has, for idle-stop decisions.
@@ -82,5 +82,5 @@
 //	rtsp := &rtspsrv.Server{Address: ":8555", UDPRTPAddress: ":8000", Table: tbl}
 //	rtmp := &rtmpsrv.Server{Address: ":1936", Table: tbl}
 //	src := &filesrc.Source{Name: "demo", Path: "origin/testdata/demo.ts", Table: tbl}
-//	// Start each; on shutdown Close servers and sources, then tbl.Close().
+//	// Initialize each; on shutdown Close servers and sources, then tbl.Close().
 package media

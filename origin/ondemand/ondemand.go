@@ -165,9 +165,9 @@ func (m *Manager) Pulling(name string) bool {
 	return m.pulls[name] != nil
 }
 
-// Start is media.Starter: it starts the pull of an on-demand NAME (or notes the demand on a
+// Demand is media.Starter: it starts the pull of an on-demand NAME (or notes the demand on a
 // running one) and reports whether name is on-demand.
-func (m *Manager) Start(name string) bool {
+func (m *Manager) Demand(name string) bool {
 	src, ok := m.srcs[name]
 	if !ok {
 		return false

@@ -2,6 +2,7 @@ package ondemand
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -26,6 +27,44 @@ func testLogger() *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// logCounts counts log records by message: the sync point for things the Manager only logs.
+type logCounts struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *logCounts) get(msg string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[msg]
+}
+
+// countingHandler passes records on to h and counts them in c.
+type countingHandler struct {
+	h slog.Handler
+	c *logCounts
+}
+
+func (h countingHandler) Enabled(ctx context.Context, l slog.Level) bool { return true }
+func (h countingHandler) Handle(ctx context.Context, r slog.Record) error {
+	h.c.mu.Lock()
+	if h.c.n == nil {
+		h.c.n = map[string]int{}
+	}
+	h.c.n[r.Message]++
+	h.c.mu.Unlock()
+	if !h.h.Enabled(ctx, r.Level) {
+		return nil
+	}
+	return h.h.Handle(ctx, r)
+}
+func (h countingHandler) WithAttrs(a []slog.Attr) slog.Handler {
+	return countingHandler{h.h.WithAttrs(a), h.c}
+}
+func (h countingHandler) WithGroup(g string) slog.Handler {
+	return countingHandler{h.h.WithGroup(g), h.c}
 }
 
 // recorder is a fake registry: it keeps the last state of every NAME and the history.
@@ -115,7 +154,7 @@ func TestRegistryEvents(t *testing.T) {
 	if got := m.Streams(); len(got) != 1 || got[0] != (cluster.Stream{Name: "od/cam", State: cluster.StreamOnDemand}) {
 		t.Fatalf("Streams() = %+v", got)
 	}
-	if m.Start("live/x") {
+	if m.Demand("live/x") {
 		t.Fatal("Start of a NAME that is not on-demand answered true")
 	}
 }
@@ -163,13 +202,13 @@ func startUpstream(t *testing.T, name string) *upstream {
 	t.Helper()
 	u := &upstream{tbl: media.NewTable(media.Config{})}
 	t.Cleanup(u.tbl.Close)
-	u.rtsp = &rtspsrv.Server{Address: "127.0.0.1:0", Table: u.tbl, Log: testLogger()}
-	if err := u.rtsp.Start(); err != nil {
+	u.rtsp = &rtspsrv.Server{Address: "127.0.0.1:0", Table: u.tbl, Logger: testLogger()}
+	if err := u.rtsp.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(u.rtsp.Close)
-	u.rtmp = &rtmpsrv.Server{Address: "127.0.0.1:0", Table: u.tbl, Log: testLogger()}
-	if err := u.rtmp.Start(); err != nil {
+	u.rtmp = &rtmpsrv.Server{Address: "127.0.0.1:0", Table: u.tbl, Logger: testLogger()}
+	if err := u.rtmp.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(u.rtmp.Close)
@@ -178,9 +217,9 @@ func startUpstream(t *testing.T, name string) *upstream {
 		t.Fatal(err)
 	}
 	t.Cleanup(u.http.Close)
-	u.src = &filesrc.Source{Name: name, Path: mediatest.Demo(t), Table: u.tbl, Log: testLogger()}
+	u.src = &filesrc.Source{Name: name, Path: mediatest.Demo(t), Table: u.tbl, Logger: testLogger()}
 	// Published before the HTTP server listens for events: start its (eager) muxer by hand.
-	if err := u.src.Start(); err != nil {
+	if err := u.src.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(u.src.Close)
@@ -190,8 +229,8 @@ func startUpstream(t *testing.T, name string) *upstream {
 
 func (u *upstream) play(t *testing.T, name string) {
 	t.Helper()
-	u.src = &filesrc.Source{Name: name, Path: mediatest.Demo(t), Table: u.tbl, Log: testLogger()}
-	if err := u.src.Start(); err != nil {
+	u.src = &filesrc.Source{Name: name, Path: mediatest.Demo(t), Table: u.tbl, Logger: testLogger()}
+	if err := u.src.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(u.src.Close)
@@ -211,6 +250,7 @@ type originOpts struct {
 	idle         time.Duration // Manager.IdleTimeout
 	startTimeout time.Duration // Table's bound for a viewer waiting on a start
 	mut          func(*httpsrv.Server)
+	logs         *logCounts // counts the Manager's log records, if set
 }
 
 func startOrigin(t *testing.T, sources []Source, oo originOpts) *origin {
@@ -218,6 +258,9 @@ func startOrigin(t *testing.T, sources []Source, oo originOpts) *origin {
 	o := &origin{}
 	o.m = &Manager{Sources: sources, IdleTimeout: oo.idle, RetryMin: 100 * time.Millisecond, RetryMax: time.Second,
 		Timeout: 3 * time.Second, Logger: testLogger()}
+	if oo.logs != nil {
+		o.m.Logger = slog.New(countingHandler{o.m.Logger.Handler(), oo.logs})
+	}
 	o.reg = newRecorder(o.m.Streams())
 	ev := &RegistryEvents{Registry: o.reg, OnDemand: o.m}
 	o.tbl = media.NewTable(media.Config{Starter: o.m, Events: ev, StartTimeout: oo.startTimeout})
@@ -240,6 +283,15 @@ func startOrigin(t *testing.T, sources []Source, oo originOpts) *origin {
 }
 
 func (o *origin) url(path string) string { return "http://" + o.http.Addr().String() + path }
+
+// demandAfter reports whether the pull of name noted demand (a start request or, from the
+// idle watch, viewers) after t0.
+func (o *origin) demandAfter(name string, t0 time.Time) bool {
+	o.m.mu.Lock()
+	defer o.m.mu.Unlock()
+	p := o.m.pulls[name]
+	return p != nil && p.demand.After(t0)
+}
 
 // TestOnDemandRTSP: a NAME pulled from another origin's RTSP URL is listed ondemand,
 // starts on the first play request, plays, turns running, stops after the idle time and
@@ -294,27 +346,36 @@ func TestOnDemandRTSP(t *testing.T) {
 // the idle time.
 func TestOnDemandRetry(t *testing.T) {
 	up := startUpstream(t, "cam")
-	o := startOrigin(t, []Source{{Name: "remote/cam", URL: up.url("cam")}}, originOpts{idle: 2 * time.Second})
+	logs := &logCounts{}
+	o := startOrigin(t, []Source{{Name: "remote/cam", URL: up.url("cam")}}, originOpts{idle: 2 * time.Second, logs: logs})
 
 	st, rd, err := o.tbl.Subscribe(context.Background(), "remote/cam", media.ReaderOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	v := st.Join("test")
-	// Let the idle watch see the viewer once.
-	time.Sleep(600 * time.Millisecond)
+	joined := time.Now()
+	mediatest.EventuallyT(t, 5*time.Second, func() bool { return o.demandAfter("remote/cam", joined) },
+		"the idle watch never saw the viewer")
 
 	up.src.Close() // the source drops
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
 	for {
-		if _, err := rd.Read(context.Background()); err != nil {
-			break // io.EOF once the pull noticed
+		if _, err := rd.Read(ctx); err != nil {
+			if !errors.Is(err, io.EOF) {
+				t.Fatalf("reader after the source dropped: %v, want io.EOF", err)
+			}
+			break
 		}
 	}
 	rd.Close()
 	v.Leave()
 	dropped := time.Now()
-	time.Sleep(300 * time.Millisecond) // at least one failed retry against the missing stream
-	up.play(t, "cam")                  // the source is back; nobody asks again
+	// Two failures logged: the drop, then a retry against the missing stream.
+	mediatest.EventuallyT(t, 10*time.Second, func() bool { return logs.get("on-demand pull failed") >= 2 },
+		"no failed retry against the missing stream; registry: %s", o.reg.hist())
+	up.play(t, "cam") // the source is back; nobody asks again
 	if !mediatest.Eventually(10*time.Second, func() bool {
 		s := o.tbl.Get("remote/cam")
 		return s != nil && s != st
@@ -346,9 +407,11 @@ func TestOnDemandUnreachable(t *testing.T) {
 	if err != media.ErrNotFound {
 		t.Fatalf("Find = %v, want ErrNotFound", err)
 	}
-	if el := time.Since(start); el > 3*time.Second {
+	// 8 s: generous, and short of the 10 s default, so the answer came from the bound set here.
+	if el := time.Since(start); el > 8*time.Second {
 		t.Fatalf("Find took %v", el)
 	}
+	t.Logf("Find answered ErrNotFound after %v (start bound 1 s)", time.Since(start).Round(time.Millisecond))
 	if !mediatest.Eventually(5*time.Second, func() bool { return !o.m.Pulling("dead") }) {
 		t.Fatal("pull of an unreachable source never gave up")
 	}

@@ -20,9 +20,8 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
 	"github.com/pion/rtp"
 
+	"github.com/peergate/peergate/origin/ingest"
 	"github.com/peergate/peergate/origin/media"
-	"github.com/peergate/peergate/origin/rtmpsrv"
-	"github.com/peergate/peergate/origin/rtspsrv"
 )
 
 // rtspPuller plays an RTSP source over TCP (reliable between servers, no UDP port games).
@@ -80,7 +79,7 @@ func (rtspPuller) run(ctx context.Context, u *url.URL, timeout time.Duration, pu
 		return err
 	}
 	for i, p := range picks {
-		cb, err := rtspsrv.Depacketizer(p.forma, i, st.WriteUnit)
+		cb, err := ingest.Depacketizer(p.forma, i, st.WriteUnit)
 		if err != nil {
 			return err
 		}
@@ -146,7 +145,7 @@ func (rtmpPuller) run(ctx context.Context, u *url.URL, timeout time.Duration, pu
 	if err := r.Initialize(); err != nil {
 		return fmt.Errorf("tracks: %w", err)
 	}
-	tracks, attach := rtmpsrv.Tracks(r, nil)
+	tracks, attach := ingest.RTMPTracks(r, nil)
 	if len(tracks) == 0 {
 		return errors.New("no supported track in the source")
 	}

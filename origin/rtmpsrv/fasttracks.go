@@ -17,7 +17,7 @@ import (
 // the analysis one extra copy of an AAC (or video) configuration message stamped 2 s after
 // the first media message: it ends the analysis, and on replay gortmplib ignores an AAC
 // configuration, while a repeated video configuration only refreshes the parameter sets
-// (see isParamsOnly). Without usable metadata nothing changes.
+// (see ingest.RTMPTracks). Without usable metadata nothing changes.
 type fastTracks struct {
 	gortmplib.Conn
 

@@ -14,6 +14,10 @@ var nameCases = []struct {
 	{"rtmp://h/live?token=abc/cam1", "live/cam1", "token=abc", true},
 	{"rtmp://h/live?a=1/cam1?b=2", "live/cam1", "a=1&b=2", true},
 	{"rtmp://h/a/b/c", "a/b/c", "", true},
+	{"rtmp://h/static/demo", "demo", "", true},
+	{"rtmp://h/static?t=1/demo", "demo", "t=1", true},
+	{"rtmp://h/static/demo?t=2", "demo", "t=2", true},
+	{"rtmp://h/static", "", "", false},
 	{"rtmp://h/live", "", "", false},
 	{"rtmp://h/live/", "", "", false},
 	{"rtmp://h//cam1", "", "", false},
@@ -52,24 +56,4 @@ func FuzzNameFromURL(f *testing.F) {
 			t.Fatalf("%q gave bad name %q", s, name)
 		}
 	})
-}
-
-func TestIsParamsOnly(t *testing.T) {
-	t.Parallel()
-	cases := []struct {
-		au   [][]byte
-		hevc bool
-		want bool
-	}{
-		{[][]byte{{0x67, 1}, {0x68, 1}}, false, true},
-		{[][]byte{{0x67, 1}, {0x68, 1}, {0x65, 1}}, false, false},
-		{[][]byte{{0x41, 0x9a}}, false, false}, // a P slice whose byte also reads as an H.265 VPS
-		{[][]byte{{0x40, 1}, {0x42, 1}, {0x44, 1}}, true, true},
-		{[][]byte{{0x40, 1}, {0x26, 1}}, true, false},
-	}
-	for i, c := range cases {
-		if got := isParamsOnly(c.au, c.hevc); got != c.want {
-			t.Errorf("case %d: got %v", i, got)
-		}
-	}
 }

@@ -16,6 +16,8 @@ import (
 	"github.com/bluenviron/gortmplib/pkg/codecs"
 	"github.com/bluenviron/gortmplib/pkg/message"
 
+	"github.com/peergate/peergate/internal/netcap"
+	"github.com/peergate/peergate/origin/ingest"
 	"github.com/peergate/peergate/origin/media"
 )
 
@@ -39,20 +41,19 @@ type Server struct {
 	WriteTimeout time.Duration
 	// MaxConns caps concurrent connections; extra ones are closed at once. It defaults to 1024.
 	MaxConns int
-	// Log defaults to slog.Default().
-	Log *slog.Logger
+	// Logger gets one line per connection outcome. It defaults to slog.Default().
+	Logger *slog.Logger
 
-	ln     net.Listener
+	ln     *netcap.Listener
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	sem    chan struct{}
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
 }
 
 // Start listens and serves.
-func (s *Server) Start() error {
+func (s *Server) Initialize() error {
 	if s.Table == nil {
 		return errors.New("rtmpsrv: Table is required")
 	}
@@ -68,20 +69,20 @@ func (s *Server) Start() error {
 	if s.MaxConns <= 0 {
 		s.MaxConns = 1024
 	}
-	if s.Log == nil {
-		s.Log = slog.Default()
+	if s.Logger == nil {
+		s.Logger = slog.Default()
 	}
 	ln, err := net.Listen("tcp", s.Address)
 	if err != nil {
 		return fmt.Errorf("rtmpsrv: %w", err)
 	}
-	s.ln = ln
-	s.sem = make(chan struct{}, s.MaxConns)
+	s.ln = &netcap.Listener{Listener: ln, Max: int64(s.MaxConns), OnReject: func(c net.Conn) {
+		s.Logger.Warn("rtmp conn refused", "remote", c.RemoteAddr().String(), "reason", "connection limit")
+	}}
 	s.conns = map[net.Conn]struct{}{}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.wg.Add(1)
 	go s.accept()
-	s.Log.Info("rtmp listening", "addr", ln.Addr().String())
 	return nil
 }
 
@@ -106,16 +107,9 @@ func (s *Server) accept() {
 		c, err := s.ln.Accept()
 		if err != nil {
 			if s.ctx.Err() == nil {
-				s.Log.Error("rtmp accept", "err", err)
+				s.Logger.Error("rtmp accept", "err", err)
 			}
 			return
-		}
-		select {
-		case s.sem <- struct{}{}:
-		default:
-			s.Log.Warn("rtmp conn refused", "remote", c.RemoteAddr().String(), "reason", "connection limit")
-			c.Close()
-			continue
 		}
 		s.mu.Lock()
 		if s.ctx.Err() != nil {
@@ -128,7 +122,6 @@ func (s *Server) accept() {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			defer func() { <-s.sem }()
 			defer func() {
 				s.mu.Lock()
 				delete(s.conns, c)
@@ -151,7 +144,7 @@ func (s *Server) handle(c net.Conn) {
 	defer func() {
 		// A library bug hit by hostile input must cost one connection, not the origin.
 		if v := recover(); v != nil {
-			s.Log.Error("rtmp conn panic", "remote", c.RemoteAddr().String(), "panic", fmt.Sprint(v),
+			s.Logger.Error("rtmp conn panic", "remote", c.RemoteAddr().String(), "panic", fmt.Sprint(v),
 				"stack", string(debug.Stack()))
 		}
 	}()
@@ -160,7 +153,7 @@ func (s *Server) handle(c net.Conn) {
 	if o.err != nil && o.role == "" {
 		lvl = slog.LevelWarn
 	}
-	s.Log.Log(context.Background(), lvl, "rtmp conn closed", "remote", c.RemoteAddr().String(),
+	s.Logger.Log(context.Background(), lvl, "rtmp conn closed", "remote", c.RemoteAddr().String(),
 		"role", o.role, "name", o.name, "dur", time.Since(start).Round(time.Millisecond).String(), "err", errString(o.err))
 }
 
@@ -230,14 +223,14 @@ func (s *Server) publish(c net.Conn, sc *gortmplib.ServerConn, name string) erro
 		return fmt.Errorf("tracks: %w", err)
 	}
 	ft.analysed = true
-	tracks, attach := Tracks(r, func(err error) { s.Log.Info("rtmp track skipped", "name", name, "err", err) })
+	tracks, attach := ingest.RTMPTracks(r, func(err error) { s.Logger.Info("rtmp track skipped", "name", name, "err", err) })
 	st, err := claim.Publish(tracks)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
 	attach(st)
-	s.Log.Info("rtmp publish", "name", name, "remote", c.RemoteAddr().String(), "codecs", st.Meta().Codecs)
+	s.Logger.Info("rtmp publish", "name", name, "remote", c.RemoteAddr().String(), "codecs", st.Meta().Codecs)
 	for {
 		if s.ctx.Err() != nil {
 			return s.ctx.Err()
@@ -290,7 +283,7 @@ func (s *Server) play(c net.Conn, sc *gortmplib.ServerConn, name string) error {
 	}
 	_ = c.SetReadDeadline(time.Time{})
 
-	s.Log.Info("rtmp play", "name", name, "remote", c.RemoteAddr().String())
+	s.Logger.Info("rtmp play", "name", name, "remote", c.RemoteAddr().String())
 
 	// The player's own messages (acks, pings) are read and dropped; a read error means it left.
 	gone := make(chan error, 1)
@@ -356,52 +349,4 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
-}
-
-// ignoreTracks installs no-op data callbacks on every track of r; callers override the ones they use.
-func ignoreTracks(r *gortmplib.Reader) {
-	for _, t := range r.Tracks() {
-		switch t.Codec.(type) {
-		case *codecs.AV1:
-			r.OnDataAV1(t, func(time.Duration, [][]byte) {})
-		case *codecs.VP9:
-			r.OnDataVP9(t, func(time.Duration, []byte) {})
-		case *codecs.H265:
-			r.OnDataH265(t, func(time.Duration, time.Duration, [][]byte) {})
-		case *codecs.H264:
-			r.OnDataH264(t, func(time.Duration, time.Duration, [][]byte) {})
-		case *codecs.Opus:
-			r.OnDataOpus(t, func(time.Duration, []byte) {})
-		case *codecs.FLAC:
-			r.OnDataFLAC(t, func(time.Duration, []byte) {})
-		case *codecs.MPEG4Audio:
-			r.OnDataMPEG4Audio(t, func(time.Duration, []byte) {})
-		case *codecs.MPEG1Audio:
-			r.OnDataMPEG1Audio(t, func(time.Duration, []byte) {})
-		case *codecs.AC3:
-			r.OnDataAC3(t, func(time.Duration, []byte) {})
-		case *codecs.G711:
-			r.OnDataG711(t, func(time.Duration, []byte) {})
-		case *codecs.LPCM:
-			r.OnDataLPCM(t, func(time.Duration, []byte) {})
-		}
-	}
-}
-
-// isParamsOnly reports whether an H.264 (or H.265) AU holds only parameter sets (what
-// gortmplib hands over for a configuration message).
-func isParamsOnly(au [][]byte, hevc bool) bool {
-	for _, n := range au {
-		if len(n) == 0 {
-			continue
-		}
-		if hevc {
-			if t := (n[0] >> 1) & 0x3f; t < 32 || t > 34 { // VPS, SPS, PPS
-				return false
-			}
-		} else if t := n[0] & 0x1f; t != 7 && t != 8 { // SPS, PPS
-			return false
-		}
-	}
-	return true
 }

@@ -48,7 +48,7 @@ type handler struct {
 
 func newHandler(s *Server) *handler {
 	return &handler{
-		s: s, log: s.Log,
+		s: s, log: s.Logger,
 		outs:     map[string]*output{},
 		sessions: map[*gortsplib.ServerSession]*session{},
 	}

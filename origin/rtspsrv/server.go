@@ -45,8 +45,8 @@ type Server struct {
 	// OutputIdle closes the RTP feed of a stream that had no RTSP reader for this long.
 	// It defaults to 10 seconds.
 	OutputIdle time.Duration
-	// Log defaults to slog.Default().
-	Log *slog.Logger
+	// Logger gets one line per connection outcome. It defaults to slog.Default().
+	Logger *slog.Logger
 
 	srv    *gortsplib.Server
 	ln     *netcap.Listener
@@ -59,7 +59,7 @@ type Server struct {
 }
 
 // Start listens and serves.
-func (s *Server) Start() error {
+func (s *Server) Initialize() error {
 	if s.Table == nil {
 		return errors.New("rtspsrv: Table is required")
 	}
@@ -84,8 +84,8 @@ func (s *Server) Start() error {
 	if s.OutputIdle <= 0 {
 		s.OutputIdle = 10 * time.Second
 	}
-	if s.Log == nil {
-		s.Log = slog.Default()
+	if s.Logger == nil {
+		s.Logger = slog.Default()
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.h = newHandler(s)
@@ -106,7 +106,7 @@ func (s *Server) Start() error {
 				Listener: ln,
 				Max:      int64(s.MaxConns),
 				OnReject: func(c net.Conn) {
-					s.Log.Warn("rtsp conn refused", "remote", c.RemoteAddr().String(), "reason", "connection limit")
+					s.Logger.Warn("rtsp conn refused", "remote", c.RemoteAddr().String(), "reason", "connection limit")
 				},
 				Wrap: func(c net.Conn) net.Conn { return &limitConn{Conn: c, reqMax: reqMax} },
 			}
@@ -143,7 +143,6 @@ func (s *Server) Start() error {
 	}
 	s.wg.Add(1)
 	go s.h.janitor()
-	s.Log.Info("rtsp listening", "addr", s.Addr(), "udp_rtp", s.rtp, "udp_rtcp", s.rtcp)
 	return nil
 }
 

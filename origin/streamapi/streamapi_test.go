@@ -6,10 +6,13 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/peergate/peergate/internal/mediatest"
 	"github.com/peergate/peergate/shared/cluster"
 )
 
@@ -86,4 +89,93 @@ func TestHandler(t *testing.T) {
 	if len(list) != 2 || list[0].Name != "demo" || list[1].Name != "live/cam2" {
 		t.Fatalf("list = %+v", list)
 	}
+}
+
+// slowRegistry holds the first PutStream until release is closed, and keeps the last
+// state per name.
+type slowRegistry struct {
+	entered chan struct{}
+	release chan struct{}
+	once    sync.Once
+	mu      sync.Mutex
+	state   map[string]bool
+}
+
+func (r *slowRegistry) PutStream(s cluster.Stream) {
+	r.once.Do(func() {
+		close(r.entered)
+		<-r.release
+	})
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.state[s.Name] = true
+}
+
+func (r *slowRegistry) RemoveStream(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.state, name)
+}
+
+// TestPutDeleteRaceKeepsRegistryInStep: a DELETE that arrives while a PUT of the same NAME
+// is still being written must not leave the registry announcing a stream the API no
+// longer lists.
+func TestPutDeleteRaceKeepsRegistryInStep(t *testing.T) {
+	reg := &slowRegistry{entered: make(chan struct{}), release: make(chan struct{}), state: map[string]bool{}}
+	h := New(reg, nil, slog.New(slog.DiscardHandler))
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	do := func(method string) {
+		req, _ := http.NewRequest(method, srv.URL+"/api/v1/streams/live/x", nil)
+		if res, err := http.DefaultClient.Do(req); err == nil {
+			res.Body.Close()
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { do(http.MethodPut) })
+	select {
+	case <-reg.entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("PUT never reached the registry")
+	}
+	deleted := make(chan struct{})
+	wg.Go(func() {
+		defer close(deleted)
+		do(http.MethodDelete)
+	})
+	// The race is exercised once the DELETE is inside the handler, waiting for the lock the
+	// PUT holds (or, were the registry call outside the lock, already answered).
+	mediatest.EventuallyT(t, 5*time.Second, func() bool {
+		select {
+		case <-deleted:
+			return true
+		default:
+			return handlerWaitsForLock()
+		}
+	}, "DELETE neither waiting in the handler nor answered")
+	close(reg.release)
+	wg.Wait()
+
+	h.mu.Lock()
+	_, listed := h.streams["live/x"]
+	h.mu.Unlock()
+	reg.mu.Lock()
+	announced := reg.state["live/x"]
+	reg.mu.Unlock()
+	if listed != announced {
+		t.Fatalf("API lists live/x: %v, registry announces it: %v", listed, announced)
+	}
+}
+
+// handlerWaitsForLock reports whether a goroutine is blocked on a mutex inside
+// Handler.ServeHTTP.
+func handlerWaitsForLock() bool {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "(*Handler).ServeHTTP") && strings.Contains(g, "sync.(*Mutex).Lock") {
+			return true
+		}
+	}
+	return false
 }

@@ -63,6 +63,25 @@ type GatewayHTTP struct {
 	MaxConns int `yaml:"max_conns"`
 }
 
+// GatewayRTMP tunes the gateway's RTMP listener (listen.rtmp).
+type GatewayRTMP struct {
+	// Mode is auto (redirect the clients known to follow, relay the rest), redirect or relay.
+	// It defaults to auto.
+	Mode string `yaml:"mode"`
+	// FollowFlashVer lists flashVer patterns of clients that follow the SRS-style redirect in
+	// auto mode ('*' matches any run of characters, the pattern matches the whole flashVer).
+	// Clients that set the reconnect bit of capsEx are redirected whatever it says. It defaults to none.
+	FollowFlashVer []string `yaml:"follow_flashver"`
+	// HandshakeTimeout bounds accept to play/publish, and the relay's setup with the origin. It defaults to 10s.
+	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
+	// ReadTimeout bounds the wait for media from the sending side while relaying. It defaults to 10s.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
+	// WriteTimeout bounds each write to either side; a client that stops reading is cut. It defaults to 10s.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// MaxConns bounds concurrent RTMP client connections. It defaults to 10000.
+	MaxConns int `yaml:"max_conns"`
+}
+
 // Balance tunes origin choice.
 type Balance struct {
 	// Hysteresis is the relative load difference below which the sticky first choice is kept. It defaults to 0.10.
@@ -73,6 +92,9 @@ type Balance struct {
 type RegistryOpts struct {
 	// AntiEntropy is the period of full re-reads. It defaults to 30s.
 	AntiEntropy time.Duration `yaml:"anti_entropy"`
+	// MaxStaleness makes /readyz answer 503 once the served registry copy has gone unconfirmed
+	// by Redis for longer than this. It defaults to 0 (off: a degraded copy stays ready).
+	MaxStaleness time.Duration `yaml:"max_staleness"`
 }
 
 // Gateway is the gateway binary's configuration.
@@ -81,6 +103,7 @@ type Gateway struct {
 	Listen   GatewayListen `yaml:"listen"`
 	TLS      TLS           `yaml:"tls"`
 	HTTP     GatewayHTTP   `yaml:"http"`
+	RTMP     GatewayRTMP   `yaml:"rtmp"`
 	Balance  Balance       `yaml:"balance"`
 	Registry RegistryOpts  `yaml:"registry"`
 }
@@ -204,6 +227,13 @@ func DefaultGateway() *Gateway {
 			RetryAfter:        2 * time.Second,
 			ReadHeaderTimeout: 5 * time.Second,
 			MaxConns:          10000,
+		},
+		RTMP: GatewayRTMP{
+			Mode:             "auto",
+			HandshakeTimeout: 10 * time.Second,
+			ReadTimeout:      10 * time.Second,
+			WriteTimeout:     10 * time.Second,
+			MaxConns:         10000,
 		},
 		Balance:  Balance{Hysteresis: 0.10},
 		Registry: RegistryOpts{AntiEntropy: 30 * time.Second},

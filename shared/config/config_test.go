@@ -38,6 +38,38 @@ func TestGatewayDefaults(t *testing.T) {
 		c.Registry.AntiEntropy != 30*time.Second || c.Log.Level != "info" || c.Log.Format != "text" {
 		t.Fatalf("defaults drifted: %+v", c)
 	}
+	if c.RTMP.Mode != "auto" || c.RTMP.FollowFlashVer != nil || c.RTMP.HandshakeTimeout != 10*time.Second ||
+		c.RTMP.ReadTimeout != 10*time.Second || c.RTMP.WriteTimeout != 10*time.Second || c.RTMP.MaxConns != 10000 {
+		t.Fatalf("rtmp defaults drifted: %+v", c.RTMP)
+	}
+}
+
+func TestGatewayRTMPFileAndEnv(t *testing.T) {
+	t.Parallel()
+	p := writeFile(t, `
+cluster_key: from-file-0123456789
+rtmp:
+  mode: relay
+  follow_flashver: ["SRS/*", "FMLE/3.0 (compatible; FMSc/1.0)"]
+  handshake_timeout: 3s
+  max_conns: 20
+`)
+	c, err := LoadGateway(p, []string{"PEERGATE_RTMP_MODE=redirect", "PEERGATE_RTMP_READ_TIMEOUT=4s", "PEERGATE_RTMP_WRITE_TIMEOUT=5s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RTMP.Mode != "redirect" || c.RTMP.HandshakeTimeout != 3*time.Second || c.RTMP.ReadTimeout != 4*time.Second ||
+		c.RTMP.WriteTimeout != 5*time.Second || c.RTMP.MaxConns != 20 ||
+		!reflect.DeepEqual(c.RTMP.FollowFlashVer, []string{"SRS/*", "FMLE/3.0 (compatible; FMSc/1.0)"}) {
+		t.Fatalf("got %+v", c.RTMP)
+	}
+	c, err = LoadGateway("", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_RTMP_FOLLOW_FLASHVER=SRS/*, librtmp-redirect*", "PEERGATE_RTMP_MAX_CONNS=7"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(c.RTMP.FollowFlashVer, []string{"SRS/*", "librtmp-redirect*"}) || c.RTMP.MaxConns != 7 {
+		t.Fatalf("env: %+v", c.RTMP)
+	}
 }
 
 func TestOriginDefaults(t *testing.T) {
@@ -284,6 +316,16 @@ func TestGatewayErrors(t *testing.T) {
 		{"hysteresis", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_BALANCE_HYSTERESIS=1"}, "balance.hysteresis: must be in [0, 1)"},
 		{"hysteresis NaN", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_BALANCE_HYSTERESIS=NaN"}, "balance.hysteresis: must be in [0, 1)"},
 		{"anti entropy", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_REGISTRY_ANTI_ENTROPY=-1s"}, "registry.anti_entropy: must be greater than zero"},
+		{"rtmp mode", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_RTMP_MODE=proxy"}, "rtmp.mode: must be auto, redirect or relay"},
+		{"rtmp mode empty", "cluster_key: " + key + "\nrtmp: {mode: ''}\n", nil, "rtmp.mode: must be auto, redirect or relay"},
+		{"rtmp handshake timeout", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_RTMP_HANDSHAKE_TIMEOUT=0s"}, "rtmp.handshake_timeout: must be greater than zero"},
+		{"rtmp read timeout", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_RTMP_READ_TIMEOUT=-1s"}, "rtmp.read_timeout: must be greater than zero"},
+		{"rtmp write timeout", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_RTMP_WRITE_TIMEOUT=0s"}, "rtmp.write_timeout: must be greater than zero"},
+		{"rtmp max conns", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_RTMP_MAX_CONNS=0"}, "rtmp.max_conns: must be greater than zero"},
+		{"rtmp bad env duration", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_RTMP_READ_TIMEOUT=5"}, "(rtmp.read_timeout): not a duration"},
+		{"rtmp unknown key", "cluster_key: " + key + "\nrtmp: {mdoe: relay}\n", nil, "field mdoe not found"},
+		{"max staleness", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_REGISTRY_MAX_STALENESS=-1s"}, "registry.max_staleness: must be zero (off) or positive"},
+		{"max staleness not a duration", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_REGISTRY_MAX_STALENESS=10"}, "registry.max_staleness"},
 	}
 	for _, ca := range cases {
 		t.Run(ca.desc, func(t *testing.T) {
@@ -392,12 +434,16 @@ func TestEnvNamesCoverKeys(t *testing.T) {
 		"PEERGATE_HTTP_TRUSTED_PROXIES": "http.trusted_proxies", "PEERGATE_LOG_FORMAT": "log.format",
 		"PEERGATE_REGISTRY_ANTI_ENTROPY": "registry.anti_entropy", "PEERGATE_LISTEN_HTTPS": "listen.https",
 		"PEERGATE_TLS_CERT_FILE": "tls.cert_file", "PEERGATE_TLS_KEY_FILE": "tls.key_file",
+		"PEERGATE_RTMP_MODE": "rtmp.mode", "PEERGATE_RTMP_FOLLOW_FLASHVER": "rtmp.follow_flashver",
+		"PEERGATE_RTMP_HANDSHAKE_TIMEOUT": "rtmp.handshake_timeout", "PEERGATE_RTMP_READ_TIMEOUT": "rtmp.read_timeout",
+		"PEERGATE_RTMP_WRITE_TIMEOUT": "rtmp.write_timeout", "PEERGATE_RTMP_MAX_CONNS": "rtmp.max_conns",
+		"PEERGATE_REGISTRY_MAX_STALENESS": "registry.max_staleness",
 	} {
 		if g[env] != path {
 			t.Errorf("gateway %s = %q, want %q", env, g[env], path)
 		}
 	}
-	if len(g) != 18 {
+	if len(g) != 25 {
 		t.Errorf("gateway has %d env keys: %v", len(g), g)
 	}
 	o := EnvNames(&Origin{})

@@ -111,11 +111,42 @@ func (c *Gateway) Validate() error {
 	if c.HTTP.MaxConns <= 0 {
 		return keyError("http.max_conns", "must be greater than zero, got %d", c.HTTP.MaxConns)
 	}
+	if err := c.RTMP.validate(); err != nil {
+		return err
+	}
 	if !(c.Balance.Hysteresis >= 0 && c.Balance.Hysteresis < 1) { // NaN fails both comparisons
 		return keyError("balance.hysteresis", "must be in [0, 1), got %g", c.Balance.Hysteresis)
 	}
 	if c.Registry.AntiEntropy <= 0 {
 		return keyError("registry.anti_entropy", "must be greater than zero, got %s", c.Registry.AntiEntropy)
+	}
+	if c.Registry.MaxStaleness < 0 {
+		return keyError("registry.max_staleness", "must be zero (off) or positive, got %s", c.Registry.MaxStaleness)
+	}
+	return nil
+}
+
+func (r *GatewayRTMP) validate() error {
+	switch r.Mode {
+	case "auto", "redirect", "relay":
+	default:
+		return keyError("rtmp.mode", "must be auto, redirect or relay, got %q", r.Mode)
+	}
+	for _, p := range r.FollowFlashVer {
+		if p == "" || len(p) > 256 {
+			return keyError("rtmp.follow_flashver", "patterns must be 1 to 256 bytes, got %q", p)
+		}
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{{"rtmp.handshake_timeout", r.HandshakeTimeout}, {"rtmp.read_timeout", r.ReadTimeout}, {"rtmp.write_timeout", r.WriteTimeout}} {
+		if d.v <= 0 {
+			return keyError(d.key, "must be greater than zero, got %s", d.v)
+		}
+	}
+	if r.MaxConns <= 0 {
+		return keyError("rtmp.max_conns", "must be greater than zero, got %d", r.MaxConns)
 	}
 	return nil
 }

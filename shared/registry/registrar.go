@@ -36,7 +36,8 @@ type RegistrarOptions struct {
 	Heartbeat time.Duration
 	// TTL is how long the record lives without a heartbeat. It defaults to 3 seconds.
 	TTL time.Duration
-	// Load reports the current load on every heartbeat; nil reports zeros.
+	// Load reports the current load on every heartbeat; nil reports zeros. Calls are
+	// serialised.
 	Load func() cluster.Load
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
@@ -53,6 +54,8 @@ type Registrar struct {
 	ld  func() cluster.Load
 	log *slog.Logger
 
+	ldMu    sync.Mutex // serialises calls to ld
+	idxMu   sync.Mutex // orders index writes against Deregister
 	mu      sync.Mutex // guards rec, streams, pending
 	rec     cluster.Origin
 	streams map[string]cluster.Stream
@@ -63,13 +66,18 @@ type Registrar struct {
 
 	// Owned by whoever holds sem.
 	ver     uint64 // stream-list version last written
-	seq     uint64 // heartbeat sequence
 	dirty   bool   // Redis may not hold our list: rewrite it whole
 	wrote   int64  // number of entries Redis should hold after our last write
 	recVer  uint64 // StreamsVer of the record last written
 	failing bool   // last write failed (logs only transitions)
 
-	gone atomic.Bool // deregistered: stop writing
+	seq          atomic.Uint64 // heartbeat sequence
+	written      atomic.Uint64 // stream-list version of the record last written
+	beatFailing  atomic.Bool   // last heartbeat publish failed (logs only transitions)
+	indexFailing atomic.Bool   // last index write failed (logs only transitions)
+	gone         atomic.Bool   // deregistered: stop writing
+	lastWrite    atomic.Int64  // unix ns of the last successful record write
+	lastIndex    atomic.Int64  // unix ns of the last successful index write
 }
 
 // NewRegistrar prepares a registrar for rec; nothing is written before Run or Flush.
@@ -140,22 +148,70 @@ func (r *Registrar) Epoch() uint64 {
 
 // Run heartbeats and writes stream changes until ctx is done or Deregister was called.
 // Redis errors are logged and retried; Run returns nil.
+//
+// Three loops run side by side, so that no failing node holds up the others: the writer
+// (the origin's own keys: record, stream list, changes), the index (the shared ZSET that
+// snapshots start from) and the beat (a signed heartbeat on the channel, published even
+// while the own keys cannot be written, so watchers know the origin lives while the node
+// holding its keys fails over).
 func (r *Registrar) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	r.do(ctx, r.beat)
+	budget := max(r.ttl/2, r.hb)
+	wg.Go(func() { r.every(ctx, budget, r.writeIndex) })
+	wg.Go(func() { r.every(ctx, budget, r.beatStep) })
 	t := time.NewTicker(r.hb)
 	defer t.Stop()
-	r.do(ctx, r.beat)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			r.do(ctx, r.beat)
+			r.do(ctx, r.writeOwnStep)
 		case <-r.kick:
 			r.do(ctx, r.writeChanges)
 		}
 		if r.gone.Load() {
 			return nil
 		}
+	}
+}
+
+// every runs step once per heartbeat, each run bounded by budget, until ctx is done or the
+// origin deregistered.
+func (r *Registrar) every(ctx context.Context, budget time.Duration, step func(context.Context)) {
+	t := time.NewTicker(r.hb)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if r.gone.Load() {
+			return
+		}
+		sctx, cancel := context.WithTimeout(ctx, budget)
+		step(sctx)
+		cancel()
+	}
+}
+
+func (r *Registrar) writeOwnStep(ctx context.Context) error {
+	_, err := r.writeOwn(ctx)
+	return err
+}
+
+// beatStep publishes one heartbeat and logs failure transitions.
+func (r *Registrar) beatStep(ctx context.Context) {
+	err := r.announce(ctx)
+	switch {
+	case err != nil && ctx.Err() == nil && !r.beatFailing.Swap(true):
+		r.log.Warn("heartbeat publish failed; retrying on every heartbeat", "err", err)
+	case err == nil && r.beatFailing.Swap(false):
+		r.log.Info("heartbeat publishes recovered")
 	}
 }
 
@@ -298,6 +354,9 @@ func (r *Registrar) Deregister(ctx context.Context) error {
 	}
 	defer r.unlock()
 	r.gone.Store(true)
+	// No index write of the loop may land after the removal below.
+	r.idxMu.Lock()
+	defer r.idxMu.Unlock()
 	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, r.ks.rec(r.id))
 		p.Del(ctx, r.ks.streams(r.id), r.ks.streamsTmp(r.id))
@@ -319,46 +378,81 @@ func (r *Registrar) Deregister(ctx context.Context) error {
 }
 
 // record returns the record to write now, sealed.
-func (r *Registrar) record() (cluster.Origin, []byte, error) {
+func (r *Registrar) record() (cluster.Origin, []byte, error) { return r.recordAt(r.ver) }
+
+// recordAt returns the current record announcing stream-list version ver, sealed.
+func (r *Registrar) recordAt(ver uint64) (cluster.Origin, []byte, error) {
 	r.mu.Lock()
 	rec := r.rec
 	r.mu.Unlock()
 	if r.ld != nil {
+		r.ldMu.Lock() // the writer and the heartbeat loop both sample; Load need not be safe for that
 		rec.Load = r.ld()
+		r.ldMu.Unlock()
 	}
-	rec.StreamsVer = r.ver
+	rec.StreamsVer = ver
 	blob, err := r.sg.seal(kindRecord, r.id, rec)
 	return rec, blob, err
 }
 
-// beat writes pending changes (or the whole list when dirty), then the record, and publishes it.
+// beat writes the origin's own keys (pending changes or the whole list when dirty, then the
+// record) and publishes a heartbeat at once, for Flush, Drain and changes that need watchers
+// to re-read. The heartbeat goes out even when the own keys could not be written.
 func (r *Registrar) beat(ctx context.Context) error {
+	_, ownErr := r.writeOwn(ctx)
+	pubErr := r.announce(ctx)
+	// The index last and bounded: it must not hold up the heartbeat, and its failure is its own.
+	ictx, cancel := context.WithTimeout(ctx, max(r.ttl/2, r.hb))
+	r.writeIndex(ictx)
+	cancel()
+	if pubErr != nil {
+		return errors.Join(ownErr, fmt.Errorf("publish heartbeat: %w", pubErr))
+	}
+	return ownErr
+}
+
+// announce publishes a heartbeat carrying the current record with the stream-list version
+// last written, so a watcher re-reads only what Redis holds.
+func (r *Registrar) announce(ctx context.Context) error {
+	rec, _, err := r.recordAt(r.written.Load())
+	if err != nil {
+		return err
+	}
+	ev, err := r.sg.sealEvent(eventBeat, r.id, beatBody{Seq: r.seq.Add(1), Rec: rec})
+	if err != nil {
+		return err
+	}
+	return r.publish(ctx, ev)
+}
+
+// writeOwn writes pending changes (or the whole list when dirty) and the record with its TTL,
+// rewriting the list when Redis turns out to have lost it. It returns the record written.
+func (r *Registrar) writeOwn(ctx context.Context) (cluster.Origin, error) {
 	for attempt := 0; ; attempt++ {
 		if r.dirty {
 			if err := r.rewrite(ctx); err != nil {
-				return err
+				return cluster.Origin{}, err
 			}
 		} else if err := r.writeChanges(ctx); err != nil {
-			return err
+			return cluster.Origin{}, err
 		}
 		rec, blob, err := r.record()
 		if err != nil {
-			return err
+			return cluster.Origin{}, err
 		}
-		now := time.Now()
 		var hlen *redis.IntCmd
 		var prev *redis.StatusCmd
 		cmds, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-			prev = p.SetArgs(ctx, r.ks.rec(r.id), blob, redis.SetArgs{TTL: r.ttl, Get: true})
+			// XX: a record that expired is not recreated over a list that expired with it;
+			// its absence (prev nil) makes the loop rewrite both together.
+			prev = p.SetArgs(ctx, r.ks.rec(r.id), blob, redis.SetArgs{Mode: "XX", TTL: r.ttl, Get: true})
 			p.PExpire(ctx, r.ks.streams(r.id), r.ttl)
 			hlen = p.HLen(ctx, r.ks.streams(r.id))
-			p.ZAdd(ctx, r.ks.origins(), redis.Z{Score: float64(now.Add(r.ttl).UnixMilli()), Member: r.id})
-			p.ZRemRangeByScore(ctx, r.ks.origins(), "-inf", fmt.Sprint(now.Add(-indexGrace).UnixMilli()))
 			return nil
 		})
 		if err := pipeErr(cmds, err); err != nil {
 			r.dirty = true
-			return fmt.Errorf("heartbeat: %w", err)
+			return cluster.Origin{}, fmt.Errorf("heartbeat: %w", err)
 		}
 		if (hlen.Val() != r.wrote || r.recordLost(prev)) && attempt == 0 {
 			// Redis lost our list (restart, failover, eviction): rewrite it, then beat again.
@@ -367,17 +461,70 @@ func (r *Registrar) beat(ctx context.Context) error {
 			continue
 		}
 		r.recVer = rec.StreamsVer
-		r.seq++
-		ev, err := r.sg.sealEvent(eventBeat, r.id, beatBody{Seq: r.seq, Rec: rec})
-		if err != nil {
-			return err
-		}
-		// Published after the writes completed, so a watcher that re-reads sees them.
-		if err := r.publish(ctx, ev); err != nil {
-			return fmt.Errorf("publish heartbeat: %w", err)
-		}
-		return nil
+		r.wroteAt(rec.StreamsVer)
+		return rec, nil
 	}
+}
+
+// writeIndex adds the origin to the shared index and trims long-dead members. The index only
+// helps watchers find origins at a snapshot; its node failing must not stop the other writes,
+// so it runs in its own loop (and after the heartbeat of beat) and is retried on every heartbeat.
+func (r *Registrar) writeIndex(ctx context.Context) {
+	r.idxMu.Lock()
+	defer r.idxMu.Unlock()
+	if r.gone.Load() {
+		return
+	}
+	now := time.Now()
+	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZAdd(ctx, r.ks.origins(), redis.Z{Score: float64(now.Add(r.ttl).UnixMilli()), Member: r.id})
+		p.ZRemRangeByScore(ctx, r.ks.origins(), "-inf", fmt.Sprint(now.Add(-indexGrace).UnixMilli()))
+		return nil
+	})
+	switch {
+	case err != nil && !r.indexFailing.Swap(true):
+		r.log.Warn("registry index write failed; retrying on every heartbeat", "err", err)
+	case err == nil:
+		if r.indexFailing.Swap(false) {
+			r.log.Info("registry index writes recovered")
+		}
+		r.lastIndex.Store(time.Now().UnixNano())
+	}
+}
+
+// wroteAt notes a successful write of the record with stream-list version ver.
+func (r *Registrar) wroteAt(ver uint64) {
+	r.written.Store(ver)
+	r.lastWrite.Store(time.Now().UnixNano())
+}
+
+// LastWrite is when the record last reached Redis; zero before the first write.
+func (r *Registrar) LastWrite() time.Time { return unixNano(r.lastWrite.Load()) }
+
+// LastIndexWrite is when the shared index last took the origin; zero before the first time.
+func (r *Registrar) LastIndexWrite() time.Time { return unixNano(r.lastIndex.Load()) }
+
+// TTL is the record's time to live.
+func (r *Registrar) TTL() time.Duration { return r.ttl }
+
+// CheckReady is an origin's registry readiness: an error before the first write, and once
+// one TTL passed without a successful write (gateways then stop finding the origin in Redis).
+func (r *Registrar) CheckReady() error {
+	last := r.LastWrite()
+	if last.IsZero() {
+		return errors.New("not registered yet")
+	}
+	if age := time.Since(last); age > r.ttl {
+		return fmt.Errorf("no successful registry write for %s (TTL %s)", age.Round(100*time.Millisecond), r.ttl)
+	}
+	return nil
+}
+
+func unixNano(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
 }
 
 // takePending returns the queued changes in name order and the list size after them.
@@ -429,6 +576,7 @@ func (r *Registrar) writeChanges(ctx context.Context) error {
 		return err
 	}
 	var hlen *redis.IntCmd
+	var setRec *redis.StatusCmd
 	_, err = r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		if len(set) > 0 {
 			p.HSet(ctx, r.ks.streams(r.id), set...)
@@ -438,14 +586,29 @@ func (r *Registrar) writeChanges(ctx context.Context) error {
 		}
 		p.PExpire(ctx, r.ks.streams(r.id), r.ttl)
 		hlen = p.HLen(ctx, r.ks.streams(r.id))
-		p.Set(ctx, r.ks.rec(r.id), blob, r.ttl)
+		// XX: never create the record here. If it expired (a stalled writer, a failover) the
+		// list did too, and only the whole-list rewrite may bring both back; a record over a
+		// partial or missing list would read as an origin without those streams.
+		setRec = p.SetArgs(ctx, r.ks.rec(r.id), blob, redis.SetArgs{Mode: "XX", TTL: r.ttl})
 		return nil
 	})
+	if errors.Is(err, redis.Nil) && errors.Is(setRec.Err(), redis.Nil) {
+		r.dirty = true
+		return r.beat(ctx)
+	}
 	if err != nil {
 		r.dirty = true
 		return fmt.Errorf("write stream changes: %w", err)
 	}
 	r.wrote, r.recVer = total, rec.StreamsVer
+	// The heartbeat loop announces this version only after the delta went out (below), or a
+	// watcher would see the beat first and re-read the whole list instead of applying the delta.
+	r.lastWrite.Store(time.Now().UnixNano())
+	defer func() {
+		if rec.StreamsVer > r.written.Load() { // a rewrite below may have written a newer one
+			r.written.Store(rec.StreamsVer)
+		}
+	}()
 	if hlen.Val() != total {
 		// Changes landed on a list Redis had lost: put the whole list back now.
 		r.dirty = true
@@ -555,6 +718,7 @@ func (r *Registrar) rewrite(ctx context.Context) error {
 	}
 	r.dirty = false
 	r.wrote, r.recVer = int64(len(all)), rec.StreamsVer
+	r.wroteAt(rec.StreamsVer)
 	return nil
 }
 
@@ -594,9 +758,15 @@ func (r *Registrar) publish(ctx context.Context, msg []byte) error {
 	if cc, ok := r.c.(*redis.ClusterClient); ok {
 		node, err := cc.MasterForKey(ctx, r.ks.events())
 		if err != nil {
+			cc.ReloadState(ctx)
 			return err
 		}
-		return node.Publish(ctx, r.ks.events(), msg).Err()
+		err = node.Publish(ctx, r.ks.events(), msg).Err()
+		if err != nil {
+			// The node client bypasses the Cluster client's hooks: ask for the new slot map here.
+			cc.ReloadState(ctx)
+		}
+		return err
 	}
 	return r.c.Publish(ctx, r.ks.events(), msg).Err()
 }

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/peergate/peergate/shared/cluster"
-	"github.com/peergate/peergate/shared/redistest"
+	"github.com/peergate/peergate/internal/redistest"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -57,8 +57,17 @@ func TestRedisKillRestart(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	// Redis away: the last good copy stays, well past the TTL.
-	time.Sleep(3 * testTTL)
+	// Redis away: the last good copy stays, well past the TTL, and is reported degraded.
+	sink.waitFor(t, "copy unconfirmed for 3 TTLs", waitMax, func() bool { return w.Health().CopyAge > 3*testTTL })
+	if h := w.Health(); !h.Degraded || !strings.Contains(h.Reason, "registry unreachable") {
+		t.Fatalf("health while Redis is away: %+v", h)
+	}
+	if err := w.CheckReady(0); err != nil {
+		t.Fatalf("not ready with max_staleness off: %v", err)
+	}
+	if err := w.CheckReady(testTTL); err == nil {
+		t.Fatal("ready past max_staleness while Redis is away")
+	}
 	if _, ok, n := sink.view("o1"); !ok || n != 50 {
 		t.Fatalf("while Redis is away the sink lost o1 (held %v, %d streams)", ok, n)
 	}
@@ -215,7 +224,14 @@ func TestWrongKeyInvisible(t *testing.T) {
 	w := newWatcher(t, c, right, sink)
 	run.start(w.Run)
 	sink.waitFor(t, "good origin", waitMax, func() bool { _, ok, n := sink.view("good"); return ok && n == 2 })
-	time.Sleep(5 * testHB)
+	// Synchronise on the other namespace being written and on several more events handled
+	// here, rather than on a sleep: by then the other origin would have shown up if it could.
+	ctx := context.Background()
+	otherRec := keyspace{Namespace(wrong)}.rec("other")
+	events := w.Stats().Events
+	sink.waitFor(t, "other origin written and more beats seen", waitMax, func() bool {
+		return c.Exists(ctx, otherRec).Val() == 1 && w.Stats().Events >= events+5
+	})
 	if _, ok, _ := sink.view("other"); ok {
 		t.Fatal("origin with the wrong key is visible")
 	}
@@ -223,7 +239,6 @@ func TestWrongKeyInvisible(t *testing.T) {
 		t.Fatalf("stats %+v: the other namespace must be invisible, not even rejected", st)
 	}
 	// Neither key is written to Redis, in key names, values or channel names.
-	ctx := context.Background()
 	keys := c.Keys(ctx, "*").Val()
 	if len(keys) == 0 {
 		t.Fatal("no keys written")
@@ -296,7 +311,9 @@ func TestStopWhileRedisDown(t *testing.T) {
 	go func() { _ = w.Run(ctx); done <- "watcher" }()
 	sink.waitFor(t, "o1", waitMax, func() bool { _, ok, n := sink.view("o1"); return ok && n == 1 })
 	srv.Kill()
-	time.Sleep(300 * time.Millisecond)
+	sink.waitFor(t, "Redis gone for the watcher and the registrar", waitMax, func() bool {
+		return !w.Stats().Connected && reg.CheckReady() != nil
+	})
 	cancel()
 	for range 2 {
 		select {
@@ -462,11 +479,10 @@ func TestSnapshotErrorBehindMissingRecord(t *testing.T) {
 	sink := newTestSink()
 	w := newWatcher(t, c, key, sink)
 	newRunner(t).start(w.Run)
-	for range 100 {
-		if _, ok, n := sink.view("b"); ok && n == 0 {
-			t.Fatal("a failed read of b's list was taken as an empty list")
-		}
-		time.Sleep(10 * time.Millisecond)
+	// The first snapshot is applied when the watcher is ready: b must not be in it empty.
+	sink.waitFor(t, "first snapshot", waitMax, w.Ready)
+	if _, ok, n := sink.view("b"); ok && n == 0 {
+		t.Fatal("a failed read of b's list was taken as an empty list")
 	}
 	// The registrar's next write fails on the broken key, and the one after rewrites it.
 	reg.PutStream(cluster.Stream{Name: "live/extra", State: cluster.StreamRunning})

@@ -2,26 +2,8 @@ package registry
 
 import "github.com/peergate/peergate/shared/cluster"
 
-// OriginView is one live origin with its whole verified stream list.
-type OriginView struct {
-	Origin  cluster.Origin
-	Streams []cluster.Stream
-}
-
-// Sink receives the verified cluster view that a Watcher keeps in step with Redis.
-// The gateway's in-memory index implements it. Calls come from one goroutine at a time;
-// the Sink must be safe for concurrent readers of its own. Liveness (TTL expiry, version
-// gaps, epochs) is the Watcher's business: the Sink only stores what it is told.
-type Sink interface {
-	// ReplaceAll swaps the whole view (start, anti-entropy, reconnect).
-	ReplaceAll(origins []OriginView)
-	// PutOrigin adds an origin or refreshes its record (state, load, capacity, URLs)
-	// without touching its streams; a new origin starts with no streams.
-	PutOrigin(o cluster.Origin)
-	// PutStreams replaces one origin's whole stream list.
-	PutStreams(originID string, streams []cluster.Stream)
-	// ApplyStreams applies a delta to one origin's stream list.
-	ApplyStreams(originID string, changes []cluster.StreamChange)
-	// DropOrigin removes an origin and all its streams.
-	DropOrigin(originID string)
-}
+// OriginView and Sink are the consumer's contract, defined in shared/cluster; the Watcher feeds them.
+type (
+	OriginView = cluster.OriginView
+	Sink       = cluster.Sink
+)

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -115,14 +116,76 @@ func ParseURL(rawURL string) (*redis.UniversalOptions, error) {
 	return o, nil
 }
 
+// ClusterReload is how often a Cluster client re-reads the slot map while it is in use
+// (go-redis's default is a minute). Connection errors trigger an earlier re-read.
+const ClusterReload = time.Second
+
 // Dial parses rawURL and returns a client for standalone, Sentinel or Cluster Redis.
 // It does not contact Redis: the first command does.
+//
+// A Cluster client follows a failover within seconds: it re-reads the slot map every
+// ClusterReload and after any failed command (go-redis alone re-reads only on MOVED, ASK
+// and READONLY replies, and keeps dialing a dead master until its next periodic reload).
 func Dial(rawURL string) (redis.UniversalClient, error) {
 	o, err := ParseURL(rawURL)
 	if err != nil {
 		return nil, err
 	}
-	return redis.NewUniversalClient(o), nil
+	if !o.IsClusterMode {
+		return redis.NewUniversalClient(o), nil
+	}
+	co := o.Cluster()
+	co.ClusterStateReloadInterval = ClusterReload
+	cc := redis.NewClusterClient(co)
+	cc.AddHook(reloadOnError{cc})
+	return cc, nil
+}
+
+// reloadOnError re-reads a Cluster's slot map after any failed command or pipeline.
+type reloadOnError struct{ cc *redis.ClusterClient }
+
+func (h reloadOnError) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h reloadOnError) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if topologyError(err) {
+			h.cc.ReloadState(ctx)
+		}
+		return err
+	}
+}
+
+func (h reloadOnError) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		for _, c := range cmds {
+			if topologyError(c.Err()) {
+				h.cc.ReloadState(ctx)
+				break
+			}
+		}
+		return err
+	}
+}
+
+// topologyError is any failure but a missing key, a wrong type or the caller giving up;
+// re-reading the slot map is cheap (go-redis coalesces concurrent requests).
+func topologyError(err error) bool {
+	if err == nil || errors.Is(err, redis.Nil) || errors.Is(err, context.Canceled) {
+		return false
+	}
+	if re, ok := errors.AsType[redis.Error](err); ok && strings.HasPrefix(re.Error(), "WRONGTYPE") {
+		return false
+	}
+	return true
+}
+
+// reloadTopology asks a Cluster client to re-read the slot map; other clients need nothing.
+func reloadTopology(c redis.UniversalClient) {
+	if cc, ok := c.(*redis.ClusterClient); ok {
+		cc.ReloadState(context.Background())
+	}
 }
 
 func parseUserinfo(s string) (user, pass string, err error) {

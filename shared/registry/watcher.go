@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,10 +22,15 @@ const (
 	contactTimeout = 3 * pingEvery           // silence after which Redis counts as away
 	expiryContact  = pingEvery + pingEvery/2 // expire origins only while contact is this fresh
 	backoffMin     = 50 * time.Millisecond
-	backoffMax     = 5 * time.Second
+	backoffMax     = 2 * time.Second
 	snapshotBatch  = 128             // origins per snapshot pipeline
 	clockSkewGrace = 5 * time.Second // index scores are the writers' clocks
 	receiveTimeout = time.Second
+	verifyTimeout  = 500 * time.Millisecond // one read-before-drop round trip; short, it blocks event handling
+	recheckEvery   = 200 * time.Millisecond // how often an overdue origin is asked about again
+	massMin        = 2                      // vanishing together counts as registry trouble from this many origins
+	reconnectGrace = 3 * time.Second        // at least this long for origins to rewrite a failed-over or restarted Redis
+	massGrace      = 10 * time.Second       // origins of a mass expiry still missing this long after it ended are deaths
 )
 
 // WatcherOptions tunes a Watcher; the zero value gives the defaults.
@@ -35,6 +41,10 @@ type WatcherOptions struct {
 	Logger *slog.Logger
 	// Now is the clock for deadlines and stats. It defaults to time.Now.
 	Now func() time.Time
+	// MassExpiryHold bounds how long origins that vanished from Redis together (most of the
+	// view at once, read as registry trouble rather than as deaths) are still served. It
+	// defaults to 30 seconds.
+	MassExpiryHold time.Duration
 }
 
 // WatcherStats is a point-in-time view of a Watcher's health, for metrics and readiness.
@@ -48,8 +58,64 @@ type WatcherStats struct {
 	InvalidRecords    uint64    // signed but malformed or invalid, dropped
 	Resyncs           uint64    // full snapshots (start, reconnect, anti-entropy)
 	GapResyncs        uint64    // single-origin re-reads: new origin, version gap, epoch change
-	Expired           uint64    // origins dropped by the local TTL
+	Expired           uint64    // origins dropped after Redis confirmed their record gone
 	Disconnects       uint64    // sessions lost
+
+	// Overdue origins passed their deadline without a heartbeat and are still served: Redis
+	// could not be asked (a failed read keeps an origin) or most origins vanished at once.
+	Overdue      int
+	OverdueSince time.Time // the earliest deadline among them; zero when none
+	MassHeld     int       // overdue origins kept because most of the view vanished at once
+	KeptUnread   uint64    // origins kept past their deadline because the read before dropping failed
+	MassExpiries uint64    // episodes of most origins vanishing at once (kept, reported degraded)
+}
+
+// Health summarises how far the served copy can be trusted, for readiness and metrics.
+type Health struct {
+	// Degraded is set while the gateway serves a copy Redis has not confirmed: the registry is
+	// unreachable, origins are overdue, or most of them vanished at once.
+	Degraded bool
+	// CopyAge is how long the oldest unconfirmed part of the copy has gone unconfirmed; zero
+	// while everything is current.
+	CopyAge time.Duration
+	// Reason explains Degraded in one line for /readyz; empty when not degraded.
+	// String adds the copy's age.
+	Reason string
+}
+
+// String is the reason with the copy's age, or "current".
+func (h Health) String() string {
+	if !h.Degraded {
+		return "current"
+	}
+	return fmt.Sprintf("%s (copy unconfirmed for %s)", h.Reason, h.CopyAge.Round(100*time.Millisecond))
+}
+
+// Health derives the copy's health from a stats snapshot at time now.
+func (st WatcherStats) Health(now time.Time) Health {
+	var h Health
+	var why []string
+	if !st.Connected && !st.LastContact.IsZero() {
+		h.CopyAge = now.Sub(st.LastContact)
+		why = append(why, fmt.Sprintf("registry unreachable for %s; serving the last copy (%d origins)",
+			h.CopyAge.Round(100*time.Millisecond), st.Origins))
+	}
+	if st.Overdue > 0 {
+		if age := now.Sub(st.OverdueSince); age > h.CopyAge {
+			h.CopyAge = age
+		}
+		if st.MassHeld > 0 {
+			why = append(why, fmt.Sprintf("%d of %d origins vanished from Redis at once; keeping the last copy", st.MassHeld, st.Origins))
+		}
+		if n := st.Overdue - st.MassHeld; n > 0 {
+			why = append(why, fmt.Sprintf("%d origins overdue and kept because Redis could not confirm them gone", n))
+		}
+	}
+	if len(why) > 0 {
+		h.Degraded = true
+		h.Reason = strings.Join(why, "; ")
+	}
+	return h
 }
 
 // Watcher keeps a Sink in step with the registry: snapshot, then pub/sub events.
@@ -60,10 +126,13 @@ type Watcher struct {
 	key  string
 	sink Sink
 	ae   time.Duration
+	hold time.Duration
 	now  func() time.Time
 	log  *slog.Logger
 
-	held map[string]*heldOrigin // owned by the Run goroutine
+	held     map[string]*heldOrigin // owned by the Run goroutine
+	mass     bool                   // a mass-expiry episode is under way; owned by the Run goroutine
+	lastMass time.Time              // when most of the view last read as vanished; owned by the Run goroutine
 
 	mu    sync.Mutex // guards stats
 	stats WatcherStats
@@ -78,6 +147,19 @@ type heldOrigin struct {
 	seq      uint64
 	deadline time.Time
 	ttl      time.Duration // the record's TTL, to grant a grace period after Redis comes back
+
+	// Past the deadline: when to ask Redis again, whether a failed read was counted, and
+	// since when the origin is held as part of a mass expiry.
+	checkAt     time.Time
+	unread      bool
+	massSince   time.Time
+	settleSince time.Time // confirmed gone while others were late: judged again after half a TTL
+	rereadAt    time.Time // no re-read before this, after one failed
+}
+
+// alive clears what an overdue origin carried, on proof of life.
+func (h *heldOrigin) alive() {
+	h.unread, h.massSince, h.settleSince, h.checkAt = false, time.Time{}, time.Time{}, time.Time{}
 }
 
 // NewWatcher returns a Watcher feeding sink; Run does the work.
@@ -91,10 +173,13 @@ func NewWatcher(c redis.UniversalClient, clusterKey string, sink Sink, o Watcher
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.MassExpiryHold <= 0 {
+		o.MassExpiryHold = 30 * time.Second
+	}
 	sg := newSigner(clusterKey)
 	return &Watcher{
 		c: c, ks: keyspace{sg.ns}, sg: sg, key: clusterKey, sink: sink,
-		ae: o.AntiEntropy, now: o.Now,
+		ae: o.AntiEntropy, hold: o.MassExpiryHold, now: o.Now,
 		log:  o.Logger.With("component", "watcher", "namespace", sg.ns),
 		held: map[string]*heldOrigin{},
 	}
@@ -102,6 +187,26 @@ func NewWatcher(c redis.UniversalClient, clusterKey string, sink Sink, o Watcher
 
 // Ready reports whether a first full snapshot reached the Sink; it stays true while Redis is away.
 func (w *Watcher) Ready() bool { return w.ready.Load() }
+
+// Health is the served copy's health now; see WatcherStats.Health.
+func (w *Watcher) Health() Health { return w.Stats().Health(w.now()) }
+
+// CheckReady is a gateway's readiness: an error before the first snapshot, and, when
+// maxStaleness is positive, once the copy has gone unconfirmed for longer than that.
+// A degraded copy younger than maxStaleness is still ready (see Health for the note).
+func (w *Watcher) CheckReady(maxStaleness time.Duration) error {
+	if !w.Ready() {
+		return errors.New("no registry snapshot yet")
+	}
+	if maxStaleness <= 0 {
+		return nil
+	}
+	if h := w.Health(); h.Degraded && h.CopyAge > maxStaleness {
+		return fmt.Errorf("registry copy unconfirmed for %s, longer than %s: %s",
+			h.CopyAge.Round(100*time.Millisecond), maxStaleness, h.Reason)
+	}
+	return nil
+}
 
 // Stats returns a copy of the current counters.
 func (w *Watcher) Stats() WatcherStats {
@@ -142,6 +247,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 		if time.Since(start) > 2*backoffMax {
 			backoff = backoffMin
 		}
+		// A failed session often means a dead Cluster node: re-read the slot map now rather
+		// than at go-redis's next periodic reload, so the next subscription finds the new master.
+		reloadTopology(w.c)
 		w.log.Warn("registry session ended; keeping last view", "err", err, "retry_in", backoff)
 		select {
 		case <-ctx.Done():
@@ -199,20 +307,23 @@ func (w *Watcher) session(ctx context.Context) error {
 				return fmt.Errorf("ping: %w", err)
 			}
 		case <-expiry.C:
+			// Apply what is queued first: a slow read in this loop must not read as silence,
+			// and no origin may expire past a heartbeat already received.
+			for n := len(inbox); n > 0; n-- {
+				if err := w.process(sctx, <-inbox); err != nil {
+					return err
+				}
+				lastContact = time.Now()
+			}
 			quiet := time.Since(lastContact)
 			if quiet > contactTimeout {
 				return fmt.Errorf("no answer from Redis for %s", quiet.Round(time.Millisecond))
 			}
-			// A silent Redis is not proof the origins died: expire only on fresh contact,
-			// and only after applying the heartbeats already queued.
+			// A silent Redis is not proof the origins died: expire only on fresh contact.
 			if quiet < expiryContact {
-				for len(inbox) > 0 {
-					if err := w.process(sctx, <-inbox); err != nil {
-						return err
-					}
-				}
-				w.expire()
+				w.expire(sctx)
 			}
+			w.noteOverdue()
 		case <-ae.C:
 			if err := w.resync(sctx, false); err != nil {
 				return err
@@ -259,18 +370,149 @@ func (w *Watcher) receive(ctx context.Context, ps *redis.PubSub, inbox chan<- an
 	}
 }
 
-// expire drops origins whose heartbeat deadline passed.
-func (w *Watcher) expire() {
+// expire asks Redis about origins whose heartbeat deadline passed and drops only those whose
+// record Redis positively reports gone. A failed read keeps the origin (the node holding its
+// keys may be failing over), and most of the view vanishing at once is taken as registry
+// trouble (a failover to a replica that lost the keys, a restart) rather than as deaths: the
+// last copy is kept for MassExpiryHold and reported.
+func (w *Watcher) expire(ctx context.Context) {
 	now := w.now()
+	var due []string
 	for id, h := range w.held {
-		if now.After(h.deadline) {
-			delete(w.held, id)
-			// Counted before the Sink changes, so whoever sees the origin gone also sees why.
-			w.count(func(s *WatcherStats) { s.Expired++; s.Origins = len(w.held) })
-			w.sink.DropOrigin(id)
-			w.log.Info("origin expired", "origin", id)
+		if now.After(h.deadline) && !now.Before(h.checkAt) {
+			due = append(due, id)
 		}
 	}
+	if len(due) == 0 {
+		return
+	}
+	type probe struct {
+		id   string
+		rec  *redis.StringCmd
+		pttl *redis.DurationCmd
+	}
+	rctx, cancel := context.WithTimeout(ctx, verifyTimeout)
+	defer cancel()
+	probes := make([]probe, 0, len(due))
+	_, _ = w.c.Pipelined(rctx, func(p redis.Pipeliner) error {
+		for _, id := range due {
+			probes = append(probes, probe{id, p.Get(rctx, w.ks.rec(id)), p.PTTL(rctx, w.ks.rec(id))})
+		}
+		return nil
+	})
+	now = w.now()
+	gone := map[string]bool{}
+	var reread []string
+	for _, pr := range probes {
+		h := w.held[pr.id]
+		blob, err := pr.rec.Bytes()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			h.checkAt = now.Add(recheckEvery)
+			if !h.unread {
+				h.unread = true
+				w.count(func(s *WatcherStats) { s.KeptUnread++ })
+				w.log.Warn("origin overdue but Redis cannot be asked; keeping it", "origin", pr.id, "err", err)
+			}
+			continue
+		}
+		var rec cluster.Origin
+		if err != nil || w.sg.open(kindRecord, pr.id, blob, &rec) != nil || rec.ID != pr.id || rec.Validate() != nil {
+			gone[pr.id] = true
+			continue
+		}
+		// Alive in Redis, only its heartbeats did not reach us (the channel's node may be failing
+		// over, or we are slow). A newer list version comes with its delta or next heartbeat:
+		// this read is about liveness, and re-reading a big list here would only add to the load.
+		if rec.Epoch != h.epoch {
+			reread = append(reread, pr.id)
+			continue
+		}
+		ttl := ttlOf(rec)
+		if d, err := pr.pttl.Result(); err == nil && d > 0 {
+			ttl = d
+		}
+		h.deadline = now.Add(ttl)
+		h.alive()
+	}
+	for _, id := range reread {
+		w.reread(ctx, id)
+		if h := w.held[id]; h != nil {
+			h.checkAt = now.Add(recheckEvery)
+		}
+	}
+	if len(gone) == 0 {
+		return
+	}
+	// Troubled: confirmed gone or overdue. Late (no word for half a TTL) others make a death
+	// suspect: it settles for half a TTL first, so origins that lost Redis together, whose
+	// deadlines differ by up to a heartbeat, are judged together.
+	troubled, suspect := 0, false
+	for id, h := range w.held {
+		switch {
+		case gone[id] || now.After(h.deadline):
+			troubled++
+		case now.After(h.deadline.Add(-h.ttl / 2)):
+			suspect = true
+		}
+	}
+	mass := troubled >= massMin && 2*troubled > len(w.held)
+	if mass {
+		w.lastMass = now
+	}
+	for id := range gone {
+		h := w.held[id]
+		// Held while the episode lasts, and a grace after it: as the registry recovers the
+		// others come back first, and a straggler still rewriting must not then read as a death.
+		inEpisode := mass || (!h.massSince.IsZero() && now.Sub(w.lastMass) < massGrace)
+		if inEpisode && (h.massSince.IsZero() || now.Sub(h.massSince) < w.hold) {
+			if h.massSince.IsZero() {
+				h.massSince = now
+			}
+			h.checkAt = now.Add(recheckEvery)
+			continue
+		}
+		if suspect && (h.settleSince.IsZero() || now.Sub(h.settleSince) < h.ttl/2) {
+			if h.settleSince.IsZero() {
+				h.settleSince = now
+			}
+			h.checkAt = now.Add(min(recheckEvery, h.ttl/4))
+			continue
+		}
+		delete(w.held, id)
+		// Counted before the Sink changes, so whoever sees the origin gone also sees why.
+		w.count(func(s *WatcherStats) { s.Expired++; s.Origins = len(w.held) })
+		w.sink.DropOrigin(id)
+		w.log.Info("origin expired", "origin", id)
+	}
+	if mass && !w.mass {
+		w.mass = true
+		w.count(func(s *WatcherStats) { s.MassExpiries++ })
+		w.log.Warn("most origins vanished from Redis at once; keeping the last copy",
+			"vanished", troubled, "held", len(w.held), "hold", w.hold)
+	}
+}
+
+// noteOverdue publishes which held origins are past their deadline, for Health.
+func (w *Watcher) noteOverdue() {
+	now := w.now()
+	var n, massHeld int
+	var since time.Time
+	for _, h := range w.held {
+		if !h.massSince.IsZero() {
+			massHeld++
+		}
+		if now.After(h.deadline) {
+			n++
+			if since.IsZero() || h.deadline.Before(since) {
+				since = h.deadline
+			}
+		}
+	}
+	if massHeld == 0 && w.mass {
+		w.mass = false
+		w.log.Info("mass expiry over")
+	}
+	w.count(func(s *WatcherStats) { s.Overdue, s.OverdueSince, s.MassHeld = n, since, massHeld })
 }
 
 // fetched is one origin as read from Redis, before verification.
@@ -279,6 +521,16 @@ type fetched struct {
 	rec     *redis.StringCmd
 	pttl    *redis.DurationCmd
 	streams *redis.MapStringStringCmd
+}
+
+// err is the first real failure among the fetch's reads; a missing key is not one.
+func (f fetched) err() error {
+	for _, err := range []error{f.rec.Err(), f.streams.Err()} {
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return err
+		}
+	}
+	return nil
 }
 
 func (w *Watcher) queueFetch(ctx context.Context, p redis.Pipeliner, id string) fetched {
@@ -373,11 +625,12 @@ func (w *Watcher) resync(ctx context.Context, reconnect bool) error {
 	}
 	views := make([]OriginView, 0, len(ids))
 	held := make(map[string]*heldOrigin, len(ids))
+	var failed int
 	for len(ids) > 0 {
 		batch := ids[:min(snapshotBatch, len(ids))]
 		ids = ids[len(batch):]
 		fs := make([]fetched, 0, len(batch))
-		cmds, err := w.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		_, _ = w.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for _, id := range batch {
 				if cluster.ValidID(id) {
 					fs = append(fs, w.queueFetch(ctx, p, id))
@@ -385,10 +638,18 @@ func (w *Watcher) resync(ctx context.Context, reconnect bool) error {
 			}
 			return nil
 		})
-		if err := pipeErr(cmds, err); err != nil {
-			return fmt.Errorf("snapshot: %w", err)
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
 		for _, f := range fs {
+			if err := f.err(); err != nil {
+				// Not proof of anything: a held copy stays (below), a new origin comes with its next beat.
+				failed++
+				if failed == 1 {
+					w.log.Warn("snapshot read of an origin failed; keeping what is held", "origin", f.id, "err", err)
+				}
+				continue
+			}
 			v, deadline, ok := w.verify(f)
 			if !ok {
 				continue
@@ -403,7 +664,10 @@ func (w *Watcher) resync(ctx context.Context, reconnect bool) error {
 	}
 	// An origin we hold that the snapshot lacks is not proof it died: a Redis that restarted
 	// empty has not yet been rewritten by its origins. Keep it until its deadline (extended by
-	// a fresh TTL when this snapshot follows a reconnect); only a bye or expiry drops it.
+	// at least reconnectGrace when this snapshot follows a reconnect, so its origin has time to
+	// rewrite a failed-over or restarted Redis); only a bye or a confirmed expiry drops it.
+	// Past its deadline such an origin is left to expire, which asks Redis once more and
+	// tells a death from most of the view vanishing at once.
 	now := w.now()
 	var kept int
 	for id, h := range w.held {
@@ -411,10 +675,7 @@ func (w *Watcher) resync(ctx context.Context, reconnect bool) error {
 			continue
 		}
 		if reconnect {
-			h.deadline = maxTime(h.deadline, now.Add(h.ttl))
-		}
-		if now.After(h.deadline) {
-			continue
+			h.deadline = maxTime(h.deadline, now.Add(max(2*h.ttl, reconnectGrace)))
 		}
 		held[id] = h
 		kept++
@@ -440,24 +701,30 @@ func (w *Watcher) resync(ctx context.Context, reconnect bool) error {
 
 // reread fetches one origin again after a gap, an epoch change or a new origin's heartbeat.
 func (w *Watcher) reread(ctx context.Context, id string) {
+	if h := w.held[id]; h != nil && w.now().Before(h.rereadAt) {
+		return // the last try failed a moment ago: do not hammer a failing node on every beat
+	}
 	var f fetched
-	cmds, err := w.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		f = w.queueFetch(ctx, p, id)
+	rctx, cancel := context.WithTimeout(ctx, ioTimeout)
+	defer cancel()
+	_, _ = w.c.Pipelined(rctx, func(p redis.Pipeliner) error {
+		f = w.queueFetch(rctx, p, id)
 		return nil
 	})
 	w.count(func(s *WatcherStats) { s.GapResyncs++ })
-	if err := pipeErr(cmds, err); err != nil {
-		// Left as is; the session's health checks or anti-entropy repair it.
+	if err := f.err(); err != nil {
+		// Left as is; the next heartbeat, expiry check or anti-entropy repairs it.
 		w.log.Warn("origin re-read failed", "origin", id, "err", err)
+		if h := w.held[id]; h != nil {
+			h.rereadAt = w.now().Add(recheckEvery)
+		}
 		return
 	}
 	v, deadline, ok := w.verify(f)
 	if !ok {
-		if _, held := w.held[id]; held {
-			delete(w.held, id)
-			w.sink.DropOrigin(id)
-			w.count(func(s *WatcherStats) { s.Origins = len(w.held) })
-		}
+		// A missing or untrusted record is not proof the origin died (its node may have failed
+		// over to a replica that lost the key): a held copy stays until Redis confirms it gone
+		// after its deadline (expire), or a bye.
 		return
 	}
 	h := &heldOrigin{epoch: v.Origin.Epoch, ver: v.Origin.StreamsVer, deadline: deadline, ttl: ttlOf(v.Origin)}
@@ -528,12 +795,16 @@ func (w *Watcher) onBeat(ctx context.Context, id string, b beatBody) {
 	if h == nil || h.epoch != rec.Epoch || rec.StreamsVer > h.ver {
 		w.reread(ctx, id)
 		if h = w.held[id]; h != nil && h.epoch == rec.Epoch {
+			// The beat itself proves the origin alive, whatever the re-read found.
 			h.seq = b.Seq
+			h.deadline = maxTime(h.deadline, w.now().Add(ttlOf(rec)))
+			h.alive()
 		}
 		return
 	}
 	h.seq = b.Seq
-	h.deadline = w.now().Add(time.Duration(rec.TTLMillis) * time.Millisecond)
+	h.deadline = w.now().Add(ttlOf(rec))
+	h.alive()
 	w.sink.PutOrigin(rec)
 }
 

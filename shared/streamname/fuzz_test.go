@@ -83,7 +83,11 @@ func FuzzFromRTMP(f *testing.F) {
 		if !Valid(name) || !ValidQuery(query) || strings.Contains(name, "?") {
 			t.Fatalf("FromRTMP(%q, %q) = %q, %q", app, stream, name, query)
 		}
-		if !strings.HasPrefix(name, strings.SplitN(app, "?", 2)[0]+"/") {
+		if bare := strings.SplitN(app, "?", 2)[0]; bare == StaticApp {
+			if name != strings.SplitN(stream, "?", 2)[0] {
+				t.Fatalf("FromRTMP(%q, %q) = %q, want the bare stream", app, stream, name)
+			}
+		} else if !strings.HasPrefix(name, bare+"/") {
 			t.Fatalf("FromRTMP(%q, %q) = %q does not start with the app", app, stream, name)
 		}
 		if _, ok := Location("rtmp://origin:1936", "/"+name, query); !ok {

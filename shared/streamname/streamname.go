@@ -171,8 +171,12 @@ func FromRTSPPath(path string) (name string, ok bool) {
 	return name, true
 }
 
+// StaticApp is the RTMP app through which a single-segment NAME is reached:
+// rtmp://host/static/demo is NAME "demo" (Flussonic's rule, on origins and gateways alike).
+const StaticApp = "static"
+
 // FromRTMP builds the NAME "APP/STREAM" from an RTMP connect app and play/publish stream
-// name. Either may carry a "?query" (publishers often put a token on the app, players on the
+// name; the app "static" yields the bare STREAM (rtmp://host/static/demo is "demo"). Either may carry a "?query" (publishers often put a token on the app, players on the
 // stream); it is split off and returned, the app's first, joined by "&" when both have one.
 func FromRTMP(app, stream string) (name, query string, ok bool) {
 	app, aq, _ := strings.Cut(app, "?")
@@ -194,6 +198,9 @@ func FromRTMP(app, stream string) (name, query string, ok bool) {
 	// Check the parts before joining so hostile input costs no allocation.
 	if !Valid(app) || !Valid(stream) {
 		return "", "", false
+	}
+	if app == StaticApp {
+		return stream, query, true
 	}
 	name = app + "/" + stream
 	if !Valid(name) {

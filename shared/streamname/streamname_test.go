@@ -195,6 +195,13 @@ var casesRTMP = []struct {
 	{"live", "cam1?" + strings.Repeat("q", maxQueryLen+1), "", "", false},
 	{"a/b/c/d/e/f/g", "h", "a/b/c/d/e/f/g/h", "", true},
 	{"a/b/c/d/e/f/g", "h/i", "", "", false},
+	{"static", "demo", "demo", "", true},
+	{"static?key=k", "demo?t=1", "demo", "key=k&t=1", true},
+	{"static", "live/cam1", "live/cam1", "", true},
+	{"static", "..", "", "", false},
+	{"static", "", "", "", false},
+	{"static/x", "demo", "static/x/demo", "", true},
+	{"Static", "demo", "Static/demo", "", true},
 }
 
 func TestFromRTMP(t *testing.T) {

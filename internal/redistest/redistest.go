@@ -205,7 +205,7 @@ func Standalone(t testing.TB) *Server {
 	return startServer(t, bin, false, func(dir string, port int) []string { return dataArgs(dir, port) })
 }
 
-// Cluster is a three-master Redis Cluster without replicas.
+// Cluster is a Redis Cluster (by default three masters without replicas).
 type Cluster struct {
 	Nodes []*Server
 }
@@ -219,19 +219,48 @@ func (c *Cluster) URL() string {
 	return "redis+cluster://" + strings.Join(addrs, ",")
 }
 
-// Cluster starts three cluster-enabled redis-server processes, joins them with
+// NewCluster starts three cluster-enabled redis-server processes, joins them with
 // redis-cli --cluster create and waits for cluster_state:ok on every node.
 func NewCluster(t testing.TB) *Cluster {
 	t.Helper()
+	return NewClusterWith(t, ClusterConfig{})
+}
+
+// ClusterConfig shapes a Redis Cluster.
+type ClusterConfig struct {
+	Masters     int           // 0 means 3
+	Replicas    int           // replicas per master; 0 means none
+	NodeTimeout time.Duration // cluster-node-timeout; 0 means 2s
+	// Partial sets cluster-require-full-coverage no: the masters still up keep serving their
+	// slots while one fails over (with the default, every node refuses commands until then).
+	Partial bool
+}
+
+// NewClusterWith starts Masters*(1+Replicas) cluster-enabled nodes, joins them with
+// redis-cli --cluster create --cluster-replicas and waits until every node reports
+// cluster_state:ok and every master has its replicas attached.
+func NewClusterWith(t testing.TB, cfg ClusterConfig) *Cluster {
+	t.Helper()
+	if cfg.Masters == 0 {
+		cfg.Masters = 3
+	}
+	if cfg.NodeTimeout == 0 {
+		cfg.NodeTimeout = 2 * time.Second
+	}
 	bin := lookBin(t, "redis-server")
 	cli := lookBin(t, "redis-cli")
 	c := &Cluster{}
-	for range 3 {
+	for range cfg.Masters * (1 + cfg.Replicas) {
 		s := startServer(t, bin, true, func(dir string, port int) []string {
+			coverage := "yes"
+			if cfg.Partial {
+				coverage = "no"
+			}
 			return dataArgs(dir, port,
 				"--cluster-enabled", "yes",
 				"--cluster-config-file", filepath.Join(dir, "nodes.conf"),
-				"--cluster-node-timeout", "2000")
+				"--cluster-node-timeout", strconv.FormatInt(cfg.NodeTimeout.Milliseconds(), 10),
+				"--cluster-require-full-coverage", coverage)
 		})
 		c.Nodes = append(c.Nodes, s)
 	}
@@ -239,15 +268,46 @@ func NewCluster(t testing.TB) *Cluster {
 	for _, n := range c.Nodes {
 		args = append(args, n.Addr())
 	}
-	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	args = append(args, "--cluster-replicas", strconv.Itoa(cfg.Replicas), "--cluster-yes")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("redistest: redis-cli --cluster create: %v\n%s", err, out)
 	}
-	deadline := time.Now().Add(20 * time.Second)
+	c.waitOK(t, 30*time.Second)
+	if cfg.Replicas > 0 {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			masters := 0
+			for _, n := range c.Nodes {
+				if info, err := Do(n.Addr(), "INFO", "replication"); err == nil &&
+					strings.Contains(info, "role:master") &&
+					strings.Contains(info, "connected_slaves:"+strconv.Itoa(cfg.Replicas)) &&
+					!strings.Contains(info, "state=wait_bgsave") {
+					masters++
+				}
+			}
+			if masters == cfg.Masters {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("redistest: replicas did not attach to every master (%d of %d ready)", masters, cfg.Masters)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return c
+}
+
+// waitOK waits until every running node reports cluster_state:ok.
+func (c *Cluster) waitOK(t testing.TB, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
 	for _, n := range c.Nodes {
+		if !n.Running() {
+			continue
+		}
 		for {
 			info, err := Do(n.Addr(), "CLUSTER", "INFO")
 			if err == nil && strings.Contains(info, "cluster_state:ok") {
@@ -259,7 +319,66 @@ func NewCluster(t testing.TB) *Cluster {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	return c
+}
+
+// MasterFor returns the running node that serves key as master, by asking each node's ROLE
+// and CLUSTER KEYSLOT / CLUSTER SHARDS-free slot lookup (CLUSTER NODES).
+func (c *Cluster) MasterFor(key string) (*Server, error) {
+	for _, n := range c.Nodes {
+		if !n.Running() {
+			continue
+		}
+		slot, err := Do(n.Addr(), "CLUSTER", "KEYSLOT", key)
+		if err != nil {
+			continue
+		}
+		nodes, err := Do(n.Addr(), "CLUSTER", "NODES")
+		if err != nil {
+			continue
+		}
+		want, _ := strconv.Atoi(slot)
+		for line := range strings.SplitSeq(nodes, "\n") {
+			f := strings.Fields(line)
+			if len(f) < 9 || !strings.Contains(f[2], "master") || strings.Contains(f[2], "fail") {
+				continue
+			}
+			for _, r := range f[8:] {
+				lo, hi, _ := strings.Cut(r, "-")
+				if hi == "" {
+					hi = lo
+				}
+				a, err1 := strconv.Atoi(lo)
+				b, err2 := strconv.Atoi(hi)
+				if err1 == nil && err2 == nil && a <= want && want <= b {
+					addr, _, _ := strings.Cut(f[1], "@")
+					for _, m := range c.Nodes {
+						if m.Addr() == addr {
+							return m, nil
+						}
+					}
+				}
+			}
+		}
+		return nil, fmt.Errorf("no master for slot %d in CLUSTER NODES of %s", want, n.Addr())
+	}
+	return nil, errors.New("no running node answers")
+}
+
+// Role is the first line of ROLE on s ("master" or "slave"), or "" when it does not answer.
+func (s *Server) Role() string {
+	r, err := Do(s.Addr(), "ROLE")
+	if err != nil {
+		return ""
+	}
+	role, _, _ := strings.Cut(r, "\n")
+	return role
+}
+
+// Running reports whether the process was started and not killed.
+func (s *Server) Running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cmd != nil
 }
 
 // SentinelConfig shapes a Sentinel deployment.

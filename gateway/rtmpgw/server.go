@@ -1,0 +1,305 @@
+// Package rtmpgw is the gateway's RTMP listener: it redirects the players and publishers that can follow a redirect and relays the rest to the chosen origin.
+package rtmpgw
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/peergate/peergate/gateway/gwmetrics"
+	"github.com/peergate/peergate/gateway/resolve"
+	"github.com/peergate/peergate/internal/netcap"
+)
+
+// Defaults of the Server settings.
+const (
+	DefaultMode             = ModeAuto
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultReadTimeout      = 10 * time.Second
+	DefaultWriteTimeout     = 10 * time.Second
+	DefaultMaxConns         = 10000
+	DefaultMaxSetupBytes    = 64 << 10
+)
+
+// Modes: what the gateway does with a player or publisher once it knows the NAME.
+const (
+	ModeAuto     = "auto"     // redirect the clients known to follow, relay the others
+	ModeRedirect = "redirect" // redirect everyone
+	ModeRelay    = "relay"    // relay everyone
+)
+
+// Outcomes, as logged and counted (proto "rtmp").
+const (
+	OutcomeOK           = gwmetrics.OK           // redirected, or relayed until a side closed normally
+	OutcomeNotFound     = gwmetrics.NotFound     // Play.StreamNotFound: no origin lists the name
+	OutcomeUnavailable  = gwmetrics.Unavailable  // Play.Failed / Publish.Failed: nobody eligible
+	OutcomeBadPath      = gwmetrics.BadPath      // Play.StreamNotFound / Publish.BadName: not a valid NAME
+	OutcomeBadOrigin    = gwmetrics.BadOrigin    // the chosen origin's base URL was refused
+	OutcomeBadRequest   = gwmetrics.BadRequest   // not RTMP, malformed, too large, timed out before play/publish
+	OutcomeError        = gwmetrics.Error        // the resolver gave no outcome
+	OutcomeOriginFailed = gwmetrics.OriginFailed // relay: the origin refused, failed or went away
+	OutcomeClientGone   = gwmetrics.ClientGone   // relay: the client stalled past a deadline
+	OutcomeRefused      = gwmetrics.Refused      // over MaxConns
+	proto               = "rtmp"
+)
+
+// Resolver is what the listener asks: who should serve NAME to this player (Resolve), and
+// which origin takes this publisher (Place)?
+type Resolver interface {
+	Resolve(req resolve.Request) resolve.Result
+	Place(req resolve.Request) resolve.Result
+}
+
+// Metrics counts outcomes and relayed sessions; gwmetrics.Prom implements it.
+type Metrics interface {
+	Redirect(proto, outcome string)
+	ResolveDuration(proto string, d time.Duration)
+	RelayStart(proto, role string)
+	RelayEnd(proto, role, outcome string)
+	RelayBytes(proto, direction string, n int64)
+}
+
+// Server is the gateway's RTMP listener. It does the handshake, connect and createStream
+// itself; at play or publish it derives NAME (shared/streamname.FromRTMP: app "/" stream
+// key, the app "static" for single-segment names) and, by Mode, either redirects (SRS-style
+// onStatus with ex.code 302, plus Enhanced RTMP v2 ReconnectRequest for clients that set the
+// reconnect bit of capsEx) or relays: it connects to the origin as an RTMP client, replays
+// connect, createStream and the play or publish there, and passes messages both ways.
+type Server struct {
+	// Address to listen on, e.g. ":1935".
+	Address string
+	// Resolver chooses the origin. Required.
+	Resolver Resolver
+	// Mode is "auto", "redirect" or "relay". It defaults to "auto": redirect the clients that
+	// set the reconnect bit of capsEx or whose flashVer matches FollowFlashVer, relay the rest.
+	Mode string
+	// FollowFlashVer lists flashVer patterns of clients known to follow the SRS-style redirect
+	// in auto mode. A pattern matches the whole flashVer; '*' stands for any run of characters
+	// and is the only special byte ("SRS/*" matches "SRS/4.0.1"). It defaults to none.
+	FollowFlashVer []string
+	// HandshakeTimeout bounds everything from accept to play/publish, and the relay's setup
+	// with the origin. It defaults to 10s.
+	HandshakeTimeout time.Duration
+	// ReadTimeout bounds the wait for the next message from the side that sends media while
+	// relaying (the origin for players, the client for publishers). It defaults to 10s.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds writing each message to either side; a client that stops reading
+	// is cut when it expires. It defaults to 10s.
+	WriteTimeout time.Duration
+	// MaxConns bounds concurrent client connections; more are closed at once. It defaults to 10000.
+	MaxConns int
+	// MaxSetupBytes bounds what a client may send before play/publish (handshake included).
+	// It defaults to 64 KiB. Every message is also capped at gortmplib's 10 MiB.
+	MaxSetupBytes int
+	// OriginTLSConfig is used to reach rtmps origins; nil means the system roots and the
+	// origin's host name.
+	OriginTLSConfig *tls.Config
+	// Logger gets one line per connection. It defaults to slog.Default().
+	Logger *slog.Logger
+	// Metrics may be nil.
+	Metrics Metrics
+
+	ln    *netcap.Listener
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
+	done  bool
+
+	refusedAt atomic.Int64 // unix nanos of the last refusal log line
+	refused   atomic.Int64 // refusals since that line
+}
+
+// Initialize listens and starts serving.
+func (s *Server) Initialize() error {
+	if s.Resolver == nil {
+		return errors.New("rtmpgw: no resolver")
+	}
+	switch s.Mode {
+	case "":
+		s.Mode = DefaultMode
+	case ModeAuto, ModeRedirect, ModeRelay:
+	default:
+		return fmt.Errorf("rtmpgw: mode %q: must be auto, redirect or relay", s.Mode)
+	}
+	s.HandshakeTimeout = orDefault(s.HandshakeTimeout, DefaultHandshakeTimeout)
+	s.ReadTimeout = orDefault(s.ReadTimeout, DefaultReadTimeout)
+	s.WriteTimeout = orDefault(s.WriteTimeout, DefaultWriteTimeout)
+	if s.MaxConns <= 0 {
+		s.MaxConns = DefaultMaxConns
+	}
+	if s.MaxSetupBytes <= 0 {
+		s.MaxSetupBytes = DefaultMaxSetupBytes
+	}
+	if s.Logger == nil {
+		s.Logger = slog.Default()
+	}
+	if s.Metrics == nil {
+		s.Metrics = nopMetrics{}
+	}
+	ln, err := net.Listen("tcp", s.Address)
+	if err != nil {
+		return fmt.Errorf("rtmpgw: %w", err)
+	}
+	s.ln = &netcap.Listener{Listener: ln, Max: int64(s.MaxConns), OnReject: s.onReject}
+	s.conns = map[net.Conn]struct{}{}
+	s.wg.Add(1)
+	go s.accept()
+	return nil
+}
+
+// Addr is the bound address.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Close stops listening, closes every client and origin connection and returns when all
+// goroutines are done.
+func (s *Server) Close() {
+	if s.ln == nil {
+		return
+	}
+	s.mu.Lock()
+	if s.done {
+		s.mu.Unlock()
+		return
+	}
+	s.done = true
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.ln.Close()
+	s.wg.Wait()
+}
+
+// onReject counts a connection over MaxConns and logs at most one line a second.
+func (s *Server) onReject(c net.Conn) {
+	s.Metrics.Redirect(proto, OutcomeRefused)
+	n := s.refused.Add(1)
+	now := time.Now().UnixNano()
+	last := s.refusedAt.Load()
+	if now-last < int64(time.Second) || !s.refusedAt.CompareAndSwap(last, now) {
+		return
+	}
+	s.refused.Add(-n)
+	s.Logger.Warn("rtmp connections refused", "remote", c.RemoteAddr().String(), "reason", "max_conns", "count", n)
+}
+
+// track registers c so Close closes it; false when the server is closing.
+func (s *Server) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+func (s *Server) accept() {
+	defer s.wg.Done()
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			return
+		}
+		s.mu.Lock()
+		if s.done {
+			s.mu.Unlock()
+			c.Close()
+			return
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.wg.Done()
+			defer func() {
+				s.untrack(c)
+				c.Close()
+			}()
+			s.serve(c)
+		}()
+	}
+}
+
+// connLog is what the connection's one log line says.
+type connLog struct {
+	client   string
+	flashVer string
+	capsEx   uint32
+	role     string
+	name     string
+	mode     string
+	origin   string
+	outcome  string
+	toOrigin int64
+	toClient int64
+	err      error
+}
+
+func (s *Server) serve(c net.Conn) {
+	start := time.Now()
+	cl := &connLog{client: remoteIP(c)}
+	defer func() {
+		if p := recover(); p != nil {
+			cl.outcome = OutcomeError
+			cl.err = fmt.Errorf("panic: %v", p)
+			s.Logger.Error("rtmp connection panic", "client", cl.client, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		}
+		level := slog.LevelInfo
+		if cl.outcome == "" || cl.outcome == OutcomeBadRequest {
+			level = slog.LevelDebug
+		}
+		s.Logger.Log(context.Background(), level, "rtmp connection",
+			"client", cl.client, "flashver", cl.flashVer, "capsex", cl.capsEx, "role", cl.role, "name", cl.name,
+			"mode", cl.mode, "origin", cl.origin, "outcome", cl.outcome,
+			"bytes_to_origin", cl.toOrigin, "bytes_to_client", cl.toClient,
+			"err", errString(cl.err), "duration", time.Since(start).Round(time.Millisecond).String())
+	}()
+	s.session(c, cl)
+}
+
+func remoteIP(c net.Conn) string {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return a.AddrPort().Addr().Unmap().String()
+	}
+	host, _, err := net.SplitHostPort(c.RemoteAddr().String())
+	if err != nil {
+		return c.RemoteAddr().String()
+	}
+	return host
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+type nopMetrics struct{}
+
+func (nopMetrics) Redirect(string, string)               {}
+func (nopMetrics) ResolveDuration(string, time.Duration) {}
+func (nopMetrics) RelayStart(string, string)             {}
+func (nopMetrics) RelayEnd(string, string, string)       {}
+func (nopMetrics) RelayBytes(string, string, int64)      {}
