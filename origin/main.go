@@ -112,6 +112,10 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 		newTableCollector(ms.tbl),
 	)
 	streams := streamapi.New(apiSide{book}, cfg.StaticStreams(), log)
+	streams.Token = cfg.Admin.Token
+	if cfg.Admin.Token == "" {
+		log.Warn("admin.token not set: the stream API's PUT and DELETE are disabled")
+	}
 	adm := &admin.Server{
 		Address:  cfg.Listen.Admin,
 		Gatherer: promReg,

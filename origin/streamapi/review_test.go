@@ -43,10 +43,12 @@ func (r *slowRegistry) RemoveStream(name string) {
 func TestPutDeleteRaceKeepsRegistryInStep(t *testing.T) {
 	reg := &slowRegistry{entered: make(chan struct{}), release: make(chan struct{}), state: map[string]bool{}}
 	h := New(reg, nil, slog.New(slog.DiscardHandler))
+	h.Token = testToken
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 	do := func(method string) {
 		req, _ := http.NewRequest(method, srv.URL+"/api/v1/streams/live/x", nil)
+		req.Header.Set("Authorization", "Bearer "+testToken)
 		if res, err := http.DefaultClient.Do(req); err == nil {
 			res.Body.Close()
 		}
