@@ -20,6 +20,7 @@ import (
 	"github.com/peergate/peergate/shared/admin"
 	"github.com/peergate/peergate/shared/cluster"
 	"github.com/peergate/peergate/shared/config"
+	"github.com/peergate/peergate/shared/pubauth"
 	"github.com/peergate/peergate/shared/registry"
 )
 
@@ -39,6 +40,9 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 	}
 	log := config.NewLogger(logOut, cfg.Log)
 	slog.SetDefault(log)
+	if cfg.Auth.PublishSecret == "" {
+		log.Warn(pubauth.OpenWarning)
+	}
 
 	client, err := registry.Dial(cfg.Redis.URL)
 	if err != nil {

@@ -99,3 +99,15 @@ func Check(secret, name, rawQuery string, now time.Time) error {
 	}
 	return nil
 }
+
+// Authorizer returns the check a listener's Authorize field takes: Check under secret at the
+// current time. With no secret it returns nil, which listeners read as "anyone may publish".
+func Authorizer(secret string) func(name, query string) error {
+	if secret == "" {
+		return nil
+	}
+	return func(name, query string) error { return Check(secret, name, query, time.Now()) }
+}
+
+// OpenWarning is the line each binary logs at start when no publish secret is set.
+const OpenWarning = "auth.publish_secret not set: anyone who reaches a publish port can publish any stream"

@@ -113,3 +113,16 @@ func FuzzCheck(f *testing.F) {
 		}
 	})
 }
+
+func TestAuthorizer(t *testing.T) {
+	if Authorizer("") != nil {
+		t.Fatal("no secret must leave publishing open (nil)")
+	}
+	a := Authorizer(secret)
+	if err := a("live/cam1", Query(secret, "live/cam1", 0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a("live/cam1", ""); !errors.Is(err, ErrNoKey) {
+		t.Fatalf("no key: %v", err)
+	}
+}
