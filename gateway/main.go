@@ -20,6 +20,7 @@ import (
 	"github.com/peergate/peergate/internal/cli"
 	"github.com/peergate/peergate/shared/admin"
 	"github.com/peergate/peergate/shared/config"
+	"github.com/peergate/peergate/shared/pubauth"
 	"github.com/peergate/peergate/shared/registry"
 )
 
@@ -58,6 +59,10 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 	}
 	log := config.NewLogger(logOut, cfg.Log)
 	slog.SetDefault(log)
+	publishAuth := pubauth.Authorizer(cfg.Auth.PublishSecret)
+	if publishAuth == nil {
+		log.Warn(pubauth.OpenWarning)
+	}
 	log.Info("starting", "version", version, "namespace", registry.Namespace(cfg.ClusterKey))
 
 	client, err := registry.Dial(cfg.Redis.URL)
@@ -167,6 +172,7 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 			Address:    cfg.Listen.RTSP,
 			Resolver:   gatedResolver{table, watcher.Ready},
 			RetryAfter: cfg.HTTP.RetryAfter,
+			Authorize:  publishAuth,
 			Logger:     log.With("listener", "rtsp"),
 			Metrics:    metrics,
 		}
@@ -186,6 +192,7 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 			ReadTimeout:      cfg.RTMP.ReadTimeout,
 			WriteTimeout:     cfg.RTMP.WriteTimeout,
 			MaxConns:         cfg.RTMP.MaxConns,
+			Authorize:        publishAuth,
 			Logger:           log.With("listener", "rtmp"),
 			Metrics:          metrics,
 		}
