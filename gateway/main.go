@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -27,7 +28,17 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-func main() { cli.Main("gateway", run) }
+func main() {
+	// "gateway publish-key -name NAME [-exp 24h]" prints a publish key (see shared/pubauth).
+	if len(os.Args) > 1 && os.Args[1] == "publish-key" {
+		if err := pubauth.KeyCommand(os.Args[2:], os.Environ(), time.Now(), os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "gateway publish-key:", err)
+			os.Exit(2)
+		}
+		return
+	}
+	cli.Main("gateway", run)
+}
 
 // gatedResolver answers Unavailable until the first registry snapshot: before it no name is
 // known to be missing, and a 404 would tell players the stream does not exist.
