@@ -19,6 +19,7 @@ import (
 
 const (
 	clusterKey = "e2e-cluster-key-0123456789abcdef"
+	adminToken = "e2e-admin-token-0123456789"
 	wrongKey   = "another-cluster-key-fedcba9876543210"
 	perOrigin  = 10000
 	heartbeat  = 200 * time.Millisecond
@@ -52,6 +53,7 @@ func startOrigin(t *testing.T, id, key, redisURL string, names []string) *origin
 	cfg := originConfig(t, id, names)
 	p := start(t, "origin", id, cfg, []string{
 		"PEERGATE_CLUSTER_KEY=" + key,
+		"PEERGATE_ADMIN_TOKEN=" + adminToken,
 		"PEERGATE_REDIS_URL=" + redisURL,
 		"PEERGATE_PUBLIC_HTTP=" + public,
 		"PEERGATE_LISTEN_HTTP=127.0.0.1:0",
@@ -139,6 +141,7 @@ func checkAll(t *testing.T, gws []*proc, origins []*origin) {
 func addStream(t *testing.T, o *origin, name string) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPut, "http://"+o.p.addr("admin")+"/api/v1/streams/"+name, bytes.NewReader([]byte(`{"state":"running"}`)))
+	req.Header.Set("Authorization", "Bearer "+adminToken)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -291,6 +294,7 @@ func runCore(t *testing.T, redis topology) {
 	// The origin's registrar needs Redis back before it can take the write.
 	mediatest.EventuallyT(t, 30*time.Second, func() bool {
 		req, _ := http.NewRequest(http.MethodPut, "http://"+o1.p.addr("admin")+"/api/v1/streams/"+addAfter, bytes.NewReader([]byte(`{"state":"running"}`)))
+		req.Header.Set("Authorization", "Bearer "+adminToken)
 		res, err := http.DefaultClient.Do(req)
 		if err != nil {
 			return false

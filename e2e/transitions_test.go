@@ -8,12 +8,12 @@ import (
 	"time"
 
 	"github.com/peergate/peergate/internal/mediatest"
+	"github.com/peergate/peergate/internal/redistest"
 	"github.com/peergate/peergate/origin/media"
 	"github.com/peergate/peergate/origin/ondemand"
 	"github.com/peergate/peergate/origin/rtmpsrv"
 	"github.com/peergate/peergate/origin/rtspsrv"
 	"github.com/peergate/peergate/shared/cluster"
-	"github.com/peergate/peergate/internal/redistest"
 	"github.com/peergate/peergate/shared/registry"
 )
 

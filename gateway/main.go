@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
+	"time"
 
 	"github.com/peergate/peergate/gateway/adminapi"
 	"github.com/peergate/peergate/gateway/gwmetrics"
@@ -18,13 +20,24 @@ import (
 	"github.com/peergate/peergate/internal/cli"
 	"github.com/peergate/peergate/shared/admin"
 	"github.com/peergate/peergate/shared/config"
+	"github.com/peergate/peergate/shared/pubauth"
 	"github.com/peergate/peergate/shared/registry"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-func main() { cli.Main("gateway", run) }
+func main() {
+	// "gateway publish-key -name NAME [-exp 24h]" prints a publish key (see shared/pubauth).
+	if len(os.Args) > 1 && os.Args[1] == "publish-key" {
+		if err := pubauth.KeyCommand(os.Args[2:], os.Environ(), time.Now(), os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "gateway publish-key:", err)
+			os.Exit(2)
+		}
+		return
+	}
+	cli.Main("gateway", run)
+}
 
 // gatedResolver answers Unavailable until the first registry snapshot: before it no name is
 // known to be missing, and a 404 would tell players the stream does not exist.
@@ -57,6 +70,10 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 	log := config.NewLogger(logOut, cfg.Log)
 	slog.SetDefault(log)
 	registry.RouteLibraryLogs(log)
+	publishAuth := pubauth.Authorizer(cfg.Auth.PublishSecret)
+	if publishAuth == nil {
+		log.Warn(pubauth.OpenWarning)
+	}
 	log.Info("starting", "version", version, "namespace", registry.Namespace(cfg.ClusterKey))
 
 	client, err := registry.Dial(cfg.Redis.URL)
@@ -163,6 +180,7 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 			Address:    cfg.Listen.RTSP,
 			Resolver:   gatedResolver{table, watcher.Ready},
 			RetryAfter: cfg.HTTP.RetryAfter,
+			Authorize:  publishAuth,
 			Logger:     log.With("listener", "rtsp"),
 			Metrics:    metrics,
 		}
@@ -182,6 +200,7 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 			ReadTimeout:      cfg.RTMP.ReadTimeout,
 			WriteTimeout:     cfg.RTMP.WriteTimeout,
 			MaxConns:         cfg.RTMP.MaxConns,
+			Authorize:        publishAuth,
 			Logger:           log.With("listener", "rtmp"),
 			Metrics:          metrics,
 		}

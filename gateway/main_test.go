@@ -14,10 +14,10 @@ import (
 	"github.com/bluenviron/gortmplib"
 
 	"github.com/peergate/peergate/internal/cli"
+	"github.com/peergate/peergate/internal/redistest"
 	"github.com/peergate/peergate/internal/testcert"
 	"github.com/peergate/peergate/shared/cluster"
 	"github.com/peergate/peergate/shared/config"
-	"github.com/peergate/peergate/internal/redistest"
 	"github.com/peergate/peergate/shared/registry"
 )
 

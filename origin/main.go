@@ -21,6 +21,7 @@ import (
 	"github.com/peergate/peergate/shared/admin"
 	"github.com/peergate/peergate/shared/cluster"
 	"github.com/peergate/peergate/shared/config"
+	"github.com/peergate/peergate/shared/pubauth"
 	"github.com/peergate/peergate/shared/registry"
 )
 
@@ -41,6 +42,9 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 	log := config.NewLogger(logOut, cfg.Log)
 	slog.SetDefault(log)
 	registry.RouteLibraryLogs(log)
+	if cfg.Auth.PublishSecret == "" {
+		log.Warn(pubauth.OpenWarning)
+	}
 
 	client, err := registry.Dial(cfg.Redis.URL)
 	if err != nil {
@@ -123,6 +127,10 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 		newTableCollector(ms.tbl),
 	)
 	streams := streamapi.New(apiSide{book}, cfg.StaticStreams(), log)
+	streams.Token = cfg.Admin.Token
+	if cfg.Admin.Token == "" {
+		log.Warn("admin.token not set: the stream API's PUT and DELETE are disabled")
+	}
 	adm := &admin.Server{
 		Address:  cfg.Listen.Admin,
 		Gatherer: promReg,

@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/peergate/peergate/internal/cli"
+	"github.com/peergate/peergate/internal/redistest"
 	"github.com/peergate/peergate/shared/cluster"
 	"github.com/peergate/peergate/shared/config"
-	"github.com/peergate/peergate/internal/redistest"
 	"github.com/peergate/peergate/shared/registry"
 )
 
@@ -29,6 +29,9 @@ type viewSink struct {
 	origins map[string]cluster.Origin
 	streams map[string]map[string]string // origin -> name -> state
 }
+
+// testAdminToken is the admin.token of TestRunRegistersAndDrains' origin.
+const testAdminToken = "origin-admin-token-0123"
 
 func newViewSink() *viewSink {
 	return &viewSink{origins: map[string]cluster.Origin{}, streams: map[string]map[string]string{}}
@@ -145,6 +148,7 @@ streams:
 	go func() {
 		done <- run(ctx, cfgPath, []string{
 			"PEERGATE_CLUSTER_KEY=" + testKey,
+			"PEERGATE_ADMIN_TOKEN=" + testAdminToken,
 			"PEERGATE_REDIS_URL=" + rs.URL(),
 			"PEERGATE_PUBLIC_HTTP=http://edge-1.invalid:8081",
 			"PEERGATE_LISTEN_ADMIN=127.0.0.1:0",
@@ -216,7 +220,18 @@ streams:
 	}
 
 	// Streams announced at run time through the admin API reach the registry.
+	// Without the admin token the change is refused; with it, it goes through.
 	req, _ := http.NewRequest(http.MethodPut, "http://"+adminAddr+"/api/v1/streams/live/new", strings.NewReader(`{"state":"running"}`))
+	res, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("PUT stream without a token: %s", res.Status)
+	}
+	req, _ = http.NewRequest(http.MethodPut, "http://"+adminAddr+"/api/v1/streams/live/new", strings.NewReader(`{"state":"running"}`))
+	req.Header.Set("Authorization", "Bearer "+testAdminToken)
 	res, err = http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

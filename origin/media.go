@@ -13,6 +13,7 @@ import (
 	"github.com/peergate/peergate/origin/rtmpsrv"
 	"github.com/peergate/peergate/origin/rtspsrv"
 	"github.com/peergate/peergate/shared/config"
+	"github.com/peergate/peergate/shared/pubauth"
 )
 
 // mediaStack is the origin's stream table with everything that feeds it and reads from it.
@@ -100,6 +101,7 @@ func startMedia(cfg *config.Origin, reg ondemand.Registry, log *slog.Logger) (_ 
 			ReadTimeout:   lim.ReadTimeout,
 			WriteTimeout:  lim.WriteTimeout,
 			MaxConns:      lim.MaxConns,
+			Authorize:     pubauth.Authorizer(cfg.Auth.PublishSecret),
 			Logger:        log,
 		}
 		if err := s.Initialize(); err != nil {
@@ -117,6 +119,7 @@ func startMedia(cfg *config.Origin, reg ondemand.Registry, log *slog.Logger) (_ 
 			ReadTimeout:      lim.ReadTimeout,
 			WriteTimeout:     lim.WriteTimeout,
 			MaxConns:         lim.MaxConns,
+			Authorize:        pubauth.Authorizer(cfg.Auth.PublishSecret),
 			Logger:           log,
 		}
 		if err := s.Initialize(); err != nil {

@@ -22,6 +22,7 @@ const (
 	OriginFailed     = "origin_failed"      // relay: the origin refused, failed or went away
 	ClientGone       = "client_gone"        // relay: the client left or stalled past its deadline
 	Refused          = "refused"            // over a connection cap
+	Unauthorized     = "unauthorized"       // publisher without a valid publish key (RTMP Publish.Unauthorized, RTSP 403)
 )
 
 // Relay modes and roles (labels of the relay series).

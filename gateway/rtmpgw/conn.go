@@ -353,6 +353,14 @@ func (s *Server) session(c net.Conn, cl *connLog) {
 		}
 		return
 	}
+	if req.publish && s.Authorize != nil {
+		if err := s.Authorize(req.name, req.query); err != nil {
+			cl.outcome, cl.err = OutcomeUnauthorized, fmt.Errorf("unauthorized: %w", err)
+			s.Metrics.Redirect(proto, OutcomeUnauthorized)
+			s.fail(client, req, "NetStream.Publish.Unauthorized", "publish not authorized")
+			return
+		}
+	}
 
 	rq := resolve.Request{Name: req.name, Proto: resolve.ProtoRTMP, Client: cl.client}
 	t0 := time.Now()

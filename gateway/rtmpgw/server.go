@@ -41,6 +41,7 @@ const (
 	OutcomeNotFound     = gwmetrics.NotFound     // Play.StreamNotFound: no origin lists the name
 	OutcomeUnavailable  = gwmetrics.Unavailable  // Play.Failed / Publish.Failed: nobody eligible
 	OutcomeBadPath      = gwmetrics.BadPath      // Play.StreamNotFound / Publish.BadName: not a valid NAME
+	OutcomeUnauthorized = gwmetrics.Unauthorized // Publish.Unauthorized: no valid publish key
 	OutcomeBadOrigin    = gwmetrics.BadOrigin    // the chosen origin's base URL was refused
 	OutcomeBadRequest   = gwmetrics.BadRequest   // not RTMP, malformed, too large, timed out before play/publish
 	OutcomeError        = gwmetrics.Error        // the resolver gave no outcome
@@ -101,6 +102,11 @@ type Server struct {
 	// OriginTLSConfig is used to reach rtmps origins; nil means the system roots and the
 	// origin's host name.
 	OriginTLSConfig *tls.Config
+	// Authorize, if set, decides whether a publisher may publish NAME: it gets the NAME and
+	// the query sent on the app or stream key (see streamname.FromRTMP), and a non-nil error
+	// refuses with NetStream.Publish.Unauthorized before any origin is chosen. Nil lets anyone
+	// publish (the default). Players are not checked.
+	Authorize func(name, query string) error
 	// Logger gets one line per connection. It defaults to slog.Default().
 	Logger *slog.Logger
 	// Metrics may be nil.

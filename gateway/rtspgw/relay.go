@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -33,6 +34,15 @@ func (s *Server) announce(c net.Conn, f *framer, req *base.Request, client strin
 	if code != 0 {
 		outcome(code, o)
 		return false
+	}
+	if s.Authorize != nil {
+		if err := s.Authorize(name, query); err != nil {
+			// 403, not 401: there is no RTSP authentication scheme to retry with.
+			res.Header["Connection"] = base.HeaderValue{"close"}
+			cl.err = fmt.Errorf("unauthorized: %w", err)
+			outcome(base.StatusForbidden, OutcomeUnauthorized)
+			return false
+		}
 	}
 	t0 := time.Now()
 	r := s.Resolver.Place(resolve.Request{Name: name, Proto: resolve.ProtoRTSP, Client: client})

@@ -46,6 +46,7 @@ const (
 	OutcomeError        = gwmetrics.Error            // 500: the resolver gave no outcome
 	OutcomeOriginFailed = gwmetrics.OriginFailed     // relay: origin unreachable (502), closed or stalled
 	OutcomeClientGone   = gwmetrics.ClientGone       // relay: the publisher stalled or its connection failed
+	OutcomeUnauthorized = gwmetrics.Unauthorized     // 403 and close: ANNOUNCE without a valid publish key
 	proto               = "rtsp"
 	// public is what OPTIONS lists: every method a real server offers. GStreamer's rtspsrc
 	// and rtspclientsink give up before DESCRIBE when SETUP is missing.
@@ -116,6 +117,10 @@ type Server struct {
 	MaxRequestBytes int
 	// RetryAfter is sent with 503. It defaults to 2s.
 	RetryAfter time.Duration
+	// Authorize, if set, decides whether a publisher may publish NAME: it gets the NAME and
+	// the ANNOUNCE URL's query, and a non-nil error refuses with 403 (and closes) before any
+	// origin is chosen. Nil lets anyone publish (the default). DESCRIBE is not checked.
+	Authorize func(name, query string) error
 	// Logger gets one line per connection. It defaults to slog.Default().
 	Logger *slog.Logger
 	// Metrics may be nil.

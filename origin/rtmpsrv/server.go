@@ -41,6 +41,10 @@ type Server struct {
 	WriteTimeout time.Duration
 	// MaxConns caps concurrent connections; extra ones are closed at once. It defaults to 1024.
 	MaxConns int
+	// Authorize, if set, decides whether a publisher may publish NAME: it gets the NAME and
+	// the query the publisher sent (on the stream key or the app, joined by "&"),
+	// and a non-nil error refuses the publish. Nil lets anyone publish (the default).
+	Authorize func(name, query string) error
 	// Logger gets one line per connection outcome. It defaults to slog.Default().
 	Logger *slog.Logger
 
@@ -166,11 +170,17 @@ func (s *Server) serve(c net.Conn) outcome {
 	if err := sc.AcceptConn(); err != nil {
 		return outcome{err: fmt.Errorf("connect: %w", err)}
 	}
-	name, _, ok := nameFromURL(sc.URL)
+	name, query, ok := nameFromURL(sc.URL)
 	if sc.Publish {
 		if !ok {
 			_ = writeStatus(sc, "NetStream.Publish.BadName", "invalid stream name")
 			return outcome{role: "publisher", err: errors.New("invalid stream name")}
+		}
+		if s.Authorize != nil {
+			if err := s.Authorize(name, query); err != nil {
+				_ = writeStatus(sc, "NetStream.Publish.Unauthorized", "publish not authorized")
+				return outcome{role: "publisher", name: name, err: fmt.Errorf("unauthorized: %w", err)}
+			}
 		}
 		return outcome{role: "publisher", name: name, err: s.publish(c, sc, name)}
 	}

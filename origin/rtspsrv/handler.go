@@ -2,6 +2,7 @@ package rtspsrv
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -180,6 +181,14 @@ func (h *handler) OnAnnounce(ctx *gortsplib.ServerHandlerOnAnnounceCtx) (*base.R
 	name, ok := streamname.FromRTSPPath(ctx.Path)
 	if !ok {
 		return &base.Response{StatusCode: base.StatusBadRequest}, errors.New("invalid stream name")
+	}
+	if h.s.Authorize != nil {
+		if err := h.s.Authorize(name, ctx.Query); err != nil {
+			// 403, not 401: there is no RTSP authentication scheme to retry with; the key
+			// travels in the URL.
+			h.log.Info("rtsp publish refused", "name", name, "remote", remote(ctx.Conn), "reason", "unauthorized: "+err.Error())
+			return &base.Response{StatusCode: base.StatusForbidden}, fmt.Errorf("unauthorized: %w", err)
+		}
 	}
 	ses := h.session(ctx.Session)
 	if ses == nil {

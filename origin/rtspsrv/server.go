@@ -45,6 +45,10 @@ type Server struct {
 	// OutputIdle closes the RTP feed of a stream that had no RTSP reader for this long.
 	// It defaults to 10 seconds.
 	OutputIdle time.Duration
+	// Authorize, if set, decides whether a publisher may publish NAME: it gets the NAME and
+	// the query the publisher sent (the ANNOUNCE URL's query),
+	// and a non-nil error refuses the publish. Nil lets anyone publish (the default).
+	Authorize func(name, query string) error
 	// Logger gets one line per connection outcome. It defaults to slog.Default().
 	Logger *slog.Logger
 

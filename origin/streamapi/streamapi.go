@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/peergate/peergate/shared/admin"
 	"github.com/peergate/peergate/shared/cluster"
 	"github.com/peergate/peergate/shared/streamname"
 )
@@ -26,10 +27,13 @@ type Registry interface {
 	RemoveStream(name string)
 }
 
-// Handler serves GET Prefix, PUT Prefix/NAME and DELETE Prefix/NAME.
+// Handler serves GET Prefix, PUT Prefix/NAME and DELETE Prefix/NAME. PUT and DELETE need
+// "Authorization: Bearer Token" (see admin.Authorize); with no Token they are disabled (403).
 type Handler struct {
 	Registry Registry
 	Logger   *slog.Logger
+	// Token is the admin bearer token; empty disables PUT and DELETE.
+	Token string
 
 	mu      sync.Mutex
 	streams map[string]cluster.Stream
@@ -53,6 +57,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.list(w)
 		return
+	}
+	if r.Method == http.MethodPut || r.Method == http.MethodDelete {
+		if !admin.Authorize(w, r, h.Token) {
+			h.Logger.Warn("stream API refused", "method", r.Method, "remote", r.RemoteAddr, "token_set", h.Token != "")
+			return
+		}
 	}
 	if !streamname.Valid(name) {
 		http.Error(w, "invalid stream name", http.StatusBadRequest)

@@ -37,11 +37,13 @@ func (f *fakeRegistry) RemoveStream(name string) {
 func TestHandler(t *testing.T) {
 	reg := &fakeRegistry{}
 	h := New(reg, []cluster.Stream{{Name: "demo", State: cluster.StreamRunning}}, slog.New(slog.DiscardHandler))
+	h.Token = testToken
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 
 	do := func(method, path, body string) int {
 		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+testToken)
 		res, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -123,10 +125,12 @@ func (r *slowRegistry) RemoveStream(name string) {
 func TestPutDeleteRaceKeepsRegistryInStep(t *testing.T) {
 	reg := &slowRegistry{entered: make(chan struct{}), release: make(chan struct{}), state: map[string]bool{}}
 	h := New(reg, nil, slog.New(slog.DiscardHandler))
+	h.Token = testToken
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 	do := func(method string) {
 		req, _ := http.NewRequest(method, srv.URL+"/api/v1/streams/live/x", nil)
+		req.Header.Set("Authorization", "Bearer "+testToken)
 		if res, err := http.DefaultClient.Do(req); err == nil {
 			res.Body.Close()
 		}
@@ -178,4 +182,72 @@ func handlerWaitsForLock() bool {
 		}
 	}
 	return false
+}
+
+const testToken = "admin-token-0123456789"
+
+// TestAuth: PUT and DELETE need the bearer token, are disabled without one, and leave the
+// registry untouched when refused; the list stays readable.
+func TestAuth(t *testing.T) {
+	cases := []struct {
+		desc, token, method, auth string
+		want                      int
+	}{
+		{"no header", testToken, "PUT", "", 401},
+		{"wrong token", testToken, "PUT", "Bearer admin-token-0123456788", 401},
+		{"token prefix", testToken, "PUT", "Bearer admin-token", 401},
+		{"basic scheme", testToken, "PUT", "Basic " + testToken, 401},
+		{"no scheme", testToken, "PUT", testToken, 401},
+		{"delete no header", testToken, "DELETE", "", 401},
+		{"delete wrong", testToken, "DELETE", "Bearer nope", 401},
+		{"right token", testToken, "PUT", "Bearer " + testToken, 204},
+		{"right token delete", testToken, "DELETE", "Bearer " + testToken, 204},
+		{"disabled, no header", "", "PUT", "", 403},
+		{"disabled, any header", "", "PUT", "Bearer ", 403},
+		{"disabled delete", "", "DELETE", "Bearer " + testToken, 403},
+		{"list open", testToken, "GET", "", 200},
+		{"list open when disabled", "", "GET", "", 200},
+	}
+	for _, c := range cases {
+		t.Run(c.desc, func(t *testing.T) {
+			reg := &fakeRegistry{}
+			h := New(reg, []cluster.Stream{{Name: "live/cam1", State: cluster.StreamRunning}}, slog.New(slog.DiscardHandler))
+			h.Token = c.token
+			srv := httptest.NewServer(h)
+			defer srv.Close()
+			path := "/api/v1/streams/live/cam1"
+			if c.method == "GET" {
+				path = "/api/v1/streams"
+			}
+			req, _ := http.NewRequest(c.method, srv.URL+path, nil)
+			if c.auth != "" {
+				req.Header.Set("Authorization", c.auth)
+			}
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if res.StatusCode != c.want {
+				t.Fatalf("%s %s = %d %s, want %d", c.method, path, res.StatusCode, body, c.want)
+			}
+			reg.mu.Lock()
+			changed := len(reg.put) + len(reg.removed)
+			reg.mu.Unlock()
+			if (res.StatusCode == 204) != (changed == 1) {
+				t.Fatalf("status %d but %d registry changes", res.StatusCode, changed)
+			}
+			switch res.StatusCode {
+			case 401:
+				if res.Header.Get("WWW-Authenticate") == "" {
+					t.Error("401 without WWW-Authenticate")
+				}
+			case 403:
+				if !strings.Contains(string(body), "admin.token") {
+					t.Errorf("403 body %q does not say how to enable", body)
+				}
+			}
+		})
+	}
 }

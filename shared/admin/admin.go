@@ -3,12 +3,14 @@ package admin
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -167,4 +169,22 @@ func NewRegistry(binary, version string) *prometheus.Registry {
 		}, func() float64 { return 1 }),
 	)
 	return reg
+}
+
+// Authorize guards an endpoint that changes state: it reports whether r carries
+// "Authorization: Bearer TOKEN" for the configured token (compared in constant time). If not, it
+// has answered: 403 when no token is configured (the endpoint is disabled), 401 with a
+// WWW-Authenticate challenge when the header is missing or wrong.
+func Authorize(w http.ResponseWriter, r *http.Request, token string) bool {
+	if token == "" {
+		WriteError(w, http.StatusForbidden, "disabled: set admin.token (env PEERGATE_ADMIN_TOKEN) to enable endpoints that change state")
+		return false
+	}
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(token)) != 1 {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="peergate-admin"`)
+		WriteError(w, http.StatusUnauthorized, "unauthorized: want Authorization: Bearer <admin.token>")
+		return false
+	}
+	return true
 }

@@ -39,7 +39,27 @@ type Common struct {
 	ClusterKey string `yaml:"cluster_key"` // required, at least 16 bytes
 	Redis      Redis  `yaml:"redis"`
 	Log        Log    `yaml:"log"`
+	Admin      Admin  `yaml:"admin"`
+	Auth       Auth   `yaml:"auth"`
 }
+
+// Admin holds the admin API's credential.
+type Admin struct {
+	// Token is the bearer token that state-changing admin endpoints require
+	// (Authorization: Bearer TOKEN). Empty disables those endpoints; health, readiness and
+	// metrics stay open. At least MinSecretLen bytes when set.
+	Token string `yaml:"token"`
+}
+
+// Auth holds publisher authorization.
+type Auth struct {
+	// PublishSecret signs publish keys (see shared/pubauth); the same on every gateway and
+	// origin. Empty leaves publishing open to anyone. At least MinSecretLen bytes when set.
+	PublishSecret string `yaml:"publish_secret"`
+}
+
+// MinSecretLen is the shortest admin.token or auth.publish_secret accepted.
+const MinSecretLen = 16
 
 // Listen holds listener addresses; an empty address disables that listener (except listen.http).
 type Listen struct {

@@ -302,6 +302,8 @@ func TestGatewayErrors(t *testing.T) {
 		{"https without key", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_LISTEN_HTTPS=:8443", "PEERGATE_TLS_CERT_FILE=c.pem"}, "tls.key_file: required with listen.https"},
 		{"https bad addr", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_LISTEN_HTTPS=nope"}, "listen.https:"},
 		{"log level", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_LOG_LEVEL=loud"}, "log.level: must be"},
+		{"admin token short", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_ADMIN_TOKEN=short"}, "admin.token: must be at least 16 bytes"},
+		{"publish secret short", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_AUTH_PUBLISH_SECRET=short"}, "auth.publish_secret: must be at least 16 bytes"},
 		{"log format", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_LOG_FORMAT=xml"}, "log.format: must be"},
 		{"listen.http empty", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_LISTEN_HTTP="}, "listen.http: required"},
 		{"listen.http form", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_LISTEN_HTTP=8080"}, "listen.http: want [host]:port"},
@@ -438,12 +440,13 @@ func TestEnvNamesCoverKeys(t *testing.T) {
 		"PEERGATE_RTMP_HANDSHAKE_TIMEOUT": "rtmp.handshake_timeout", "PEERGATE_RTMP_READ_TIMEOUT": "rtmp.read_timeout",
 		"PEERGATE_RTMP_WRITE_TIMEOUT": "rtmp.write_timeout", "PEERGATE_RTMP_MAX_CONNS": "rtmp.max_conns",
 		"PEERGATE_REGISTRY_MAX_STALENESS": "registry.max_staleness",
+		"PEERGATE_ADMIN_TOKEN":            "admin.token", "PEERGATE_AUTH_PUBLISH_SECRET": "auth.publish_secret",
 	} {
 		if g[env] != path {
 			t.Errorf("gateway %s = %q, want %q", env, g[env], path)
 		}
 	}
-	if len(g) != 25 {
+	if len(g) != 27 {
 		t.Errorf("gateway has %d env keys: %v", len(g), g)
 	}
 	o := EnvNames(&Origin{})
@@ -452,6 +455,7 @@ func TestEnvNamesCoverKeys(t *testing.T) {
 		"PEERGATE_CAPACITY_MAX_CLIENTS": "capacity.max_clients", "PEERGATE_DRAIN_TIMEOUT": "drain_timeout", "PEERGATE_ID": "id",
 		"PEERGATE_HLS_VARIANT": "hls.variant", "PEERGATE_ONDEMAND_IDLE_TIMEOUT": "ondemand.idle_timeout",
 		"PEERGATE_LIMITS_MAX_CONNS": "limits.max_conns", "PEERGATE_LISTEN_RTSP_UDP": "listen.rtsp_udp",
+		"PEERGATE_ADMIN_TOKEN": "admin.token", "PEERGATE_AUTH_PUBLISH_SECRET": "auth.publish_secret",
 	} {
 		if o[env] != path {
 			t.Errorf("origin %s = %q, want %q", env, o[env], path)

@@ -29,6 +29,12 @@ func (c *Common) Validate() error {
 	if len(c.ClusterKey) < MinClusterKeyLen {
 		return keyError("cluster_key", "must be at least %d bytes, got %d", MinClusterKeyLen, len(c.ClusterKey))
 	}
+	if n := len(c.Admin.Token); n > 0 && n < MinSecretLen {
+		return keyError("admin.token", "must be at least %d bytes when set, got %d", MinSecretLen, n)
+	}
+	if n := len(c.Auth.PublishSecret); n > 0 && n < MinSecretLen {
+		return keyError("auth.publish_secret", "must be at least %d bytes when set, got %d", MinSecretLen, n)
+	}
 	if err := checkRedisURL(c.Redis.URL); err != nil {
 		return keyError("redis.url", "%v", err)
 	}

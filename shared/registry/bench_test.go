@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/peergate/peergate/shared/cluster"
 	"github.com/peergate/peergate/internal/redistest"
+	"github.com/peergate/peergate/shared/cluster"
 )
 
 type nopSink struct{}

@@ -18,8 +18,8 @@ import (
 
 	"github.com/peergate/peergate/gateway/adminapi"
 	"github.com/peergate/peergate/gateway/resolve"
-	"github.com/peergate/peergate/shared/cluster"
 	"github.com/peergate/peergate/internal/redistest"
+	"github.com/peergate/peergate/shared/cluster"
 	"github.com/peergate/peergate/shared/registry"
 	"github.com/redis/go-redis/v9"
 )

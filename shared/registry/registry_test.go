@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/peergate/peergate/shared/cluster"
 	"github.com/peergate/peergate/internal/redistest"
+	"github.com/peergate/peergate/shared/cluster"
 	"github.com/redis/go-redis/v9"
 )
 

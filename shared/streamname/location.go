@@ -1,5 +1,7 @@
 package streamname
 
+import "net/netip"
+
 // maxQueryLen bounds a query carried into a redirect; long tokens (JWTs) fit with room.
 const maxQueryLen = 8192
 
@@ -29,7 +31,8 @@ func Location(base, escapedPath, rawQuery string) (string, bool) {
 }
 
 // validBase accepts scheme://host[:port] with a lower-case scheme and a host made of
-// letters, digits, '.', '-', '_' or a bracketed IPv6 literal without a zone.
+// letters, digits, '.', '-', '_' or a bracketed IPv6 literal without a zone (one that
+// netip.ParseAddr, like net/url, reads as IPv6).
 func validBase(b string) bool {
 	i := 0
 	for i < len(b) && (b[i] >= 'a' && b[i] <= 'z' || i > 0 && (b[i] >= '0' && b[i] <= '9' || b[i] == '+' || b[i] == '-' || b[i] == '.')) {
@@ -48,6 +51,11 @@ func validBase(b string) bool {
 			end++
 		}
 		if end == 1 || end >= len(host) || host[end] != ']' {
+			return false
+		}
+		// Hex digits and colons are not yet an address ("[0]", "[::1::]"); net/url accepts
+		// only an IPv6 literal (IPv4-mapped included) in brackets, so ask the same parser.
+		if a, err := netip.ParseAddr(host[1:end]); err != nil || a.Is4() || a.Zone() != "" {
 			return false
 		}
 		return validPort(host[end+1:])

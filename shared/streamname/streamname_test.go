@@ -228,6 +228,15 @@ var casesLocation = []struct {
 	{"http://h", "/a%20b", "", "http://h/a%20b"},
 	{"http://h", "/@evil.com", "", "http://h/@evil.com"},
 	{"http://h", "/a", "x=%zz", "http://h/a?x=%zz"}, // the query is passed as the client sent it
+	{"http://[::ffff:10.0.0.1]:81", "/a", "", "http://[::ffff:10.0.0.1]:81/a"},
+
+	// Bracketed hosts that are not IPv6 literals: net/url refuses them, so must Location.
+	{"a://[0]", "/", "", ""}, // FuzzLocation crasher
+	{"http://[0]:80", "/a", "", ""},
+	{"http://[1.2.3.4]", "/a", "", ""},
+	{"http://[::1::]", "/a", "", ""},
+	{"http://[:]", "/a", "", ""},
+	{"http://[fe80::1%25en0]", "/a", "", ""},
 
 	// Hostile paths.
 	{"http://h", "//evil.com/x/index.m3u8", "", ""},
