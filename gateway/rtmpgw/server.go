@@ -9,8 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/peergate/peergate/gateway/gwmetrics"
@@ -113,13 +111,9 @@ type Server struct {
 	Metrics Metrics
 
 	ln    *netcap.Listener
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
-	done  bool
+	conns netcap.Group
 
-	refusedAt atomic.Int64 // unix nanos of the last refusal log line
-	refused   atomic.Int64 // refusals since that line
+	rejects netcap.RejectLog
 }
 
 // Initialize listens and starts serving.
@@ -153,10 +147,9 @@ func (s *Server) Initialize() error {
 	if err != nil {
 		return fmt.Errorf("rtmpgw: %w", err)
 	}
-	s.ln = &netcap.Listener{Listener: ln, Max: int64(s.MaxConns), OnReject: s.onReject}
-	s.conns = map[net.Conn]struct{}{}
-	s.wg.Add(1)
-	go s.accept()
+	s.rejects = netcap.RejectLog{Logger: s.Logger, Msg: "rtmp connections refused", Count: func() { s.Metrics.Redirect(proto, OutcomeRefused) }}
+	s.ln = &netcap.Listener{Listener: ln, Max: int64(s.MaxConns), OnReject: s.rejects.Reject}
+	s.conns.Serve(s.ln, s.serve)
 	return nil
 }
 
@@ -169,76 +162,13 @@ func (s *Server) Close() {
 	if s.ln == nil {
 		return
 	}
-	s.mu.Lock()
-	if s.done {
-		s.mu.Unlock()
-		return
-	}
-	s.done = true
-	for c := range s.conns {
-		c.Close()
-	}
-	s.mu.Unlock()
-	s.ln.Close()
-	s.wg.Wait()
+	s.conns.Close()
 }
 
-// onReject counts a connection over MaxConns and logs at most one line a second.
-func (s *Server) onReject(c net.Conn) {
-	s.Metrics.Redirect(proto, OutcomeRefused)
-	n := s.refused.Add(1)
-	now := time.Now().UnixNano()
-	last := s.refusedAt.Load()
-	if now-last < int64(time.Second) || !s.refusedAt.CompareAndSwap(last, now) {
-		return
-	}
-	s.refused.Add(-n)
-	s.Logger.Warn("rtmp connections refused", "remote", c.RemoteAddr().String(), "reason", "max_conns", "count", n)
-}
+// track registers c (a dial to an origin) so Close closes it; false when the server is closing.
+func (s *Server) track(c net.Conn) bool { return s.conns.Track(c) }
 
-// track registers c so Close closes it; false when the server is closing.
-func (s *Server) track(c net.Conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.done {
-		return false
-	}
-	s.conns[c] = struct{}{}
-	return true
-}
-
-func (s *Server) untrack(c net.Conn) {
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
-}
-
-func (s *Server) accept() {
-	defer s.wg.Done()
-	for {
-		c, err := s.ln.Accept()
-		if err != nil {
-			return
-		}
-		s.mu.Lock()
-		if s.done {
-			s.mu.Unlock()
-			c.Close()
-			return
-		}
-		s.conns[c] = struct{}{}
-		s.wg.Add(1)
-		s.mu.Unlock()
-		go func() {
-			defer s.wg.Done()
-			defer func() {
-				s.untrack(c)
-				c.Close()
-			}()
-			s.serve(c)
-		}()
-	}
-}
+func (s *Server) untrack(c net.Conn) { s.conns.Untrack(c) }
 
 // connLog is what the connection's one log line says.
 type connLog struct {
@@ -257,7 +187,7 @@ type connLog struct {
 
 func (s *Server) serve(c net.Conn) {
 	start := time.Now()
-	cl := &connLog{client: remoteIP(c)}
+	cl := &connLog{client: netcap.RemoteIP(c)}
 	defer func() {
 		if p := recover(); p != nil {
 			cl.outcome = OutcomeError
@@ -275,17 +205,6 @@ func (s *Server) serve(c net.Conn) {
 			"err", errString(cl.err), "duration", time.Since(start).Round(time.Millisecond).String())
 	}()
 	s.session(c, cl)
-}
-
-func remoteIP(c net.Conn) string {
-	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		return a.AddrPort().Addr().Unmap().String()
-	}
-	host, _, err := net.SplitHostPort(c.RemoteAddr().String())
-	if err != nil {
-		return c.RemoteAddr().String()
-	}
-	return host
 }
 
 func errString(err error) string {

@@ -12,7 +12,6 @@ import (
 	"net"
 	"os"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/bluenviron/gortsplib/v5/pkg/base"
@@ -126,13 +125,11 @@ type Server struct {
 	// Metrics may be nil.
 	Metrics Metrics
 
-	ln     *netcap.Listener
-	ctx    context.Context
-	cancel context.CancelFunc
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-	wg     sync.WaitGroup
-	done   bool
+	ln      *netcap.Listener
+	ctx     context.Context
+	cancel  context.CancelFunc
+	conns   netcap.Group
+	rejects netcap.RejectLog
 }
 
 // Initialize listens and starts serving.
@@ -145,11 +142,9 @@ func (s *Server) Initialize() error {
 	if err != nil {
 		return fmt.Errorf("rtspgw: %w", err)
 	}
-	s.ln = &netcap.Listener{Listener: ln, Max: int64(s.MaxConns), OnReject: func(c net.Conn) {
-		s.Logger.Warn("rtsp connection refused", "remote", c.RemoteAddr().String(), "reason", "max_conns")
-	}}
-	s.wg.Add(1)
-	go s.accept()
+	s.rejects = netcap.RejectLog{Logger: s.Logger, Msg: "rtsp connections refused", Count: func() { s.Metrics.Redirect(proto, gwmetrics.Refused) }}
+	s.ln = &netcap.Listener{Listener: ln, Max: int64(s.MaxConns), OnReject: s.rejects.Reject}
+	s.conns.Serve(s.ln, s.serve)
 	return nil
 }
 
@@ -171,7 +166,6 @@ func (s *Server) setDefaults() {
 		s.Metrics = nopMetrics{}
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.conns = map[net.Conn]struct{}{}
 }
 
 // Addr is the bound address.
@@ -183,58 +177,14 @@ func (s *Server) Close() {
 	if s.ln == nil {
 		return
 	}
-	s.mu.Lock()
-	if s.done {
-		s.mu.Unlock()
-		return
-	}
-	s.done = true
-	s.cancel()
-	for c := range s.conns {
-		c.Close()
-	}
-	s.mu.Unlock()
-	s.ln.Close()
-	s.wg.Wait()
+	s.cancel() // dials to origins in progress
+	s.conns.Close()
 }
 
-func (s *Server) accept() {
-	defer s.wg.Done()
-	for {
-		c, err := s.ln.Accept()
-		if err != nil {
-			return
-		}
-		if !s.track(c) {
-			c.Close()
-			return
-		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.serve(c)
-			s.untrack(c)
-			c.Close()
-		}()
-	}
-}
+// track registers a connection (a dial to an origin) for Close; false once the server is closing.
+func (s *Server) track(c net.Conn) bool { return s.conns.Track(c) }
 
-// track registers a connection for Close; false once the server is closing.
-func (s *Server) track(c net.Conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.done {
-		return false
-	}
-	s.conns[c] = struct{}{}
-	return true
-}
-
-func (s *Server) untrack(c net.Conn) {
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
-}
+func (s *Server) untrack(c net.Conn) { s.conns.Untrack(c) }
 
 // connLog is what the connection's one log line says.
 type connLog struct {
@@ -252,7 +202,7 @@ type connLog struct {
 
 func (s *Server) serve(c net.Conn) {
 	start := time.Now()
-	client := remoteIP(c)
+	client := netcap.RemoteIP(c)
 	f := &framer{br: bufio.NewReaderSize(c, preRelayBuf), max: s.MaxRequestBytes}
 	cl := connLog{mode: gwmetrics.ModeRedirect}
 	defer func() {
@@ -390,17 +340,6 @@ func (s *Server) write(c net.Conn, res *base.Response) bool {
 	_ = c.SetWriteDeadline(time.Now().Add(s.WriteTimeout))
 	_, err = c.Write(b)
 	return err == nil
-}
-
-func remoteIP(c net.Conn) string {
-	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		return a.AddrPort().Addr().Unmap().String()
-	}
-	host, _, err := net.SplitHostPort(c.RemoteAddr().String())
-	if err != nil {
-		return c.RemoteAddr().String()
-	}
-	return host
 }
 
 func errString(err error) string {

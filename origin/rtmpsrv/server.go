@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
-	"sync"
 	"time"
 
 	"github.com/bluenviron/gortmplib"
@@ -48,15 +47,14 @@ type Server struct {
 	// Logger gets one line per connection outcome. It defaults to slog.Default().
 	Logger *slog.Logger
 
-	ln     *netcap.Listener
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
+	ln      *netcap.Listener
+	ctx     context.Context
+	cancel  context.CancelFunc
+	conns   netcap.Group
+	rejects netcap.RejectLog
 }
 
-// Start listens and serves.
+// Initialize listens and serves in the background.
 func (s *Server) Initialize() error {
 	if s.Table == nil {
 		return errors.New("rtmpsrv: Table is required")
@@ -80,13 +78,10 @@ func (s *Server) Initialize() error {
 	if err != nil {
 		return fmt.Errorf("rtmpsrv: %w", err)
 	}
-	s.ln = &netcap.Listener{Listener: ln, Max: int64(s.MaxConns), OnReject: func(c net.Conn) {
-		s.Logger.Warn("rtmp conn refused", "remote", c.RemoteAddr().String(), "reason", "connection limit")
-	}}
-	s.conns = map[net.Conn]struct{}{}
+	s.rejects = netcap.RejectLog{Logger: s.Logger, Msg: "rtmp connections refused"}
+	s.ln = &netcap.Listener{Listener: ln, Max: int64(s.MaxConns), OnReject: s.rejects.Reject}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.wg.Add(1)
-	go s.accept()
+	s.conns.Serve(s.ln, s.handle)
 	return nil
 }
 
@@ -96,45 +91,7 @@ func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 // Close stops accepting, closes every connection and waits for their goroutines.
 func (s *Server) Close() {
 	s.cancel()
-	s.ln.Close()
-	s.mu.Lock()
-	for c := range s.conns {
-		c.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
-}
-
-func (s *Server) accept() {
-	defer s.wg.Done()
-	for {
-		c, err := s.ln.Accept()
-		if err != nil {
-			if s.ctx.Err() == nil {
-				s.Logger.Error("rtmp accept", "err", err)
-			}
-			return
-		}
-		s.mu.Lock()
-		if s.ctx.Err() != nil {
-			s.mu.Unlock()
-			c.Close()
-			return
-		}
-		s.conns[c] = struct{}{}
-		s.mu.Unlock()
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			defer func() {
-				s.mu.Lock()
-				delete(s.conns, c)
-				s.mu.Unlock()
-				c.Close()
-			}()
-			s.handle(c)
-		}()
-	}
+	s.conns.Close()
 }
 
 // outcome is logged once per connection.
