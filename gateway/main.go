@@ -128,7 +128,7 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 		if err := srv.Initialize(); err != nil {
 			return nil, fmt.Errorf("listen.%s: %w", listener, err)
 		}
-		log.Info("listening", "listener", listener, "addr", srv.Addr().String())
+		log.Info("listening", "listener", listener, "addr", srv.Addr().String(), "tls", tlsConf != nil)
 		return srv, nil
 	}
 	web, err := redirects("http", cfg.Listen.HTTP, nil)

@@ -163,7 +163,6 @@ func (s *Server) Initialize() error {
 		MaxHeaderBytes:    orDefault(s.MaxHeaderBytes, DefaultMaxHeaderBytes),
 		ErrorLog:          log.New(serverLogWriter{logger}, "", 0),
 	}
-	logger.Info("http gateway listening", "address", s.ln.Addr().String(), "tls", s.TLSConfig != nil)
 
 	s.wg.Add(1)
 	go func() {
