@@ -20,7 +20,7 @@ import (
 // TestComposeTopologyFromBinaries runs docker-compose.yml's peergate services as processes: the
 // config files compose mounts, the environment compose sets, with only hosts and ports rewritten
 // to free 127.0.0.1 ports (and the image's demo clip path to the repository's). It then plays
-// HLS, HTTP MPEG-TS and RTSP through both gateways with ffprobe, the on-demand `relay/demo`
+// HLS, HTTP MPEG-TS, RTSP and RTMP (relayed) through both gateways with ffprobe, the on-demand `relay/demo`
 // (origin2 pulling origin1 over RTSP) through the first, and runs every service's compose
 // health check command against it.
 func TestComposeTopologyFromBinaries(t *testing.T) {
@@ -87,7 +87,7 @@ func TestComposeTopologyFromBinaries(t *testing.T) {
 			s.p = start(t, "origin", n, s.config, s.env, "http", "rtsp", "rtmp", "admin")
 		} else {
 			s.env = append(s.env, "PEERGATE_LISTEN_HTTP=127.0.0.1:0", "PEERGATE_LISTEN_RTSP=127.0.0.1:0", "PEERGATE_LISTEN_RTMP=127.0.0.1:0")
-			s.p = start(t, "gateway", n, s.config, s.env, "http", "rtsp", "admin")
+			s.p = start(t, "gateway", n, s.config, s.env, "http", "rtsp", "rtmp", "admin")
 			waitReady(t, s.p)
 			gateways = append(gateways, s)
 		}
@@ -129,6 +129,8 @@ func TestComposeTopologyFromBinaries(t *testing.T) {
 			play{"http://" + g.p.addr("http") + "/demo/index.m3u8", ""},
 			play{"http://" + g.p.addr("http") + "/live/demo2/mpegts", ""},
 			play{"rtsp://" + g.p.addr("rtsp") + "/demo", "tcp"},
+			play{"rtmp://" + g.p.addr("rtmp") + "/static/demo", ""},
+			play{"rtmp://" + g.p.addr("rtmp") + "/live/demo2", ""},
 		)
 	}
 	plays = append(plays, play{"http://" + gateways[0].p.addr("http") + "/relay/demo/mpegts", ""})
