@@ -21,7 +21,7 @@ func (t *Table) Place(req Request) Result {
 			continue
 		}
 		if sch := s.urlFor(req.Proto, req.Secure); sch >= 0 {
-			return Result{Outcome: OK, OriginID: r.o.id, BaseURL: s.urls[sch], Scheme: schemeNames[sch]}
+			return s.result(r.o.id, sch)
 		}
 	}
 	var best pick
@@ -42,7 +42,7 @@ func (t *Table) Place(req Request) Result {
 	t.omu.RUnlock()
 	switch {
 	case best.o != nil:
-		return Result{Outcome: OK, OriginID: best.o.id, BaseURL: best.s.urls[best.scheme], Scheme: schemeNames[best.scheme]}
+		return best.s.result(best.o.id, best.scheme)
 	case total == 0:
 		return Result{Outcome: NotFound}
 	}

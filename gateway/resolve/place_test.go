@@ -60,3 +60,34 @@ func TestPlace(t *testing.T) {
 		}
 	}
 }
+
+// TestPrivateURL: an origin's private address replaces the host of its public URL for the
+// gateway's own connections (relays), keeping the public port; redirects keep BaseURL.
+func TestPrivateURL(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ private, want string }{
+		{"", ""},
+		{"origin1", "rtsp://origin1:8555"},
+		{"10.0.0.5", "rtsp://10.0.0.5:8555"},
+		{"10.0.0.5:9999", "rtsp://10.0.0.5:8555"},
+		{"fd00::1", "rtsp://[fd00::1]:8555"},
+		{"bad host", ""},
+		{"a/b", ""},
+	} {
+		o := org("o1")
+		o.Private = tc.private
+		tb := table(view(o, running("cam")))
+		for _, r := range []Result{tb.Resolve(Request{Name: "cam", Proto: ProtoRTSP}), tb.Place(Request{Name: "cam", Proto: ProtoRTSP})} {
+			if r.BaseURL != "rtsp://o1.example.com:8555" || r.PrivateURL != tc.want {
+				t.Errorf("private %q: base %q private %q, want private %q", tc.private, r.BaseURL, r.PrivateURL, tc.want)
+			}
+			want := tc.want
+			if want == "" {
+				want = r.BaseURL
+			}
+			if r.DialURL() != want {
+				t.Errorf("private %q: DialURL %q, want %q", tc.private, r.DialURL(), want)
+			}
+		}
+	}
+}

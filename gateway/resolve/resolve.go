@@ -3,6 +3,8 @@ package resolve
 
 import (
 	"maps"
+	"net"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -81,6 +83,19 @@ type Result struct {
 	OriginID string  `json:"origin_id,omitempty"`
 	BaseURL  string  `json:"base_url,omitempty"` // scheme://host[:port] without a trailing slash, from cluster.Origin.Public
 	Scheme   string  `json:"scheme,omitempty"`
+	// PrivateURL is BaseURL with the host swapped for the origin's private address (its
+	// `private` key), for the gateway's own connections to the origin (relays); "" when
+	// the origin announced none.
+	PrivateURL string `json:"private_url,omitempty"`
+}
+
+// DialURL is the base URL the gateway itself connects to: the private one when the origin
+// has one (public addresses may only work from outside, e.g. localhost behind Docker).
+func (r Result) DialURL() string {
+	if r.PrivateURL != "" {
+		return r.PrivateURL
+	}
+	return r.BaseURL
 }
 
 // DefaultHysteresis is the utilization margin config (balance.hysteresis) starts from.
@@ -176,6 +191,7 @@ type snapshot struct {
 	full bool
 	util float64
 	urls [len(schemeNames)]string
+	priv [len(schemeNames)]string // urls with the private host, or ""
 }
 
 // schemeNames index public URLs: protocol p uses 2p (plain) and 2p+1 (secure).
@@ -198,14 +214,15 @@ func New(opts Options) *Table {
 // that a heartbeat costs two allocations instead of re-parsing every URL.
 func newSnapshot(rec cluster.Origin, prev *snapshot) *snapshot {
 	s := &snapshot{rec: rec}
-	if prev != nil && maps.Equal(prev.rec.Public, rec.Public) {
-		s.rec.Public, s.urls = prev.rec.Public, prev.urls // immutable, so shared
+	if prev != nil && maps.Equal(prev.rec.Public, rec.Public) && prev.rec.Private == rec.Private {
+		s.rec.Public, s.urls, s.priv = prev.rec.Public, prev.urls, prev.priv // immutable, so shared
 	} else {
 		s.rec.Public = maps.Clone(rec.Public)
 		for i, sch := range schemeNames {
 			// A URL that is not a bare base URL never reaches a Location header.
 			if u, ok := rec.Public[sch]; ok && cluster.ValidatePublicURL(sch, u) == nil {
 				s.urls[i] = strings.TrimSuffix(u, "/")
+				s.priv[i] = withHost(sch, s.urls[i], rec.Private)
 			}
 		}
 	}
@@ -432,5 +449,36 @@ func (d *decision) result() Result {
 	if c == nil {
 		return Result{Outcome: Unavailable}
 	}
-	return Result{Outcome: OK, OriginID: c.o.id, BaseURL: c.s.urls[c.scheme], Scheme: schemeNames[c.scheme]}
+	return c.s.result(c.o.id, c.scheme)
+}
+
+// result is the OK answer for scheme index sch of this origin.
+func (s *snapshot) result(id string, sch int) Result {
+	return Result{Outcome: OK, OriginID: id, BaseURL: s.urls[sch], Scheme: schemeNames[sch], PrivateURL: s.priv[sch]}
+}
+
+// withHost swaps the host of base for private (a host name or address; a port on it is
+// ignored: the public URL's port is kept). "" when there is no usable private address.
+func withHost(scheme, base, private string) string {
+	if private == "" {
+		return ""
+	}
+	if h, _, err := net.SplitHostPort(private); err == nil {
+		private = h
+	}
+	u, err := url.Parse(base)
+	if err != nil {
+		return ""
+	}
+	host := private
+	if p := u.Port(); p != "" {
+		host = net.JoinHostPort(private, p)
+	} else if strings.Contains(private, ":") {
+		host = "[" + private + "]"
+	}
+	out := scheme + "://" + host
+	if cluster.ValidatePublicURL(scheme, out) != nil {
+		return ""
+	}
+	return out
 }

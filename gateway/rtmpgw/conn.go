@@ -401,14 +401,21 @@ func (s *Server) session(c net.Conn, cl *connLog) {
 		return
 	}
 	cl.origin = res.OriginID
-	target, ok := newTarget(res.BaseURL, req)
+	// A redirect names the origin's public URL; the gateway's own relay connection goes to
+	// its private address when it has one.
+	redirect := s.redirects(req.ci)
+	base := res.DialURL()
+	if redirect {
+		base = res.BaseURL
+	}
+	target, ok := newTarget(base, req)
 	if !ok {
 		cl.outcome = OutcomeBadOrigin
 		s.Metrics.Redirect(proto, OutcomeBadOrigin)
 		s.fail(client, req, failCode(req), "origin unavailable, retry later")
 		return
 	}
-	if s.redirects(req.ci) {
+	if redirect {
 		cl.mode = modeRedirect
 		if err := s.redirect(client, req, target); err != nil {
 			cl.err = err

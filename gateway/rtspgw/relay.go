@@ -61,7 +61,8 @@ func (s *Server) announce(c net.Conn, f *framer, req *base.Request, client strin
 		return false
 	}
 	cl.origin = r.OriginID
-	loc, ok := streamname.Location(r.BaseURL, path, query)
+	// The gateway's own connection goes to the origin's private address when it has one.
+	loc, ok := streamname.Location(r.DialURL(), path, query)
 	var ou *base.URL
 	if ok {
 		var err error

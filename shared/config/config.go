@@ -219,7 +219,7 @@ type Limits struct {
 type Origin struct {
 	Common       `yaml:",inline"`
 	ID           string        `yaml:"id"`      // defaults to the hostname
-	Private      string        `yaml:"private"` // informational private address
+	Private      string        `yaml:"private"` // host gateways dial for relays (public URL's port kept); "" means the public URLs
 	Public       Public        `yaml:"public"`
 	Listen       OriginListen  `yaml:"listen"`
 	Heartbeat    Heartbeat     `yaml:"heartbeat"`
