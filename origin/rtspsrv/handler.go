@@ -45,6 +45,15 @@ type handler struct {
 	mu       sync.Mutex
 	outs     map[string]*output
 	sessions map[*gortsplib.ServerSession]*session
+
+	// setupMu lets one SETUP through at a time, from the request to its response.
+	// gortsplib v5.5.0's ServerStream.readerAdd walks the media maps of every reader with the
+	// same IP (looking for UDP port clashes) while those readers' sessions may still be
+	// writing them at the end of their own SETUP: a data race, and a possible fatal
+	// "concurrent map iteration and map write", when two players behind one address set up
+	// at once. SETUPs are few and our OnSetup does not wait, so serializing them costs nothing.
+	setupMu      sync.Mutex
+	setupHolders sync.Map // *gortsplib.ServerConn holding setupMu -> struct{}
 }
 
 func newHandler(s *Server) *handler {
@@ -56,6 +65,7 @@ func newHandler(s *Server) *handler {
 }
 
 var (
+	_ gortsplib.ServerHandlerOnResponse     = (*handler)(nil)
 	_ gortsplib.ServerHandlerOnConnClose    = (*handler)(nil)
 	_ gortsplib.ServerHandlerOnSessionOpen  = (*handler)(nil)
 	_ gortsplib.ServerHandlerOnSessionClose = (*handler)(nil)
@@ -108,9 +118,20 @@ func (h *handler) OnConnClose(ctx *gortsplib.ServerHandlerOnConnCloseCtx) {
 	h.log.Info("rtsp conn closed", "remote", ctx.Conn.NetConn().RemoteAddr().String(), "err", errString(ctx.Error))
 }
 
-func (h *handler) OnRequest(sc *gortsplib.ServerConn, _ *base.Request) {
+func (h *handler) OnRequest(sc *gortsplib.ServerConn, req *base.Request) {
 	if lc, ok := sc.NetConn().(*limitConn); ok {
 		lc.requestDone()
+	}
+	if req.Method == base.Setup {
+		h.setupMu.Lock()
+		h.setupHolders.Store(sc, struct{}{})
+	}
+}
+
+// OnResponse ends a SETUP's turn (gortsplib calls it after the session has stored the media).
+func (h *handler) OnResponse(sc *gortsplib.ServerConn, _ *base.Response) {
+	if _, ok := h.setupHolders.LoadAndDelete(sc); ok {
+		h.setupMu.Unlock()
 	}
 }
 
