@@ -138,7 +138,7 @@ peergate demo is running. Play through the gateway (it redirects, the origin ser
   ffplay rtmp://127.0.0.1:1935/static/demo               # RTMP through the gateway (`static/demo` is NAME `demo`)
   ffplay rtmp://127.0.0.1:1935/live/demo2                # RTMP through the gateway to origin2
   ffprobe -v error -show_entries stream=codec_name,width,height http://127.0.0.1:8080/demo/index.m3u8
-Publish your own: ffmpeg -re -i FILE -c copy -f flv rtmp://127.0.0.1:1936/live/mine      # RTMP to origin1
+Publish your own: ffmpeg -re -i FILE -c copy -f flv rtmp://127.0.0.1:1935/live/mine      # RTMP through the gateway
               or: ffmpeg -re -i FILE -c copy -f rtsp rtsp://127.0.0.1:8554/live/mine     # RTSP through the gateway
   then play http://127.0.0.1:8080/live/mine/index.m3u8
 Redirects and cluster view:
