@@ -84,6 +84,8 @@ func TestComposeTopologyFromBinaries(t *testing.T) {
 				s.env = append(s.env, "PEERGATE_LISTEN_"+strings.ToUpper(l)+"="+s.listen[l],
 					"PEERGATE_PUBLIC_"+strings.ToUpper(l)+"="+l+"://"+s.listen[l])
 			}
+			// The private host (the compose service name) is a host to rewrite like the others.
+			s.env = append(s.env, "PEERGATE_PRIVATE=127.0.0.1")
 			s.p = start(t, "origin", n, s.config, s.env, "http", "rtsp", "rtmp", "admin")
 		} else {
 			s.env = append(s.env, "PEERGATE_LISTEN_HTTP=127.0.0.1:0", "PEERGATE_LISTEN_RTSP=127.0.0.1:0", "PEERGATE_LISTEN_RTMP=127.0.0.1:0")
