@@ -147,3 +147,12 @@ func (m *Prom) ResolveObserver(proto string) func(time.Duration) {
 	o := m.resolve.WithLabelValues(proto)
 	return func(d time.Duration) { o.Observe(d.Seconds()) }
 }
+
+// Nop counts nothing: what a listener uses when it is given no Metrics.
+type Nop struct{}
+
+func (Nop) Redirect(string, string)               {}
+func (Nop) ResolveDuration(string, time.Duration) {}
+func (Nop) RelayStart(string, string)             {}
+func (Nop) RelayEnd(string, string, string)       {}
+func (Nop) RelayBytes(string, string, int64)      {}

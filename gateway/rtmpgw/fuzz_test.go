@@ -10,6 +10,8 @@ import (
 	"github.com/bluenviron/gortmplib/pkg/amf0"
 	"github.com/bluenviron/gortmplib/pkg/bytecounter"
 	"github.com/bluenviron/gortmplib/pkg/rawmessage"
+
+	"github.com/peergate/peergate/gateway/gwmetrics"
 )
 
 // clientBytes is what a plain client sends: C0, C1, C2 (the gateway does not check their
@@ -68,7 +70,7 @@ func FuzzSession(f *testing.F) {
 		f.Add(s)
 	}
 	s := &Server{Resolver: &fakeResolver{base: "rtmp://origin.example:1936"}, Mode: ModeRedirect,
-		HandshakeTimeout: 2 * time.Second, MaxSetupBytes: DefaultMaxSetupBytes, Logger: discardLogger(), Metrics: nopMetrics{}}
+		HandshakeTimeout: 2 * time.Second, MaxSetupBytes: DefaultMaxSetupBytes, Logger: discardLogger(), Metrics: gwmetrics.Nop{}}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		srv, cli := net.Pipe()
 		done := make(chan struct{})

@@ -141,7 +141,7 @@ func (s *Server) Initialize() error {
 		s.Logger = slog.Default()
 	}
 	if s.Metrics == nil {
-		s.Metrics = nopMetrics{}
+		s.Metrics = gwmetrics.Nop{}
 	}
 	ln, err := net.Listen("tcp", s.Address)
 	if err != nil {
@@ -220,11 +220,3 @@ func orDefault(d, def time.Duration) time.Duration {
 	}
 	return d
 }
-
-type nopMetrics struct{}
-
-func (nopMetrics) Redirect(string, string)               {}
-func (nopMetrics) ResolveDuration(string, time.Duration) {}
-func (nopMetrics) RelayStart(string, string)             {}
-func (nopMetrics) RelayEnd(string, string, string)       {}
-func (nopMetrics) RelayBytes(string, string, int64)      {}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/bluenviron/gortsplib/v5/pkg/base"
+
+	"github.com/peergate/peergate/gateway/gwmetrics"
 )
 
 // FuzzServe feeds raw bytes to one connection: whatever comes in, the server answers only
@@ -32,7 +34,7 @@ func FuzzServe(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
-		s := &Server{Resolver: fakeResolver{}, Logger: slog.New(slog.DiscardHandler), Metrics: nopMetrics{},
+		s := &Server{Resolver: fakeResolver{}, Logger: slog.New(slog.DiscardHandler), Metrics: gwmetrics.Nop{},
 			ReadTimeout: 20 * time.Millisecond, WriteTimeout: time.Second, MaxRequestBytes: 4096, RetryAfter: time.Second}
 		s.setDefaults()
 		client, server := net.Pipe()

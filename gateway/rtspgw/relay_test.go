@@ -4,17 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"os/exec"
 	"strings"
@@ -30,6 +24,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/peergate/peergate/gateway/gwmetrics"
+	"github.com/peergate/peergate/internal/testcert"
 )
 
 // standIn is an origin for the tests: a gortsplib server that takes ANNOUNCE/RECORD and
@@ -339,7 +334,8 @@ func TestPublishGStreamer(t *testing.T) {
 
 // An origin that offers only rtsps is dialled with TLS.
 func TestPublishToRTSPSOrigin(t *testing.T) {
-	cert, pool := selfSigned(t)
+	tc := testcert.New(t)
+	cert, pool := tc.TLS, tc.Pool
 	origin, stopOrigin := newOrigin(t, &tls.Config{Certificates: []tls.Certificate{cert}})
 	defer stopOrigin()
 	base := "rtsps://" + origin.srv.NetListener().Addr().String()
@@ -362,31 +358,6 @@ func TestPublishToRTSPSOrigin(t *testing.T) {
 		}
 	}
 	eventually(t, "packets at the rtsps origin", func() bool { return origin.count("/live/tls") == 10 })
-}
-
-func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "origin"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
 }
 
 const sdp = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=Stream\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\n" +

@@ -163,7 +163,7 @@ func (s *Server) setDefaults() {
 		s.Logger = slog.Default()
 	}
 	if s.Metrics == nil {
-		s.Metrics = nopMetrics{}
+		s.Metrics = gwmetrics.Nop{}
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 }
@@ -355,11 +355,3 @@ func orDefault(d, def time.Duration) time.Duration {
 	}
 	return d
 }
-
-type nopMetrics struct{}
-
-func (nopMetrics) Redirect(string, string)               {}
-func (nopMetrics) ResolveDuration(string, time.Duration) {}
-func (nopMetrics) RelayStart(string, string)             {}
-func (nopMetrics) RelayEnd(string, string, string)       {}
-func (nopMetrics) RelayBytes(string, string, int64)      {}
