@@ -18,6 +18,7 @@ import (
 
 	"github.com/peergate/peergate/gateway/gwmetrics"
 	"github.com/peergate/peergate/gateway/resolve"
+	"github.com/peergate/peergate/internal/logtest"
 	"github.com/peergate/peergate/internal/testcert"
 )
 
@@ -462,7 +463,7 @@ func TestSlowloris(t *testing.T) {
 }
 
 func TestLogLine(t *testing.T) {
-	var buf lockedBuffer
+	var buf logtest.Buffer
 	logger := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s := start(t, &Server{Logger: logger, StickyParam: "token"})
 	res := raw(t, s.Addr(), "GET", "GET /live/cam1/index.m3u8?token=SECRET HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
@@ -470,7 +471,7 @@ func TestLogLine(t *testing.T) {
 		t.Fatalf("status %d", res.StatusCode)
 	}
 	var reqLines []map[string]any
-	for _, l := range buf.lines() {
+	for _, l := range buf.Lines() {
 		if strings.Contains(l, "SECRET") {
 			t.Errorf("log line carries the sticky token: %s", l)
 		}
@@ -483,7 +484,7 @@ func TestLogLine(t *testing.T) {
 		}
 	}
 	if len(reqLines) != 1 {
-		t.Fatalf("%d request lines, want 1: %v", len(reqLines), buf.lines())
+		t.Fatalf("%d request lines, want 1: %v", len(reqLines), buf.Lines())
 	}
 	m := reqLines[0]
 	for k, want := range map[string]any{"level": "INFO", "method": "GET", "path": "/live/cam1/index.m3u8", "client": "127.0.0.1",

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/peergate/peergate/gateway/resolve"
+	"github.com/peergate/peergate/internal/logtest"
 )
 
 // TestRelayPlay: gortmplib's Client plays through the gateway in relay mode and decodes the
@@ -468,29 +469,11 @@ func ExampleServer() {
 	// Output: auto
 }
 
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestLogLine: one line per connection with client, flashVer, capsEx, role, name, mode,
 // origin, outcome, bytes each way and duration.
 func TestLogLine(t *testing.T) {
 	o := startStandIn(t)
-	var buf syncBuffer
+	var buf logtest.Buffer
 	gw := startGateway(t, &Server{Resolver: &fakeResolver{base: o.base()}, Logger: slog.New(slog.NewJSONHandler(&buf, nil))})
 	if err := playFrames("rtmp://"+gw.Addr().String()+"/live/cam1", 3); err != nil {
 		t.Fatal(err)
