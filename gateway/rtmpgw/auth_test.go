@@ -18,7 +18,7 @@ func TestPublishAuthorization(t *testing.T) {
 	res := &fakeResolver{base: o.base()}
 	m := newFakeMetrics()
 	gw := startGateway(t, &Server{Resolver: res, Mode: ModeRelay, Metrics: m,
-		Authorize: func(name, query string) error { return pubauth.Check(authSecret, name, query, time.Now()) }})
+		Authorize: func(name, query, _ string) error { return pubauth.Check(authSecret, name, query, time.Now()) }})
 	base := "rtmp://" + gw.Addr().String()
 	past := time.Now().Add(-time.Hour).Unix()
 	future := time.Now().Add(time.Hour).Unix()

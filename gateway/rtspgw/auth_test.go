@@ -19,7 +19,7 @@ func TestPublishAuthorization(t *testing.T) {
 	origin, stopOrigin := newOrigin(t, nil)
 	defer stopOrigin()
 	gw := &Server{Address: "127.0.0.1:0", Resolver: fakeResolver{origin: origin.base()}, Metrics: &recMetrics{},
-		Authorize: func(name, query string) error { return pubauth.Check(authSecret, name, query, time.Now()) }}
+		Authorize: func(name, query, _ string) error { return pubauth.Check(authSecret, name, query, time.Now()) }}
 	if err := gw.Initialize(); err != nil {
 		t.Fatal(err)
 	}
