@@ -161,3 +161,15 @@ func PublishAuthorizer(secret string, hook *Hook, protocol string) func(name, qu
 		return hook.Check(HookRequest{Action: "publish", Protocol: protocol, Name: name, Client: client, Query: query})
 	}
 }
+
+// NewHook returns the hook for the auth.http_url, auth.http_timeout and auth.http_cache
+// keys, or nil when url is "". A cache of 0 disables caching.
+func NewHook(url string, timeout, cache time.Duration) *Hook {
+	if url == "" {
+		return nil
+	}
+	if cache == 0 {
+		cache = -1
+	}
+	return &Hook{URL: url, Timeout: timeout, Cache: cache}
+}
