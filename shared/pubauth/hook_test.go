@@ -132,7 +132,9 @@ func TestHookFailsClosed(t *testing.T) {
 	defer close(release)
 	h := &Hook{URL: slow.URL, Timeout: 200 * time.Millisecond}
 	done := make(chan error, 1)
-	go func() { done <- h.Check(HookRequest{Action: "publish", Protocol: "rtmp", Name: "live/a", Client: "192.0.2.7"}) }()
+	go func() {
+		done <- h.Check(HookRequest{Action: "publish", Protocol: "rtmp", Name: "live/a", Client: "192.0.2.7"})
+	}()
 	select {
 	case err := <-done:
 		if !errors.Is(err, ErrHookFailed) {

@@ -5,11 +5,13 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"hash"
 	"net"
 	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -50,18 +52,36 @@ const (
 	maxIPLen    = 64
 )
 
-func tokenMAC(secret, name string, exp int64, ip string) [macLen]byte {
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write([]byte("play\n"))
-	m.Write([]byte(name))
-	m.Write([]byte{'\n'})
-	var b [20]byte
-	m.Write(strconv.AppendInt(b[:0], exp, 10))
-	m.Write([]byte{'\n'})
-	m.Write([]byte(ip))
+// macer computes token MACs under one secret; pooled by PlayAuthorizer so the redirect
+// path does not build an HMAC per request.
+type macer struct {
+	h   hash.Hash
+	buf []byte
+	sum []byte
+}
+
+func newMacer(secret string) *macer {
+	return &macer{h: hmac.New(sha256.New, []byte(secret)), buf: make([]byte, 0, 256), sum: make([]byte, 0, sha256.Size)}
+}
+
+func (m *macer) mac(name string, exp int64, ip string) [macLen]byte {
+	m.h.Reset()
+	b := append(m.buf[:0], "play\n"...)
+	b = append(b, name...)
+	b = append(b, '\n')
+	b = strconv.AppendInt(b, exp, 10)
+	b = append(b, '\n')
+	b = append(b, ip...)
+	m.h.Write(b)
+	m.buf = b[:0]
+	m.sum = m.h.Sum(m.sum[:0])
 	var out [macLen]byte
-	copy(out[:], m.Sum(nil))
+	copy(out[:], m.sum)
 	return out
+}
+
+func tokenMAC(secret, name string, exp int64, ip string) [macLen]byte {
+	return newMacer(secret).mac(name, exp, ip)
 }
 
 // SignToken returns the token value "EXP.MAC" for name under secret, valid until exp (unix
@@ -90,6 +110,11 @@ func CheckToken(secret, name, rawQuery, client string, now time.Time) error {
 	if secret == "" {
 		return ErrNoSecret
 	}
+	return checkToken(nil, secret, name, rawQuery, client, now)
+}
+
+// checkToken is CheckToken with the MAC made by a pooled macer when pool is not nil.
+func checkToken(pool *sync.Pool, secret, name, rawQuery, client string, now time.Time) error {
 	if len(rawQuery) > maxQuery {
 		return ErrBadToken
 	}
@@ -119,10 +144,19 @@ func CheckToken(secret, name, rawQuery, client string, now time.Time) error {
 		return ErrBadToken
 	}
 	var got [macLen + 2]byte
-	if n, err := base64.RawURLEncoding.Decode(got[:], []byte(macS)); err != nil || n != macLen {
+	var src [macB64Len]byte
+	copy(src[:], macS)
+	if n, err := base64.RawURLEncoding.Decode(got[:], src[:]); err != nil || n != macLen {
 		return ErrBadToken
 	}
-	want := tokenMAC(secret, name, exp, ip)
+	var want [macLen]byte
+	if pool != nil {
+		m := pool.Get().(*macer)
+		want = m.mac(name, exp, ip)
+		pool.Put(m)
+	} else {
+		want = tokenMAC(secret, name, exp, ip)
+	}
 	if !hmac.Equal(got[:macLen], want[:]) {
 		return ErrBadToken
 	}
@@ -193,7 +227,8 @@ func PlayAuthorizer(secret string) func(name, query, client string) error {
 	if secret == "" {
 		return nil
 	}
+	pool := &sync.Pool{New: func() any { return newMacer(secret) }}
 	return func(name, query, client string) error {
-		return CheckToken(secret, name, query, client, time.Now())
+		return checkToken(pool, secret, name, query, client, time.Now())
 	}
 }
