@@ -204,3 +204,29 @@ func FuzzCheckToken(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkCheckToken: the pooled play-token check (what the gateway runs per redirect)
+// against the unpooled CheckToken and the publish-key Check as baselines.
+func BenchmarkCheckToken(b *testing.B) {
+	exp := time.Now().Add(time.Hour).Unix()
+	q := TokenQuery(playSecret, "live/cam1", exp, "")
+	pooled := PlayAuthorizer(playSecret)
+	key := Query(secret, "live/cam1", 0)
+	for _, bc := range []struct {
+		name string
+		f    func() error
+	}{
+		{"publish-key-Check", func() error { return Check(secret, "live/cam1", key, now) }},
+		{"CheckToken", func() error { return CheckToken(playSecret, "live/cam1", q, "192.0.2.1:5000", time.Now()) }},
+		{"PlayAuthorizer", func() error { return pooled("live/cam1", q, "192.0.2.1:5000") }},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := bc.f(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
