@@ -83,6 +83,7 @@ func startMedia(cfg *config.Origin, reg ondemand.Registry, log *slog.Logger) (_ 
 		ReadTimeout:       lim.ReadTimeout,
 		WriteTimeout:      lim.WriteTimeout,
 		MaxConns:          lim.MaxConns,
+		AuthorizePlay:     pubauth.PlayAuthorizer(cfg.Auth.PlaySecret),
 		Logger:            log,
 	}
 	if err := m.hs.Initialize(); err != nil {
@@ -101,7 +102,8 @@ func startMedia(cfg *config.Origin, reg ondemand.Registry, log *slog.Logger) (_ 
 			ReadTimeout:   lim.ReadTimeout,
 			WriteTimeout:  lim.WriteTimeout,
 			MaxConns:      lim.MaxConns,
-			Authorize:     pubauth.Authorizer(cfg.Auth.PublishSecret),
+			Authorize:     pubauth.PublishAuthorizer(cfg.Auth.PublishSecret, pubauth.NewHook(cfg.Auth.HTTPURL, cfg.Auth.HTTPTimeout, cfg.Auth.HTTPCache), "rtsp"),
+			AuthorizePlay: pubauth.PlayAuthorizer(cfg.Auth.PlaySecret),
 			Logger:        log,
 		}
 		if err := s.Initialize(); err != nil {
@@ -119,7 +121,8 @@ func startMedia(cfg *config.Origin, reg ondemand.Registry, log *slog.Logger) (_ 
 			ReadTimeout:      lim.ReadTimeout,
 			WriteTimeout:     lim.WriteTimeout,
 			MaxConns:         lim.MaxConns,
-			Authorize:        pubauth.Authorizer(cfg.Auth.PublishSecret),
+			Authorize:        pubauth.PublishAuthorizer(cfg.Auth.PublishSecret, pubauth.NewHook(cfg.Auth.HTTPURL, cfg.Auth.HTTPTimeout, cfg.Auth.HTTPCache), "rtmp"),
+			AuthorizePlay:    pubauth.PlayAuthorizer(cfg.Auth.PlaySecret),
 			Logger:           log,
 		}
 		if err := s.Initialize(); err != nil {

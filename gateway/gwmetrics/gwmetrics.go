@@ -22,7 +22,7 @@ const (
 	OriginFailed     = "origin_failed"      // relay: the origin refused, failed or went away
 	ClientGone       = "client_gone"        // relay: the client left or stalled past its deadline
 	Refused          = "refused"            // over a connection cap
-	Unauthorized     = "unauthorized"       // publisher without a valid publish key (RTMP Publish.Unauthorized, RTSP 403)
+	Unauthorized     = "unauthorized"       // publisher without a valid publish key, player without a valid play token (RTMP Publish.Unauthorized / Play.Failed, HTTP and RTSP 403)
 )
 
 // Relay modes and roles (labels of the relay series).

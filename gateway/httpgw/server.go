@@ -70,6 +70,11 @@ type Server struct {
 	// viewer key for stickiness instead of the client IP (e.g. a playback token). It is used
 	// as sent, not percent-decoded, and never logged. It defaults to "" (client IP only).
 	StickyParam string
+	// AuthorizePlay, if set, decides whether a player may play NAME before any origin is
+	// chosen: it gets the NAME, the raw query (which the Location carries on to the origin)
+	// and the client address (after TrustedProxies), and a non-nil error answers 403. Nil
+	// lets anyone play (the default).
+	AuthorizePlay func(name, query, client string) error
 	// ReadHeaderTimeout bounds reading a request's headers (and the TLS handshake), which
 	// cuts off slowloris clients. It defaults to 5 seconds.
 	ReadHeaderTimeout time.Duration
@@ -137,6 +142,7 @@ func (s *Server) Initialize() error {
 		res:        s.Resolver,
 		trusted:    s.TrustedProxies,
 		sticky:     s.StickyParam,
+		authorize:  s.AuthorizePlay,
 		retryAfter: []string{strconv.FormatInt(max(secs, 1), 10)},
 		log:        logger,
 		metrics:    s.Metrics,

@@ -354,10 +354,18 @@ func (s *Server) session(c net.Conn, cl *connLog) {
 		return
 	}
 	if req.publish && s.Authorize != nil {
-		if err := s.Authorize(req.name, req.query); err != nil {
+		if err := s.Authorize(req.name, req.query, cl.client); err != nil {
 			cl.outcome, cl.err = OutcomeUnauthorized, fmt.Errorf("unauthorized: %w", err)
 			s.Metrics.Redirect(proto, OutcomeUnauthorized)
 			s.fail(client, req, "NetStream.Publish.Unauthorized", "publish not authorized")
+			return
+		}
+	}
+	if !req.publish && s.AuthorizePlay != nil {
+		if err := s.AuthorizePlay(req.name, req.query, cl.client); err != nil {
+			cl.outcome, cl.err = OutcomeUnauthorized, fmt.Errorf("unauthorized: %w", err)
+			s.Metrics.Redirect(proto, OutcomeUnauthorized)
+			s.fail(client, req, "NetStream.Play.Failed", "play not authorized")
 			return
 		}
 	}

@@ -104,7 +104,12 @@ type Server struct {
 	// the query sent on the app or stream key (see streamname.FromRTMP), and a non-nil error
 	// refuses with NetStream.Publish.Unauthorized before any origin is chosen. Nil lets anyone
 	// publish (the default). Players are not checked.
-	Authorize func(name, query string) error
+	Authorize func(name, query, client string) error
+	// AuthorizePlay, if set, decides whether a player may play NAME: it gets the NAME, the
+	// query sent on the app or stream key (carried on to the origin by the redirect or the
+	// relay) and the client's address, and a non-nil error refuses with
+	// NetStream.Play.Failed before any origin is chosen. Nil lets anyone play (the default).
+	AuthorizePlay func(name, query, client string) error
 	// Logger gets one line per connection. It defaults to slog.Default().
 	Logger *slog.Logger
 	// Metrics may be nil.

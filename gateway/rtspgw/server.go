@@ -119,7 +119,12 @@ type Server struct {
 	// Authorize, if set, decides whether a publisher may publish NAME: it gets the NAME and
 	// the ANNOUNCE URL's query, and a non-nil error refuses with 403 (and closes) before any
 	// origin is chosen. Nil lets anyone publish (the default). DESCRIBE is not checked.
-	Authorize func(name, query string) error
+	Authorize func(name, query, client string) error
+	// AuthorizePlay, if set, decides whether a player may play NAME: it gets the NAME, the
+	// DESCRIBE URL's query (which the redirect carries on to the origin) and the client's
+	// address, and a non-nil error answers 403 (and closes) before any origin is chosen. Nil
+	// lets anyone play (the default).
+	AuthorizePlay func(name, query, client string) error
 	// Logger gets one line per connection. It defaults to slog.Default().
 	Logger *slog.Logger
 	// Metrics may be nil.
@@ -308,6 +313,14 @@ func (s *Server) describe(req *base.Request, client string, res *base.Response, 
 	if code != 0 {
 		outcome(code, o)
 		return
+	}
+	if s.AuthorizePlay != nil {
+		if err := s.AuthorizePlay(name, query, client); err != nil {
+			res.Header["Connection"] = base.HeaderValue{"close"}
+			cl.err = fmt.Errorf("unauthorized: %w", err)
+			outcome(base.StatusForbidden, OutcomeUnauthorized)
+			return
+		}
 	}
 	t0 := time.Now()
 	r := s.Resolver.Resolve(resolve.Request{Name: name, Proto: resolve.ProtoRTSP, Client: client})

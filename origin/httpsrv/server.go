@@ -73,6 +73,14 @@ type Server struct {
 	MaxHeaderBytes int
 	// MaxConns caps concurrent connections; extra ones are closed at once. It defaults to 4096.
 	MaxConns int
+	// AuthorizePlay, if set, decides whether a viewer may play NAME: it gets the NAME, the
+	// request's raw query and the client's IP address, and a non-nil error answers 403. It
+	// runs on the first request of a session: every MPEG-TS and embed.html request, and an
+	// HLS request (playlist or segment) of a viewer that has no HLS session yet. An HLS
+	// session (same NAME, client address and User-Agent, ended by HLS.SessionTimeout without
+	// requests) carries the authorization, so a token that expires mid-play does not stop
+	// it, and its later requests need no token. Nil lets anyone play (the default).
+	AuthorizePlay func(name, query, client string) error
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 
@@ -274,6 +282,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
+	if s.AuthorizePlay != nil && !s.authorized(w, r, name, kind) {
+		return
+	}
 	switch kind {
 	case streamname.HLSMaster, streamname.HLSPlaylist, streamname.HLSSegment:
 		s.serveHLS(w, r, name, kind == streamname.HLSSegment)
@@ -284,6 +295,29 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	default:
 		http.NotFound(w, r)
 	}
+}
+
+// authorized runs AuthorizePlay on the first request of a session and answers 403 itself
+// when it refuses. Requests of a live HLS session pass without a token.
+func (s *Server) authorized(w http.ResponseWriter, r *http.Request, name string, kind streamname.Kind) bool {
+	ip := clientIP(r)
+	switch kind {
+	case streamname.HLSMaster, streamname.HLSPlaylist, streamname.HLSSegment:
+		if s.sessions.active(name, ip, r.UserAgent()) {
+			return true
+		}
+	case streamname.MPEGTS, streamname.Embed:
+	default:
+		return true // answered 404 by serve
+	}
+	err := s.AuthorizePlay(name, r.URL.RawQuery, ip)
+	if err == nil {
+		return true
+	}
+	s.Logger.Info("http play refused", "name", name, "remote", ip, "path", r.URL.Path, "reason", "unauthorized: "+err.Error())
+	w.Header().Set("Cache-Control", "no-store")
+	http.Error(w, "play not authorized", http.StatusForbidden)
+	return false
 }
 
 // findStream resolves name to a live stream, starting an on-demand source if needed;

@@ -43,7 +43,12 @@ type Server struct {
 	// Authorize, if set, decides whether a publisher may publish NAME: it gets the NAME and
 	// the query the publisher sent (on the stream key or the app, joined by "&"),
 	// and a non-nil error refuses the publish. Nil lets anyone publish (the default).
-	Authorize func(name, query string) error
+	Authorize func(name, query, client string) error
+	// AuthorizePlay, if set, decides whether a player may play NAME: it gets the NAME, the
+	// query the player sent (on the stream key or the app, joined by "&") and the client's
+	// address, and a non-nil error refuses the play with NetStream.Play.Failed. Nil lets
+	// anyone play (the default).
+	AuthorizePlay func(name, query, client string) error
 	// Logger gets one line per connection outcome. It defaults to slog.Default().
 	Logger *slog.Logger
 
@@ -134,7 +139,7 @@ func (s *Server) serve(c net.Conn) outcome {
 			return outcome{role: "publisher", err: errors.New("invalid stream name")}
 		}
 		if s.Authorize != nil {
-			if err := s.Authorize(name, query); err != nil {
+			if err := s.Authorize(name, query, c.RemoteAddr().String()); err != nil {
 				_ = writeStatus(sc, "NetStream.Publish.Unauthorized", "publish not authorized")
 				return outcome{role: "publisher", name: name, err: fmt.Errorf("unauthorized: %w", err)}
 			}
@@ -144,6 +149,12 @@ func (s *Server) serve(c net.Conn) outcome {
 	if !ok {
 		_ = writeStatus(sc, "NetStream.Play.StreamNotFound", "invalid stream name")
 		return outcome{role: "player", err: errors.New("invalid stream name")}
+	}
+	if s.AuthorizePlay != nil {
+		if err := s.AuthorizePlay(name, query, c.RemoteAddr().String()); err != nil {
+			_ = writeStatus(sc, "NetStream.Play.Failed", "play not authorized")
+			return outcome{role: "player", name: name, err: fmt.Errorf("unauthorized: %w", err)}
+		}
 	}
 	return outcome{role: "player", name: name, err: s.play(c, sc, name)}
 }

@@ -48,7 +48,12 @@ type Server struct {
 	// Authorize, if set, decides whether a publisher may publish NAME: it gets the NAME and
 	// the query the publisher sent (the ANNOUNCE URL's query),
 	// and a non-nil error refuses the publish. Nil lets anyone publish (the default).
-	Authorize func(name, query string) error
+	Authorize func(name, query, client string) error
+	// AuthorizePlay, if set, decides whether a player may play NAME: it gets the NAME, the
+	// DESCRIBE URL's query and the client's address, and a non-nil error answers 403. A
+	// player that skips DESCRIBE is checked on its first SETUP instead. Nil lets anyone play
+	// (the default).
+	AuthorizePlay func(name, query, client string) error
 	// Logger gets one line per connection outcome. It defaults to slog.Default().
 	Logger *slog.Logger
 

@@ -56,6 +56,17 @@ type Auth struct {
 	// PublishSecret signs publish keys (see shared/pubauth); the same on every gateway and
 	// origin. Empty leaves publishing open to anyone. At least MinSecretLen bytes when set.
 	PublishSecret string `yaml:"publish_secret"`
+	// PlaySecret signs play tokens (see shared/pubauth); the same on every gateway and
+	// origin. Empty leaves play open to anyone. At least MinSecretLen bytes when set.
+	PlaySecret string `yaml:"play_secret"`
+	// HTTPURL, when set, is POSTed every publish (JSON: action, protocol, name, client,
+	// query); a 2xx answer allows it, anything else refuses. An http:// or https:// URL.
+	HTTPURL string `yaml:"http_url"`
+	// HTTPTimeout bounds one call to HTTPURL; a call that runs out refuses. Default 2s.
+	HTTPTimeout time.Duration `yaml:"http_timeout"`
+	// HTTPCache is how long a decision of HTTPURL is reused, per (action, protocol, name,
+	// query, client). Default 5s; 0 disables the cache.
+	HTTPCache time.Duration `yaml:"http_cache"`
 }
 
 // MinSecretLen is the shortest admin.token or auth.publish_secret accepted.
@@ -235,6 +246,7 @@ func defaultCommon() Common {
 	return Common{
 		Redis: Redis{URL: "redis://127.0.0.1:6379/0"},
 		Log:   Log{Level: "info", Format: "text"},
+		Auth:  Auth{HTTPTimeout: 2 * time.Second, HTTPCache: 5 * time.Second},
 	}
 }
 

@@ -304,6 +304,10 @@ func TestGatewayErrors(t *testing.T) {
 		{"log level", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_LOG_LEVEL=loud"}, "log.level: must be"},
 		{"admin token short", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_ADMIN_TOKEN=short"}, "admin.token: must be at least 16 bytes"},
 		{"publish secret short", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_AUTH_PUBLISH_SECRET=short"}, "auth.publish_secret: must be at least 16 bytes"},
+		{"play secret short", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_AUTH_PLAY_SECRET=short"}, "auth.play_secret: must be at least 16 bytes"},
+		{"hook url scheme", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_AUTH_HTTP_URL=ftp://x/y"}, "auth.http_url: want an http"},
+		{"hook timeout zero", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_AUTH_HTTP_TIMEOUT=0s"}, "auth.http_timeout: must be positive"},
+		{"hook cache negative", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_AUTH_HTTP_CACHE=-1s"}, "auth.http_cache: must not be negative"},
 		{"log format", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_LOG_FORMAT=xml"}, "log.format: must be"},
 		{"listen.http empty", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_LISTEN_HTTP="}, "listen.http: required"},
 		{"listen.http form", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_LISTEN_HTTP=8080"}, "listen.http: want [host]:port"},
@@ -441,12 +445,14 @@ func TestEnvNamesCoverKeys(t *testing.T) {
 		"PEERGATE_RTMP_WRITE_TIMEOUT": "rtmp.write_timeout", "PEERGATE_RTMP_MAX_CONNS": "rtmp.max_conns",
 		"PEERGATE_REGISTRY_MAX_STALENESS": "registry.max_staleness",
 		"PEERGATE_ADMIN_TOKEN":            "admin.token", "PEERGATE_AUTH_PUBLISH_SECRET": "auth.publish_secret",
+		"PEERGATE_AUTH_PLAY_SECRET": "auth.play_secret", "PEERGATE_AUTH_HTTP_URL": "auth.http_url",
+		"PEERGATE_AUTH_HTTP_TIMEOUT": "auth.http_timeout", "PEERGATE_AUTH_HTTP_CACHE": "auth.http_cache",
 	} {
 		if g[env] != path {
 			t.Errorf("gateway %s = %q, want %q", env, g[env], path)
 		}
 	}
-	if len(g) != 27 {
+	if len(g) != 31 {
 		t.Errorf("gateway has %d env keys: %v", len(g), g)
 	}
 	o := EnvNames(&Origin{})

@@ -35,6 +35,21 @@ func (c *Common) Validate() error {
 	if n := len(c.Auth.PublishSecret); n > 0 && n < MinSecretLen {
 		return keyError("auth.publish_secret", "must be at least %d bytes when set, got %d", MinSecretLen, n)
 	}
+	if n := len(c.Auth.PlaySecret); n > 0 && n < MinSecretLen {
+		return keyError("auth.play_secret", "must be at least %d bytes when set, got %d", MinSecretLen, n)
+	}
+	if u := c.Auth.HTTPURL; u != "" {
+		p, err := url.Parse(u)
+		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return keyError("auth.http_url", "want an http:// or https:// URL, got %q", u)
+		}
+	}
+	if c.Auth.HTTPTimeout <= 0 {
+		return keyError("auth.http_timeout", "must be positive, got %v", c.Auth.HTTPTimeout)
+	}
+	if c.Auth.HTTPCache < 0 {
+		return keyError("auth.http_cache", "must not be negative, got %v", c.Auth.HTTPCache)
+	}
 	if err := checkRedisURL(c.Redis.URL); err != nil {
 		return keyError("redis.url", "%v", err)
 	}
