@@ -99,7 +99,8 @@ type Server struct {
 	// Resolver chooses the origin. Required.
 	Resolver Resolver
 	// FirstRequestTimeout bounds the time from accept to the end of the first request: a
-	// client that connects and sends nothing (or dribbles) is closed after it. It defaults to 5s.
+	// client that connects and sends nothing (or dribbles) is closed after it. It defaults to
+	// 5s (ReadTimeout if shorter).
 	FirstRequestTimeout time.Duration
 	// ReadTimeout bounds reading each later request, the wait for the next one, and a relayed
 	// publisher's silence (in a relay deadlines are refreshed every eighth of the timeout,
@@ -232,7 +233,7 @@ func (s *Server) serve(c net.Conn) {
 		s.Metrics.Redirect(proto, OutcomeBadRequest)
 		s.write(c, &base.Response{StatusCode: base.StatusBadRequest, Header: base.Header{"Connection": base.HeaderValue{"close"}}})
 	}
-	_ = c.SetReadDeadline(start.Add(s.FirstRequestTimeout))
+	_ = c.SetReadDeadline(start.Add(min(s.FirstRequestTimeout, s.ReadTimeout)))
 	for {
 		if cl.requests > 0 {
 			_ = c.SetReadDeadline(time.Now().Add(s.ReadTimeout))
