@@ -121,6 +121,7 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 			StickyParam:       cfg.HTTP.StickyParam,
 			ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
 			MaxConns:          cfg.HTTP.MaxConns,
+			MaxConnsPerIP:     cfg.HTTP.MaxConnsPerIP,
 			RetryAfter:        cfg.HTTP.RetryAfter,
 			Logger:            log.With("listener", listener),
 			Metrics:           metrics,
@@ -181,8 +182,15 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 			Resolver:   gatedResolver{table, watcher.Ready},
 			RetryAfter: cfg.HTTP.RetryAfter,
 			Authorize:  publishAuth,
-			Logger:     log.With("listener", "rtsp"),
-			Metrics:    metrics,
+			// listener caps and timeouts (rtsp.*)
+			FirstRequestTimeout: cfg.RTSP.FirstRequestTimeout,
+			ReadTimeout:         cfg.RTSP.ReadTimeout,
+			WriteTimeout:        cfg.RTSP.WriteTimeout,
+			DialTimeout:         cfg.RTSP.DialTimeout,
+			MaxConns:            cfg.RTSP.MaxConns,
+			MaxConnsPerIP:       cfg.RTSP.MaxConnsPerIP,
+			Logger:              log.With("listener", "rtsp"),
+			Metrics:             metrics,
 		}
 		if err := rtsp.Initialize(); err != nil {
 			return fmt.Errorf("listen.rtsp: %w", err)
@@ -201,8 +209,11 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 			WriteTimeout:     cfg.RTMP.WriteTimeout,
 			MaxConns:         cfg.RTMP.MaxConns,
 			Authorize:        publishAuth,
-			Logger:           log.With("listener", "rtmp"),
-			Metrics:          metrics,
+			// listener caps and timeouts (rtmp.*)
+			FirstRequestTimeout: cfg.RTMP.FirstRequestTimeout,
+			MaxConnsPerIP:       cfg.RTMP.MaxConnsPerIP,
+			Logger:              log.With("listener", "rtmp"),
+			Metrics:             metrics,
 		}
 		if err := rtmp.Initialize(); err != nil {
 			return fmt.Errorf("listen.rtmp: %w", err)
