@@ -25,6 +25,7 @@ const (
 	ClientGone       = "client_gone"        // relay: the client left or stalled past its deadline
 	Refused          = "refused"            // over a listener's connection cap
 	RefusedPerIP     = "refused_per_ip"     // over a listener's per-client-address connection cap
+	EvictedSilent    = "evicted_silent"     // silent since accept, closed to let a new client into a full listener
 	Unauthorized     = "unauthorized"       // publisher without a valid publish key (RTMP Publish.Unauthorized, RTSP 403)
 )
 
@@ -130,10 +131,13 @@ func (m *Prom) RelayBytes(proto, direction string, n int64) {
 }
 
 // RefusalOutcome is the outcome a listener counts for a connection netcap refused for reason
-// (netcap.ReasonMaxConns, ReasonMaxConnsPerIP).
+// (netcap.ReasonMaxConns, ReasonMaxConnsPerIP, ReasonEvicted).
 func RefusalOutcome(reason string) string {
-	if reason == netcap.ReasonMaxConnsPerIP {
+	switch reason {
+	case netcap.ReasonMaxConnsPerIP:
 		return RefusedPerIP
+	case netcap.ReasonEvicted:
+		return EvictedSilent
 	}
 	return Refused
 }

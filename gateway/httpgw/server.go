@@ -165,7 +165,9 @@ func (s *Server) Initialize() error {
 		Listener: ln,
 		Max:      int64(orDefault(s.MaxConns, DefaultMaxConns)),
 		MaxPerIP: int64(orDefault(s.MaxConnsPerIP, DefaultMaxConnsPerIP)),
-		OnReject: s.rejects.Reject,
+		// A full listener still takes a new client in place of one silent for a second.
+		EvictSilentAfter: netcap.DefaultEvictSilentAfter,
+		OnReject:         s.rejects.Reject,
 	}
 	if s.TLSConfig != nil {
 		s.ln = tls.NewListener(s.ln, s.TLSConfig)

@@ -317,6 +317,10 @@ func TestConnectionCap(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer first.Close()
+	// C0 only: a talking client is never evicted to make room (netcap.EvictSilentAfter).
+	if _, err := first.Write([]byte{3}); err != nil {
+		t.Fatal(err)
+	}
 	second, err := net.Dial("tcp", gw.Addr().String())
 	if err != nil {
 		t.Fatal(err)

@@ -152,7 +152,8 @@ func (s *Server) Initialize() error {
 		return fmt.Errorf("rtspgw: %w", err)
 	}
 	s.rejects = netcap.RejectLog{Logger: s.Logger, Msg: "rtsp connections refused", Count: func(reason string) { s.Metrics.Redirect(proto, gwmetrics.RefusalOutcome(reason)) }}
-	s.ln = &netcap.Listener{Listener: ln, Max: int64(s.MaxConns), MaxPerIP: int64(s.MaxConnsPerIP), OnReject: s.rejects.Reject}
+	s.ln = &netcap.Listener{Listener: ln, Max: int64(s.MaxConns), MaxPerIP: int64(s.MaxConnsPerIP),
+		EvictSilentAfter: netcap.DefaultEvictSilentAfter, OnReject: s.rejects.Reject}
 	s.conns.Serve(s.ln, s.serve)
 	return nil
 }

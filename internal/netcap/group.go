@@ -106,7 +106,7 @@ type RejectLog struct {
 	last atomic.Int64
 }
 
-var reasons = [...]string{ReasonMaxConns, ReasonMaxConnsPerIP, ReasonFirstByte}
+var reasons = [...]string{ReasonMaxConns, ReasonMaxConnsPerIP, ReasonEvicted, ReasonFirstByte}
 
 const nReasons = len(reasons)
 

@@ -3,6 +3,7 @@
 package netcap
 
 import (
+	"container/list"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -15,11 +16,16 @@ import (
 // can take at most 256 of a listener's slots (2.5% of the gateway's 10,000).
 const DefaultMaxPerIP = 256
 
+// DefaultEvictSilentAfter is the EvictSilentAfter the listeners use: a client that means to
+// talk sends its first bytes within a round trip of connecting.
+const DefaultEvictSilentAfter = time.Second
+
 // Reasons a connection is refused, as handed to OnReject (and logged and counted).
 const (
 	ReasonMaxConns      = "max_conns"        // the listener holds Max connections
 	ReasonMaxConnsPerIP = "max_conns_per_ip" // the client's address holds MaxPerIP connections
 	ReasonFirstByte     = "first_byte"       // nothing received within FirstByteTimeout
+	ReasonEvicted       = "evicted_silent"   // silent, closed to make room for a new connection at Max
 )
 
 // Listener accepts at most Max concurrent connections, and at most MaxPerIP from one client
@@ -27,12 +33,20 @@ const (
 // the reason and closed. Wrap, if set, wraps every connection it lets through.
 // FirstByteTimeout, if set, closes a connection that has delivered no byte to its reader
 // that long after accept, whatever read deadlines its server sets (OnReject is told, with
-// ReasonFirstByte). Settings must not change after the first Accept.
+// ReasonFirstByte).
+//
+// EvictSilentAfter, if set, keeps a full listener open to new clients: when a connection
+// arrives at Max, the oldest connection that has delivered no byte for at least that long is
+// closed (OnReject is told, with ReasonEvicted) and the new one takes its place; only when
+// there is none is the new one refused. Idle connections can then hold a full listener only
+// for EvictSilentAfter at a time, not until their server's first-request deadline.
+// Settings must not change after the first Accept.
 type Listener struct {
 	net.Listener
 	Max              int64
 	MaxPerIP         int64
 	FirstByteTimeout time.Duration
+	EvictSilentAfter time.Duration
 	OnReject         func(c net.Conn, reason string)
 	Wrap             func(net.Conn) net.Conn
 
@@ -40,6 +54,7 @@ type Listener struct {
 	rejected atomic.Int64
 	mu       sync.Mutex
 	perIP    map[string]int64
+	silent   list.List // *conn that have delivered no byte yet, oldest first (with EvictSilentAfter)
 }
 
 // Accept returns the next connection under the caps.
@@ -53,12 +68,21 @@ func (l *Listener) Accept() (net.Conn, error) {
 		if l.MaxPerIP > 0 {
 			ip = RemoteIP(c)
 		}
-		if reason := l.admit(ip); reason != "" {
+		reason := l.admit(ip)
+		if reason == ReasonMaxConns && l.evictSilent() {
+			reason = l.admit(ip)
+		}
+		if reason != "" {
 			l.reject(c, reason)
 			c.Close()
 			continue
 		}
-		cc := &conn{Conn: c, l: l, ip: ip}
+		cc := &conn{Conn: c, l: l, ip: ip, since: time.Now()}
+		if l.EvictSilentAfter > 0 {
+			l.mu.Lock()
+			cc.elem = l.silent.PushBack(cc)
+			l.mu.Unlock()
+		}
 		if l.FirstByteTimeout > 0 {
 			cc.timer = time.AfterFunc(l.FirstByteTimeout, cc.firstByteExpired)
 		}
@@ -104,6 +128,38 @@ func (l *Listener) release(ip string) {
 	l.mu.Unlock()
 }
 
+// evictSilent closes the oldest connection silent for EvictSilentAfter, if any.
+func (l *Listener) evictSilent() bool {
+	if l.EvictSilentAfter <= 0 {
+		return false
+	}
+	for {
+		l.mu.Lock()
+		e := l.silent.Front()
+		if e == nil || time.Since(e.Value.(*conn).since) < l.EvictSilentAfter {
+			l.mu.Unlock()
+			return false
+		}
+		c := l.silent.Remove(e).(*conn)
+		c.elem = nil
+		l.mu.Unlock()
+		if c.got.CompareAndSwap(false, true) { // else its first byte just arrived: it stays
+			c.abort(ReasonEvicted)
+			return true
+		}
+	}
+}
+
+// unsilence takes c off the eviction list.
+func (l *Listener) unsilence(c *conn) {
+	l.mu.Lock()
+	if c.elem != nil {
+		l.silent.Remove(c.elem)
+		c.elem = nil
+	}
+	l.mu.Unlock()
+}
+
 func (l *Listener) reject(c net.Conn, reason string) {
 	l.rejected.Add(1)
 	if l.OnReject != nil {
@@ -132,24 +188,35 @@ type conn struct {
 	ip    string
 	once  sync.Once
 	timer *time.Timer // FirstByteTimeout, until the first byte is read
-	got   atomic.Bool // a byte was read
+	got   atomic.Bool // a byte was read, or the connection was refused for silence
+	since time.Time
+	elem  *list.Element // on l.silent; guarded by l.mu
 }
 
 func (c *conn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	if n > 0 && c.timer != nil && !c.got.Load() && c.got.CompareAndSwap(false, true) {
-		c.timer.Stop()
+	if n > 0 && !c.got.Load() && c.got.CompareAndSwap(false, true) {
+		if c.timer != nil {
+			c.timer.Stop()
+		}
+		c.l.unsilence(c)
 	}
 	return n, err
 }
 
 func (c *conn) firstByteExpired() {
 	if c.got.CompareAndSwap(false, true) { // nothing read: refuse it
-		c.l.reject(c.Conn, ReasonFirstByte)
-		// Not Close: that reads c.timer, which Accept may still be storing.
-		c.once.Do(func() { c.l.release(c.ip) })
-		_ = c.Conn.Close()
+		c.abort(ReasonFirstByte)
 	}
+}
+
+// abort refuses a connection that stayed silent; the caller won c.got.
+func (c *conn) abort(reason string) {
+	c.l.unsilence(c)
+	c.l.reject(c.Conn, reason)
+	// Not Close: that reads c.timer, which Accept may still be storing.
+	c.once.Do(func() { c.l.release(c.ip) })
+	_ = c.Conn.Close()
 }
 
 func (c *conn) Close() error {
@@ -157,6 +224,7 @@ func (c *conn) Close() error {
 		if c.timer != nil {
 			c.timer.Stop()
 		}
+		c.l.unsilence(c)
 		c.l.release(c.ip)
 	})
 	return c.Conn.Close()

@@ -268,3 +268,62 @@ func recvString(t *testing.T, ch chan string) string {
 		return ""
 	}
 }
+
+// TestEvictSilent: at Max, a new connection takes the place of the oldest one that has sent
+// nothing for EvictSilentAfter; a connection that has sent a byte is never evicted, and with
+// no silent one old enough the new connection is refused.
+func TestEvictSilent(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rejected := make(chan string, 8)
+	l := &Listener{Listener: ln, Max: 2, EvictSilentAfter: 200 * time.Millisecond, OnReject: func(c net.Conn, reason string) { rejected <- reason }}
+	accepted := acceptAll(t, l)
+	addr := ln.Addr().String()
+	talker := dialFrom(t, "127.0.0.1", addr)
+	if _, err := talker.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	tc := recv(t, accepted)
+	if _, err := tc.Read(make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	silent := dialFrom(t, "127.0.0.2", addr)
+	recv(t, accepted)
+	// Too young to evict: the newcomer is refused.
+	closedByPeer(t, dialFrom(t, "127.0.0.3", addr))
+	if r := recvString(t, rejected); r != ReasonMaxConns {
+		t.Fatalf("reason %q, want %q", r, ReasonMaxConns)
+	}
+	time.Sleep(400 * time.Millisecond)
+	fresh := dialFrom(t, "127.0.0.3", addr)
+	if r := recvString(t, rejected); r != ReasonEvicted {
+		t.Fatalf("reason %q, want %q", r, ReasonEvicted)
+	}
+	fc := recv(t, accepted)
+	closedByPeer(t, silent)
+	if _, err := fresh.Write([]byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	_ = fc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fc.Read(make([]byte, 1)); err != nil {
+		t.Fatalf("the newcomer was not served: %v", err)
+	}
+	// Both slots now hold talkers: the next one is refused, nobody evicted.
+	time.Sleep(400 * time.Millisecond)
+	closedByPeer(t, dialFrom(t, "127.0.0.4", addr))
+	if r := recvString(t, rejected); r != ReasonMaxConns {
+		t.Fatalf("reason %q, want %q", r, ReasonMaxConns)
+	}
+	if _, err := talker.Write([]byte("z")); err != nil {
+		t.Fatal(err)
+	}
+	_ = tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := tc.Read(make([]byte, 1)); err != nil {
+		t.Fatalf("a talking connection was evicted: %v", err)
+	}
+	if l.Active() != 2 {
+		t.Fatalf("active %d, want 2", l.Active())
+	}
+}

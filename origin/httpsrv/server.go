@@ -111,7 +111,7 @@ func (s *Server) Initialize() error {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.rejects = netcap.RejectLog{Logger: s.Logger, Msg: "http connections refused"}
 	s.ln = &netcap.Listener{Listener: ln, Max: int64(s.MaxConns), MaxPerIP: int64(s.MaxConnsPerIP),
-		FirstByteTimeout: s.FirstByteTimeout, OnReject: s.rejects.Reject}
+		FirstByteTimeout: s.FirstByteTimeout, EvictSilentAfter: netcap.DefaultEvictSilentAfter, OnReject: s.rejects.Reject}
 	s.sessions = newSessions(s.HLS.SessionTimeout, s.HLS.MaxSessions)
 	s.hls = newHLSManager(s)
 

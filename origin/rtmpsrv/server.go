@@ -93,7 +93,7 @@ func (s *Server) Initialize() error {
 	}
 	s.rejects = netcap.RejectLog{Logger: s.Logger, Msg: "rtmp connections refused"}
 	s.ln = &netcap.Listener{Listener: ln, Max: int64(s.MaxConns), MaxPerIP: int64(s.MaxConnsPerIP),
-		FirstByteTimeout: s.FirstByteTimeout, OnReject: s.rejects.Reject}
+		FirstByteTimeout: s.FirstByteTimeout, EvictSilentAfter: netcap.DefaultEvictSilentAfter, OnReject: s.rejects.Reject}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.conns.Serve(s.ln, s.handle)
 	return nil

@@ -126,6 +126,7 @@ func (s *Server) Initialize() error {
 				Max:              int64(s.MaxConns),
 				MaxPerIP:         int64(s.MaxConnsPerIP),
 				FirstByteTimeout: s.FirstByteTimeout,
+				EvictSilentAfter: netcap.DefaultEvictSilentAfter,
 				OnReject:         s.rejects.Reject,
 				Wrap:             func(c net.Conn) net.Conn { return &limitConn{Conn: c, reqMax: reqMax} },
 			}
