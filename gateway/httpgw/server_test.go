@@ -701,3 +701,35 @@ func TestClose(t *testing.T) {
 	}
 	(&Server{}).Close() // before Initialize is fine
 }
+
+// TestEvictSilent: a listener full of connections that never sent a byte still serves a new
+// client once they have been silent for a second, closing the oldest (counted evicted_silent).
+func TestEvictSilent(t *testing.T) {
+	m := &countingMetrics{}
+	s := start(t, &Server{MaxConns: 2, Metrics: m})
+	var silent []net.Conn
+	for _, ip := range []byte{2, 3} {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, ip)}, Timeout: 5 * time.Second}
+		c, err := d.Dial("tcp", s.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		silent = append(silent, c)
+	}
+	waitFor(t, "both silent connections accepted", func() bool { return s.ln.(*netcap.Listener).Active() == 2 })
+	time.Sleep(1500 * time.Millisecond)
+	c, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	get(t, c, http.StatusFound)
+	if n := m.count(gwmetrics.EvictedSilent); n != 1 {
+		t.Fatalf("evicted_silent counted %d times, want 1", n)
+	}
+	_ = silent[0].SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := silent[0].Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the oldest silent connection was not closed: %v", err)
+	}
+}
