@@ -126,7 +126,9 @@ func (s *Server) handle(c net.Conn) {
 	o := s.serve(c)
 	lvl := slog.LevelInfo
 	if o.err != nil && o.role == "" {
-		lvl = slog.LevelWarn
+		// Failed before play/publish (silent, not RTMP, a scanner): anyone can cause these at
+		// will, so they are not warnings (the gateway logs them at debug too).
+		lvl = slog.LevelDebug
 	}
 	s.Logger.Log(context.Background(), lvl, "rtmp conn closed", "remote", c.RemoteAddr().String(),
 		"role", o.role, "name", o.name, "dur", time.Since(start).Round(time.Millisecond).String(), "err", errString(o.err))
