@@ -182,15 +182,15 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 			Resolver:   gatedResolver{table, watcher.Ready},
 			RetryAfter: cfg.HTTP.RetryAfter,
 			Authorize:  publishAuth,
-			// listener caps and timeouts (rtsp.*)
+			Logger:     log.With("listener", "rtsp"),
+			Metrics:    metrics,
+
 			FirstRequestTimeout: cfg.RTSP.FirstRequestTimeout,
 			ReadTimeout:         cfg.RTSP.ReadTimeout,
 			WriteTimeout:        cfg.RTSP.WriteTimeout,
 			DialTimeout:         cfg.RTSP.DialTimeout,
 			MaxConns:            cfg.RTSP.MaxConns,
 			MaxConnsPerIP:       cfg.RTSP.MaxConnsPerIP,
-			Logger:              log.With("listener", "rtsp"),
-			Metrics:             metrics,
 		}
 		if err := rtsp.Initialize(); err != nil {
 			return fmt.Errorf("listen.rtsp: %w", err)
@@ -209,11 +209,11 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 			WriteTimeout:     cfg.RTMP.WriteTimeout,
 			MaxConns:         cfg.RTMP.MaxConns,
 			Authorize:        publishAuth,
-			// listener caps and timeouts (rtmp.*)
+			Logger:           log.With("listener", "rtmp"),
+			Metrics:          metrics,
+
 			FirstRequestTimeout: cfg.RTMP.FirstRequestTimeout,
 			MaxConnsPerIP:       cfg.RTMP.MaxConnsPerIP,
-			Logger:              log.With("listener", "rtmp"),
-			Metrics:             metrics,
 		}
 		if err := rtmp.Initialize(); err != nil {
 			return fmt.Errorf("listen.rtmp: %w", err)

@@ -103,11 +103,11 @@ func startMedia(cfg *config.Origin, reg ondemand.Registry, log *slog.Logger) (_ 
 			ReadTimeout:   lim.ReadTimeout,
 			WriteTimeout:  lim.WriteTimeout,
 			MaxConns:      lim.MaxConns,
-			MaxConnsPerIP: lim.MaxConnsPerIP,
-			// FirstByteTimeout as well: gortsplib's own deadlines wait IdleTimeout for a request.
-			FirstByteTimeout: lim.FirstByteTimeout,
-			Authorize:        pubauth.Authorizer(cfg.Auth.PublishSecret),
-			Logger:           log,
+			Authorize:     pubauth.Authorizer(cfg.Auth.PublishSecret),
+			Logger:        log,
+
+			MaxConnsPerIP:    lim.MaxConnsPerIP,
+			FirstByteTimeout: lim.FirstByteTimeout, // gortsplib waits IdleTimeout for a first request
 		}
 		if err := s.Initialize(); err != nil {
 			return m, fmt.Errorf("listen.rtsp: %w", err)
