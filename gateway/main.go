@@ -131,6 +131,7 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 			AuthorizePlay:     playAuth,
 			ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
 			MaxConns:          cfg.HTTP.MaxConns,
+			MaxConnsPerIP:     cfg.HTTP.MaxConnsPerIP,
 			RetryAfter:        cfg.HTTP.RetryAfter,
 			Logger:            log.With("listener", listener),
 			Metrics:           metrics,
@@ -194,6 +195,13 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 			AuthorizePlay: playAuth,
 			Logger:        log.With("listener", "rtsp"),
 			Metrics:       metrics,
+
+			FirstRequestTimeout: cfg.RTSP.FirstRequestTimeout,
+			ReadTimeout:         cfg.RTSP.ReadTimeout,
+			WriteTimeout:        cfg.RTSP.WriteTimeout,
+			DialTimeout:         cfg.RTSP.DialTimeout,
+			MaxConns:            cfg.RTSP.MaxConns,
+			MaxConnsPerIP:       cfg.RTSP.MaxConnsPerIP,
 		}
 		if err := rtsp.Initialize(); err != nil {
 			return fmt.Errorf("listen.rtsp: %w", err)
@@ -215,6 +223,9 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 			AuthorizePlay:    playAuth,
 			Logger:           log.With("listener", "rtmp"),
 			Metrics:          metrics,
+
+			FirstRequestTimeout: cfg.RTMP.FirstRequestTimeout,
+			MaxConnsPerIP:       cfg.RTMP.MaxConnsPerIP,
 		}
 		if err := rtmp.Initialize(); err != nil {
 			return fmt.Errorf("listen.rtmp: %w", err)

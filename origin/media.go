@@ -84,6 +84,8 @@ func startMedia(cfg *config.Origin, reg ondemand.Registry, log *slog.Logger) (_ 
 		WriteTimeout:      lim.WriteTimeout,
 		MaxConns:          lim.MaxConns,
 		AuthorizePlay:     pubauth.PlayAuthorizer(cfg.Auth.PlaySecret),
+		MaxConnsPerIP:     lim.MaxConnsPerIP,
+		FirstByteTimeout:  lim.FirstByteTimeout,
 		Logger:            log,
 	}
 	if err := m.hs.Initialize(); err != nil {
@@ -94,6 +96,8 @@ func startMedia(cfg *config.Origin, reg ondemand.Registry, log *slog.Logger) (_ 
 	ev.Also = append(ev.Also, m.hs)
 	log.Info("listening", "listener", "http", "addr", m.hs.Addr().String())
 
+	// One hook (and one decision cache) for both publish doors.
+	hook := pubauth.NewHook(cfg.Auth.HTTPURL, cfg.Auth.HTTPTimeout, cfg.Auth.HTTPCache)
 	if cfg.Listen.RTSP != "" {
 		s := &rtspsrv.Server{
 			Address:       cfg.Listen.RTSP,
@@ -102,9 +106,12 @@ func startMedia(cfg *config.Origin, reg ondemand.Registry, log *slog.Logger) (_ 
 			ReadTimeout:   lim.ReadTimeout,
 			WriteTimeout:  lim.WriteTimeout,
 			MaxConns:      lim.MaxConns,
-			Authorize:     pubauth.PublishAuthorizer(cfg.Auth.PublishSecret, pubauth.NewHook(cfg.Auth.HTTPURL, cfg.Auth.HTTPTimeout, cfg.Auth.HTTPCache), "rtsp"),
+			Authorize:     pubauth.PublishAuthorizer(cfg.Auth.PublishSecret, hook, "rtsp"),
 			AuthorizePlay: pubauth.PlayAuthorizer(cfg.Auth.PlaySecret),
 			Logger:        log,
+
+			MaxConnsPerIP:    lim.MaxConnsPerIP,
+			FirstByteTimeout: lim.FirstByteTimeout, // gortsplib waits IdleTimeout for a first request
 		}
 		if err := s.Initialize(); err != nil {
 			return m, fmt.Errorf("listen.rtsp: %w", err)
@@ -121,8 +128,10 @@ func startMedia(cfg *config.Origin, reg ondemand.Registry, log *slog.Logger) (_ 
 			ReadTimeout:      lim.ReadTimeout,
 			WriteTimeout:     lim.WriteTimeout,
 			MaxConns:         lim.MaxConns,
-			Authorize:        pubauth.PublishAuthorizer(cfg.Auth.PublishSecret, pubauth.NewHook(cfg.Auth.HTTPURL, cfg.Auth.HTTPTimeout, cfg.Auth.HTTPCache), "rtmp"),
+			Authorize:        pubauth.PublishAuthorizer(cfg.Auth.PublishSecret, hook, "rtmp"),
 			AuthorizePlay:    pubauth.PlayAuthorizer(cfg.Auth.PlaySecret),
+			MaxConnsPerIP:    lim.MaxConnsPerIP,
+			FirstByteTimeout: lim.FirstByteTimeout,
 			Logger:           log,
 		}
 		if err := s.Initialize(); err != nil {

@@ -28,6 +28,8 @@ const (
 	DefaultWriteTimeout    = 10 * time.Second
 	DefaultDialTimeout     = 5 * time.Second
 	DefaultMaxConns        = 10000
+	DefaultMaxConnsPerIP   = netcap.DefaultMaxPerIP
+	DefaultFirstRequest    = 5 * time.Second
 	DefaultMaxRequestBytes = 16 << 10
 	DefaultRetryAfter      = 2 * time.Second
 )
@@ -96,7 +98,11 @@ type Server struct {
 	Address string
 	// Resolver chooses the origin. Required.
 	Resolver Resolver
-	// ReadTimeout bounds reading each request, the wait for the next one, and a relayed
+	// FirstRequestTimeout bounds the time from accept to the end of the first request: a
+	// client that connects and sends nothing (or dribbles) is closed after it. It defaults to
+	// 5s (ReadTimeout if shorter).
+	FirstRequestTimeout time.Duration
+	// ReadTimeout bounds reading each later request, the wait for the next one, and a relayed
 	// publisher's silence (in a relay deadlines are refreshed every eighth of the timeout,
 	// so a silent side is cut after between 1 and 1.125 times it). It defaults to 10s.
 	ReadTimeout time.Duration
@@ -111,6 +117,9 @@ type Server struct {
 	// MaxConns bounds concurrent client connections; more are closed at once. It defaults to
 	// 10000.
 	MaxConns int
+	// MaxConnsPerIP bounds concurrent connections from one client address, so that one host
+	// cannot take every slot; more are closed at once. It defaults to 256.
+	MaxConnsPerIP int
 	// MaxRequestBytes bounds one request (line, headers and body). It defaults to 16 KiB.
 	// Responses from origins are capped at 64 KiB, interleaved frames at 64 KiB by format.
 	MaxRequestBytes int
@@ -147,19 +156,24 @@ func (s *Server) Initialize() error {
 	if err != nil {
 		return fmt.Errorf("rtspgw: %w", err)
 	}
-	s.rejects = netcap.RejectLog{Logger: s.Logger, Msg: "rtsp connections refused", Count: func() { s.Metrics.Redirect(proto, gwmetrics.Refused) }}
-	s.ln = &netcap.Listener{Listener: ln, Max: int64(s.MaxConns), OnReject: s.rejects.Reject}
+	s.rejects = netcap.RejectLog{Logger: s.Logger, Msg: "rtsp connections refused", Count: func(reason string) { s.Metrics.Redirect(proto, gwmetrics.RefusalOutcome(reason)) }}
+	s.ln = &netcap.Listener{Listener: ln, Max: int64(s.MaxConns), MaxPerIP: int64(s.MaxConnsPerIP),
+		EvictSilentAfter: netcap.DefaultEvictSilentAfter, OnReject: s.rejects.Reject}
 	s.conns.Serve(s.ln, s.serve)
 	return nil
 }
 
 func (s *Server) setDefaults() {
+	s.FirstRequestTimeout = orDefault(s.FirstRequestTimeout, DefaultFirstRequest)
 	s.ReadTimeout = orDefault(s.ReadTimeout, DefaultReadTimeout)
 	s.WriteTimeout = orDefault(s.WriteTimeout, DefaultWriteTimeout)
 	s.DialTimeout = orDefault(s.DialTimeout, DefaultDialTimeout)
 	s.RetryAfter = orDefault(s.RetryAfter, DefaultRetryAfter)
 	if s.MaxConns <= 0 {
 		s.MaxConns = DefaultMaxConns
+	}
+	if s.MaxConnsPerIP <= 0 {
+		s.MaxConnsPerIP = DefaultMaxConnsPerIP
 	}
 	if s.MaxRequestBytes <= 0 {
 		s.MaxRequestBytes = DefaultMaxRequestBytes
@@ -225,8 +239,11 @@ func (s *Server) serve(c net.Conn) {
 		s.Metrics.Redirect(proto, OutcomeBadRequest)
 		s.write(c, &base.Response{StatusCode: base.StatusBadRequest, Header: base.Header{"Connection": base.HeaderValue{"close"}}})
 	}
+	_ = c.SetReadDeadline(start.Add(min(s.FirstRequestTimeout, s.ReadTimeout)))
 	for {
-		_ = c.SetReadDeadline(time.Now().Add(s.ReadTimeout))
+		if cl.requests > 0 {
+			_ = c.SetReadDeadline(time.Now().Add(s.ReadTimeout))
+		}
 		kind, raw, err := f.next()
 		if err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, net.ErrClosed) {

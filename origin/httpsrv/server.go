@@ -81,11 +81,19 @@ type Server struct {
 	// requests) carries the authorization, so a token that expires mid-play does not stop
 	// it, and its later requests need no token. Nil lets anyone play (the default).
 	AuthorizePlay func(name, query, client string) error
+	// MaxConnsPerIP caps concurrent connections from one client address; extra ones are
+	// closed at once. It defaults to 256. Relayed sessions all come from their gateway's
+	// address: size it for the relays one gateway carries to this origin.
+	MaxConnsPerIP int
+	// FirstByteTimeout closes a connection that sends nothing this long after accept,
+	// whatever the protocol's own deadlines. It defaults to 5 seconds.
+	FirstByteTimeout time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 
 	srv      *http.Server
 	ln       *netcap.Listener
+	rejects  netcap.RejectLog
 	hls      *hlsManager
 	sessions *sessions
 	ctx      context.Context
@@ -109,9 +117,9 @@ func (s *Server) Initialize() error {
 		return fmt.Errorf("httpsrv: %w", err)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.ln = &netcap.Listener{Listener: ln, Max: int64(s.MaxConns), OnReject: func(c net.Conn) {
-		s.Logger.Warn("http connection refused", "remote", c.RemoteAddr().String(), "reason", "max_conns")
-	}}
+	s.rejects = netcap.RejectLog{Logger: s.Logger, Msg: "http connections refused"}
+	s.ln = &netcap.Listener{Listener: ln, Max: int64(s.MaxConns), MaxPerIP: int64(s.MaxConnsPerIP),
+		FirstByteTimeout: s.FirstByteTimeout, EvictSilentAfter: netcap.DefaultEvictSilentAfter, OnReject: s.rejects.Reject}
 	s.sessions = newSessions(s.HLS.SessionTimeout, s.HLS.MaxSessions)
 	s.hls = newHLSManager(s)
 
@@ -158,6 +166,10 @@ func (s *Server) setDefaults() error {
 	if s.MaxConns <= 0 {
 		s.MaxConns = 4096
 	}
+	if s.MaxConnsPerIP <= 0 {
+		s.MaxConnsPerIP = netcap.DefaultMaxPerIP
+	}
+	def(&s.FirstByteTimeout, 5*time.Second)
 	h := &s.HLS
 	switch h.Variant {
 	case "":
