@@ -2,8 +2,6 @@ package registry
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -81,7 +79,8 @@ type Registrar struct {
 }
 
 // NewRegistrar prepares a registrar for rec; nothing is written before Run or Flush.
-// A zero rec.Epoch is replaced by a random one, an empty State by "up", a zero StartedAt by now.
+// A zero rec.Epoch is replaced by the boot epoch (see NewEpoch), an empty State by "up", a
+// zero StartedAt by now.
 func NewRegistrar(c redis.UniversalClient, clusterKey string, rec cluster.Origin, o RegistrarOptions) (*Registrar, error) {
 	if c == nil {
 		return nil, errors.New("registry: nil redis client")
@@ -105,7 +104,7 @@ func NewRegistrar(c redis.UniversalClient, clusterKey string, rec cluster.Origin
 		rec.State = cluster.StateUp
 	}
 	if rec.Epoch == 0 {
-		rec.Epoch = randomEpoch()
+		rec.Epoch = NewEpoch()
 	}
 	if rec.StartedAt.IsZero() {
 		rec.StartedAt = time.Now().UTC()
@@ -129,11 +128,20 @@ func NewRegistrar(c redis.UniversalClient, clusterKey string, rec cluster.Origin
 	}, nil
 }
 
-func randomEpoch() uint64 {
-	var b [8]byte
+// lastEpoch is the last epoch NewEpoch returned in this process.
+var lastEpoch atomic.Uint64
+
+// NewEpoch returns a boot epoch: the current time in unix nanoseconds, above every epoch
+// returned before in this process. A restarted origin so writes a larger epoch than its
+// previous run, and gateways ignore records and heartbeats of an epoch older than the one
+// they hold for that origin id (a replay of the previous run's values). A clock stepped back
+// across a restart makes the new run's epoch smaller: its records are then ignored until the
+// old run's last record expired on every gateway (one TTL plus the allowed clock skew).
+func NewEpoch() uint64 {
 	for {
-		_, _ = rand.Read(b[:])
-		if e := binary.BigEndian.Uint64(b[:]) >> 1; e != 0 { // fits in a JSON-safe-ish int64
+		last := lastEpoch.Load()
+		e := max(uint64(time.Now().UnixNano()), last+1)
+		if lastEpoch.CompareAndSwap(last, e) {
 			return e
 		}
 	}
@@ -366,7 +374,7 @@ func (r *Registrar) Deregister(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("registry: deregister: %w", err)
 	}
-	bye, err := r.sg.sealEvent(eventBye, r.id, byeBody{Epoch: r.Epoch()})
+	bye, err := r.sg.sealEvent(eventBye, r.id, byeBody{Epoch: r.Epoch(), IssuedMillis: time.Now().UnixMilli()})
 	if err != nil {
 		return err
 	}
@@ -391,6 +399,7 @@ func (r *Registrar) recordAt(ver uint64) (cluster.Origin, []byte, error) {
 		r.ldMu.Unlock()
 	}
 	rec.StreamsVer = ver
+	rec.IssuedMillis = time.Now().UnixMilli()
 	blob, err := r.sg.seal(kindRecord, r.id, rec)
 	return rec, blob, err
 }
@@ -614,7 +623,9 @@ func (r *Registrar) writeChanges(ctx context.Context) error {
 		r.dirty = true
 		return r.beat(ctx)
 	}
-	ev, err := r.sg.sealEvent(eventDelta, r.id, deltaBody{Epoch: rec.Epoch, FromVersion: from, Version: r.ver, Changes: changes})
+	ev, err := r.sg.sealEvent(eventDelta, r.id, deltaBody{
+		Epoch: rec.Epoch, FromVersion: from, Version: r.ver, Changes: changes, IssuedMillis: time.Now().UnixMilli(),
+	})
 	if err != nil {
 		return err
 	}

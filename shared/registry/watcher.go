@@ -45,6 +45,11 @@ type WatcherOptions struct {
 	// view at once, read as registry trouble rather than as deaths) are still served. It
 	// defaults to 30 seconds.
 	MassExpiryHold time.Duration
+	// MaxClockSkew is how far an origin's clock may differ from this one. A record or
+	// heartbeat is trusted from its signed issue time until issue time + its TTL + MaxClockSkew,
+	// and dropped as a replay once older (or when issued more than MaxClockSkew ahead). Zero
+	// means zero (the config sets the default); a negative value counts as zero.
+	MaxClockSkew time.Duration
 }
 
 // WatcherStats is a point-in-time view of a Watcher's health, for metrics and readiness.
@@ -56,6 +61,7 @@ type WatcherStats struct {
 	Events            uint64    // channel messages handled
 	SignatureFailures uint64    // records, stream entries and events dropped for a bad MAC
 	InvalidRecords    uint64    // signed but malformed or invalid, dropped
+	StaleRecords      uint64    // signed but stale, dropped as replays: past issue time + TTL + clock skew, or of an older epoch
 	Resyncs           uint64    // full snapshots (start, reconnect, anti-entropy)
 	GapResyncs        uint64    // single-origin re-reads: new origin, version gap, epoch change
 	Expired           uint64    // origins dropped after Redis confirmed their record gone
@@ -127,6 +133,7 @@ type Watcher struct {
 	sink Sink
 	ae   time.Duration
 	hold time.Duration
+	skew time.Duration
 	now  func() time.Time
 	log  *slog.Logger
 
@@ -179,7 +186,7 @@ func NewWatcher(c redis.UniversalClient, clusterKey string, sink Sink, o Watcher
 	sg := newSigner(clusterKey)
 	return &Watcher{
 		c: c, ks: keyspace{sg.ns}, sg: sg, key: clusterKey, sink: sink,
-		ae: o.AntiEntropy, hold: o.MassExpiryHold, now: o.Now,
+		ae: o.AntiEntropy, hold: o.MassExpiryHold, skew: max(o.MaxClockSkew, 0), now: o.Now,
 		log:  o.Logger.With("component", "watcher", "namespace", sg.ns),
 		held: map[string]*heldOrigin{},
 	}
@@ -387,16 +394,15 @@ func (w *Watcher) expire(ctx context.Context) {
 		return
 	}
 	type probe struct {
-		id   string
-		rec  *redis.StringCmd
-		pttl *redis.DurationCmd
+		id  string
+		rec *redis.StringCmd
 	}
 	rctx, cancel := context.WithTimeout(ctx, verifyTimeout)
 	defer cancel()
 	probes := make([]probe, 0, len(due))
 	_, _ = w.c.Pipelined(rctx, func(p redis.Pipeliner) error {
 		for _, id := range due {
-			probes = append(probes, probe{id, p.Get(rctx, w.ks.rec(id)), p.PTTL(rctx, w.ks.rec(id))})
+			probes = append(probes, probe{id, p.Get(rctx, w.ks.rec(id))})
 		}
 		return nil
 	})
@@ -420,6 +426,13 @@ func (w *Watcher) expire(ctx context.Context) {
 			gone[pr.id] = true
 			continue
 		}
+		// A stale record (a replay, or the last one of a process that died) or one of an older
+		// run proves nothing: as good as none.
+		deadline, ferr := w.fresh(rec)
+		if ferr != nil || rec.Epoch < h.epoch {
+			gone[pr.id] = true
+			continue
+		}
 		// Alive in Redis, only its heartbeats did not reach us (the channel's node may be failing
 		// over, or we are slow). A newer list version comes with its delta or next heartbeat:
 		// this read is about liveness, and re-reading a big list here would only add to the load.
@@ -427,11 +440,7 @@ func (w *Watcher) expire(ctx context.Context) {
 			reread = append(reread, pr.id)
 			continue
 		}
-		ttl := ttlOf(rec)
-		if d, err := pr.pttl.Result(); err == nil && d > 0 {
-			ttl = d
-		}
-		h.deadline = now.Add(ttl)
+		h.deadline = deadline
 		h.alive()
 	}
 	for _, id := range reread {
@@ -519,7 +528,6 @@ func (w *Watcher) noteOverdue() {
 type fetched struct {
 	id      string
 	rec     *redis.StringCmd
-	pttl    *redis.DurationCmd
 	streams *redis.MapStringStringCmd
 }
 
@@ -537,12 +545,12 @@ func (w *Watcher) queueFetch(ctx context.Context, p redis.Pipeliner, id string) 
 	return fetched{
 		id:      id,
 		rec:     p.Get(ctx, w.ks.rec(id)), // before the list: the list is then at least as new
-		pttl:    p.PTTL(ctx, w.ks.rec(id)),
 		streams: p.HGetAll(ctx, w.ks.streams(id)),
 	}
 }
 
-// verify turns a fetch into a view; ok is false when the origin is absent or untrusted.
+// verify turns a fetch into a view and the deadline its record is trusted until; ok is false
+// when the origin is absent, untrusted or stale.
 func (w *Watcher) verify(f fetched) (OriginView, time.Time, bool) {
 	blob, err := f.rec.Bytes()
 	if err != nil {
@@ -561,9 +569,10 @@ func (w *Watcher) verify(f fetched) (OriginView, time.Time, bool) {
 		w.reject(f.id, "record", err)
 		return OriginView{}, time.Time{}, false
 	}
-	ttl := time.Duration(rec.TTLMillis) * time.Millisecond
-	if d, err := f.pttl.Result(); err == nil && d > 0 {
-		ttl = d
+	deadline, err := w.fresh(rec)
+	if err != nil {
+		w.reject(f.id, "record", err)
+		return OriginView{}, time.Time{}, false
 	}
 	fields, _ := f.streams.Result()
 	streams := make([]cluster.Stream, 0, len(fields))
@@ -588,7 +597,36 @@ func (w *Watcher) verify(f fetched) (OriginView, time.Time, bool) {
 	if bad > 0 {
 		w.log.Warn("stream entries dropped", "origin", f.id, "count", bad, "err", firstErr)
 	}
-	return OriginView{Origin: rec, Streams: streams}, w.now().Add(ttl), true
+	return OriginView{Origin: rec, Streams: streams}, deadline, true
+}
+
+// errStale marks signed values dropped for their age or epoch: replays, or the last words of
+// a process that is gone.
+var errStale = errors.New("stale")
+
+// fresh returns until when rec may be trusted: its signed issue time plus its TTL plus the
+// allowed clock skew. It fails once that passed, and for a record issued further ahead than
+// the skew (its deadline would outlive its TTL here).
+func (w *Watcher) fresh(rec cluster.Origin) (time.Time, error) {
+	return w.freshAt(rec.IssuedMillis, ttlOf(rec))
+}
+
+func (w *Watcher) freshAt(issuedMillis int64, ttl time.Duration) (time.Time, error) {
+	if issuedMillis <= 0 {
+		return time.Time{}, fmt.Errorf("%w: no issue time", errStale)
+	}
+	now := w.now()
+	issued := time.UnixMilli(issuedMillis)
+	if issued.After(now.Add(w.skew)) {
+		return time.Time{}, fmt.Errorf("%w: issued %s ahead of this clock (max clock skew %s)",
+			errStale, issued.Sub(now).Round(time.Millisecond), w.skew)
+	}
+	deadline := issued.Add(ttl + w.skew)
+	if now.After(deadline) {
+		return time.Time{}, fmt.Errorf("%w: issued %s ago, past its TTL %s plus max clock skew %s",
+			errStale, now.Sub(issued).Round(time.Millisecond), ttl, w.skew)
+	}
+	return deadline, nil
 }
 
 func validStream(s cluster.Stream, field string) error {
@@ -603,9 +641,12 @@ func validStream(s cluster.Stream, field string) error {
 
 func (w *Watcher) countReject(err error) {
 	w.count(func(s *WatcherStats) {
-		if errors.Is(err, ErrBadSignature) {
+		switch {
+		case errors.Is(err, ErrBadSignature):
 			s.SignatureFailures++
-		} else {
+		case errors.Is(err, errStale):
+			s.StaleRecords++
+		default:
 			s.InvalidRecords++
 		}
 	})
@@ -651,7 +692,7 @@ func (w *Watcher) resync(ctx context.Context, reconnect bool) error {
 				continue
 			}
 			v, deadline, ok := w.verify(f)
-			if !ok {
+			if !ok || w.olderRun(f.id, v.Origin.Epoch) {
 				continue
 			}
 			views = append(views, v)
@@ -721,7 +762,7 @@ func (w *Watcher) reread(ctx context.Context, id string) {
 		return
 	}
 	v, deadline, ok := w.verify(f)
-	if !ok {
+	if !ok || w.olderRun(id, v.Origin.Epoch) {
 		// A missing or untrusted record is not proof the origin died (its node may have failed
 		// over to a replica that lost the key): a held copy stays until Redis confirms it gone
 		// after its deadline (expire), or a bye.
@@ -769,7 +810,7 @@ func (w *Watcher) handle(ctx context.Context, channel, payload string) {
 			w.reject(ev.Origin, "bye", err)
 			return
 		}
-		if h := w.held[ev.Origin]; h != nil && h.epoch == b.Epoch {
+		if h := w.held[ev.Origin]; h != nil && h.epoch == b.Epoch && w.eventFresh(ev.Origin, "bye", b.IssuedMillis, h) {
 			delete(w.held, ev.Origin)
 			w.sink.DropOrigin(ev.Origin)
 			w.count(func(s *WatcherStats) { s.Origins = len(w.held) })
@@ -788,6 +829,15 @@ func (w *Watcher) onBeat(ctx context.Context, id string, b beatBody) {
 		w.reject(id, "heartbeat", err)
 		return
 	}
+	// Checked first: a replayed beat must cost no Redis read.
+	deadline, err := w.fresh(rec)
+	if err != nil {
+		w.reject(id, "heartbeat", err)
+		return
+	}
+	if w.olderRun(id, rec.Epoch) {
+		return
+	}
 	h := w.held[id]
 	if h != nil && h.epoch == rec.Epoch && b.Seq <= h.seq {
 		return // older than what we applied
@@ -797,19 +847,22 @@ func (w *Watcher) onBeat(ctx context.Context, id string, b beatBody) {
 		if h = w.held[id]; h != nil && h.epoch == rec.Epoch {
 			// The beat itself proves the origin alive, whatever the re-read found.
 			h.seq = b.Seq
-			h.deadline = maxTime(h.deadline, w.now().Add(ttlOf(rec)))
+			h.deadline = maxTime(h.deadline, deadline)
 			h.alive()
 		}
 		return
 	}
 	h.seq = b.Seq
-	h.deadline = w.now().Add(ttlOf(rec))
+	h.deadline = deadline
 	h.alive()
 	w.sink.PutOrigin(rec)
 }
 
 func (w *Watcher) onDelta(ctx context.Context, id string, d deltaBody) {
 	h := w.held[id]
+	if h != nil && (d.Epoch < h.epoch || !w.eventFresh(id, "delta", d.IssuedMillis, h)) {
+		return
+	}
 	switch {
 	case h == nil:
 		w.reread(ctx, id)
@@ -835,6 +888,27 @@ func (w *Watcher) onDelta(ctx context.Context, id string, d deltaBody) {
 	default:
 		w.reread(ctx, id)
 	}
+}
+
+// olderRun reports (and counts) a record of an epoch older than the one held for id: a value
+// of the origin's previous run, replayed or late.
+func (w *Watcher) olderRun(id string, epoch uint64) bool {
+	h := w.held[id]
+	if h == nil || epoch >= h.epoch {
+		return false
+	}
+	w.count(func(s *WatcherStats) { s.StaleRecords++ })
+	w.log.Debug("registry data of an older run ignored", "origin", id, "epoch", epoch, "held_epoch", h.epoch)
+	return true
+}
+
+// eventFresh checks a delta's or bye's issue time against the held origin's TTL.
+func (w *Watcher) eventFresh(id, what string, issuedMillis int64, h *heldOrigin) bool {
+	if _, err := w.freshAt(issuedMillis, h.ttl); err != nil {
+		w.reject(id, what, err)
+		return false
+	}
+	return true
 }
 
 func ttlOf(o cluster.Origin) time.Duration { return time.Duration(o.TTLMillis) * time.Millisecond }

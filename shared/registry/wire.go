@@ -27,6 +27,7 @@ type event struct {
 }
 
 // beatBody is published on every heartbeat and on state changes.
+// Its freshness is the record's own: Rec.IssuedMillis, Rec.Epoch and Rec.TTLMillis.
 type beatBody struct {
 	Seq uint64         `json:"seq"` // grows per heartbeat within an epoch; older ones are ignored
 	Rec cluster.Origin `json:"rec"`
@@ -34,15 +35,17 @@ type beatBody struct {
 
 // deltaBody is a stream-list change from FromVersion to Version.
 type deltaBody struct {
-	Epoch       uint64                 `json:"epoch"`
-	FromVersion uint64                 `json:"from_version"`
-	Version     uint64                 `json:"version"`
-	Changes     []cluster.StreamChange `json:"changes"`
+	Epoch        uint64                 `json:"epoch"`
+	FromVersion  uint64                 `json:"from_version"`
+	Version      uint64                 `json:"version"`
+	Changes      []cluster.StreamChange `json:"changes"`
+	IssuedMillis int64                  `json:"issued_ms"` // signing time, unix ms
 }
 
 // byeBody announces a graceful deregistration.
 type byeBody struct {
-	Epoch uint64 `json:"epoch"`
+	Epoch        uint64 `json:"epoch"`
+	IssuedMillis int64  `json:"issued_ms"` // signing time, unix ms
 }
 
 func macKindOf(eventKind string) (string, bool) {
