@@ -59,6 +59,10 @@ type Registrar struct {
 	streams map[string]cluster.Stream
 	pending map[string]struct{}
 
+	claimMu sync.Mutex             // guards claims
+	claims  map[string]*claimState // publish claims this origin holds, by NAME
+	claimIO chan struct{}          // capacity 1: claim reads and writes one at a time
+
 	kick chan struct{} // wakes the writer; capacity 1 coalesces bursts
 	sem  chan struct{} // capacity 1: one Redis writer at a time
 
@@ -122,6 +126,8 @@ func NewRegistrar(c redis.UniversalClient, clusterKey string, rec cluster.Origin
 		rec:     rec,
 		streams: map[string]cluster.Stream{},
 		pending: map[string]struct{}{},
+		claims:  map[string]*claimState{},
+		claimIO: make(chan struct{}, 1),
 		kick:    make(chan struct{}, 1),
 		sem:     make(chan struct{}, 1),
 		dirty:   true, // the first write replaces whatever an earlier process left
@@ -170,6 +176,7 @@ func (r *Registrar) Run(ctx context.Context) error {
 	budget := max(r.ttl/2, r.hb)
 	wg.Go(func() { r.every(ctx, budget, r.writeIndex) })
 	wg.Go(func() { r.every(ctx, budget, r.beatStep) })
+	wg.Go(func() { r.every(ctx, budget, r.claimStep) })
 	t := time.NewTicker(r.hb)
 	defer t.Stop()
 	for {
@@ -374,6 +381,7 @@ func (r *Registrar) Deregister(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("registry: deregister: %w", err)
 	}
+	r.releaseClaims(ctx)
 	bye, err := r.sg.sealEvent(eventBye, r.id, byeBody{Epoch: r.Epoch(), IssuedMillis: time.Now().UnixMilli()})
 	if err != nil {
 		return err
