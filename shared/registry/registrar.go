@@ -382,7 +382,7 @@ func (r *Registrar) Deregister(ctx context.Context) error {
 		return fmt.Errorf("registry: deregister: %w", err)
 	}
 	r.releaseClaims(ctx)
-	bye, err := r.sg.sealEvent(eventBye, r.id, byeBody{Epoch: r.Epoch(), IssuedMillis: time.Now().UnixMilli()})
+	bye, err := r.sg.sealEvent(eventBye, r.id, byeBody{Epoch: r.Epoch()})
 	if err != nil {
 		return err
 	}
@@ -631,9 +631,7 @@ func (r *Registrar) writeChanges(ctx context.Context) error {
 		r.dirty = true
 		return r.beat(ctx)
 	}
-	ev, err := r.sg.sealEvent(eventDelta, r.id, deltaBody{
-		Epoch: rec.Epoch, FromVersion: from, Version: r.ver, Changes: changes, IssuedMillis: time.Now().UnixMilli(),
-	})
+	ev, err := r.sg.sealEvent(eventDelta, r.id, deltaBody{Epoch: rec.Epoch, FromVersion: from, Version: r.ver, Changes: changes})
 	if err != nil {
 		return err
 	}

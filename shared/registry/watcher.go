@@ -138,6 +138,7 @@ type Watcher struct {
 	log  *slog.Logger
 
 	held     map[string]*heldOrigin // owned by the Run goroutine
+	staleLog map[string]time.Time   // when a stale value of an origin was last logged; owned by the Run goroutine
 	mass     bool                   // a mass-expiry episode is under way; owned by the Run goroutine
 	lastMass time.Time              // when most of the view last read as vanished; owned by the Run goroutine
 
@@ -188,7 +189,7 @@ func NewWatcher(c redis.UniversalClient, clusterKey string, sink Sink, o Watcher
 		c: c, ks: keyspace{sg.ns}, sg: sg, key: clusterKey, sink: sink,
 		ae: o.AntiEntropy, hold: o.MassExpiryHold, skew: max(o.MaxClockSkew, 0), now: o.Now,
 		log:  o.Logger.With("component", "watcher", "namespace", sg.ns),
-		held: map[string]*heldOrigin{},
+		held: map[string]*heldOrigin{}, staleLog: map[string]time.Time{},
 	}
 }
 
@@ -654,6 +655,9 @@ func (w *Watcher) countReject(err error) {
 
 func (w *Watcher) reject(id, what string, err error) {
 	w.countReject(err)
+	if errors.Is(err, errStale) && !w.logStale(id) {
+		return
+	}
 	w.log.Warn("registry data dropped", "origin", id, "what", what, "err", err)
 }
 
@@ -810,7 +814,7 @@ func (w *Watcher) handle(ctx context.Context, channel, payload string) {
 			w.reject(ev.Origin, "bye", err)
 			return
 		}
-		if h := w.held[ev.Origin]; h != nil && h.epoch == b.Epoch && w.eventFresh(ev.Origin, "bye", b.IssuedMillis, h) {
+		if h := w.held[ev.Origin]; h != nil && h.epoch == b.Epoch {
 			delete(w.held, ev.Origin)
 			w.sink.DropOrigin(ev.Origin)
 			w.count(func(s *WatcherStats) { s.Origins = len(w.held) })
@@ -859,8 +863,11 @@ func (w *Watcher) onBeat(ctx context.Context, id string, b beatBody) {
 }
 
 func (w *Watcher) onDelta(ctx context.Context, id string, d deltaBody) {
+	// Deltas are judged by epoch and version, not by age: one delivered late is no replay,
+	// and a replayed one names a version already applied (or a dead origin's, which a re-read
+	// finds gone). None extends an origin's life.
 	h := w.held[id]
-	if h != nil && (d.Epoch < h.epoch || !w.eventFresh(id, "delta", d.IssuedMillis, h)) {
+	if h != nil && d.Epoch < h.epoch {
 		return
 	}
 	switch {
@@ -890,6 +897,30 @@ func (w *Watcher) onDelta(ctx context.Context, id string, d deltaBody) {
 	}
 }
 
+// staleLogEvery bounds the lines about one origin's stale values: a replay repeats them many
+// times a second, and one line (with the counter) tells the story.
+const staleLogEvery = 10 * time.Second
+
+// logStale reports whether a stale value of origin id may be logged now.
+func (w *Watcher) logStale(id string) bool {
+	now := w.now()
+	if last, ok := w.staleLog[id]; ok && now.Sub(last) < staleLogEvery {
+		return false
+	}
+	if len(w.staleLog) >= 1024 {
+		for k, t := range w.staleLog {
+			if now.Sub(t) >= staleLogEvery {
+				delete(w.staleLog, k)
+			}
+		}
+		if len(w.staleLog) >= 1024 {
+			return false
+		}
+	}
+	w.staleLog[id] = now
+	return true
+}
+
 // olderRun reports (and counts) a record of an epoch older than the one held for id: a value
 // of the origin's previous run, replayed or late.
 func (w *Watcher) olderRun(id string, epoch uint64) bool {
@@ -899,15 +930,6 @@ func (w *Watcher) olderRun(id string, epoch uint64) bool {
 	}
 	w.count(func(s *WatcherStats) { s.StaleRecords++ })
 	w.log.Debug("registry data of an older run ignored", "origin", id, "epoch", epoch, "held_epoch", h.epoch)
-	return true
-}
-
-// eventFresh checks a delta's or bye's issue time against the held origin's TTL.
-func (w *Watcher) eventFresh(id, what string, issuedMillis int64, h *heldOrigin) bool {
-	if _, err := w.freshAt(issuedMillis, h.ttl); err != nil {
-		w.reject(id, what, err)
-		return false
-	}
 	return true
 }
 

@@ -33,19 +33,19 @@ type beatBody struct {
 	Rec cluster.Origin `json:"rec"`
 }
 
-// deltaBody is a stream-list change from FromVersion to Version.
+// deltaBody is a stream-list change from FromVersion to Version. It carries no issue time:
+// deltas are ordered by epoch and version, a replayed one names a version already applied,
+// and none extends an origin's life.
 type deltaBody struct {
-	Epoch        uint64                 `json:"epoch"`
-	FromVersion  uint64                 `json:"from_version"`
-	Version      uint64                 `json:"version"`
-	Changes      []cluster.StreamChange `json:"changes"`
-	IssuedMillis int64                  `json:"issued_ms"` // signing time, unix ms
+	Epoch       uint64                 `json:"epoch"`
+	FromVersion uint64                 `json:"from_version"`
+	Version     uint64                 `json:"version"`
+	Changes     []cluster.StreamChange `json:"changes"`
 }
 
 // byeBody announces a graceful deregistration.
 type byeBody struct {
-	Epoch        uint64 `json:"epoch"`
-	IssuedMillis int64  `json:"issued_ms"` // signing time, unix ms
+	Epoch uint64 `json:"epoch"`
 }
 
 func macKindOf(eventKind string) (string, bool) {
