@@ -42,7 +42,8 @@ type Server struct {
 	MaxConns int
 	// Authorize, if set, decides whether a publisher may publish NAME: it gets the NAME and
 	// the query the publisher sent (on the stream key or the app, joined by "&"),
-	// and a non-nil error refuses the publish. Nil lets anyone publish (the default).
+	// and a non-nil error refuses the publish (NetStream.Publish.Unauthorized, or BadName for
+	// an error wrapping media.ErrAlreadyPublishing). Nil lets anyone publish (the default).
 	Authorize func(name, query string) error
 	// Logger gets one line per connection outcome. It defaults to slog.Default().
 	Logger *slog.Logger
@@ -135,6 +136,10 @@ func (s *Server) serve(c net.Conn) outcome {
 		}
 		if s.Authorize != nil {
 			if err := s.Authorize(name, query); err != nil {
+				if errors.Is(err, media.ErrAlreadyPublishing) { // published on another origin
+					_ = writeStatus(sc, "NetStream.Publish.BadName", "stream "+name+" is already being published")
+					return outcome{role: "publisher", name: name, err: err}
+				}
 				_ = writeStatus(sc, "NetStream.Publish.Unauthorized", "publish not authorized")
 				return outcome{role: "publisher", name: name, err: fmt.Errorf("unauthorized: %w", err)}
 			}

@@ -47,7 +47,8 @@ type Server struct {
 	OutputIdle time.Duration
 	// Authorize, if set, decides whether a publisher may publish NAME: it gets the NAME and
 	// the query the publisher sent (the ANNOUNCE URL's query),
-	// and a non-nil error refuses the publish. Nil lets anyone publish (the default).
+	// and a non-nil error refuses the publish (403, or 409 for an error wrapping
+	// media.ErrAlreadyPublishing). Nil lets anyone publish (the default).
 	Authorize func(name, query string) error
 	// Logger gets one line per connection outcome. It defaults to slog.Default().
 	Logger *slog.Logger
