@@ -37,10 +37,10 @@ func TestFreshnessRule(t *testing.T) {
 		{"no issue time", time.Hour, time.UnixMilli(0), false},
 	}
 	for _, c := range cases {
-		w := NewWatcher(nil, "k", nil, WatcherOptions{MaxClockSkew: c.skew, Now: func() time.Time { return now }})
+		w := NewWatcher(nil, "k", nil, WatcherOptions{MaxClockSkew: c.skew})
 		rec := testOrigin("o1")
 		rec.TTLMillis, rec.IssuedMillis = ttl.Milliseconds(), c.issued.UnixMilli()
-		deadline, err := w.fresh(rec)
+		deadline, err := w.fresh(rec, now)
 		if (err == nil) != c.ok {
 			t.Errorf("%s: err %v, want ok %v", c.desc, err, c.ok)
 			continue

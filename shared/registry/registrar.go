@@ -709,16 +709,18 @@ func (r *Registrar) rewrite(ctx context.Context) error {
 	clear(r.pending)
 	r.mu.Unlock()
 	r.ver++
-	rec, blob, err := r.record()
-	if err != nil {
-		return err
-	}
 	tmp, key := r.ks.streamsTmp(r.id), r.ks.streams(r.id)
 	if err := r.c.Del(ctx, tmp).Err(); err != nil {
 		return fmt.Errorf("rewrite: %w", err)
 	}
 	if err := r.chunked(ctx, tmp, all); err != nil {
 		return fmt.Errorf("rewrite: %w", err)
+	}
+	// Signed after the list is staged: its issue time starts its life at the gateways, and
+	// staging a large list may take longer than a TTL.
+	rec, blob, err := r.record()
+	if err != nil {
+		return err
 	}
 	_, err = r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		if len(all) > 0 {

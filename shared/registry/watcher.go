@@ -346,11 +346,18 @@ func (w *Watcher) process(ctx context.Context, m any) error {
 	switch m := m.(type) {
 	case error:
 		return m
-	case *redis.Message:
-		w.handle(ctx, m.Channel, m.Payload)
+	case received:
+		w.handle(ctx, m.msg.Channel, m.msg.Payload, m.at)
 	}
 	w.count(func(s *WatcherStats) { s.LastContact = w.now() })
 	return nil
+}
+
+// received is a channel message and when it arrived: its freshness is judged at arrival, so a
+// backlog in this process does not make live origins' heartbeats look replayed.
+type received struct {
+	msg *redis.Message
+	at  time.Time
 }
 
 // receive moves subscription traffic into inbox until the session ends or fails.
@@ -366,6 +373,9 @@ func (w *Watcher) receive(ctx context.Context, ps *redis.PubSub, inbox chan<- an
 				continue
 			}
 			m = fmt.Errorf("receive: %w", err)
+		}
+		if msg, ok := m.(*redis.Message); ok {
+			m = received{msg, w.now()}
 		}
 		select {
 		case inbox <- m:
@@ -401,6 +411,7 @@ func (w *Watcher) expire(ctx context.Context) {
 	rctx, cancel := context.WithTimeout(ctx, verifyTimeout)
 	defer cancel()
 	probes := make([]probe, 0, len(due))
+	readAt := now
 	_, _ = w.c.Pipelined(rctx, func(p redis.Pipeliner) error {
 		for _, id := range due {
 			probes = append(probes, probe{id, p.Get(rctx, w.ks.rec(id))})
@@ -429,7 +440,7 @@ func (w *Watcher) expire(ctx context.Context) {
 		}
 		// A stale record (a replay, or the last one of a process that died) or one of an older
 		// run proves nothing: as good as none.
-		deadline, ferr := w.fresh(rec)
+		deadline, ferr := w.fresh(rec, readAt)
 		if ferr != nil || rec.Epoch < h.epoch {
 			gone[pr.id] = true
 			continue
@@ -528,6 +539,7 @@ func (w *Watcher) noteOverdue() {
 // fetched is one origin as read from Redis, before verification.
 type fetched struct {
 	id      string
+	at      time.Time // when the read was sent; freshness is judged then
 	rec     *redis.StringCmd
 	streams *redis.MapStringStringCmd
 }
@@ -545,6 +557,7 @@ func (f fetched) err() error {
 func (w *Watcher) queueFetch(ctx context.Context, p redis.Pipeliner, id string) fetched {
 	return fetched{
 		id:      id,
+		at:      w.now(),
 		rec:     p.Get(ctx, w.ks.rec(id)), // before the list: the list is then at least as new
 		streams: p.HGetAll(ctx, w.ks.streams(id)),
 	}
@@ -570,7 +583,7 @@ func (w *Watcher) verify(f fetched) (OriginView, time.Time, bool) {
 		w.reject(f.id, "record", err)
 		return OriginView{}, time.Time{}, false
 	}
-	deadline, err := w.fresh(rec)
+	deadline, err := w.fresh(rec, f.at)
 	if err != nil {
 		w.reject(f.id, "record", err)
 		return OriginView{}, time.Time{}, false
@@ -606,18 +619,15 @@ func (w *Watcher) verify(f fetched) (OriginView, time.Time, bool) {
 var errStale = errors.New("stale")
 
 // fresh returns until when rec may be trusted: its signed issue time plus its TTL plus the
-// allowed clock skew. It fails once that passed, and for a record issued further ahead than
-// the skew (its deadline would outlive its TTL here).
-func (w *Watcher) fresh(rec cluster.Origin) (time.Time, error) {
-	return w.freshAt(rec.IssuedMillis, ttlOf(rec))
-}
-
-func (w *Watcher) freshAt(issuedMillis int64, ttl time.Duration) (time.Time, error) {
-	if issuedMillis <= 0 {
+// allowed clock skew. It fails when that had passed at time now (when the record was read or
+// received), and for a record issued further ahead than the skew (its deadline would outlive
+// its TTL here).
+func (w *Watcher) fresh(rec cluster.Origin, now time.Time) (time.Time, error) {
+	if rec.IssuedMillis <= 0 {
 		return time.Time{}, fmt.Errorf("%w: no issue time", errStale)
 	}
-	now := w.now()
-	issued := time.UnixMilli(issuedMillis)
+	ttl := ttlOf(rec)
+	issued := time.UnixMilli(rec.IssuedMillis)
 	if issued.After(now.Add(w.skew)) {
 		return time.Time{}, fmt.Errorf("%w: issued %s ahead of this clock (max clock skew %s)",
 			errStale, issued.Sub(now).Round(time.Millisecond), w.skew)
@@ -783,7 +793,7 @@ func (w *Watcher) reread(ctx context.Context, id string) {
 }
 
 // handle applies one channel message.
-func (w *Watcher) handle(ctx context.Context, channel, payload string) {
+func (w *Watcher) handle(ctx context.Context, channel, payload string, at time.Time) {
 	w.count(func(s *WatcherStats) { s.Events++ })
 	if channel != w.ks.events() {
 		return
@@ -800,7 +810,7 @@ func (w *Watcher) handle(ctx context.Context, channel, payload string) {
 			w.reject(ev.Origin, "heartbeat", err)
 			return
 		}
-		w.onBeat(ctx, ev.Origin, b)
+		w.onBeat(ctx, ev.Origin, b, at)
 	case eventDelta:
 		var d deltaBody
 		if err := decodeBody(ev.Body, &d); err != nil {
@@ -823,7 +833,7 @@ func (w *Watcher) handle(ctx context.Context, channel, payload string) {
 	}
 }
 
-func (w *Watcher) onBeat(ctx context.Context, id string, b beatBody) {
+func (w *Watcher) onBeat(ctx context.Context, id string, b beatBody, at time.Time) {
 	rec := b.Rec
 	if rec.ID != id {
 		w.reject(id, "heartbeat", fmt.Errorf("record id %q in another origin's event", rec.ID))
@@ -834,7 +844,7 @@ func (w *Watcher) onBeat(ctx context.Context, id string, b beatBody) {
 		return
 	}
 	// Checked first: a replayed beat must cost no Redis read.
-	deadline, err := w.fresh(rec)
+	deadline, err := w.fresh(rec, at)
 	if err != nil {
 		w.reject(id, "heartbeat", err)
 		return
