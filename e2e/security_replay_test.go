@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,9 +18,10 @@ import (
 	"github.com/peergate/peergate/shared/registry"
 )
 
-// TestReplayedRegistryValues: a live origin's record (GET) and one of its heartbeats
-// (SUBSCRIBE) are captured from Redis; the origin is SIGKILLed and the gateway drops it. The
-// captured record is then written back with a long PX (and listed in the index) and the
+// TestReplayedRegistryValues: a live origin's record (GET), stream list (HGETALL) and one of
+// its heartbeats (SUBSCRIBE) are captured from Redis; the origin is SIGKILLed and the gateway
+// drops it. The captured record and list are then written back with a long PX (and the origin
+// listed in the index) and the
 // captured heartbeat re-published every 50 ms, through several of the gateway's full
 // re-reads, while the gateway is asked for the stream both origins serve: not one request
 // goes to the dead origin, and the gateway logs the replays as stale.
@@ -45,6 +47,7 @@ func TestReplayedRegistryValues(t *testing.T) {
 		"PEERGATE_LISTEN_ADMIN=127.0.0.1:0",
 		"PEERGATE_REGISTRY_ANTI_ENTROPY=1s", // many full re-reads during the replay
 		"PEERGATE_REGISTRY_MAX_CLOCK_SKEW=1s",
+		"PEERGATE_HTTP_STICKY_PARAM=token", // one viewer per request: choices spread over every listed origin
 	}, "http", "admin")
 	waitReady(t, gw)
 	mediatest.EventuallyT(t, 30*time.Second, func() bool {
@@ -71,7 +74,24 @@ func TestReplayedRegistryValues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Its stream list too (each entry signed): without it a replayed record names no stream.
+	streamsKey := strings.TrimSuffix(recKey, ":rec") + ":streams"
+	streams, err := rc.HGetAll(ctx, streamsKey).Result()
+	if err != nil || len(streams) == 0 {
+		t.Fatalf("stream list %v, %v", streams, err)
+	}
 	captured := time.Now()
+
+	// The probe can see a dead origin: while both live, requests (one viewer each) reach both.
+	c := noRedirects()
+	before := map[string]int{}
+	for i := range 200 {
+		_, loc, _ := probe(ctx, c, gw.addr("http"), "/"+name+"/index.m3u8?token=before"+strconv.Itoa(i))
+		before[strings.SplitN(strings.TrimPrefix(loc, "http://"), ".", 2)[0]]++
+	}
+	if before[dead.id] == 0 || before[live.id] == 0 {
+		t.Fatalf("200 probes before the kill went %v; want both origins chosen", before)
+	}
 
 	dead.p.signal(syscall.SIGKILL)
 	mediatest.EventuallyT(t, 30*time.Second, func() bool {
@@ -89,6 +109,8 @@ func TestReplayedRegistryValues(t *testing.T) {
 	wg.Go(func() {
 		for {
 			rc.Set(ctx, recKey, rec, time.Minute)
+			rc.HSet(ctx, streamsKey, streams)
+			rc.PExpire(ctx, streamsKey, time.Minute)
 			rc.ZAdd(ctx, indexKey(), redis.Z{Score: float64(time.Now().Add(time.Minute).UnixMilli()), Member: dead.id})
 			rc.Publish(ctx, eventsKey(), beat)
 			replays++
@@ -99,13 +121,12 @@ func TestReplayedRegistryValues(t *testing.T) {
 			}
 		}
 	})
-	c := noRedirects()
 	counts := map[string]int{}
 	var firstOther string
 	probeUntil := time.Now().Add(5 * time.Second) // five full re-reads at registry.anti_entropy 1s
 	total := 0
 	for time.Now().Before(probeUntil) || total < 2000 {
-		code, loc, err := probe(ctx, c, gw.addr("http"), "/"+name+"/index.m3u8")
+		code, loc, err := probe(ctx, c, gw.addr("http"), "/"+name+"/index.m3u8?token="+strconv.Itoa(total))
 		total++
 		switch {
 		case err != nil:
@@ -123,7 +144,7 @@ func TestReplayedRegistryValues(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
-	t.Logf("%d replays (record SET PX 60s + index + heartbeat); %d probes: %d to the dead origin, %d to the live one, %d other, %d errors",
+	t.Logf("%d replays (record SET PX 60s, stream list HSET, index ZADD, heartbeat PUBLISH); %d probes: %d to the dead origin, %d to the live one, %d other, %d errors",
 		replays, total, counts["dead"], counts["live"], counts["other"], counts["error"])
 	if counts["dead"] != 0 {
 		t.Errorf("%d of %d requests were routed to the dead origin", counts["dead"], total)
