@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -101,6 +102,7 @@ func TestReplayedRegistryValues(t *testing.T) {
 	}, "gateway never dropped the killed origin")
 	t.Logf("gateway dropped the killed origin %s after the capture", time.Since(captured).Round(100*time.Millisecond))
 	logFrom := gw.logCount()
+	staleBefore := staleTotal(t, gw)
 
 	// Replay while probing.
 	stop := make(chan struct{})
@@ -157,14 +159,18 @@ func TestReplayedRegistryValues(t *testing.T) {
 		t.Errorf("the gateway lists the dead origin again: %v", got)
 	}
 	lines, _ := gw.logLines(logFrom)
-	stale := 0
+	logged := 0
 	for _, l := range lines {
 		if strings.Contains(l, `"err":"stale:`) && strings.Contains(l, dead.id) {
-			stale++
+			logged++
 		}
 	}
-	if stale == 0 {
-		t.Error("the gateway logged no stale registry value: did the replay reach it?")
+	staleAfter := staleTotal(t, gw)
+	t.Logf("peergate_registry_stale_total went %d -> %d; %d log lines", staleBefore, staleAfter, logged)
+	// Every replayed heartbeat and every snapshot's read of the replayed record is counted.
+	if staleAfter-staleBefore < replays/2 || logged == 0 {
+		t.Errorf("the gateway counted %d stale values and logged %d for %d replays: did the replay reach it?",
+			staleAfter-staleBefore, logged, replays)
 	}
 }
 
@@ -251,6 +257,31 @@ func TestDuplicatePublishRefused(t *testing.T) {
 	}
 	pb.Stop()
 	pc.Stop()
+}
+
+// staleTotal reads peergate_registry_stale_total from the gateway's /metrics.
+func staleTotal(t *testing.T, gw *proc) int {
+	t.Helper()
+	res, err := http.Get("http://" + gw.addr("admin") + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "peergate_registry_stale_total "); ok {
+			n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("metric line %q: %v", l, err)
+			}
+			return int(n)
+		}
+	}
+	t.Fatal("no peergate_registry_stale_total in /metrics")
+	return 0
 }
 
 // The registry's key layout (shared/registry/keys.go), as an attacker with Redis access sees it.
