@@ -18,7 +18,10 @@ import (
 // heartbeat while the stream runs there, and deletes it when the stream stops or the origin
 // deregisters; an origin that dies loses its claims one TTL later. A claim is only ever
 // renewed or deleted by the origin id it names (a Lua compare-and-set), so the last writer
-// can never take over a live claim.
+// can never take over a live claim. "Runs there" means listed running in this registrar's
+// stream list (a static running entry of the same NAME keeps the claim too). Only publishers
+// that pass the listeners' Authorize claim; file sources and on-demand pulls do not. Claims
+// are not signed: whoever may write to Redis can hold one, as they can delete any record.
 const (
 	keyClaim = "claim"
 	// claimTimeout bounds the claim read a publisher waits for; past it the publish goes ahead.
@@ -33,7 +36,7 @@ var ErrClaimed = errors.New("stream is published on another origin")
 
 func (k keyspace) claim(name string) string { return keyPrefix + k.ns + ":" + keyClaim + ":" + name }
 
-// claimScript takes or renews KEYS[1] for ARGV[1] for ARGV[2] ms unless another id holds it;
+// claimSrc takes or renews KEYS[1] for ARGV[1] for ARGV[2] ms unless another id holds it;
 // it returns "" when the caller holds it now, else the holder's id.
 const claimSrc = `
 local v = redis.call('GET', KEYS[1])
@@ -45,7 +48,7 @@ return v`
 
 var claimScript = redis.NewScript(claimSrc)
 
-// releaseScript deletes KEYS[1] if ARGV[1] holds it.
+// releaseSrc deletes KEYS[1] if ARGV[1] holds it.
 const releaseSrc = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then
 	return redis.call('DEL', KEYS[1])
