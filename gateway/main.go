@@ -93,8 +93,9 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 
 	table := resolve.New(resolve.Options{Hysteresis: cfg.Balance.Hysteresis})
 	watcher := registry.NewWatcher(client, cfg.ClusterKey, table, registry.WatcherOptions{
-		AntiEntropy: cfg.Registry.AntiEntropy,
-		Logger:      log,
+		AntiEntropy:  cfg.Registry.AntiEntropy,
+		MaxClockSkew: cfg.Registry.MaxClockSkew,
+		Logger:       log,
 	})
 	runCtx, cancelRun := context.WithCancel(context.Background())
 	defer cancelRun()

@@ -94,7 +94,12 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 
 	// Media listeners first: an origin that cannot serve must never appear in the registry
 	// (the registrar writes nothing before Run).
-	ms, err := startMedia(cfg, mediaSide{book}, log)
+	// One NAME, one origin: publishers claim it cluster-wide unless publish.allow_duplicates.
+	claim := reg.ClaimPublish
+	if cfg.Publish.AllowDuplicates {
+		claim = nil
+	}
+	ms, err := startMedia(cfg, mediaSide{book}, claim, log)
 	if err != nil {
 		return err
 	}

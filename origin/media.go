@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -30,7 +31,8 @@ type mediaStack struct {
 
 // startMedia builds the table, starts the listeners (logging each bound address) and the file
 // sources; reg gets the table's running/stopped events. On error everything started is closed.
-func startMedia(cfg *config.Origin, reg ondemand.Registry, log *slog.Logger) (_ *mediaStack, err error) {
+// claim, if not nil, takes the cluster-wide publish claim before a publisher is accepted.
+func startMedia(cfg *config.Origin, reg ondemand.Registry, claim func(context.Context, string) error, log *slog.Logger) (_ *mediaStack, err error) {
 	var pulls []ondemand.Source
 	for i, s := range cfg.Streams {
 		if s.Kind() != config.SourcePull {
@@ -106,7 +108,7 @@ func startMedia(cfg *config.Origin, reg ondemand.Registry, log *slog.Logger) (_ 
 			ReadTimeout:   lim.ReadTimeout,
 			WriteTimeout:  lim.WriteTimeout,
 			MaxConns:      lim.MaxConns,
-			Authorize:     pubauth.PublishAuthorizer(cfg.Auth.PublishSecret, hook, "rtsp"),
+			Authorize:     publishAuthorizer(pubauth.PublishAuthorizer(cfg.Auth.PublishSecret, hook, "rtsp"), claim),
 			AuthorizePlay: pubauth.PlayAuthorizer(cfg.Auth.PlaySecret),
 			Logger:        log,
 
@@ -128,7 +130,7 @@ func startMedia(cfg *config.Origin, reg ondemand.Registry, log *slog.Logger) (_ 
 			ReadTimeout:      lim.ReadTimeout,
 			WriteTimeout:     lim.WriteTimeout,
 			MaxConns:         lim.MaxConns,
-			Authorize:        pubauth.PublishAuthorizer(cfg.Auth.PublishSecret, hook, "rtmp"),
+			Authorize:        publishAuthorizer(pubauth.PublishAuthorizer(cfg.Auth.PublishSecret, hook, "rtmp"), claim),
 			AuthorizePlay:    pubauth.PlayAuthorizer(cfg.Auth.PlaySecret),
 			MaxConnsPerIP:    lim.MaxConnsPerIP,
 			FirstByteTimeout: lim.FirstByteTimeout,

@@ -31,6 +31,7 @@ var registryMetrics = []struct{ name, help string }{
 	{"peergate_registry_events_total", "Registry channel messages handled."},
 	{"peergate_registry_signature_failures_total", "Records, stream entries and events dropped for a bad signature."},
 	{"peergate_registry_invalid_records_total", "Signed but malformed records dropped."},
+	{"peergate_registry_stale_total", "Signed records and heartbeats dropped as replays: past issue time + TTL + max clock skew, or of an older boot epoch."},
 	{"peergate_registry_resyncs_total", "Full snapshots read (start, reconnect, anti-entropy)."},
 	{"peergate_registry_gap_resyncs_total", "Single-origin re-reads after a version gap or epoch change."},
 	{"peergate_registry_expired_total", "Origins dropped because their record's TTL passed."},
@@ -87,6 +88,7 @@ func (c *registryCollector) Collect(ch chan<- prometheus.Metric) {
 	counter("peergate_registry_events_total", st.Events)
 	counter("peergate_registry_signature_failures_total", st.SignatureFailures)
 	counter("peergate_registry_invalid_records_total", st.InvalidRecords)
+	counter("peergate_registry_stale_total", st.StaleRecords)
 	counter("peergate_registry_resyncs_total", st.Resyncs)
 	counter("peergate_registry_gap_resyncs_total", st.GapResyncs)
 	counter("peergate_registry_expired_total", st.Expired)

@@ -2,6 +2,7 @@ package rtmpsrv
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"strings"
 	"testing"
@@ -89,5 +90,36 @@ func TestPublishAuthorization(t *testing.T) {
 			t.Errorf("%s: %s never went live", c.desc, c.name)
 		}
 		cl.Close()
+	}
+}
+
+// TestPublishDuplicateElsewhere: an Authorize error wrapping media.ErrAlreadyPublishing (the
+// NAME is published on another origin) is answered NetStream.Publish.BadName, as a NAME
+// published here is.
+func TestPublishDuplicateElsewhere(t *testing.T) {
+	tbl := media.NewTable(media.Config{})
+	defer tbl.Close()
+	s := &Server{Address: "127.0.0.1:0", Table: tbl, HandshakeTimeout: 5 * time.Second, MaxConns: 16,
+		Authorize: func(name, _, _ string) error {
+			return fmt.Errorf("%w: %s is published on origin o2", media.ErrAlreadyPublishing, name)
+		}}
+	if err := s.Initialize(); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	u, _ := url.Parse("rtmp://" + s.Addr().String() + "/live/dup")
+	cl := &gortmplib.Client{URL: u, Publish: true}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	err := cl.Initialize(ctx)
+	cancel()
+	if err == nil {
+		cl.Close()
+		t.Fatal("publish accepted")
+	}
+	if !strings.Contains(err.Error(), "NetStream.Publish.BadName") {
+		t.Fatalf("error %v, want NetStream.Publish.BadName", err)
+	}
+	if tbl.Get("live/dup") != nil {
+		t.Fatal("refused NAME reached the table")
 	}
 }

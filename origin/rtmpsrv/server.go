@@ -49,7 +49,8 @@ type Server struct {
 	FirstByteTimeout time.Duration
 	// Authorize, if set, decides whether a publisher may publish NAME: it gets the NAME and
 	// the query the publisher sent (on the stream key or the app, joined by "&"),
-	// and a non-nil error refuses the publish. Nil lets anyone publish (the default).
+	// and a non-nil error refuses the publish (NetStream.Publish.Unauthorized, or BadName for
+	// an error wrapping media.ErrAlreadyPublishing). Nil lets anyone publish (the default).
 	Authorize func(name, query, client string) error
 	// AuthorizePlay, if set, decides whether a player may play NAME: it gets the NAME, the
 	// query the player sent (on the stream key or the app, joined by "&") and the client's
@@ -156,6 +157,10 @@ func (s *Server) serve(c net.Conn) outcome {
 		}
 		if s.Authorize != nil {
 			if err := s.Authorize(name, query, c.RemoteAddr().String()); err != nil {
+				if errors.Is(err, media.ErrAlreadyPublishing) { // published on another origin
+					_ = writeStatus(sc, "NetStream.Publish.BadName", "stream "+name+" is already being published")
+					return outcome{role: "publisher", name: name, err: err}
+				}
 				_ = writeStatus(sc, "NetStream.Publish.Unauthorized", "publish not authorized")
 				return outcome{role: "publisher", name: name, err: fmt.Errorf("unauthorized: %w", err)}
 			}

@@ -1,6 +1,7 @@
 package rtspsrv
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -70,5 +71,36 @@ func TestPublishAuthorization(t *testing.T) {
 	defer cl.Close()
 	if !tbl.Live("live/ok") {
 		t.Fatal("right key: not live after RECORD")
+	}
+}
+
+// TestPublishDuplicateElsewhere: an Authorize error wrapping media.ErrAlreadyPublishing (the
+// NAME is published on another origin) is answered 409, as a NAME published here is.
+func TestPublishDuplicateElsewhere(t *testing.T) {
+	tbl := media.NewTable(media.Config{})
+	defer tbl.Close()
+	s := &Server{Address: "127.0.0.1:0", Table: tbl,
+		Authorize: func(name, _, _ string) error {
+			return fmt.Errorf("%w: %s is published on origin o2", media.ErrAlreadyPublishing, name)
+		}}
+	if err := s.Initialize(); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	tcp := gortsplib.ProtocolTCP
+	c := &gortsplib.Client{Protocol: &tcp}
+	err := c.StartRecording("rtsp://"+s.Addr().String()+"/live/dup", &description.Session{Medias: []*description.Media{{
+		Type:    description.MediaTypeVideo,
+		Formats: []format.Format{&format.H264{PayloadTyp: 96, PacketizationMode: 1, SPS: sps720, PPS: []byte{0x68, 0xee, 0x3c, 0x80}}},
+	}}})
+	if err == nil {
+		c.Close()
+		t.Fatal("publish accepted")
+	}
+	if !strings.Contains(err.Error(), "409") {
+		t.Fatalf("error %v, want 409", err)
+	}
+	if tbl.Get("live/dup") != nil {
+		t.Fatal("refused NAME reached the table")
 	}
 }

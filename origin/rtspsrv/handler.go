@@ -219,6 +219,10 @@ func (h *handler) OnAnnounce(ctx *gortsplib.ServerHandlerOnAnnounceCtx) (*base.R
 	}
 	if h.s.Authorize != nil {
 		if err := h.s.Authorize(name, ctx.Query, remote(ctx.Conn)); err != nil {
+			if errors.Is(err, media.ErrAlreadyPublishing) { // published on another origin
+				h.log.Info("rtsp publish refused", "name", name, "remote", remote(ctx.Conn), "reason", err.Error())
+				return &base.Response{StatusCode: statusConflict, StatusMessage: "Conflict: stream already published"}, err
+			}
 			// 403, not 401: there is no RTSP authentication scheme to retry with; the key
 			// travels in the URL.
 			h.log.Info("rtsp publish refused", "name", name, "remote", remote(ctx.Conn), "reason", "unauthorized: "+err.Error())

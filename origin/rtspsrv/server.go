@@ -54,7 +54,8 @@ type Server struct {
 	OutputIdle time.Duration
 	// Authorize, if set, decides whether a publisher may publish NAME: it gets the NAME and
 	// the query the publisher sent (the ANNOUNCE URL's query),
-	// and a non-nil error refuses the publish. Nil lets anyone publish (the default).
+	// and a non-nil error refuses the publish (403, or 409 for an error wrapping
+	// media.ErrAlreadyPublishing). Nil lets anyone publish (the default).
 	Authorize func(name, query, client string) error
 	// AuthorizePlay, if set, decides whether a player may play NAME: it gets the NAME, the
 	// DESCRIBE URL's query and the client's address, and a non-nil error answers 403. A

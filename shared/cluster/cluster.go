@@ -44,7 +44,7 @@ type Capacity struct {
 // Origin is the record an origin writes on every heartbeat.
 type Origin struct {
 	ID         string    `json:"id"`
-	Epoch      uint64    `json:"epoch"` // random per process start; a new epoch resets stream-list versions
+	Epoch      uint64    `json:"epoch"` // boot epoch, grows with every process start; a new epoch resets stream-list versions
 	Private    string    `json:"private,omitempty"`
 	Public     Public    `json:"public"`
 	State      string    `json:"state"`
@@ -54,6 +54,10 @@ type Origin struct {
 	Software   string    `json:"software,omitempty"`
 	StreamsVer uint64    `json:"streams_ver"` // version of the stream list this record was written with
 	TTLMillis  int64     `json:"ttl_ms"`
+	// IssuedMillis is when the origin signed this copy of the record (unix ms). A gateway
+	// trusts the record only until IssuedMillis + TTLMillis (plus its allowed clock skew), so
+	// a copy replayed later cannot keep a dead origin alive.
+	IssuedMillis int64 `json:"issued_ms"`
 }
 
 // StreamMeta describes a running stream; all fields are optional.

@@ -148,6 +148,10 @@ type RegistryOpts struct {
 	// MaxStaleness makes /readyz answer 503 once the served registry copy has gone unconfirmed
 	// by Redis for longer than this. It defaults to 0 (off: a degraded copy stays ready).
 	MaxStaleness time.Duration `yaml:"max_staleness"`
+	// MaxClockSkew is how far an origin's clock may be off this gateway's: a signed record or
+	// heartbeat is trusted until its issue time + the origin's TTL + MaxClockSkew, and dropped
+	// as a replay after that. It defaults to 1s; 0 means none.
+	MaxClockSkew time.Duration `yaml:"max_clock_skew"`
 }
 
 // Gateway is the gateway binary's configuration.
@@ -184,6 +188,13 @@ type Public struct {
 	RTSPS string `yaml:"rtsps"`
 	RTMP  string `yaml:"rtmp"`
 	RTMPS string `yaml:"rtmps"`
+}
+
+// Publish is the origin's publish policy.
+type Publish struct {
+	// AllowDuplicates lets a NAME be published on this origin while another origin of the
+	// cluster publishes it too. It defaults to false: such a publisher is refused.
+	AllowDuplicates bool `yaml:"allow_duplicates"`
 }
 
 // Heartbeat times the origin's registry record.
@@ -259,6 +270,7 @@ type Origin struct {
 	Public       Public        `yaml:"public"`
 	Listen       OriginListen  `yaml:"listen"`
 	Heartbeat    Heartbeat     `yaml:"heartbeat"`
+	Publish      Publish       `yaml:"publish"`
 	Capacity     Capacity      `yaml:"capacity"`
 	DrainTimeout time.Duration `yaml:"drain_timeout"` // defaults to 30s
 	HLS          HLS           `yaml:"hls"`
@@ -304,7 +316,7 @@ func DefaultGateway() *Gateway {
 			MaxConnsPerIP:       256,
 		},
 		Balance:  Balance{Hysteresis: 0.10},
-		Registry: RegistryOpts{AntiEntropy: 30 * time.Second},
+		Registry: RegistryOpts{AntiEntropy: 30 * time.Second, MaxClockSkew: time.Second},
 	}
 }
 

@@ -35,7 +35,7 @@ func TestGatewayDefaults(t *testing.T) {
 	if c.Listen.HTTP != ":8080" || c.Listen.RTSP != ":8554" || c.Listen.RTMP != ":1935" || c.Listen.Admin != ":9080" ||
 		c.Redis.URL != "redis://127.0.0.1:6379/0" || c.HTTP.RetryAfter != 2*time.Second ||
 		c.HTTP.ReadHeaderTimeout != 5*time.Second || c.HTTP.MaxConns != 10000 || c.Balance.Hysteresis != 0.10 ||
-		c.Registry.AntiEntropy != 30*time.Second || c.Log.Level != "info" || c.Log.Format != "text" {
+		c.Registry.AntiEntropy != 30*time.Second || c.Registry.MaxClockSkew != time.Second || c.Log.Level != "info" || c.Log.Format != "text" {
 		t.Fatalf("defaults drifted: %+v", c)
 	}
 	if c.RTMP.Mode != "auto" || c.RTMP.FollowFlashVer != nil || c.RTMP.HandshakeTimeout != 10*time.Second ||
@@ -341,6 +341,7 @@ func TestGatewayErrors(t *testing.T) {
 		{"rtmp unknown key", "cluster_key: " + key + "\nrtmp: {mdoe: relay}\n", nil, "field mdoe not found"},
 		{"max staleness", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_REGISTRY_MAX_STALENESS=-1s"}, "registry.max_staleness: must be zero (off) or positive"},
 		{"max staleness not a duration", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_REGISTRY_MAX_STALENESS=10"}, "registry.max_staleness"},
+		{"max clock skew", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_REGISTRY_MAX_CLOCK_SKEW=-1ms"}, "registry.max_clock_skew: must be zero or positive"},
 	}
 	for _, ca := range cases {
 		t.Run(ca.desc, func(t *testing.T) {
@@ -454,8 +455,8 @@ func TestEnvNamesCoverKeys(t *testing.T) {
 		"PEERGATE_RTMP_MODE": "rtmp.mode", "PEERGATE_RTMP_FOLLOW_FLASHVER": "rtmp.follow_flashver",
 		"PEERGATE_RTMP_HANDSHAKE_TIMEOUT": "rtmp.handshake_timeout", "PEERGATE_RTMP_READ_TIMEOUT": "rtmp.read_timeout",
 		"PEERGATE_RTMP_WRITE_TIMEOUT": "rtmp.write_timeout", "PEERGATE_RTMP_MAX_CONNS": "rtmp.max_conns",
-		"PEERGATE_REGISTRY_MAX_STALENESS": "registry.max_staleness",
-		"PEERGATE_ADMIN_TOKEN":            "admin.token", "PEERGATE_AUTH_PUBLISH_SECRET": "auth.publish_secret",
+		"PEERGATE_REGISTRY_MAX_STALENESS": "registry.max_staleness", "PEERGATE_REGISTRY_MAX_CLOCK_SKEW": "registry.max_clock_skew",
+		"PEERGATE_ADMIN_TOKEN": "admin.token", "PEERGATE_AUTH_PUBLISH_SECRET": "auth.publish_secret",
 		"PEERGATE_AUTH_PLAY_SECRET": "auth.play_secret", "PEERGATE_AUTH_HTTP_URL": "auth.http_url",
 		"PEERGATE_AUTH_HTTP_TIMEOUT": "auth.http_timeout", "PEERGATE_AUTH_HTTP_CACHE": "auth.http_cache",
 		"PEERGATE_HTTP_MAX_CONNS_PER_IP": "http.max_conns_per_ip", "PEERGATE_RTMP_MAX_CONNS_PER_IP": "rtmp.max_conns_per_ip",
@@ -468,7 +469,7 @@ func TestEnvNamesCoverKeys(t *testing.T) {
 			t.Errorf("gateway %s = %q, want %q", env, g[env], path)
 		}
 	}
-	if len(g) != 40 {
+	if len(g) != 41 {
 		t.Errorf("gateway has %d env keys: %v", len(g), g)
 	}
 	o := EnvNames(&Origin{})
@@ -479,6 +480,7 @@ func TestEnvNamesCoverKeys(t *testing.T) {
 		"PEERGATE_LIMITS_MAX_CONNS": "limits.max_conns", "PEERGATE_LISTEN_RTSP_UDP": "listen.rtsp_udp",
 		"PEERGATE_LIMITS_MAX_CONNS_PER_IP": "limits.max_conns_per_ip", "PEERGATE_LIMITS_FIRST_BYTE_TIMEOUT": "limits.first_byte_timeout",
 		"PEERGATE_ADMIN_TOKEN": "admin.token", "PEERGATE_AUTH_PUBLISH_SECRET": "auth.publish_secret",
+		"PEERGATE_PUBLISH_ALLOW_DUPLICATES": "publish.allow_duplicates",
 	} {
 		if o[env] != path {
 			t.Errorf("origin %s = %q, want %q", env, o[env], path)
@@ -489,6 +491,9 @@ func TestEnvNamesCoverKeys(t *testing.T) {
 	}
 	if _, ok := g["PEERGATE_LISTEN_RTSP_UDP"]; ok {
 		t.Error("listen.rtsp_udp is an origin key only")
+	}
+	if _, ok := g["PEERGATE_PUBLISH_ALLOW_DUPLICATES"]; ok {
+		t.Error("publish.allow_duplicates is an origin key only")
 	}
 }
 
@@ -568,5 +573,50 @@ func TestShippedConfigs(t *testing.T) {
 		if got != stream {
 			t.Errorf("%s: first stream %q, want %q", p, got, stream)
 		}
+	}
+}
+
+// TestClockSkewAndDuplicates: registry.max_clock_skew defaults to 1s and 0 means none (not
+// the default); publish.allow_duplicates is off by default and set from file or environment.
+func TestClockSkewAndDuplicates(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		file string
+		env  []string
+		want time.Duration
+	}{
+		{"", nil, time.Second},
+		{"registry: {max_clock_skew: 0s}\n", nil, 0},
+		{"", []string{"PEERGATE_REGISTRY_MAX_CLOCK_SKEW=0"}, 0},
+		{"registry: {max_clock_skew: 250ms}\n", nil, 250 * time.Millisecond},
+	} {
+		p := writeFile(t, "cluster_key: "+key+"\n"+c.file)
+		g, err := LoadGateway(p, c.env)
+		if err != nil {
+			t.Fatalf("%q %v: %v", c.file, c.env, err)
+		}
+		if g.Registry.MaxClockSkew != c.want {
+			t.Errorf("%q %v: max_clock_skew %s, want %s", c.file, c.env, g.Registry.MaxClockSkew, c.want)
+		}
+	}
+	for _, c := range []struct {
+		file string
+		env  []string
+		want bool
+	}{
+		{"", nil, false},
+		{"publish: {allow_duplicates: true}\n", nil, true},
+		{"", []string{"PEERGATE_PUBLISH_ALLOW_DUPLICATES=true"}, true},
+	} {
+		o, err := LoadOrigin(writeFile(t, "cluster_key: "+key+"\nid: o1\n"+c.file), c.env)
+		if err != nil {
+			t.Fatalf("%q %v: %v", c.file, c.env, err)
+		}
+		if o.Publish.AllowDuplicates != c.want {
+			t.Errorf("%q %v: allow_duplicates %v, want %v", c.file, c.env, o.Publish.AllowDuplicates, c.want)
+		}
+	}
+	if _, err := LoadGateway(writeFile(t, "cluster_key: "+key+"\npublish: {allow_duplicates: true}\n"), nil); err == nil {
+		t.Error("the gateway accepted the origin key publish.allow_duplicates")
 	}
 }

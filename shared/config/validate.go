@@ -150,6 +150,9 @@ func (c *Gateway) Validate() error {
 	if c.Registry.MaxStaleness < 0 {
 		return keyError("registry.max_staleness", "must be zero (off) or positive, got %s", c.Registry.MaxStaleness)
 	}
+	if c.Registry.MaxClockSkew < 0 {
+		return keyError("registry.max_clock_skew", "must be zero or positive, got %s", c.Registry.MaxClockSkew)
+	}
 	return nil
 }
 

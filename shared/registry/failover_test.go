@@ -114,7 +114,7 @@ type view struct {
 
 func startView(t *testing.T, g *goes, url, key, name string) *view {
 	v := &view{name: name, table: resolve.New(resolve.Options{})}
-	v.w = registry.NewWatcher(foDial(t, url), key, v.table, registry.WatcherOptions{AntiEntropy: 5 * time.Second, Logger: foLogger(t)})
+	v.w = registry.NewWatcher(foDial(t, url), key, v.table, registry.WatcherOptions{AntiEntropy: 5 * time.Second, MaxClockSkew: time.Second, Logger: foLogger(t)})
 	g.run(func(ctx context.Context) { _ = v.w.Run(ctx) })
 	return v
 }

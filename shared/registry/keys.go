@@ -14,6 +14,7 @@ import (
 //	pg:<ns>:{<ns>:<id>}:rec            signed origin record, PX TTL
 //	pg:<ns>:{<ns>:<id>}:streams        HASH name -> signed stream entry, same TTL
 //	pg:<ns>:{<ns>:<id>}:streams.tmp    staging copy for a whole-list rewrite
+//	pg:<ns>:claim:<NAME>               publish claim: id of the origin publishing NAME, PX TTL (claim.go)
 const keyPrefix = "pg:"
 
 // Per-origin key kinds.

@@ -2,8 +2,6 @@ package registry
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -61,6 +59,10 @@ type Registrar struct {
 	streams map[string]cluster.Stream
 	pending map[string]struct{}
 
+	claimMu sync.Mutex             // guards claims
+	claims  map[string]*claimState // publish claims this origin holds, by NAME
+	claimIO chan struct{}          // capacity 1: claim reads and writes one at a time
+
 	kick chan struct{} // wakes the writer; capacity 1 coalesces bursts
 	sem  chan struct{} // capacity 1: one Redis writer at a time
 
@@ -81,7 +83,8 @@ type Registrar struct {
 }
 
 // NewRegistrar prepares a registrar for rec; nothing is written before Run or Flush.
-// A zero rec.Epoch is replaced by a random one, an empty State by "up", a zero StartedAt by now.
+// A zero rec.Epoch is replaced by the boot epoch (see NewEpoch), an empty State by "up", a
+// zero StartedAt by now.
 func NewRegistrar(c redis.UniversalClient, clusterKey string, rec cluster.Origin, o RegistrarOptions) (*Registrar, error) {
 	if c == nil {
 		return nil, errors.New("registry: nil redis client")
@@ -105,7 +108,7 @@ func NewRegistrar(c redis.UniversalClient, clusterKey string, rec cluster.Origin
 		rec.State = cluster.StateUp
 	}
 	if rec.Epoch == 0 {
-		rec.Epoch = randomEpoch()
+		rec.Epoch = NewEpoch()
 	}
 	if rec.StartedAt.IsZero() {
 		rec.StartedAt = time.Now().UTC()
@@ -123,17 +126,28 @@ func NewRegistrar(c redis.UniversalClient, clusterKey string, rec cluster.Origin
 		rec:     rec,
 		streams: map[string]cluster.Stream{},
 		pending: map[string]struct{}{},
+		claims:  map[string]*claimState{},
+		claimIO: make(chan struct{}, 1),
 		kick:    make(chan struct{}, 1),
 		sem:     make(chan struct{}, 1),
 		dirty:   true, // the first write replaces whatever an earlier process left
 	}, nil
 }
 
-func randomEpoch() uint64 {
-	var b [8]byte
+// lastEpoch is the last epoch NewEpoch returned in this process.
+var lastEpoch atomic.Uint64
+
+// NewEpoch returns a boot epoch: the current time in unix nanoseconds, above every epoch
+// returned before in this process. A restarted origin so writes a larger epoch than its
+// previous run, and gateways ignore records and heartbeats of an epoch older than the one
+// they hold for that origin id (a replay of the previous run's values). A clock stepped back
+// across a restart makes the new run's epoch smaller: its records are then ignored until the
+// old run's last record expired on every gateway (one TTL plus the allowed clock skew).
+func NewEpoch() uint64 {
 	for {
-		_, _ = rand.Read(b[:])
-		if e := binary.BigEndian.Uint64(b[:]) >> 1; e != 0 { // fits in a JSON-safe-ish int64
+		last := lastEpoch.Load()
+		e := max(uint64(time.Now().UnixNano()), last+1)
+		if lastEpoch.CompareAndSwap(last, e) {
 			return e
 		}
 	}
@@ -162,6 +176,7 @@ func (r *Registrar) Run(ctx context.Context) error {
 	budget := max(r.ttl/2, r.hb)
 	wg.Go(func() { r.every(ctx, budget, r.writeIndex) })
 	wg.Go(func() { r.every(ctx, budget, r.beatStep) })
+	wg.Go(func() { r.every(ctx, budget, r.claimStep) })
 	t := time.NewTicker(r.hb)
 	defer t.Stop()
 	for {
@@ -366,6 +381,7 @@ func (r *Registrar) Deregister(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("registry: deregister: %w", err)
 	}
+	r.releaseClaims(ctx)
 	bye, err := r.sg.sealEvent(eventBye, r.id, byeBody{Epoch: r.Epoch()})
 	if err != nil {
 		return err
@@ -391,6 +407,7 @@ func (r *Registrar) recordAt(ver uint64) (cluster.Origin, []byte, error) {
 		r.ldMu.Unlock()
 	}
 	rec.StreamsVer = ver
+	rec.IssuedMillis = time.Now().UnixMilli()
 	blob, err := r.sg.seal(kindRecord, r.id, rec)
 	return rec, blob, err
 }
@@ -696,16 +713,18 @@ func (r *Registrar) rewrite(ctx context.Context) error {
 	clear(r.pending)
 	r.mu.Unlock()
 	r.ver++
-	rec, blob, err := r.record()
-	if err != nil {
-		return err
-	}
 	tmp, key := r.ks.streamsTmp(r.id), r.ks.streams(r.id)
 	if err := r.c.Del(ctx, tmp).Err(); err != nil {
 		return fmt.Errorf("rewrite: %w", err)
 	}
 	if err := r.chunked(ctx, tmp, all); err != nil {
 		return fmt.Errorf("rewrite: %w", err)
+	}
+	// Signed after the list is staged: its issue time starts its life at the gateways, and
+	// staging a large list may take longer than a TTL.
+	rec, blob, err := r.record()
+	if err != nil {
+		return err
 	}
 	_, err = r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		if len(all) > 0 {

@@ -45,6 +45,11 @@ type WatcherOptions struct {
 	// view at once, read as registry trouble rather than as deaths) are still served. It
 	// defaults to 30 seconds.
 	MassExpiryHold time.Duration
+	// MaxClockSkew is how far an origin's clock may differ from this one. A record or
+	// heartbeat is trusted from its signed issue time until issue time + its TTL + MaxClockSkew,
+	// and dropped as a replay once older (or when issued more than MaxClockSkew ahead). Zero
+	// means zero (the config sets the default); a negative value counts as zero.
+	MaxClockSkew time.Duration
 }
 
 // WatcherStats is a point-in-time view of a Watcher's health, for metrics and readiness.
@@ -56,6 +61,7 @@ type WatcherStats struct {
 	Events            uint64    // channel messages handled
 	SignatureFailures uint64    // records, stream entries and events dropped for a bad MAC
 	InvalidRecords    uint64    // signed but malformed or invalid, dropped
+	StaleRecords      uint64    // signed but stale, dropped as replays: past issue time + TTL + clock skew, or of an older epoch
 	Resyncs           uint64    // full snapshots (start, reconnect, anti-entropy)
 	GapResyncs        uint64    // single-origin re-reads: new origin, version gap, epoch change
 	Expired           uint64    // origins dropped after Redis confirmed their record gone
@@ -127,10 +133,12 @@ type Watcher struct {
 	sink Sink
 	ae   time.Duration
 	hold time.Duration
+	skew time.Duration
 	now  func() time.Time
 	log  *slog.Logger
 
 	held     map[string]*heldOrigin // owned by the Run goroutine
+	staleLog map[string]time.Time   // when a stale value of an origin was last logged; owned by the Run goroutine
 	mass     bool                   // a mass-expiry episode is under way; owned by the Run goroutine
 	lastMass time.Time              // when most of the view last read as vanished; owned by the Run goroutine
 
@@ -179,9 +187,9 @@ func NewWatcher(c redis.UniversalClient, clusterKey string, sink Sink, o Watcher
 	sg := newSigner(clusterKey)
 	return &Watcher{
 		c: c, ks: keyspace{sg.ns}, sg: sg, key: clusterKey, sink: sink,
-		ae: o.AntiEntropy, hold: o.MassExpiryHold, now: o.Now,
+		ae: o.AntiEntropy, hold: o.MassExpiryHold, skew: max(o.MaxClockSkew, 0), now: o.Now,
 		log:  o.Logger.With("component", "watcher", "namespace", sg.ns),
-		held: map[string]*heldOrigin{},
+		held: map[string]*heldOrigin{}, staleLog: map[string]time.Time{},
 	}
 }
 
@@ -338,11 +346,18 @@ func (w *Watcher) process(ctx context.Context, m any) error {
 	switch m := m.(type) {
 	case error:
 		return m
-	case *redis.Message:
-		w.handle(ctx, m.Channel, m.Payload)
+	case received:
+		w.handle(ctx, m.msg.Channel, m.msg.Payload, m.at)
 	}
 	w.count(func(s *WatcherStats) { s.LastContact = w.now() })
 	return nil
+}
+
+// received is a channel message and when it arrived: its freshness is judged at arrival, so a
+// backlog in this process does not make live origins' heartbeats look replayed.
+type received struct {
+	msg *redis.Message
+	at  time.Time
 }
 
 // receive moves subscription traffic into inbox until the session ends or fails.
@@ -358,6 +373,9 @@ func (w *Watcher) receive(ctx context.Context, ps *redis.PubSub, inbox chan<- an
 				continue
 			}
 			m = fmt.Errorf("receive: %w", err)
+		}
+		if msg, ok := m.(*redis.Message); ok {
+			m = received{msg, w.now()}
 		}
 		select {
 		case inbox <- m:
@@ -387,16 +405,16 @@ func (w *Watcher) expire(ctx context.Context) {
 		return
 	}
 	type probe struct {
-		id   string
-		rec  *redis.StringCmd
-		pttl *redis.DurationCmd
+		id  string
+		rec *redis.StringCmd
 	}
 	rctx, cancel := context.WithTimeout(ctx, verifyTimeout)
 	defer cancel()
 	probes := make([]probe, 0, len(due))
+	readAt := now
 	_, _ = w.c.Pipelined(rctx, func(p redis.Pipeliner) error {
 		for _, id := range due {
-			probes = append(probes, probe{id, p.Get(rctx, w.ks.rec(id)), p.PTTL(rctx, w.ks.rec(id))})
+			probes = append(probes, probe{id, p.Get(rctx, w.ks.rec(id))})
 		}
 		return nil
 	})
@@ -420,6 +438,13 @@ func (w *Watcher) expire(ctx context.Context) {
 			gone[pr.id] = true
 			continue
 		}
+		// A stale record (a replay, or the last one of a process that died) or one of an older
+		// run proves nothing: as good as none.
+		deadline, ferr := w.fresh(rec, readAt)
+		if ferr != nil || rec.Epoch < h.epoch {
+			gone[pr.id] = true
+			continue
+		}
 		// Alive in Redis, only its heartbeats did not reach us (the channel's node may be failing
 		// over, or we are slow). A newer list version comes with its delta or next heartbeat:
 		// this read is about liveness, and re-reading a big list here would only add to the load.
@@ -427,11 +452,7 @@ func (w *Watcher) expire(ctx context.Context) {
 			reread = append(reread, pr.id)
 			continue
 		}
-		ttl := ttlOf(rec)
-		if d, err := pr.pttl.Result(); err == nil && d > 0 {
-			ttl = d
-		}
-		h.deadline = now.Add(ttl)
+		h.deadline = deadline
 		h.alive()
 	}
 	for _, id := range reread {
@@ -518,8 +539,8 @@ func (w *Watcher) noteOverdue() {
 // fetched is one origin as read from Redis, before verification.
 type fetched struct {
 	id      string
+	at      time.Time // when the read was sent; freshness is judged then
 	rec     *redis.StringCmd
-	pttl    *redis.DurationCmd
 	streams *redis.MapStringStringCmd
 }
 
@@ -536,13 +557,14 @@ func (f fetched) err() error {
 func (w *Watcher) queueFetch(ctx context.Context, p redis.Pipeliner, id string) fetched {
 	return fetched{
 		id:      id,
+		at:      w.now(),
 		rec:     p.Get(ctx, w.ks.rec(id)), // before the list: the list is then at least as new
-		pttl:    p.PTTL(ctx, w.ks.rec(id)),
 		streams: p.HGetAll(ctx, w.ks.streams(id)),
 	}
 }
 
-// verify turns a fetch into a view; ok is false when the origin is absent or untrusted.
+// verify turns a fetch into a view and the deadline its record is trusted until; ok is false
+// when the origin is absent, untrusted or stale.
 func (w *Watcher) verify(f fetched) (OriginView, time.Time, bool) {
 	blob, err := f.rec.Bytes()
 	if err != nil {
@@ -561,9 +583,10 @@ func (w *Watcher) verify(f fetched) (OriginView, time.Time, bool) {
 		w.reject(f.id, "record", err)
 		return OriginView{}, time.Time{}, false
 	}
-	ttl := time.Duration(rec.TTLMillis) * time.Millisecond
-	if d, err := f.pttl.Result(); err == nil && d > 0 {
-		ttl = d
+	deadline, err := w.fresh(rec, f.at)
+	if err != nil {
+		w.reject(f.id, "record", err)
+		return OriginView{}, time.Time{}, false
 	}
 	fields, _ := f.streams.Result()
 	streams := make([]cluster.Stream, 0, len(fields))
@@ -588,7 +611,33 @@ func (w *Watcher) verify(f fetched) (OriginView, time.Time, bool) {
 	if bad > 0 {
 		w.log.Warn("stream entries dropped", "origin", f.id, "count", bad, "err", firstErr)
 	}
-	return OriginView{Origin: rec, Streams: streams}, w.now().Add(ttl), true
+	return OriginView{Origin: rec, Streams: streams}, deadline, true
+}
+
+// errStale marks signed values dropped for their age or epoch: replays, or the last words of
+// a process that is gone.
+var errStale = errors.New("stale")
+
+// fresh returns until when rec may be trusted: its signed issue time plus its TTL plus the
+// allowed clock skew. It fails when that had passed at time now (when the record was read or
+// received), and for a record issued further ahead than the skew (its deadline would outlive
+// its TTL here).
+func (w *Watcher) fresh(rec cluster.Origin, now time.Time) (time.Time, error) {
+	if rec.IssuedMillis <= 0 {
+		return time.Time{}, fmt.Errorf("%w: no issue time", errStale)
+	}
+	ttl := ttlOf(rec)
+	issued := time.UnixMilli(rec.IssuedMillis)
+	if issued.After(now.Add(w.skew)) {
+		return time.Time{}, fmt.Errorf("%w: issued %s ahead of this clock (max clock skew %s)",
+			errStale, issued.Sub(now).Round(time.Millisecond), w.skew)
+	}
+	deadline := issued.Add(ttl + w.skew)
+	if now.After(deadline) {
+		return time.Time{}, fmt.Errorf("%w: issued %s ago, past its TTL %s plus max clock skew %s",
+			errStale, now.Sub(issued).Round(time.Millisecond), ttl, w.skew)
+	}
+	return deadline, nil
 }
 
 func validStream(s cluster.Stream, field string) error {
@@ -603,9 +652,12 @@ func validStream(s cluster.Stream, field string) error {
 
 func (w *Watcher) countReject(err error) {
 	w.count(func(s *WatcherStats) {
-		if errors.Is(err, ErrBadSignature) {
+		switch {
+		case errors.Is(err, ErrBadSignature):
 			s.SignatureFailures++
-		} else {
+		case errors.Is(err, errStale):
+			s.StaleRecords++
+		default:
 			s.InvalidRecords++
 		}
 	})
@@ -613,6 +665,9 @@ func (w *Watcher) countReject(err error) {
 
 func (w *Watcher) reject(id, what string, err error) {
 	w.countReject(err)
+	if errors.Is(err, errStale) && !w.logStale(id) {
+		return
+	}
 	w.log.Warn("registry data dropped", "origin", id, "what", what, "err", err)
 }
 
@@ -651,7 +706,7 @@ func (w *Watcher) resync(ctx context.Context, reconnect bool) error {
 				continue
 			}
 			v, deadline, ok := w.verify(f)
-			if !ok {
+			if !ok || w.olderRun(f.id, v.Origin.Epoch) {
 				continue
 			}
 			views = append(views, v)
@@ -721,7 +776,7 @@ func (w *Watcher) reread(ctx context.Context, id string) {
 		return
 	}
 	v, deadline, ok := w.verify(f)
-	if !ok {
+	if !ok || w.olderRun(id, v.Origin.Epoch) {
 		// A missing or untrusted record is not proof the origin died (its node may have failed
 		// over to a replica that lost the key): a held copy stays until Redis confirms it gone
 		// after its deadline (expire), or a bye.
@@ -738,7 +793,7 @@ func (w *Watcher) reread(ctx context.Context, id string) {
 }
 
 // handle applies one channel message.
-func (w *Watcher) handle(ctx context.Context, channel, payload string) {
+func (w *Watcher) handle(ctx context.Context, channel, payload string, at time.Time) {
 	w.count(func(s *WatcherStats) { s.Events++ })
 	if channel != w.ks.events() {
 		return
@@ -755,7 +810,7 @@ func (w *Watcher) handle(ctx context.Context, channel, payload string) {
 			w.reject(ev.Origin, "heartbeat", err)
 			return
 		}
-		w.onBeat(ctx, ev.Origin, b)
+		w.onBeat(ctx, ev.Origin, b, at)
 	case eventDelta:
 		var d deltaBody
 		if err := decodeBody(ev.Body, &d); err != nil {
@@ -778,7 +833,7 @@ func (w *Watcher) handle(ctx context.Context, channel, payload string) {
 	}
 }
 
-func (w *Watcher) onBeat(ctx context.Context, id string, b beatBody) {
+func (w *Watcher) onBeat(ctx context.Context, id string, b beatBody, at time.Time) {
 	rec := b.Rec
 	if rec.ID != id {
 		w.reject(id, "heartbeat", fmt.Errorf("record id %q in another origin's event", rec.ID))
@@ -786,6 +841,15 @@ func (w *Watcher) onBeat(ctx context.Context, id string, b beatBody) {
 	}
 	if err := rec.Validate(); err != nil {
 		w.reject(id, "heartbeat", err)
+		return
+	}
+	// Checked first: a replayed beat must cost no Redis read.
+	deadline, err := w.fresh(rec, at)
+	if err != nil {
+		w.reject(id, "heartbeat", err)
+		return
+	}
+	if w.olderRun(id, rec.Epoch) {
 		return
 	}
 	h := w.held[id]
@@ -797,19 +861,25 @@ func (w *Watcher) onBeat(ctx context.Context, id string, b beatBody) {
 		if h = w.held[id]; h != nil && h.epoch == rec.Epoch {
 			// The beat itself proves the origin alive, whatever the re-read found.
 			h.seq = b.Seq
-			h.deadline = maxTime(h.deadline, w.now().Add(ttlOf(rec)))
+			h.deadline = maxTime(h.deadline, deadline)
 			h.alive()
 		}
 		return
 	}
 	h.seq = b.Seq
-	h.deadline = w.now().Add(ttlOf(rec))
+	h.deadline = deadline
 	h.alive()
 	w.sink.PutOrigin(rec)
 }
 
 func (w *Watcher) onDelta(ctx context.Context, id string, d deltaBody) {
+	// Deltas are judged by epoch and version, not by age: one delivered late is no replay,
+	// and a replayed one names a version already applied (or a dead origin's, which a re-read
+	// finds gone). None extends an origin's life.
 	h := w.held[id]
+	if h != nil && d.Epoch < h.epoch {
+		return
+	}
 	switch {
 	case h == nil:
 		w.reread(ctx, id)
@@ -835,6 +905,42 @@ func (w *Watcher) onDelta(ctx context.Context, id string, d deltaBody) {
 	default:
 		w.reread(ctx, id)
 	}
+}
+
+// staleLogEvery bounds the lines about one origin's stale values: a replay repeats them many
+// times a second, and one line (with the counter) tells the story.
+const staleLogEvery = 10 * time.Second
+
+// logStale reports whether a stale value of origin id may be logged now.
+func (w *Watcher) logStale(id string) bool {
+	now := w.now()
+	if last, ok := w.staleLog[id]; ok && now.Sub(last) < staleLogEvery {
+		return false
+	}
+	if len(w.staleLog) >= 1024 {
+		for k, t := range w.staleLog {
+			if now.Sub(t) >= staleLogEvery {
+				delete(w.staleLog, k)
+			}
+		}
+		if len(w.staleLog) >= 1024 {
+			return false
+		}
+	}
+	w.staleLog[id] = now
+	return true
+}
+
+// olderRun reports (and counts) a record of an epoch older than the one held for id: a value
+// of the origin's previous run, replayed or late.
+func (w *Watcher) olderRun(id string, epoch uint64) bool {
+	h := w.held[id]
+	if h == nil || epoch >= h.epoch {
+		return false
+	}
+	w.count(func(s *WatcherStats) { s.StaleRecords++ })
+	w.log.Debug("registry data of an older run ignored", "origin", id, "epoch", epoch, "held_epoch", h.epoch)
+	return true
 }
 
 func ttlOf(o cluster.Origin) time.Duration { return time.Duration(o.TTLMillis) * time.Millisecond }

@@ -27,12 +27,15 @@ type event struct {
 }
 
 // beatBody is published on every heartbeat and on state changes.
+// Its freshness is the record's own: Rec.IssuedMillis, Rec.Epoch and Rec.TTLMillis.
 type beatBody struct {
 	Seq uint64         `json:"seq"` // grows per heartbeat within an epoch; older ones are ignored
 	Rec cluster.Origin `json:"rec"`
 }
 
-// deltaBody is a stream-list change from FromVersion to Version.
+// deltaBody is a stream-list change from FromVersion to Version. It carries no issue time:
+// deltas are ordered by epoch and version, a replayed one names a version already applied,
+// and none extends an origin's life.
 type deltaBody struct {
 	Epoch       uint64                 `json:"epoch"`
 	FromVersion uint64                 `json:"from_version"`
