@@ -9,8 +9,8 @@ import (
 	"github.com/peergate/peergate/shared/streamname"
 )
 
-// Events receives stream transitions for the registry. Calls come in order from one
-// goroutine owned by the Table.
+// Events receives stream transitions (the registry's stream book, the HTTP server's eager HLS
+// muxers). Calls come in order from one goroutine owned by the Table.
 type Events interface {
 	// StreamRunning: first key frame arrived, or the metadata (bitrate) changed notably.
 	StreamRunning(name string, meta cluster.StreamMeta)
@@ -18,15 +18,17 @@ type Events interface {
 	StreamStopped(name string)
 }
 
-// Starter starts on-demand sources.
+// Starter starts on-demand sources. The Table passes itself, so a Starter is built before the
+// Table without a reference to it.
 type Starter interface {
-	// Demand reports whether a source for name exists and was asked to start (idempotent).
-	Demand(name string) bool
+	// Demand reports whether a source for name exists and was asked to start publishing
+	// into t (idempotent).
+	Demand(t *Table, name string) bool
 }
 
 // Config tunes a Table; the zero value works.
 type Config struct {
-	// Events gets running/stopped transitions. Optional.
+	// Events gets running/stopped transitions. Optional; Table.Notify adds more receivers.
 	Events Events
 	// Starter starts on-demand sources for unknown names. Optional.
 	Starter Starter
@@ -54,6 +56,7 @@ type Table struct {
 	meters meters
 
 	evMu     sync.Mutex
+	evTo     []Events // Config.Events, then every Notify; guarded by evMu
 	evQueue  []event
 	evSignal chan struct{}
 
@@ -90,6 +93,9 @@ func NewTable(cfg Config) *Table {
 		streams:  map[string]*Stream{},
 		waiters:  map[string]chan struct{}{},
 		evSignal: make(chan struct{}, 1),
+	}
+	if cfg.Events != nil {
+		t.evTo = []Events{cfg.Events}
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.wg.Add(1)
@@ -202,7 +208,7 @@ func (t *Table) Find(ctx context.Context, name string) (*Stream, error) {
 		// A claimed NAME has a publisher that is still announcing its tracks (RTMP takes about
 		// 2 s): wait for it as for an on-demand start. Asked again after every wake-up, so a
 		// released claim ends the wait.
-		if !claimed && (t.cfg.Starter == nil || !t.cfg.Starter.Demand(name)) {
+		if !claimed && (t.cfg.Starter == nil || !t.cfg.Starter.Demand(t, name)) {
 			return nil, ErrNotFound
 		}
 		if timer == nil {
@@ -278,11 +284,17 @@ func (t *Table) remove(s *Stream) {
 	}
 }
 
+// Notify adds a receiver of the Table's events: it gets every event delivered after the call,
+// in order with the other receivers. It is how parts built on the Table follow it (the
+// stream book, the HTTP server's eager muxers); add them before anything can publish.
+func (t *Table) Notify(e Events) {
+	t.evMu.Lock()
+	defer t.evMu.Unlock()
+	t.evTo = append(t.evTo, e)
+}
+
 // emit queues an event; callers hold the stream's lock so events of one stream stay ordered.
 func (t *Table) emit(e event) {
-	if t.cfg.Events == nil {
-		return
-	}
 	t.evMu.Lock()
 	t.evQueue = append(t.evQueue, e)
 	t.evMu.Unlock()
@@ -321,14 +333,16 @@ func (t *Table) run() {
 
 func (t *Table) deliver() {
 	t.evMu.Lock()
-	q := t.evQueue
+	q, to := t.evQueue, t.evTo
 	t.evQueue = nil
 	t.evMu.Unlock()
 	for _, e := range q {
-		if e.running {
-			t.cfg.Events.StreamRunning(e.name, e.meta)
-		} else {
-			t.cfg.Events.StreamStopped(e.name)
+		for _, r := range to {
+			if e.running {
+				r.StreamRunning(e.name, e.meta)
+			} else {
+				r.StreamStopped(e.name)
+			}
 		}
 	}
 }

@@ -306,7 +306,7 @@ func TestMaxViewers(t *testing.T) {
 // neverStarts claims every name is on demand but never publishes it.
 type neverStarts struct{}
 
-func (neverStarts) Demand(string) bool { return true }
+func (neverStarts) Demand(*media.Table, string) bool { return true }
 
 // TestPlayNotFoundAfterStartTimeout: a player of an on-demand NAME whose source does not
 // come up within the start bound still gets NetStream.Play.StreamNotFound, even when that
