@@ -1,0 +1,76 @@
+package media
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// TestNotify: receivers added with Notify get every event delivered after the call, in order,
+// after Config.Events; a Table without Config.Events delivers to Notify receivers alone.
+func TestNotify(t *testing.T) {
+	t.Parallel()
+	first, second := newRec(), newRec()
+	tbl := NewTable(Config{Events: first})
+	defer tbl.Close()
+	tbl.Notify(second)
+	st, _ := tbl.Publish("live/x", testTracks())
+	st.WriteUnit(Unit{Track: 0, AU: [][]byte{idr}})
+	st.Close()
+	for _, r := range []*recEvents{first, second} {
+		if e := r.next(t); e != "running live/x avc1.64001f,mp4a.40.2" {
+			t.Fatalf("event %q", e)
+		}
+		if e := r.next(t); e != "stopped live/x" {
+			t.Fatalf("event %q", e)
+		}
+	}
+
+	only := newRec()
+	tbl2 := NewTable(Config{})
+	defer tbl2.Close()
+	tbl2.Notify(only)
+	st2, _ := tbl2.Publish("live/y", testTracks())
+	st2.WriteUnit(Unit{Track: 0, AU: [][]byte{idr}})
+	if e := only.next(t); e != "running live/y avc1.64001f,mp4a.40.2" {
+		t.Fatalf("event %q", e)
+	}
+	st2.Close()
+}
+
+// TestCollector: the table's viewers, egress bytes and live streams are exported, with every
+// protocol present even at zero.
+func TestCollector(t *testing.T) {
+	t.Parallel()
+	tbl := NewTable(Config{})
+	defer tbl.Close()
+	st, _ := tbl.Publish("live/x", testTracks())
+	defer st.Close()
+	v := st.Join(ProtoRTMP)
+	v.Sent(1234)
+	defer v.Leave()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(NewCollector(tbl))
+	want := `
+# HELP peergate_origin_clients Viewers currently served, per protocol.
+# TYPE peergate_origin_clients gauge
+peergate_origin_clients{proto="hls"} 0
+peergate_origin_clients{proto="mpegts"} 0
+peergate_origin_clients{proto="rtmp"} 1
+peergate_origin_clients{proto="rtsp"} 0
+# HELP peergate_origin_egress_bytes_total Media bytes sent to viewers, per protocol.
+# TYPE peergate_origin_egress_bytes_total counter
+peergate_origin_egress_bytes_total{proto="hls"} 0
+peergate_origin_egress_bytes_total{proto="mpegts"} 0
+peergate_origin_egress_bytes_total{proto="rtmp"} 1234
+peergate_origin_egress_bytes_total{proto="rtsp"} 0
+# HELP peergate_origin_streams Live streams (publishing now).
+# TYPE peergate_origin_streams gauge
+peergate_origin_streams 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
+		t.Fatal(err)
+	}
+}
