@@ -3,17 +3,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/peergate/peergate/internal/cli"
 	"github.com/peergate/peergate/origin/announce"
@@ -28,9 +23,6 @@ import (
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
-
-// registryOpTimeout bounds one Drain, Flush or Deregister call.
-const registryOpTimeout = 5 * time.Second
 
 func main() { cli.Main("origin", run) }
 
@@ -62,7 +54,10 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 		return err
 	}
 	defer ms.close() // also after a failed start below; a no-op after the ordered shutdown
-	reg, err := registry.NewRegistrar(client, cfg.ClusterKey, record(cfg), registry.RegistrarOptions{
+	reg, err := registry.NewRegistrar(client, cfg.ClusterKey, cluster.Origin{
+		ID: cfg.ID, Private: cfg.Private, Public: cfg.PublicURLs(), State: cluster.StateUp,
+		Capacity: cfg.ClusterCapacity(), StartedAt: time.Now().UTC(), Software: "peergate-origin/" + version,
+	}, registry.RegistrarOptions{
 		Heartbeat: cfg.Heartbeat.Interval,
 		TTL:       cfg.Heartbeat.TTL,
 		Load:      ms.tbl.NewLoadMeter().Sample,
@@ -98,26 +93,13 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 
 	<-ctx.Done()
 	log.Info("draining", "origin", cfg.ID, "drain_timeout", cfg.DrainTimeout.String())
-	lc.drain(ms.viewers, cfg.DrainTimeout)
+	lc.drain(func() int64 { return ms.tbl.Stats().Clients }, cfg.DrainTimeout)
 	// After deregistering, so the streams ending here cause no registry churn.
 	ms.close()
 	cancelRun()
 	wg.Wait()
 	log.Info("stopped", "origin", cfg.ID)
 	return nil
-}
-
-// record is the origin's registry record at start.
-func record(cfg *config.Origin) cluster.Origin {
-	return cluster.Origin{
-		ID:        cfg.ID,
-		Private:   cfg.Private,
-		Public:    cfg.PublicURLs(),
-		State:     cluster.StateUp,
-		Capacity:  cfg.ClusterCapacity(),
-		StartedAt: time.Now().UTC(),
-		Software:  "peergate-origin/" + version,
-	}
 }
 
 // startAdmin serves metrics, /readyz and the stream API (operators and tests announce and
@@ -145,111 +127,4 @@ func startAdmin(cfg *config.Origin, lc *lifecycle, book streamapi.Registry, tbl 
 	}
 	log.Info("listening", "listener", "admin", "addr", adm.Addr().String())
 	return adm, nil
-}
-
-// lifecycle is the origin's standing in the registry: registered, draining.
-type lifecycle struct {
-	reg      *registry.Registrar
-	log      *slog.Logger
-	flushed  atomic.Bool // the record and stream list reached the registry
-	draining atomic.Bool
-}
-
-// ready is /readyz: registered, not draining, and a registry write within one TTL (without
-// one, gateways lose us).
-func (lc *lifecycle) ready() error {
-	switch {
-	case lc.draining.Load():
-		return errors.New("draining")
-	case !lc.flushed.Load():
-		return errors.New("not registered yet")
-	}
-	return lc.reg.CheckReady()
-}
-
-// register returns once the record and stream list are in Redis (logging "registered" with
-// attrs) or ctx ends; Run keeps retrying meanwhile.
-func (lc *lifecycle) register(ctx context.Context, attrs ...any) {
-	for ctx.Err() == nil {
-		fctx, cancel := context.WithTimeout(ctx, registryOpTimeout)
-		err := lc.reg.Flush(fctx)
-		cancel()
-		if err == nil {
-			lc.flushed.Store(true)
-			lc.log.Info("registered", append(attrs, "epoch", lc.reg.Epoch())...)
-			return
-		}
-		lc.log.Warn("registration pending", "err", err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
-	}
-}
-
-// drain publishes the draining state, waits for the viewers to leave (up to timeout) and
-// deregisters.
-func (lc *lifecycle) drain(viewers func() int64, timeout time.Duration) {
-	lc.draining.Store(true)
-	dctx, cancel := context.WithTimeout(context.Background(), registryOpTimeout)
-	if err := lc.reg.Drain(dctx); err != nil {
-		lc.log.Warn("drain not published", "err", err)
-	}
-	cancel()
-	waitViewers(viewers, timeout, lc.log)
-	dctx, cancel = context.WithTimeout(context.Background(), registryOpTimeout)
-	if err := lc.reg.Deregister(dctx); err != nil {
-		lc.log.Warn("deregister failed; the record expires with its TTL", "err", err)
-	}
-	cancel()
-}
-
-// collectors are the lifecycle's gauges.
-func (lc *lifecycle) collectors() []prometheus.Collector {
-	gauge := func(name, help string, f func() float64) prometheus.Collector {
-		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
-	}
-	return []prometheus.Collector{
-		gauge("peergate_origin_draining", "1 while the origin drains before exit.",
-			func() float64 { return b2f(lc.draining.Load()) }),
-		gauge("peergate_origin_registered", "1 once the record and stream list reached the registry.",
-			func() float64 { return b2f(lc.flushed.Load()) }),
-		gauge("peergate_origin_registry_write_age_seconds",
-			"Seconds since the record last reached the registry (NaN before the first write); over one TTL the origin is not ready.",
-			func() float64 { return writeAge(lc.reg.LastWrite()) }),
-		gauge("peergate_origin_registry_index_write_age_seconds",
-			"Seconds since the shared origin index last took this origin (NaN before the first write).",
-			func() float64 { return writeAge(lc.reg.LastIndexWrite()) }),
-	}
-}
-
-// waitViewers returns when nobody watches any more or after timeout.
-func waitViewers(viewers func() int64, timeout time.Duration, log *slog.Logger) {
-	deadline := time.Now().Add(timeout)
-	for {
-		n := viewers()
-		if n <= 0 {
-			return
-		}
-		if !time.Now().Before(deadline) {
-			log.Warn("drain timeout; viewers cut off", "viewers", n)
-			return
-		}
-		time.Sleep(min(250*time.Millisecond, time.Until(deadline)))
-	}
-}
-
-// writeAge is the age of a registry write in seconds, NaN before the first.
-func writeAge(t time.Time) float64 {
-	if t.IsZero() {
-		return math.NaN()
-	}
-	return time.Since(t).Seconds()
-}
-
-func b2f(b bool) float64 {
-	if b {
-		return 1
-	}
-	return 0
 }

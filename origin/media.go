@@ -37,15 +37,8 @@ type mediaStack struct {
 // newMedia builds the on-demand manager and the Table; nothing can publish yet.
 func newMedia(cfg *config.Origin, log *slog.Logger) (*mediaStack, error) {
 	var pulls []ondemand.Source
-	for i, s := range cfg.Streams {
-		if s.Kind() != config.SourcePull {
-			continue
-		}
-		src := ondemand.Source{Name: s.Name, URL: s.Source}
-		if err := ondemand.ValidateSource(src); err != nil {
-			return nil, fmt.Errorf("streams[%d].source: %w", i, err)
-		}
-		pulls = append(pulls, src)
+	for _, s := range cfg.SourceStreams(config.SourcePull) {
+		pulls = append(pulls, ondemand.Source{Name: s.Name, URL: s.Source})
 	}
 	odm := &ondemand.Manager{
 		Sources:     pulls,
@@ -61,11 +54,10 @@ func newMedia(cfg *config.Origin, log *slog.Logger) (*mediaStack, error) {
 		MaxReaders: cfg.Limits.MaxViewers + 16,
 	})
 	m := &mediaStack{tbl: tbl, odm: odm, started: []interface{ Close() }{tbl}}
-	if err := odm.Initialize(); err != nil {
+	if err := m.start(odm); err != nil {
 		m.close()
 		return nil, fmt.Errorf("streams: %w", err)
 	}
-	m.started = append(m.started, odm)
 	return m, nil
 }
 
@@ -169,6 +161,3 @@ func (m *mediaStack) close() {
 		}
 	})
 }
-
-// viewers counts viewers over every protocol, for draining.
-func (m *mediaStack) viewers() int64 { return m.tbl.Stats().Clients }

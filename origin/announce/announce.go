@@ -37,9 +37,7 @@ type Book struct {
 
 var _ media.Events = (*Book)(nil)
 
-// NewBook returns a Book writing to reg, with the static announcements of the config; od may
-// be nil when nothing is on demand. It writes nothing itself: the registrar's initial list is
-// main's (static entries and on-demand NAMEs).
+// NewBook returns a Book writing to reg with the config's static announcements; od may be nil.
 func NewBook(reg Registry, static []cluster.Stream, od OnDemand) *Book {
 	b := &Book{reg: reg, onDemand: od, static: map[string]cluster.Stream{}, live: map[string]bool{}}
 	for _, s := range static {

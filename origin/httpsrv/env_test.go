@@ -67,8 +67,8 @@ type env struct {
 func newEnv(t testing.TB, cfg media.Config) *env {
 	t.Helper()
 	e := &env{t: t, ev: &fanout{}}
-	cfg.Events = e.ev
 	e.tbl = media.NewTable(cfg)
+	e.tbl.Notify(e.ev)
 	t.Cleanup(e.tbl.Close)
 	return e
 }

@@ -62,10 +62,10 @@
 //
 // # Registry events and load
 //
-// Config.Events and every receiver added with Table.Notify get StreamRunning(name, meta) when a stream's first key frame arrives
-// (the first unit for audio-only streams) and again when its measured bitrate moves by
-// more than 25 %, and StreamStopped(name) when the publisher of an announced stream
-// leaves. Calls come in order from one goroutine owned by the Table, never from a
+// Every receiver added with Table.Notify gets StreamRunning(name, meta) when a stream's
+// first key frame arrives (the first unit for audio-only streams) and again when its
+// measured bitrate moves by more than 25 %, and StreamStopped(name) when the publisher of
+// an announced stream leaves. Calls come in order from one goroutine owned by the Table, never from a
 // publisher, so a slow registry never stalls media. Viewers are counted per protocol:
 // Stream.Join(protocol) returns a Viewer whose Sent(n) adds egress bytes and Leave()
 // ends it (Table.AddEgress counts bytes that belong to no single viewer); Table.Stats()
@@ -77,16 +77,11 @@
 //
 // Each part gets what it needs when it is built; nothing is assigned afterwards:
 //
-//	odm := &ondemand.Manager{Sources: pulls}          // needs no Table: Demand passes it
-//	tbl := media.NewTable(media.Config{Starter: odm})
-//	odm.Initialize()
-//	reg := registry.NewRegistrar(..., registry.RegistrarOptions{Load: tbl.NewLoadMeter().Sample})
+//	odm := &ondemand.Manager{Sources: pulls}          // no Table: Demand(tbl, name) passes it
+//	tbl := media.NewTable(media.Config{Starter: odm}) // Load: tbl.NewLoadMeter().Sample
 //	tbl.Notify(announce.NewBook(reg, static, odm))   // the registry's stream list
-//	hs := &httpsrv.Server{Table: tbl}; hs.Initialize()
-//	tbl.Notify(hs)                                    // eager HLS muxers
+//	hs := &httpsrv.Server{Table: tbl}; hs.Initialize(); tbl.Notify(hs) // eager HLS muxers
 //	rtsp := &rtspsrv.Server{Address: ":8555", UDPRTPAddress: ":8000", Table: tbl}
-//	rtmp := &rtmpsrv.Server{Address: ":1936", Table: tbl}
 //	src := &filesrc.Source{Name: "demo", Path: "origin/testdata/demo.ts", Table: tbl}
 //	// Initialize each; on shutdown Close sources and servers, then odm, then tbl.
-//	// NewCollector(tbl) exports the counters to Prometheus; tbl.Stats().Clients counts viewers for draining.
 package media

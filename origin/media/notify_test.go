@@ -8,13 +8,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-// TestNotify: receivers added with Notify get every event delivered after the call, in order,
-// after Config.Events; a Table without Config.Events delivers to Notify receivers alone.
+// TestNotify: every receiver added with Notify gets every event delivered after the call, in
+// order; a Table without receivers publishes as usual.
 func TestNotify(t *testing.T) {
 	t.Parallel()
 	first, second := newRec(), newRec()
-	tbl := NewTable(Config{Events: first})
+	tbl := NewTable(Config{})
 	defer tbl.Close()
+	tbl.Notify(first)
 	tbl.Notify(second)
 	st, _ := tbl.Publish("live/x", testTracks())
 	st.WriteUnit(Unit{Track: 0, AU: [][]byte{idr}})
@@ -28,16 +29,25 @@ func TestNotify(t *testing.T) {
 		}
 	}
 
-	only := newRec()
 	tbl2 := NewTable(Config{})
 	defer tbl2.Close()
-	tbl2.Notify(only)
-	st2, _ := tbl2.Publish("live/y", testTracks())
-	st2.WriteUnit(Unit{Track: 0, AU: [][]byte{idr}})
-	if e := only.next(t); e != "running live/y avc1.64001f,mp4a.40.2" {
-		t.Fatalf("event %q", e)
+	st2, err := tbl2.Publish("live/y", testTracks())
+	if err != nil {
+		t.Fatal(err)
 	}
+	st2.WriteUnit(Unit{Track: 0, AU: [][]byte{idr}})
 	st2.Close()
+	// A receiver added later gets later events only.
+	late := newRec()
+	tbl2.Notify(late)
+	st3, _ := tbl2.Publish("live/z", testTracks())
+	st3.WriteUnit(Unit{Track: 0, AU: [][]byte{idr}})
+	st3.Close()
+	for _, want := range []string{"running live/z avc1.64001f,mp4a.40.2", "stopped live/z"} {
+		if e := late.next(t); e != want {
+			t.Fatalf("late receiver: event %q, want %q", e, want)
+		}
+	}
 }
 
 // TestCollector: the table's viewers, egress bytes and live streams are exported, with every

@@ -28,8 +28,6 @@ type Starter interface {
 
 // Config tunes a Table; the zero value works.
 type Config struct {
-	// Events gets running/stopped transitions. Optional; Table.Notify adds more receivers.
-	Events Events
 	// Starter starts on-demand sources for unknown names. Optional.
 	Starter Starter
 	// StartTimeout bounds how long a reader waits for an on-demand publisher. It defaults to 10 seconds.
@@ -56,7 +54,7 @@ type Table struct {
 	meters meters
 
 	evMu     sync.Mutex
-	evTo     []Events // Config.Events, then every Notify; guarded by evMu
+	evTo     []Events // added by Notify; guarded by evMu
 	evQueue  []event
 	evSignal chan struct{}
 
@@ -93,9 +91,6 @@ func NewTable(cfg Config) *Table {
 		streams:  map[string]*Stream{},
 		waiters:  map[string]chan struct{}{},
 		evSignal: make(chan struct{}, 1),
-	}
-	if cfg.Events != nil {
-		t.evTo = []Events{cfg.Events}
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.wg.Add(1)

@@ -332,7 +332,8 @@ func (e *toHTTP) StreamStopped(n string)                       { e.hs.StreamStop
 // the whole origin down); the stream with only that track is refused and the process lives.
 func TestZeroSampleRateAACRefused(t *testing.T) {
 	ev := &toHTTP{}
-	tbl := media.NewTable(media.Config{Events: ev})
+	tbl := media.NewTable(media.Config{})
+	tbl.Notify(ev)
 	defer tbl.Close()
 	ev.hs = &httpsrv.Server{Address: "127.0.0.1:0", Table: tbl}
 	if err := ev.hs.Initialize(); err != nil {
