@@ -71,8 +71,8 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 	reg.SetStreams(append(cfg.StaticStreams(), ms.odm.Streams()...))
 	book := announce.NewBook(reg, cfg.StaticStreams(), ms.odm)
 	ms.tbl.Notify(book)
-	// Media listeners first: an origin that cannot serve must never appear in the registry
-	// (the registrar writes nothing before Run).
+	// Media listeners before the registrar runs (it writes nothing before Run): an origin that
+	// cannot serve must never appear in the registry.
 	if err := ms.serve(cfg, log); err != nil {
 		return err
 	}

@@ -9,7 +9,7 @@ import (
 )
 
 // TestNotify: every receiver added with Notify gets every event delivered after the call, in
-// order; a Table without receivers publishes as usual.
+// order, and none delivered before it.
 func TestNotify(t *testing.T) {
 	t.Parallel()
 	first, second := newRec(), newRec()
@@ -29,15 +29,22 @@ func TestNotify(t *testing.T) {
 		}
 	}
 
+	// A receiver added later gets the events delivered after it only.
 	tbl2 := NewTable(Config{})
 	defer tbl2.Close()
+	early := newRec()
+	tbl2.Notify(early)
 	st2, err := tbl2.Publish("live/y", testTracks())
 	if err != nil {
 		t.Fatal(err)
 	}
 	st2.WriteUnit(Unit{Track: 0, AU: [][]byte{idr}})
 	st2.Close()
-	// A receiver added later gets later events only.
+	for _, want := range []string{"running live/y avc1.64001f,mp4a.40.2", "stopped live/y"} {
+		if e := early.next(t); e != want {
+			t.Fatalf("early receiver: event %q, want %q", e, want)
+		}
+	}
 	late := newRec()
 	tbl2.Notify(late)
 	st3, _ := tbl2.Publish("live/z", testTracks())
