@@ -19,6 +19,7 @@ const publishSecret = "e2e-publish-secret-0123456789"
 // live; with the right key, RTMP and
 // RTSP publishers through the gateway go live on the origin.
 func TestPublishAuthThroughBinaries(t *testing.T) {
+	t.Parallel()
 	mediatest.Tool(t, "ffmpeg")
 	rs := redistest.Standalone(t)
 	secret := "PEERGATE_AUTH_PUBLISH_SECRET=" + publishSecret

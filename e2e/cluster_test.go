@@ -37,9 +37,9 @@ type topology interface {
 	Restart()
 }
 
-func TestClusterStandalone(t *testing.T)   { runCore(t, redistest.Standalone(t)) }
-func TestClusterRedisCluster(t *testing.T) { runCore(t, redistest.NewCluster(t)) }
-func TestClusterSentinel(t *testing.T)     { runCore(t, redistest.NewSentinel(t)) }
+func TestClusterStandalone(t *testing.T)   { t.Parallel(); runCore(t, redistest.Standalone(t)) }
+func TestClusterRedisCluster(t *testing.T) { t.Parallel(); runCore(t, redistest.NewCluster(t)) }
+func TestClusterSentinel(t *testing.T)     { t.Parallel(); runCore(t, redistest.NewSentinel(t)) }
 
 type origin struct {
 	id     string

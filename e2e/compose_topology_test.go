@@ -24,6 +24,7 @@ import (
 // (origin2 pulling origin1 over RTSP) through the first, and runs every service's compose
 // health check command against it.
 func TestComposeTopologyFromBinaries(t *testing.T) {
+	t.Parallel()
 	mediatest.Tool(t, "ffprobe")
 	b, err := os.ReadFile("../docker-compose.yml")
 	if err != nil {

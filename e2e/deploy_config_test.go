@@ -187,6 +187,7 @@ func dockerfileTargets(t *testing.T) map[string][2]string {
 }
 
 func TestComposeMatchesConfig(t *testing.T) {
+	t.Parallel()
 	b, err := os.ReadFile("../docker-compose.yml")
 	if err != nil {
 		t.Fatal(err)
@@ -418,6 +419,7 @@ type container struct {
 }
 
 func TestKubernetesMatchesConfig(t *testing.T) {
+	t.Parallel()
 	var kust struct {
 		Resources          []string `yaml:"resources"`
 		ConfigMapGenerator []struct {

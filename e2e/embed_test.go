@@ -15,6 +15,7 @@ import (
 // the origin embeds); the page and its media come from the origin, and the video's clock
 // advances on both paths.
 func TestEmbedThroughGateway(t *testing.T) {
+	t.Parallel()
 	rs := redistest.Standalone(t)
 	o := startMediaOrigin(t, "origin1", rs.URL(), "streams:\n  - name: demo\n    source: "+mediatest.Demo(t)+"\n",
 		"PEERGATE_HEARTBEAT_INTERVAL=500ms", "PEERGATE_HEARTBEAT_TTL=10s")

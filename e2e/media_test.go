@@ -100,6 +100,7 @@ func streamOrigins(gw *proc, name string) (map[string]string, error) {
 // UDP); RTMP readers on the origins decode it too; when a publisher
 // leaves, the gateway answers 404 for its name within a second.
 func TestMediaThroughGateway(t *testing.T) {
+	t.Parallel()
 	mediatest.Tool(t, "ffmpeg")
 	mediatest.Tool(t, "ffprobe")
 	rs := redistest.Standalone(t)
@@ -229,6 +230,7 @@ func TestMediaThroughGateway(t *testing.T) {
 // first viewer (ffprobe, through the gateway) starts the pull and plays, the name turns
 // running, and after the idle time without viewers it is ondemand again.
 func TestOnDemandThroughGateway(t *testing.T) {
+	t.Parallel()
 	mediatest.Tool(t, "ffprobe")
 	rs := redistest.Standalone(t)
 	o1 := startMediaOrigin(t, "file-1", rs.URL(), "streams:\n  - name: demo\n    source: "+mediatest.Demo(t)+"\n")

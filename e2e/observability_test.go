@@ -109,6 +109,7 @@ func checkExpr(t *testing.T, where, expr string, metrics, outcomes map[string]bo
 // TestObservabilityUsesRealMetrics: every metric and outcome the alert rules and the Grafana
 // dashboard use is one the code defines; promtool accepts the rules where it is installed.
 func TestObservabilityUsesRealMetrics(t *testing.T) {
+	t.Parallel()
 	metrics, outcomes := definedMetrics(t), gatewayOutcomes(t)
 
 	b, err := os.ReadFile("../deploy/observability/alerts.yaml")

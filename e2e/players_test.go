@@ -118,6 +118,7 @@ func (r *row) failed() bool { return r.err != nil }
 // listener for the same NAME never overlap, so each row's log lines are its own. The matrix
 // is logged; with PEERGATE_WRITE_MATRIX=1 it is also written to e2e/testdata/interop-matrix.md.
 func TestPlayersThroughGateway(t *testing.T) {
+	t.Parallel()
 	requirePlayers(t)
 	began := time.Now()
 	rs := redistest.Standalone(t)

@@ -102,6 +102,7 @@ func (s *seenSink) when(t *testing.T, name, state string) time.Time {
 // leaves, each within seconds; how long each took is logged (a measurement, not a bound:
 // a loaded machine may hold any of the processes involved).
 func TestRegistryTransitions(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Standalone(t)
 	const key = "transitions-cluster-key-0123456789"
 	rc, err := registry.Dial(srv.URL())

@@ -36,6 +36,14 @@ func main() {
 		}
 		return
 	}
+	// "gateway token NAME [-ttl 1h] [-ip ADDR]" prints a play token (see shared/pubauth).
+	if len(os.Args) > 1 && os.Args[1] == "token" {
+		if err := pubauth.TokenCommand(os.Args[2:], os.Environ(), time.Now(), os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "gateway token:", err)
+			os.Exit(2)
+		}
+		return
+	}
 	cli.Main("gateway", run)
 }
 
@@ -70,10 +78,11 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 	log := config.NewLogger(logOut, cfg.Log)
 	slog.SetDefault(log)
 	registry.RouteLibraryLogs(log)
-	publishAuth := pubauth.Authorizer(cfg.Auth.PublishSecret)
-	if publishAuth == nil {
+	hook := pubauth.NewHook(cfg.Auth.HTTPURL, cfg.Auth.HTTPTimeout, cfg.Auth.HTTPCache)
+	if cfg.Auth.PublishSecret == "" && hook == nil {
 		log.Warn(pubauth.OpenWarning)
 	}
+	playAuth := pubauth.PlayAuthorizer(cfg.Auth.PlaySecret)
 	log.Info("starting", "version", version, "namespace", registry.Namespace(cfg.ClusterKey))
 
 	client, err := registry.Dial(cfg.Redis.URL)
@@ -119,8 +128,10 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 			TLSConfig:         tlsConf,
 			TrustedProxies:    proxies,
 			StickyParam:       cfg.HTTP.StickyParam,
+			AuthorizePlay:     playAuth,
 			ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
 			MaxConns:          cfg.HTTP.MaxConns,
+			MaxConnsPerIP:     cfg.HTTP.MaxConnsPerIP,
 			RetryAfter:        cfg.HTTP.RetryAfter,
 			Logger:            log.With("listener", listener),
 			Metrics:           metrics,
@@ -177,12 +188,20 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 	}
 	if cfg.Listen.RTSP != "" {
 		rtsp := &rtspgw.Server{
-			Address:    cfg.Listen.RTSP,
-			Resolver:   gatedResolver{table, watcher.Ready},
-			RetryAfter: cfg.HTTP.RetryAfter,
-			Authorize:  publishAuth,
-			Logger:     log.With("listener", "rtsp"),
-			Metrics:    metrics,
+			Address:       cfg.Listen.RTSP,
+			Resolver:      gatedResolver{table, watcher.Ready},
+			RetryAfter:    cfg.HTTP.RetryAfter,
+			Authorize:     pubauth.PublishAuthorizer(cfg.Auth.PublishSecret, hook, "rtsp"),
+			AuthorizePlay: playAuth,
+			Logger:        log.With("listener", "rtsp"),
+			Metrics:       metrics,
+
+			FirstRequestTimeout: cfg.RTSP.FirstRequestTimeout,
+			ReadTimeout:         cfg.RTSP.ReadTimeout,
+			WriteTimeout:        cfg.RTSP.WriteTimeout,
+			DialTimeout:         cfg.RTSP.DialTimeout,
+			MaxConns:            cfg.RTSP.MaxConns,
+			MaxConnsPerIP:       cfg.RTSP.MaxConnsPerIP,
 		}
 		if err := rtsp.Initialize(); err != nil {
 			return fmt.Errorf("listen.rtsp: %w", err)
@@ -200,9 +219,13 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 			ReadTimeout:      cfg.RTMP.ReadTimeout,
 			WriteTimeout:     cfg.RTMP.WriteTimeout,
 			MaxConns:         cfg.RTMP.MaxConns,
-			Authorize:        publishAuth,
+			Authorize:        pubauth.PublishAuthorizer(cfg.Auth.PublishSecret, hook, "rtmp"),
+			AuthorizePlay:    playAuth,
 			Logger:           log.With("listener", "rtmp"),
 			Metrics:          metrics,
+
+			FirstRequestTimeout: cfg.RTMP.FirstRequestTimeout,
+			MaxConnsPerIP:       cfg.RTMP.MaxConnsPerIP,
 		}
 		if err := rtmp.Initialize(); err != nil {
 			return fmt.Errorf("listen.rtmp: %w", err)

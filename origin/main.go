@@ -36,7 +36,7 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 	log := config.NewLogger(logOut, cfg.Log)
 	slog.SetDefault(log)
 	registry.RouteLibraryLogs(log)
-	if cfg.Auth.PublishSecret == "" {
+	if cfg.Auth.PublishSecret == "" && cfg.Auth.HTTPURL == "" {
 		log.Warn(pubauth.OpenWarning)
 	}
 	client, err := registry.Dial(cfg.Redis.URL)

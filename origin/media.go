@@ -70,8 +70,10 @@ func (m *mediaStack) serve(cfg *config.Origin, log *slog.Logger) error {
 	}
 	m.tbl.Notify(hs) // eager HLS muxers; before any ingest can publish
 	log.Info("listening", "listener", "http", "addr", hs.Addr().String())
+	// One hook (and one decision cache) for both publish doors.
+	hook := pubauth.NewHook(cfg.Auth.HTTPURL, cfg.Auth.HTTPTimeout, cfg.Auth.HTTPCache)
 	if cfg.Listen.RTSP != "" {
-		s := rtspServer(cfg, m.tbl, log)
+		s := rtspServer(cfg, m.tbl, hook, log)
 		if err := m.start(s); err != nil {
 			return fmt.Errorf("listen.rtsp: %w", err)
 		}
@@ -79,7 +81,7 @@ func (m *mediaStack) serve(cfg *config.Origin, log *slog.Logger) error {
 		log.Info("listening", "listener", "rtsp", "addr", s.Addr().String(), "udp_rtp", strconv.Itoa(rtp), "udp_rtcp", strconv.Itoa(rtcp))
 	}
 	if cfg.Listen.RTMP != "" {
-		s := rtmpServer(cfg, m.tbl, log)
+		s := rtmpServer(cfg, m.tbl, hook, log)
 		if err := m.start(s); err != nil {
 			return fmt.Errorf("listen.rtmp: %w", err)
 		}
@@ -123,11 +125,14 @@ func httpServer(cfg *config.Origin, tbl *media.Table, log *slog.Logger) *httpsrv
 		ReadTimeout:       cfg.Limits.ReadTimeout,
 		WriteTimeout:      cfg.Limits.WriteTimeout,
 		MaxConns:          cfg.Limits.MaxConns,
+		AuthorizePlay:     pubauth.PlayAuthorizer(cfg.Auth.PlaySecret),
+		MaxConnsPerIP:     cfg.Limits.MaxConnsPerIP,
+		FirstByteTimeout:  cfg.Limits.FirstByteTimeout,
 		Logger:            log,
 	}
 }
 
-func rtspServer(cfg *config.Origin, tbl *media.Table, log *slog.Logger) *rtspsrv.Server {
+func rtspServer(cfg *config.Origin, tbl *media.Table, hook *pubauth.Hook, log *slog.Logger) *rtspsrv.Server {
 	return &rtspsrv.Server{
 		Address:       cfg.Listen.RTSP,
 		UDPRTPAddress: cfg.Listen.RTSPUDP,
@@ -135,12 +140,16 @@ func rtspServer(cfg *config.Origin, tbl *media.Table, log *slog.Logger) *rtspsrv
 		ReadTimeout:   cfg.Limits.ReadTimeout,
 		WriteTimeout:  cfg.Limits.WriteTimeout,
 		MaxConns:      cfg.Limits.MaxConns,
-		Authorize:     pubauth.Authorizer(cfg.Auth.PublishSecret),
+		Authorize:     pubauth.PublishAuthorizer(cfg.Auth.PublishSecret, hook, "rtsp"),
+		AuthorizePlay: pubauth.PlayAuthorizer(cfg.Auth.PlaySecret),
 		Logger:        log,
+
+		MaxConnsPerIP:    cfg.Limits.MaxConnsPerIP,
+		FirstByteTimeout: cfg.Limits.FirstByteTimeout, // gortsplib waits IdleTimeout for a first request
 	}
 }
 
-func rtmpServer(cfg *config.Origin, tbl *media.Table, log *slog.Logger) *rtmpsrv.Server {
+func rtmpServer(cfg *config.Origin, tbl *media.Table, hook *pubauth.Hook, log *slog.Logger) *rtmpsrv.Server {
 	return &rtmpsrv.Server{
 		Address:          cfg.Listen.RTMP,
 		Table:            tbl,
@@ -148,7 +157,10 @@ func rtmpServer(cfg *config.Origin, tbl *media.Table, log *slog.Logger) *rtmpsrv
 		ReadTimeout:      cfg.Limits.ReadTimeout,
 		WriteTimeout:     cfg.Limits.WriteTimeout,
 		MaxConns:         cfg.Limits.MaxConns,
-		Authorize:        pubauth.Authorizer(cfg.Auth.PublishSecret),
+		Authorize:        pubauth.PublishAuthorizer(cfg.Auth.PublishSecret, hook, "rtmp"),
+		AuthorizePlay:    pubauth.PlayAuthorizer(cfg.Auth.PlaySecret),
+		MaxConnsPerIP:    cfg.Limits.MaxConnsPerIP,
+		FirstByteTimeout: cfg.Limits.FirstByteTimeout,
 		Logger:           log,
 	}
 }

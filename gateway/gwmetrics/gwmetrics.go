@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/peergate/peergate/internal/netcap"
 )
 
 // Outcomes, as logged and counted by every listener (the outcome label).
@@ -21,8 +23,10 @@ const (
 	Error            = "error"              // the resolver gave no outcome (500)
 	OriginFailed     = "origin_failed"      // relay: the origin refused, failed or went away
 	ClientGone       = "client_gone"        // relay: the client left or stalled past its deadline
-	Refused          = "refused"            // over a connection cap
-	Unauthorized     = "unauthorized"       // publisher without a valid publish key (RTMP Publish.Unauthorized, RTSP 403)
+	Refused          = "refused"            // over a listener's connection cap
+	RefusedPerIP     = "refused_per_ip"     // over a listener's per-client-address connection cap
+	EvictedSilent    = "evicted_silent"     // silent since accept, closed to let a new client into a full listener
+	Unauthorized     = "unauthorized"       // publisher without a valid publish key, player without a valid play token (RTMP Publish.Unauthorized / Play.Failed, HTTP and RTSP 403)
 )
 
 // Relay modes and roles (labels of the relay series).
@@ -124,6 +128,18 @@ func (m *Prom) RelayBytes(proto, direction string, n int64) {
 		return
 	}
 	m.relayBytes.WithLabelValues(proto, direction).Add(float64(n))
+}
+
+// RefusalOutcome is the outcome a listener counts for a connection netcap refused for reason
+// (netcap.ReasonMaxConns, ReasonMaxConnsPerIP, ReasonEvicted).
+func RefusalOutcome(reason string) string {
+	switch reason {
+	case netcap.ReasonMaxConnsPerIP:
+		return RefusedPerIP
+	case netcap.ReasonEvicted:
+		return EvictedSilent
+	}
+	return Refused
 }
 
 func nop() {}

@@ -14,6 +14,7 @@ import (
 	"github.com/peergate/peergate/gateway/gwmetrics"
 	"github.com/peergate/peergate/gateway/resolve"
 	"github.com/peergate/peergate/shared/cluster"
+	"github.com/peergate/peergate/shared/pubauth"
 )
 
 // staticResolver always picks one origin: it measures the listener, not the choice.
@@ -71,25 +72,36 @@ func BenchmarkRedirect(b *testing.B) {
 		}
 		return (&handler{res: res, log: l, metrics: m, retryAfter: []string{"2"}}).router()
 	}
+	// A play token check on the same path: one HMAC per redirect.
+	tokReq := httptest.NewRequest(http.MethodGet, "/live/cam1/index.m3u8?"+
+		pubauth.TokenQuery("bench-play-secret-0123", "live/cam1", time.Now().Add(time.Hour).Unix(), ""), nil)
+	withToken := &handler{res: staticResolver{}, log: quiet, metrics: nopMetrics{}, retryAfter: []string{"2"},
+		authorize: pubauth.PlayAuthorizer("bench-play-secret-0123")}
 	for _, bc := range []struct {
 		name string
 		h    http.Handler
+		req  *http.Request
 	}{
 		// The floor: a bare handler that writes the same kind of answer.
 		{"baseline", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Location", "http://o1.test:8081"+r.URL.RequestURI())
 			w.WriteHeader(http.StatusFound)
-		})},
-		{"gateway", h(staticResolver{}, nil, quiet)},
-		{"gateway+prometheus", h(staticResolver{}, prom, quiet)},
-		{"gateway+prometheus+log", h(staticResolver{}, prom, logged)},
-		{"gateway+table", h(table(), nil, quiet)},
+		}), nil},
+		{"gateway", h(staticResolver{}, nil, quiet), nil},
+		{"gateway+prometheus", h(staticResolver{}, prom, quiet), nil},
+		{"gateway+prometheus+log", h(staticResolver{}, prom, logged), nil},
+		{"gateway+table", h(table(), nil, quiet), nil},
+		{"gateway+token", withToken.router(), tokReq},
 	} {
+		r := req
+		if bc.req != nil {
+			r = bc.req
+		}
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				w := httptest.NewRecorder()
-				bc.h.ServeHTTP(w, req)
+				bc.h.ServeHTTP(w, r)
 				if w.Code != http.StatusFound {
 					b.Fatalf("status %d", w.Code)
 				}

@@ -36,7 +36,7 @@ func (h *handler) peer(r *http.Request) (client string, secure bool) {
 // forwardedFor walks the merged X-Forwarded-For entries from the right, skipping trusted
 // proxies; the first untrusted address is the client. If every entry is trusted the
 // left-most one is; if an entry does not parse, the walk stops at the last good one (the
-// result only steers stickiness, never access).
+// result steers stickiness, and the address a bound play token is checked against).
 func (h *handler) forwardedFor(headers []string) (string, bool) {
 	found := ""
 	for i := len(headers) - 1; i >= 0; i-- {

@@ -24,6 +24,7 @@ const (
 	OutcomeError            = gwmetrics.Error            // 500: the resolver gave no outcome
 	OutcomeMethodNotAllowed = gwmetrics.MethodNotAllowed // 405
 	OutcomePreflight        = gwmetrics.Preflight        // 204: CORS preflight / OPTIONS
+	OutcomeUnauthorized     = gwmetrics.Unauthorized     // 403: AuthorizePlay refused the play token
 )
 
 const (
@@ -55,12 +56,14 @@ var (
 	bodyUnavailable = []byte("no origin available, retry later\n")
 	bodyInternal    = []byte("internal error\n")
 	bodyMethod      = []byte("method not allowed\n")
+	bodyForbidden   = []byte("play not authorized\n")
 )
 
 type handler struct {
 	res        Resolver
 	trusted    []netip.Prefix
 	sticky     string
+	authorize  func(name, query, client string) error
 	retryAfter []string
 	log        *slog.Logger
 	metrics    Metrics
@@ -121,6 +124,12 @@ func (h *handler) redirect(w http.ResponseWriter, r *http.Request) {
 	key, sticky := client, false
 	if v := queryValue(r.URL.RawQuery, h.sticky); v != "" {
 		key, sticky = v, true
+	}
+	if h.authorize != nil {
+		if err := h.authorize(name, r.URL.RawQuery, client); err != nil {
+			h.finish(w, r, start, http.StatusForbidden, oUnauthorized, client, "", sticky, bodyForbidden)
+			return
+		}
 	}
 
 	// Two monotonic clock reads (vDSO, tens of ns) against microseconds per request.

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -143,28 +142,6 @@ func checkLocation(t *testing.T, res *http.Response) {
 	if err != nil || !registryHosts[u.Host] || u.User != nil {
 		t.Fatalf("Location %q leaves the registry", loc[0])
 	}
-}
-
-// lockedBuffer collects log output from the server's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) lines() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	s := strings.TrimSpace(l.b.String())
-	if s == "" {
-		return nil
-	}
-	return strings.Split(s, "\n")
 }
 
 func newReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }

@@ -38,12 +38,14 @@ const (
 	oError
 	oMethodNotAllowed
 	oPreflight
+	oUnauthorized
 	nOutcomes
 )
 
 var outcomeNames = [nOutcomes]string{
 	OutcomeOK, OutcomeNotFound, OutcomeUnavailable, OutcomeBadPath, OutcomeBadQuery,
 	OutcomeBadOrigin, OutcomeError, OutcomeMethodNotAllowed, OutcomePreflight,
+	OutcomeUnauthorized,
 }
 
 // counters are the listener's series, resolved once at Initialize.

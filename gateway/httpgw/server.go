@@ -17,9 +17,9 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/net/netutil"
-
+	"github.com/peergate/peergate/gateway/gwmetrics"
 	"github.com/peergate/peergate/gateway/resolve"
+	"github.com/peergate/peergate/internal/netcap"
 )
 
 // Defaults of the Server settings.
@@ -32,6 +32,7 @@ const (
 	DefaultShutdownTimeout   = 2 * time.Second
 	DefaultMaxHeaderBytes    = 16 << 10
 	DefaultMaxConns          = 10000
+	DefaultMaxConnsPerIP     = netcap.DefaultMaxPerIP
 	DefaultRetryAfter        = 2 * time.Second
 )
 
@@ -70,8 +71,15 @@ type Server struct {
 	// viewer key for stickiness instead of the client IP (e.g. a playback token). It is used
 	// as sent, not percent-decoded, and never logged. It defaults to "" (client IP only).
 	StickyParam string
+	// AuthorizePlay, if set, decides whether a player may play NAME before any origin is
+	// chosen: it gets the NAME, the raw query (which the Location carries on to the origin)
+	// and the client address (after TrustedProxies), and a non-nil error answers 403. Nil
+	// lets anyone play (the default).
+	AuthorizePlay func(name, query, client string) error
 	// ReadHeaderTimeout bounds reading a request's headers (and the TLS handshake), which
-	// cuts off slowloris clients. It defaults to 5 seconds.
+	// cuts off slowloris clients; for a new connection it runs from accept, so it is also the
+	// first-request timeout: a client that connects and sends nothing is closed after it.
+	// It defaults to 5 seconds.
 	ReadHeaderTimeout time.Duration
 	// ReadTimeout bounds reading a whole request. It defaults to 10 seconds.
 	ReadTimeout time.Duration
@@ -84,9 +92,12 @@ type Server struct {
 	// MaxHeaderBytes bounds the request line plus headers; larger requests get 431 (net/http
 	// adds 4 KiB of slack). It defaults to 16 KiB.
 	MaxHeaderBytes int
-	// MaxConns bounds open connections; further ones wait in the kernel's accept queue until
-	// one closes. It defaults to 10,000.
+	// MaxConns bounds open connections; more are closed at once. It defaults to 10,000.
 	MaxConns int
+	// MaxConnsPerIP bounds open connections from one client address (the socket's, not
+	// X-Forwarded-For), so that one host cannot take every slot; more are closed at once.
+	// It defaults to 256.
+	MaxConnsPerIP int
 	// RetryAfter is sent, in whole seconds (at least 1), with 503 when a stream is listed
 	// but no origin is eligible. It defaults to 2 seconds.
 	RetryAfter time.Duration
@@ -95,10 +106,11 @@ type Server struct {
 	// Metrics counts outcomes and resolve latency. It may be nil.
 	Metrics Metrics
 
-	ln    net.Listener
-	srv   *http.Server
-	wg    sync.WaitGroup
-	close sync.Once
+	ln      net.Listener
+	rejects netcap.RejectLog
+	srv     *http.Server
+	wg      sync.WaitGroup
+	close   sync.Once
 }
 
 // Initialize checks the settings, starts listening and serves in the background.
@@ -118,8 +130,8 @@ func (s *Server) Initialize() error {
 			return fmt.Errorf("httpgw: '%s' must not be negative", d.name)
 		}
 	}
-	if s.MaxHeaderBytes < 0 || s.MaxConns < 0 {
-		return errors.New("httpgw: 'MaxHeaderBytes' and 'MaxConns' must not be negative")
+	if s.MaxHeaderBytes < 0 || s.MaxConns < 0 || s.MaxConnsPerIP < 0 {
+		return errors.New("httpgw: 'MaxHeaderBytes', 'MaxConns' and 'MaxConnsPerIP' must not be negative")
 	}
 	for _, p := range s.TrustedProxies {
 		if !p.IsValid() {
@@ -137,6 +149,7 @@ func (s *Server) Initialize() error {
 		res:        s.Resolver,
 		trusted:    s.TrustedProxies,
 		sticky:     s.StickyParam,
+		authorize:  s.AuthorizePlay,
 		retryAfter: []string{strconv.FormatInt(max(secs, 1), 10)},
 		log:        logger,
 		metrics:    s.Metrics,
@@ -149,8 +162,19 @@ func (s *Server) Initialize() error {
 	if err != nil {
 		return fmt.Errorf("httpgw: %w", err)
 	}
-	// The limit counts TCP connections, so it wraps the socket listener, under TLS.
-	s.ln = netutil.LimitListener(ln, orDefault(s.MaxConns, DefaultMaxConns))
+	// The caps count TCP connections, so they wrap the socket listener, under TLS. Over a cap
+	// a connection is closed at once rather than left in the accept queue, where it would
+	// delay every client behind it.
+	metrics := h.metrics
+	s.rejects = netcap.RejectLog{Logger: logger, Msg: "http connections refused", Count: func(reason string) { metrics.Redirect(proto, gwmetrics.RefusalOutcome(reason)) }}
+	s.ln = &netcap.Listener{
+		Listener: ln,
+		Max:      int64(orDefault(s.MaxConns, DefaultMaxConns)),
+		MaxPerIP: int64(orDefault(s.MaxConnsPerIP, DefaultMaxConnsPerIP)),
+		// A full listener still takes a new client in place of one silent for a second.
+		EvictSilentAfter: netcap.DefaultEvictSilentAfter,
+		OnReject:         s.rejects.Reject,
+	}
 	if s.TLSConfig != nil {
 		s.ln = tls.NewListener(s.ln, s.TLSConfig)
 	}

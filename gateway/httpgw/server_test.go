@@ -10,7 +10,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +20,8 @@ import (
 
 	"github.com/peergate/peergate/gateway/gwmetrics"
 	"github.com/peergate/peergate/gateway/resolve"
+	"github.com/peergate/peergate/internal/logtest"
+	"github.com/peergate/peergate/internal/netcap"
 	"github.com/peergate/peergate/internal/testcert"
 )
 
@@ -372,8 +376,13 @@ func TestStickyParam(t *testing.T) {
 	}
 }
 
+// TestConnectionLimit: over MaxConns a connection is closed at once (not queued behind the
+// held ones), counted as refused and logged; a freed slot is reused.
 func TestConnectionLimit(t *testing.T) {
-	s := start(t, &Server{MaxConns: 2, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 10 * time.Second})
+	m := &countingMetrics{}
+	var logs logtest.Buffer
+	s := start(t, &Server{MaxConns: 2, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 10 * time.Second,
+		Metrics: m, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	var held []net.Conn
 	for range 2 {
 		c, err := net.Dial("tcp", s.Addr().String())
@@ -385,36 +394,128 @@ func TestConnectionLimit(t *testing.T) {
 	}
 	// Both held connections are being served: they answer.
 	for _, c := range held {
-		if _, err := io.WriteString(c, "GET /cam1/index.m3u8 HTTP/1.1\r\nHost: gw\r\n\r\n"); err != nil {
-			t.Fatal(err)
-		}
-		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
-		if _, err := http.ReadResponse(newReader(c), nil); err != nil {
-			t.Fatal(err)
-		}
+		get(t, c, http.StatusFound)
 	}
 	third, err := net.Dial("tcp", s.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer third.Close()
-	if _, err := io.WriteString(third, "GET /cam1/index.m3u8 HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"); err != nil {
-		t.Fatal(err)
+	closedAtOnce(t, third)
+	if n := m.count(gwmetrics.Refused); n != 1 {
+		t.Fatalf("refused counted %d times, want 1", n)
 	}
-	br := newReader(third)
-	_ = third.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-	if _, err := br.Peek(1); err == nil {
-		t.Fatal("a third connection was served while the limit is 2")
+	if !strings.Contains(strings.Join(logs.Lines(), "\n"), "http connections refused") {
+		t.Fatalf("refusal not logged: %q", logs.Lines())
 	}
 	held[0].Close()
-	_ = third.SetReadDeadline(time.Now().Add(2 * time.Second))
-	res, err := http.ReadResponse(br, nil)
+	waitFor(t, "a freed slot is reused", func() bool {
+		c, err := net.Dial("tcp", s.Addr().String())
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := io.WriteString(c, "GET /cam1/index.m3u8 HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"); err != nil {
+			return false
+		}
+		res, err := http.ReadResponse(newReader(c), nil)
+		return err == nil && res.StatusCode == http.StatusFound
+	})
+}
+
+// TestConnectionLimitPerIP: one address holding MaxConnsPerIP connections gets its next one
+// closed at once (counted refused_per_ip), while another address is served.
+func TestConnectionLimitPerIP(t *testing.T) {
+	m := &countingMetrics{}
+	s := start(t, &Server{MaxConnsPerIP: 2, ReadHeaderTimeout: 10 * time.Second, Metrics: m})
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 5 * time.Second}
+	for range 2 {
+		c, err := d.Dial("tcp", s.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	waitFor(t, "two connections from 127.0.0.2 accepted", func() bool {
+		return s.ln.(*netcap.Listener).ActiveFrom("127.0.0.2") == 2
+	})
+	over, err := d.Dial("tcp", s.Addr().String())
 	if err != nil {
-		t.Fatalf("third connection not served after one closed: %v", err)
+		t.Fatal(err)
 	}
-	if res.StatusCode != 302 {
-		t.Fatalf("status %d", res.StatusCode)
+	defer over.Close()
+	closedAtOnce(t, over)
+	if n := m.count(gwmetrics.RefusedPerIP); n != 1 {
+		t.Fatalf("refused_per_ip counted %d times, want 1", n)
 	}
+	other, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	get(t, other, http.StatusFound)
+}
+
+// get sends one keep-alive GET on c and checks the status.
+func get(t *testing.T, c net.Conn, want int) {
+	t.Helper()
+	if _, err := io.WriteString(c, "GET /cam1/index.m3u8 HTTP/1.1\r\nHost: gw\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	res, err := http.ReadResponse(newReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != want {
+		t.Fatalf("status %d, want %d", res.StatusCode, want)
+	}
+}
+
+// closedAtOnce checks that the listener closed c without an answer, well before any timeout.
+func closedAtOnce(t *testing.T, c net.Conn) {
+	t.Helper()
+	_, _ = io.WriteString(c, "GET /cam1/index.m3u8 HTTP/1.1\r\nHost: gw\r\n\r\n")
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := c.Read(make([]byte, 1))
+	if n > 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("connection over the cap not closed at once: n=%d err=%v", n, err)
+	}
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting: %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// countingMetrics counts Redirect outcomes.
+type countingMetrics struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (m *countingMetrics) Redirect(_, outcome string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.n == nil {
+		m.n = map[string]int{}
+	}
+	m.n[outcome]++
+}
+
+func (m *countingMetrics) ResolveDuration(string, time.Duration) {}
+
+func (m *countingMetrics) count(outcome string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.n[outcome]
 }
 
 func TestSlowloris(t *testing.T) {
@@ -462,7 +563,7 @@ func TestSlowloris(t *testing.T) {
 }
 
 func TestLogLine(t *testing.T) {
-	var buf lockedBuffer
+	var buf logtest.Buffer
 	logger := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s := start(t, &Server{Logger: logger, StickyParam: "token"})
 	res := raw(t, s.Addr(), "GET", "GET /live/cam1/index.m3u8?token=SECRET HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
@@ -470,7 +571,7 @@ func TestLogLine(t *testing.T) {
 		t.Fatalf("status %d", res.StatusCode)
 	}
 	var reqLines []map[string]any
-	for _, l := range buf.lines() {
+	for _, l := range buf.Lines() {
 		if strings.Contains(l, "SECRET") {
 			t.Errorf("log line carries the sticky token: %s", l)
 		}
@@ -483,7 +584,7 @@ func TestLogLine(t *testing.T) {
 		}
 	}
 	if len(reqLines) != 1 {
-		t.Fatalf("%d request lines, want 1: %v", len(reqLines), buf.lines())
+		t.Fatalf("%d request lines, want 1: %v", len(reqLines), buf.Lines())
 	}
 	m := reqLines[0]
 	for k, want := range map[string]any{"level": "INFO", "method": "GET", "path": "/live/cam1/index.m3u8", "client": "127.0.0.1",
@@ -600,4 +701,36 @@ func TestClose(t *testing.T) {
 		t.Fatal("still accepting after Close")
 	}
 	(&Server{}).Close() // before Initialize is fine
+}
+
+// TestEvictSilent: a listener full of connections that never sent a byte still serves a new
+// client once they have been silent for a second, closing the oldest (counted evicted_silent).
+func TestEvictSilent(t *testing.T) {
+	m := &countingMetrics{}
+	s := start(t, &Server{MaxConns: 2, Metrics: m})
+	var silent []net.Conn
+	for _, ip := range []byte{2, 3} {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, ip)}, Timeout: 5 * time.Second}
+		c, err := d.Dial("tcp", s.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		silent = append(silent, c)
+	}
+	waitFor(t, "both silent connections accepted", func() bool { return s.ln.(*netcap.Listener).Active() == 2 })
+	time.Sleep(1500 * time.Millisecond)
+	c, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	get(t, c, http.StatusFound)
+	if n := m.count(gwmetrics.EvictedSilent); n != 1 {
+		t.Fatalf("evicted_silent counted %d times, want 1", n)
+	}
+	_ = silent[0].SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := silent[0].Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the oldest silent connection was not closed: %v", err)
+	}
 }

@@ -1,9 +1,12 @@
 package rtmpgw
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bluenviron/gortmplib/pkg/amf0"
 
 	"github.com/peergate/peergate/shared/pubauth"
 )
@@ -18,7 +21,7 @@ func TestPublishAuthorization(t *testing.T) {
 	res := &fakeResolver{base: o.base()}
 	m := newFakeMetrics()
 	gw := startGateway(t, &Server{Resolver: res, Mode: ModeRelay, Metrics: m,
-		Authorize: func(name, query string) error { return pubauth.Check(authSecret, name, query, time.Now()) }})
+		Authorize: func(name, query, _ string) error { return pubauth.Check(authSecret, name, query, time.Now()) }})
 	base := "rtmp://" + gw.Addr().String()
 	past := time.Now().Add(-time.Hour).Unix()
 	future := time.Now().Add(time.Hour).Unix()
@@ -56,5 +59,56 @@ func TestPublishAuthorization(t *testing.T) {
 	}
 	if res.placed.Load() != 1 {
 		t.Errorf("placed %d, want 1", res.placed.Load())
+	}
+}
+
+// TestPlayAuthorization: with AuthorizePlay, a player without a token, with a wrong,
+// expired or other-NAME token gets NetStream.Play.Failed before the resolver is asked and
+// is counted as unauthorized; the right token is relayed, and the relay's play carries the
+// token to the origin (which checks it again).
+func TestPlayAuthorization(t *testing.T) {
+	const playSecret = "play-secret-0123456789ab"
+	o := startStandIn(t)
+	res := &fakeResolver{base: o.base()}
+	m := newFakeMetrics()
+	gw := startGateway(t, &Server{Resolver: res, Mode: ModeRelay, Metrics: m, AuthorizePlay: pubauth.PlayAuthorizer(playSecret)})
+	addr := gw.Addr().String()
+	future := time.Now().Add(time.Hour).Unix()
+	refused := []struct{ desc, stream string }{
+		{"missing", "cam1"},
+		{"wrong", "cam1?token=" + strconv.FormatInt(future, 10) + ".AAAAAAAAAAAAAAAAAAAAAA"},
+		{"expired", "cam1?" + pubauth.TokenQuery(playSecret, "live/cam1", time.Now().Add(-time.Minute).Unix(), "")},
+		{"other name", "cam1?" + pubauth.TokenQuery(playSecret, "live/cam2", future, "")},
+	}
+	for _, c := range refused {
+		rc := dialRaw(t, addr)
+		if err := rc.connectAndPlay("live", "rtmp://"+addr+"/live", -1, "LNX 9,0,124,2", "play", c.stream); err != nil {
+			t.Fatal(err)
+		}
+		_, d, err := rc.nextCommand()
+		if err != nil {
+			t.Fatalf("%s: %v", c.desc, err)
+		}
+		info, _ := d[3].(amf0.Object)
+		if code, _ := info.GetString("code"); d[0] != "onStatus" || code != "NetStream.Play.Failed" {
+			t.Errorf("%s: got %v, want NetStream.Play.Failed", c.desc, d)
+		}
+		if err := closedWithin(rc.conn, 5*time.Second); err != nil {
+			t.Errorf("%s: not closed", c.desc)
+		}
+	}
+	if n := res.resolved.Load(); n != 0 {
+		t.Errorf("refused players were resolved %d times", n)
+	}
+	if got := m.redirect(OutcomeUnauthorized); got != len(refused) {
+		t.Errorf("unauthorized outcomes = %d, want %d", got, len(refused))
+	}
+
+	q := pubauth.TokenQuery(playSecret, "live/cam1", future, "")
+	if err := playFrames("rtmp://"+addr+"/live/cam1?"+q, 5); err != nil {
+		t.Fatalf("right token: %v", err)
+	}
+	if last := o.lastURL.Load().(string); !strings.HasSuffix(last, "/live/cam1?"+q) {
+		t.Errorf("the relay played %q at the origin, want the token carried", last)
 	}
 }

@@ -308,7 +308,8 @@ func (r *request) role() string {
 
 // session runs one client connection from the handshake to its end.
 func (s *Server) session(c net.Conn, cl *connLog) {
-	if err := c.SetDeadline(time.Now().Add(s.HandshakeTimeout)); err != nil {
+	start := time.Now()
+	if err := c.SetDeadline(start.Add(min(s.FirstRequestTimeout, s.HandshakeTimeout))); err != nil {
 		return
 	}
 	lr := &limitReader{r: c, left: int64(s.MaxSetupBytes)}
@@ -329,6 +330,9 @@ func (s *Server) session(c net.Conn, cl *connLog) {
 		// RTMPE (encrypted handshake): no origin needs it and relaying it would mean RC4 both ways.
 		cl.outcome, cl.err = OutcomeBadRequest, errors.New("RTMPE is not supported")
 		s.Metrics.Redirect(proto, OutcomeBadRequest)
+		return
+	}
+	if err := c.SetDeadline(start.Add(s.HandshakeTimeout)); err != nil {
 		return
 	}
 	// Setup writes are bounded by the handshake deadline already set on c.
@@ -354,10 +358,18 @@ func (s *Server) session(c net.Conn, cl *connLog) {
 		return
 	}
 	if req.publish && s.Authorize != nil {
-		if err := s.Authorize(req.name, req.query); err != nil {
+		if err := s.Authorize(req.name, req.query, cl.client); err != nil {
 			cl.outcome, cl.err = OutcomeUnauthorized, fmt.Errorf("unauthorized: %w", err)
 			s.Metrics.Redirect(proto, OutcomeUnauthorized)
 			s.fail(client, req, "NetStream.Publish.Unauthorized", "publish not authorized")
+			return
+		}
+	}
+	if !req.publish && s.AuthorizePlay != nil {
+		if err := s.AuthorizePlay(req.name, req.query, cl.client); err != nil {
+			cl.outcome, cl.err = OutcomeUnauthorized, fmt.Errorf("unauthorized: %w", err)
+			s.Metrics.Redirect(proto, OutcomeUnauthorized)
+			s.fail(client, req, "NetStream.Play.Failed", "play not authorized")
 			return
 		}
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/bluenviron/gortmplib/pkg/rawmessage"
 
 	"github.com/peergate/peergate/gateway/resolve"
+	"github.com/peergate/peergate/internal/poll"
 )
 
 // Test H.264 parameter sets (1280x720 SPS from mediacommon's tests) and a key frame.
@@ -251,16 +252,7 @@ func startGateway(t testing.TB, s *Server) *Server {
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func eventually(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return true
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return cond()
-}
+func eventually(d time.Duration, cond func() bool) bool { return poll.Until(d, cond) }
 
 // playFrames plays u with gortmplib's Client and returns once n H.264 frames were decoded.
 func playFrames(u string, n int) error {

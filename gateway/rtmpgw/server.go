@@ -22,7 +22,9 @@ const (
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultReadTimeout      = 10 * time.Second
 	DefaultWriteTimeout     = 10 * time.Second
+	DefaultFirstRequest     = 5 * time.Second
 	DefaultMaxConns         = 10000
+	DefaultMaxConnsPerIP    = netcap.DefaultMaxPerIP
 	DefaultMaxSetupBytes    = 64 << 10
 )
 
@@ -46,6 +48,7 @@ const (
 	OutcomeOriginFailed = gwmetrics.OriginFailed // relay: the origin refused, failed or went away
 	OutcomeClientGone   = gwmetrics.ClientGone   // relay: the client stalled past a deadline
 	OutcomeRefused      = gwmetrics.Refused      // over MaxConns
+	OutcomeRefusedPerIP = gwmetrics.RefusedPerIP // over MaxConnsPerIP
 	proto               = "rtmp"
 )
 
@@ -83,6 +86,9 @@ type Server struct {
 	// in auto mode. A pattern matches the whole flashVer; '*' stands for any run of characters
 	// and is the only special byte ("SRS/*" matches "SRS/4.0.1"). It defaults to none.
 	FollowFlashVer []string
+	// FirstRequestTimeout bounds the RTMP handshake (accept to C2): a client that connects
+	// and sends nothing is closed after it. It defaults to 5s (HandshakeTimeout if shorter).
+	FirstRequestTimeout time.Duration
 	// HandshakeTimeout bounds everything from accept to play/publish, and the relay's setup
 	// with the origin. It defaults to 10s.
 	HandshakeTimeout time.Duration
@@ -94,6 +100,9 @@ type Server struct {
 	WriteTimeout time.Duration
 	// MaxConns bounds concurrent client connections; more are closed at once. It defaults to 10000.
 	MaxConns int
+	// MaxConnsPerIP bounds concurrent connections from one client address, so that one host
+	// cannot take every slot; more are closed at once. It defaults to 256.
+	MaxConnsPerIP int
 	// MaxSetupBytes bounds what a client may send before play/publish (handshake included).
 	// It defaults to 64 KiB. Every message is also capped at gortmplib's 10 MiB.
 	MaxSetupBytes int
@@ -104,7 +113,12 @@ type Server struct {
 	// the query sent on the app or stream key (see streamname.FromRTMP), and a non-nil error
 	// refuses with NetStream.Publish.Unauthorized before any origin is chosen. Nil lets anyone
 	// publish (the default). Players are not checked.
-	Authorize func(name, query string) error
+	Authorize func(name, query, client string) error
+	// AuthorizePlay, if set, decides whether a player may play NAME: it gets the NAME, the
+	// query sent on the app or stream key (carried on to the origin by the redirect or the
+	// relay) and the client's address, and a non-nil error refuses with
+	// NetStream.Play.Failed before any origin is chosen. Nil lets anyone play (the default).
+	AuthorizePlay func(name, query, client string) error
 	// Logger gets one line per connection. It defaults to slog.Default().
 	Logger *slog.Logger
 	// Metrics may be nil.
@@ -128,11 +142,15 @@ func (s *Server) Initialize() error {
 	default:
 		return fmt.Errorf("rtmpgw: mode %q: must be auto, redirect or relay", s.Mode)
 	}
+	s.FirstRequestTimeout = orDefault(s.FirstRequestTimeout, DefaultFirstRequest)
 	s.HandshakeTimeout = orDefault(s.HandshakeTimeout, DefaultHandshakeTimeout)
 	s.ReadTimeout = orDefault(s.ReadTimeout, DefaultReadTimeout)
 	s.WriteTimeout = orDefault(s.WriteTimeout, DefaultWriteTimeout)
 	if s.MaxConns <= 0 {
 		s.MaxConns = DefaultMaxConns
+	}
+	if s.MaxConnsPerIP <= 0 {
+		s.MaxConnsPerIP = DefaultMaxConnsPerIP
 	}
 	if s.MaxSetupBytes <= 0 {
 		s.MaxSetupBytes = DefaultMaxSetupBytes
@@ -147,8 +165,9 @@ func (s *Server) Initialize() error {
 	if err != nil {
 		return fmt.Errorf("rtmpgw: %w", err)
 	}
-	s.rejects = netcap.RejectLog{Logger: s.Logger, Msg: "rtmp connections refused", Count: func() { s.Metrics.Redirect(proto, OutcomeRefused) }}
-	s.ln = &netcap.Listener{Listener: ln, Max: int64(s.MaxConns), OnReject: s.rejects.Reject}
+	s.rejects = netcap.RejectLog{Logger: s.Logger, Msg: "rtmp connections refused", Count: func(reason string) { s.Metrics.Redirect(proto, gwmetrics.RefusalOutcome(reason)) }}
+	s.ln = &netcap.Listener{Listener: ln, Max: int64(s.MaxConns), MaxPerIP: int64(s.MaxConnsPerIP),
+		EvictSilentAfter: netcap.DefaultEvictSilentAfter, OnReject: s.rejects.Reject}
 	s.conns.Serve(s.ln, s.serve)
 	return nil
 }

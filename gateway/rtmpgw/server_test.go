@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/peergate/peergate/gateway/resolve"
+	"github.com/peergate/peergate/internal/logtest"
 )
 
 // TestRelayPlay: gortmplib's Client plays through the gateway in relay mode and decodes the
@@ -317,6 +318,10 @@ func TestConnectionCap(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer first.Close()
+	// C0 only: a talking client is never evicted to make room (netcap.EvictSilentAfter).
+	if _, err := first.Write([]byte{3}); err != nil {
+		t.Fatal(err)
+	}
 	second, err := net.Dial("tcp", gw.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -468,29 +473,11 @@ func ExampleServer() {
 	// Output: auto
 }
 
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestLogLine: one line per connection with client, flashVer, capsEx, role, name, mode,
 // origin, outcome, bytes each way and duration.
 func TestLogLine(t *testing.T) {
 	o := startStandIn(t)
-	var buf syncBuffer
+	var buf logtest.Buffer
 	gw := startGateway(t, &Server{Resolver: &fakeResolver{base: o.base()}, Logger: slog.New(slog.NewJSONHandler(&buf, nil))})
 	if err := playFrames("rtmp://"+gw.Addr().String()+"/live/cam1", 3); err != nil {
 		t.Fatal(err)
@@ -510,5 +497,33 @@ func TestLogLine(t *testing.T) {
 	}
 	if line["bytes_to_client"].(float64) < 3*2000 || line["bytes_to_origin"].(float64) <= 0 || line["duration"] == "" {
 		t.Errorf("line %v", line)
+	}
+}
+
+// TestFirstRequestTimeout: a client that connects and sends nothing is closed after
+// FirstRequestTimeout, not HandshakeTimeout; one over MaxConnsPerIP is refused at once.
+func TestFirstRequestTimeout(t *testing.T) {
+	m := newFakeMetrics()
+	gw := startGateway(t, &Server{Resolver: &fakeResolver{base: "rtmp://127.0.0.1:1"}, FirstRequestTimeout: time.Second,
+		HandshakeTimeout: time.Minute, MaxConnsPerIP: 1, Metrics: m})
+	idle, err := net.Dial("tcp", gw.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	over, err := net.Dial("tcp", gw.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer over.Close()
+	if err := closedWithin(over, 5*time.Second); err != nil {
+		t.Errorf("connection over MaxConnsPerIP: %v", err)
+	}
+	// Well before HandshakeTimeout (a minute).
+	if err := closedWithin(idle, 20*time.Second); err != nil {
+		t.Fatalf("silent connection: %v", err)
+	}
+	if m.redirect(OutcomeRefusedPerIP) != 1 {
+		t.Errorf("redirects %v", m.redirects)
 	}
 }

@@ -1,11 +1,13 @@
 package rtspgw
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/bluenviron/gortsplib/v5"
+	"github.com/bluenviron/gortsplib/v5/pkg/base"
 
 	"github.com/peergate/peergate/shared/pubauth"
 )
@@ -19,7 +21,7 @@ func TestPublishAuthorization(t *testing.T) {
 	origin, stopOrigin := newOrigin(t, nil)
 	defer stopOrigin()
 	gw := &Server{Address: "127.0.0.1:0", Resolver: fakeResolver{origin: origin.base()}, Metrics: &recMetrics{},
-		Authorize: func(name, query string) error { return pubauth.Check(authSecret, name, query, time.Now()) }}
+		Authorize: func(name, query, _ string) error { return pubauth.Check(authSecret, name, query, time.Now()) }}
 	if err := gw.Initialize(); err != nil {
 		t.Fatal(err)
 	}
@@ -65,4 +67,31 @@ func TestPublishAuthorization(t *testing.T) {
 		}
 	}
 	eventually(t, "packets at the origin", func() bool { return origin.count("/live/ok") == n })
+}
+
+// TestPlayAuthorization: with AuthorizePlay, DESCRIBE without a token, with a wrong,
+// expired or other-NAME token gets 403 and no Location; the right token gets the 302 and
+// the Location carries the token on to the origin.
+func TestPlayAuthorization(t *testing.T) {
+	const playSecret = "play-secret-0123456789ab"
+	s := startServer(t, func(s *Server) { s.AuthorizePlay = pubauth.PlayAuthorizer(playSecret) })
+	gw := "rtsp://" + s.Addr().String()
+	future := time.Now().Add(time.Hour).Unix()
+	for _, c := range []struct{ desc, query string }{
+		{"missing", ""},
+		{"wrong", "?token=" + strconv.FormatInt(future, 10) + ".AAAAAAAAAAAAAAAAAAAAAA"},
+		{"expired", "?" + pubauth.TokenQuery(playSecret, "live/cam1", time.Now().Add(-time.Minute).Unix(), "")},
+		{"other name", "?" + pubauth.TokenQuery(playSecret, "live/cam2", future, "")},
+		{"other client", "?" + pubauth.TokenQuery(playSecret, "live/cam1", future, "192.0.2.7")},
+	} {
+		res, _ := exchange(t, s.Addr().String(), req("DESCRIBE", gw+"/live/cam1"+c.query, 1))
+		if res[0].StatusCode != base.StatusForbidden || res[0].Header["Location"] != nil {
+			t.Errorf("%s: %d %v, want 403 without Location", c.desc, res[0].StatusCode, res[0].Header["Location"])
+		}
+	}
+	q := pubauth.TokenQuery(playSecret, "live/cam1", future, "127.0.0.1")
+	res, _ := exchange(t, s.Addr().String(), req("DESCRIBE", gw+"/live/cam1?"+q, 1))
+	if res[0].StatusCode != base.StatusFound || len(res[0].Header["Location"]) != 1 || res[0].Header["Location"][0] != registered+"live/cam1?"+q {
+		t.Errorf("right token: %d %v", res[0].StatusCode, res[0].Header["Location"])
+	}
 }

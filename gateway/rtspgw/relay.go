@@ -36,7 +36,7 @@ func (s *Server) announce(c net.Conn, f *framer, req *base.Request, client strin
 		return false
 	}
 	if s.Authorize != nil {
-		if err := s.Authorize(name, query); err != nil {
+		if err := s.Authorize(name, query, client); err != nil {
 			// 403, not 401: there is no RTSP authentication scheme to retry with.
 			res.Header["Connection"] = base.HeaderValue{"close"}
 			cl.err = fmt.Errorf("unauthorized: %w", err)

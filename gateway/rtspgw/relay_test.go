@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -24,6 +23,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/peergate/peergate/gateway/gwmetrics"
+	"github.com/peergate/peergate/internal/logtest"
+	"github.com/peergate/peergate/internal/poll"
 	"github.com/peergate/peergate/internal/testcert"
 )
 
@@ -127,40 +128,10 @@ func (m *recMetrics) RelayBytes(_, dir string, n int64) {
 	}
 }
 
-// logBuf collects JSON log lines.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) lines() []map[string]any {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(l.b.String()), "\n") {
-		var m map[string]any
-		if json.Unmarshal([]byte(line), &m) == nil {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
 // eventually polls cond for up to 10 s.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatalf("timed out waiting for %s", what)
+	poll.T(t, 10*time.Second, cond, "waiting for %s", what)
 }
 
 func h264Desc() (*description.Session, *description.Media) {
@@ -183,7 +154,7 @@ func TestPublishGortsplib(t *testing.T) {
 	origin, stopOrigin := newOrigin(t, nil)
 	defer stopOrigin()
 	m := &recMetrics{}
-	logs := &logBuf{}
+	logs := &logtest.Buffer{}
 	gw := &Server{Address: "127.0.0.1:0", Resolver: fakeResolver{origin: origin.base()}, Metrics: m,
 		Logger: slog.New(slog.NewJSONHandler(logs, nil))}
 	if err := gw.Initialize(); err != nil {
@@ -225,7 +196,7 @@ func TestPublishGortsplib(t *testing.T) {
 	m.mu.Unlock()
 	var line map[string]any
 	eventually(t, "the log line", func() bool {
-		for _, l := range logs.lines() {
+		for _, l := range logs.Records() {
 			if l["mode"] == "relay" {
 				line = l
 				return true
@@ -249,7 +220,7 @@ func TestPublishFFmpeg(t *testing.T) {
 	}
 	origin, stopOrigin := newOrigin(t, nil)
 	defer stopOrigin()
-	logs := &logBuf{}
+	logs := &logtest.Buffer{}
 	gw := &Server{Address: "127.0.0.1:0", Resolver: fakeResolver{origin: origin.base()},
 		Logger: slog.New(slog.NewJSONHandler(logs, nil))}
 	if err := gw.Initialize(); err != nil {
@@ -272,7 +243,7 @@ func TestPublishFFmpeg(t *testing.T) {
 		t.Fatalf("origin SETUPs %q", setups)
 	}
 	eventually(t, "the log line", func() bool {
-		for _, l := range logs.lines() {
+		for _, l := range logs.Records() {
 			if l["mode"] == "relay" && l["name"] == "live/ff" {
 				if l["udp_setups_refused"] != 1.0 {
 					t.Fatalf("log line %v", l)

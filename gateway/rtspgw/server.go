@@ -28,6 +28,8 @@ const (
 	DefaultWriteTimeout    = 10 * time.Second
 	DefaultDialTimeout     = 5 * time.Second
 	DefaultMaxConns        = 10000
+	DefaultMaxConnsPerIP   = netcap.DefaultMaxPerIP
+	DefaultFirstRequest    = 5 * time.Second
 	DefaultMaxRequestBytes = 16 << 10
 	DefaultRetryAfter      = 2 * time.Second
 )
@@ -96,7 +98,11 @@ type Server struct {
 	Address string
 	// Resolver chooses the origin. Required.
 	Resolver Resolver
-	// ReadTimeout bounds reading each request, the wait for the next one, and a relayed
+	// FirstRequestTimeout bounds the time from accept to the end of the first request: a
+	// client that connects and sends nothing (or dribbles) is closed after it. It defaults to
+	// 5s (ReadTimeout if shorter).
+	FirstRequestTimeout time.Duration
+	// ReadTimeout bounds reading each later request, the wait for the next one, and a relayed
 	// publisher's silence (in a relay deadlines are refreshed every eighth of the timeout,
 	// so a silent side is cut after between 1 and 1.125 times it). It defaults to 10s.
 	ReadTimeout time.Duration
@@ -111,6 +117,9 @@ type Server struct {
 	// MaxConns bounds concurrent client connections; more are closed at once. It defaults to
 	// 10000.
 	MaxConns int
+	// MaxConnsPerIP bounds concurrent connections from one client address, so that one host
+	// cannot take every slot; more are closed at once. It defaults to 256.
+	MaxConnsPerIP int
 	// MaxRequestBytes bounds one request (line, headers and body). It defaults to 16 KiB.
 	// Responses from origins are capped at 64 KiB, interleaved frames at 64 KiB by format.
 	MaxRequestBytes int
@@ -119,7 +128,12 @@ type Server struct {
 	// Authorize, if set, decides whether a publisher may publish NAME: it gets the NAME and
 	// the ANNOUNCE URL's query, and a non-nil error refuses with 403 (and closes) before any
 	// origin is chosen. Nil lets anyone publish (the default). DESCRIBE is not checked.
-	Authorize func(name, query string) error
+	Authorize func(name, query, client string) error
+	// AuthorizePlay, if set, decides whether a player may play NAME: it gets the NAME, the
+	// DESCRIBE URL's query (which the redirect carries on to the origin) and the client's
+	// address, and a non-nil error answers 403 (and closes) before any origin is chosen. Nil
+	// lets anyone play (the default).
+	AuthorizePlay func(name, query, client string) error
 	// Logger gets one line per connection. It defaults to slog.Default().
 	Logger *slog.Logger
 	// Metrics may be nil.
@@ -142,19 +156,24 @@ func (s *Server) Initialize() error {
 	if err != nil {
 		return fmt.Errorf("rtspgw: %w", err)
 	}
-	s.rejects = netcap.RejectLog{Logger: s.Logger, Msg: "rtsp connections refused", Count: func() { s.Metrics.Redirect(proto, gwmetrics.Refused) }}
-	s.ln = &netcap.Listener{Listener: ln, Max: int64(s.MaxConns), OnReject: s.rejects.Reject}
+	s.rejects = netcap.RejectLog{Logger: s.Logger, Msg: "rtsp connections refused", Count: func(reason string) { s.Metrics.Redirect(proto, gwmetrics.RefusalOutcome(reason)) }}
+	s.ln = &netcap.Listener{Listener: ln, Max: int64(s.MaxConns), MaxPerIP: int64(s.MaxConnsPerIP),
+		EvictSilentAfter: netcap.DefaultEvictSilentAfter, OnReject: s.rejects.Reject}
 	s.conns.Serve(s.ln, s.serve)
 	return nil
 }
 
 func (s *Server) setDefaults() {
+	s.FirstRequestTimeout = orDefault(s.FirstRequestTimeout, DefaultFirstRequest)
 	s.ReadTimeout = orDefault(s.ReadTimeout, DefaultReadTimeout)
 	s.WriteTimeout = orDefault(s.WriteTimeout, DefaultWriteTimeout)
 	s.DialTimeout = orDefault(s.DialTimeout, DefaultDialTimeout)
 	s.RetryAfter = orDefault(s.RetryAfter, DefaultRetryAfter)
 	if s.MaxConns <= 0 {
 		s.MaxConns = DefaultMaxConns
+	}
+	if s.MaxConnsPerIP <= 0 {
+		s.MaxConnsPerIP = DefaultMaxConnsPerIP
 	}
 	if s.MaxRequestBytes <= 0 {
 		s.MaxRequestBytes = DefaultMaxRequestBytes
@@ -220,8 +239,11 @@ func (s *Server) serve(c net.Conn) {
 		s.Metrics.Redirect(proto, OutcomeBadRequest)
 		s.write(c, &base.Response{StatusCode: base.StatusBadRequest, Header: base.Header{"Connection": base.HeaderValue{"close"}}})
 	}
+	_ = c.SetReadDeadline(start.Add(min(s.FirstRequestTimeout, s.ReadTimeout)))
 	for {
-		_ = c.SetReadDeadline(time.Now().Add(s.ReadTimeout))
+		if cl.requests > 0 {
+			_ = c.SetReadDeadline(time.Now().Add(s.ReadTimeout))
+		}
 		kind, raw, err := f.next()
 		if err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, net.ErrClosed) {
@@ -308,6 +330,14 @@ func (s *Server) describe(req *base.Request, client string, res *base.Response, 
 	if code != 0 {
 		outcome(code, o)
 		return
+	}
+	if s.AuthorizePlay != nil {
+		if err := s.AuthorizePlay(name, query, client); err != nil {
+			res.Header["Connection"] = base.HeaderValue{"close"}
+			cl.err = fmt.Errorf("unauthorized: %w", err)
+			outcome(base.StatusForbidden, OutcomeUnauthorized)
+			return
+		}
 	}
 	t0 := time.Now()
 	r := s.Resolver.Resolve(resolve.Request{Name: name, Proto: resolve.ProtoRTSP, Client: client})

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/peergate/peergate/internal/poll"
 	"github.com/peergate/peergate/origin/media"
 )
 
@@ -309,35 +310,19 @@ func Monotonic(ts []float64) int {
 	return -1
 }
 
-// Eventually polls cond every 20 ms until it holds or d passes. It is the tests' one poll
-// helper: a condition that must come true is polled with a generous d (seconds), never
-// waited for with a bare sleep.
-func Eventually(d time.Duration, cond func() bool) bool {
-	return EventuallyEvery(d, 20*time.Millisecond, cond)
-}
+// Eventually, EventuallyEvery and EventuallyT are internal/poll's Until, Every and T, kept
+// under these names for the media tests that use them.
+func Eventually(d time.Duration, cond func() bool) bool { return poll.Until(d, cond) }
 
-// EventuallyEvery is Eventually with a poll interval of every, for callers that measure
-// how long cond took and want a finer grain than 20 ms.
+// EventuallyEvery is poll.Every.
 func EventuallyEvery(d, every time.Duration, cond func() bool) bool {
-	end := time.Now().Add(d)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(end) {
-			return false
-		}
-		time.Sleep(every)
-	}
+	return poll.Every(d, every, cond)
 }
 
-// EventuallyT is Eventually that fails the test with the message (format and args, as for
-// t.Fatalf) when cond does not hold within d.
+// EventuallyT is poll.T.
 func EventuallyT(t testing.TB, d time.Duration, cond func() bool, format string, args ...any) {
 	t.Helper()
-	if !Eventually(d, cond) {
-		t.Fatalf("%s (not within %v)", fmt.Sprintf(format, args...), d)
-	}
+	poll.T(t, d, cond, format, args...)
 }
 
 // WaitLive waits up to 15 s until NAME is live in tbl and has taken media from its publisher p.

@@ -95,29 +95,47 @@ func (g *Group) Close() {
 }
 
 // RejectLog is an OnReject for Listener that logs refusals at most once a second, with how
-// many there were since the last line, and hands each one to count (it may be nil).
+// many there were since the last line (in all and by reason), and hands each one to count
+// (it may be nil) with its reason.
 type RejectLog struct {
 	Logger *slog.Logger
 	Msg    string // e.g. "rtmp connections refused"
-	Count  func()
+	Count  func(reason string)
 
-	n    atomic.Int64
+	n    [nReasons]atomic.Int64
 	last atomic.Int64
 }
 
+var reasons = [...]string{ReasonMaxConns, ReasonMaxConnsPerIP, ReasonEvicted, ReasonFirstByte}
+
+const nReasons = len(reasons)
+
 // Reject is the Listener.OnReject hook.
-func (r *RejectLog) Reject(c net.Conn) {
+func (r *RejectLog) Reject(c net.Conn, reason string) {
 	if r.Count != nil {
-		r.Count()
+		r.Count(reason)
 	}
-	n := r.n.Add(1)
+	i := 0
+	for i < nReasons-1 && reasons[i] != reason {
+		i++
+	}
+	r.n[i].Add(1)
 	now := time.Now().UnixNano()
 	last := r.last.Load()
 	if now-last < int64(time.Second) || !r.last.CompareAndSwap(last, now) {
 		return
 	}
-	r.n.Add(-n)
-	r.Logger.Warn(r.Msg, "remote", c.RemoteAddr().String(), "reason", "max_conns", "count", n)
+	attrs := make([]any, 0, 4+2*nReasons)
+	attrs = append(attrs, "remote", c.RemoteAddr().String(), "reason", reason)
+	var total int64
+	for i := range r.n {
+		if v := r.n[i].Swap(0); v > 0 {
+			total += v
+			attrs = append(attrs, reasons[i], v)
+		}
+	}
+	attrs = append(attrs, "count", total)
+	r.Logger.Warn(r.Msg, attrs...)
 }
 
 // RemoteIP is the client address of c without its port, IPv4-mapped addresses unmapped.

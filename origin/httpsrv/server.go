@@ -73,11 +73,27 @@ type Server struct {
 	MaxHeaderBytes int
 	// MaxConns caps concurrent connections; extra ones are closed at once. It defaults to 4096.
 	MaxConns int
+	// AuthorizePlay, if set, decides whether a viewer may play NAME: it gets the NAME, the
+	// request's raw query and the client's IP address, and a non-nil error answers 403. It
+	// runs on the first request of a session: every MPEG-TS and embed.html request, and an
+	// HLS request (playlist or segment) of a viewer that has no HLS session yet. An HLS
+	// session (same NAME, client address and User-Agent, ended by HLS.SessionTimeout without
+	// requests) carries the authorization, so a token that expires mid-play does not stop
+	// it, and its later requests need no token. Nil lets anyone play (the default).
+	AuthorizePlay func(name, query, client string) error
+	// MaxConnsPerIP caps concurrent connections from one client address; extra ones are
+	// closed at once. It defaults to 256. Relayed sessions all come from their gateway's
+	// address: size it for the relays one gateway carries to this origin.
+	MaxConnsPerIP int
+	// FirstByteTimeout closes a connection that sends nothing this long after accept,
+	// whatever the protocol's own deadlines. It defaults to 5 seconds.
+	FirstByteTimeout time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 
 	srv      *http.Server
 	ln       *netcap.Listener
+	rejects  netcap.RejectLog
 	hls      *hlsManager
 	sessions *sessions
 	ctx      context.Context
@@ -101,9 +117,9 @@ func (s *Server) Initialize() error {
 		return fmt.Errorf("httpsrv: %w", err)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.ln = &netcap.Listener{Listener: ln, Max: int64(s.MaxConns), OnReject: func(c net.Conn) {
-		s.Logger.Warn("http connection refused", "remote", c.RemoteAddr().String(), "reason", "max_conns")
-	}}
+	s.rejects = netcap.RejectLog{Logger: s.Logger, Msg: "http connections refused"}
+	s.ln = &netcap.Listener{Listener: ln, Max: int64(s.MaxConns), MaxPerIP: int64(s.MaxConnsPerIP),
+		FirstByteTimeout: s.FirstByteTimeout, EvictSilentAfter: netcap.DefaultEvictSilentAfter, OnReject: s.rejects.Reject}
 	s.sessions = newSessions(s.HLS.SessionTimeout, s.HLS.MaxSessions)
 	s.hls = newHLSManager(s)
 
@@ -150,6 +166,10 @@ func (s *Server) setDefaults() error {
 	if s.MaxConns <= 0 {
 		s.MaxConns = 4096
 	}
+	if s.MaxConnsPerIP <= 0 {
+		s.MaxConnsPerIP = netcap.DefaultMaxPerIP
+	}
+	def(&s.FirstByteTimeout, 5*time.Second)
 	h := &s.HLS
 	switch h.Variant {
 	case "":
@@ -274,6 +294,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
+	if s.AuthorizePlay != nil && !s.authorized(w, r, name, kind) {
+		return
+	}
 	switch kind {
 	case streamname.HLSMaster, streamname.HLSPlaylist, streamname.HLSSegment:
 		s.serveHLS(w, r, name, kind == streamname.HLSSegment)
@@ -284,6 +307,29 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	default:
 		http.NotFound(w, r)
 	}
+}
+
+// authorized runs AuthorizePlay on the first request of a session and answers 403 itself
+// when it refuses. Requests of a live HLS session pass without a token.
+func (s *Server) authorized(w http.ResponseWriter, r *http.Request, name string, kind streamname.Kind) bool {
+	ip := clientIP(r)
+	switch kind {
+	case streamname.HLSMaster, streamname.HLSPlaylist, streamname.HLSSegment:
+		if s.sessions.active(name, ip, r.UserAgent()) {
+			return true
+		}
+	case streamname.MPEGTS, streamname.Embed:
+	default:
+		return true // answered 404 by serve
+	}
+	err := s.AuthorizePlay(name, r.URL.RawQuery, ip)
+	if err == nil {
+		return true
+	}
+	s.Logger.Info("http play refused", "name", name, "remote", ip, "path", r.URL.Path, "reason", "unauthorized: "+err.Error())
+	w.Header().Set("Cache-Control", "no-store")
+	http.Error(w, "play not authorized", http.StatusForbidden)
+	return false
 }
 
 // findStream resolves name to a live stream, starting an on-demand source if needed;

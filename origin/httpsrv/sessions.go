@@ -67,6 +67,18 @@ func (ss *sessions) begin(st *media.Stream, ip, ua string) (*media.Viewer, func(
 	return s.v, ss.end(s)
 }
 
+// active reports whether the viewer (name, ip, ua) has a session: it made an HLS request
+// within the session timeout, or has one in flight.
+func (ss *sessions) active(name, ip, ua string) bool {
+	if len(ua) > 256 {
+		ua = ua[:256]
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	_, ok := ss.m[sessionKey{name, ip, ua}]
+	return ok
+}
+
 func (ss *sessions) end(s *session) func() {
 	return func() {
 		ss.mu.Lock()

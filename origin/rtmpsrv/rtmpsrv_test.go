@@ -224,6 +224,10 @@ func TestConnectionCap(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
+		// C0 only: a talking client is never evicted to make room (netcap.EvictSilentAfter).
+		if _, err := c.Write([]byte{3}); err != nil {
+			t.Fatal(err)
+		}
 		held = append(held, c)
 	}
 	if !mediatest.Eventually(5*time.Second, func() bool { return s.ln.Active() == 2 }) {

@@ -40,10 +40,22 @@ type Server struct {
 	WriteTimeout time.Duration
 	// MaxConns caps concurrent connections; extra ones are closed at once. It defaults to 1024.
 	MaxConns int
+	// MaxConnsPerIP caps concurrent connections from one client address; extra ones are
+	// closed at once. It defaults to 256. Relayed sessions all come from their gateway's
+	// address: size it for the relays one gateway carries to this origin.
+	MaxConnsPerIP int
+	// FirstByteTimeout closes a connection that sends nothing this long after accept,
+	// whatever the protocol's own deadlines. It defaults to 5 seconds.
+	FirstByteTimeout time.Duration
 	// Authorize, if set, decides whether a publisher may publish NAME: it gets the NAME and
 	// the query the publisher sent (on the stream key or the app, joined by "&"),
 	// and a non-nil error refuses the publish. Nil lets anyone publish (the default).
-	Authorize func(name, query string) error
+	Authorize func(name, query, client string) error
+	// AuthorizePlay, if set, decides whether a player may play NAME: it gets the NAME, the
+	// query the player sent (on the stream key or the app, joined by "&") and the client's
+	// address, and a non-nil error refuses the play with NetStream.Play.Failed. Nil lets
+	// anyone play (the default).
+	AuthorizePlay func(name, query, client string) error
 	// Logger gets one line per connection outcome. It defaults to slog.Default().
 	Logger *slog.Logger
 
@@ -71,6 +83,12 @@ func (s *Server) Initialize() error {
 	if s.MaxConns <= 0 {
 		s.MaxConns = 1024
 	}
+	if s.MaxConnsPerIP <= 0 {
+		s.MaxConnsPerIP = netcap.DefaultMaxPerIP
+	}
+	if s.FirstByteTimeout <= 0 {
+		s.FirstByteTimeout = 5 * time.Second
+	}
 	if s.Logger == nil {
 		s.Logger = slog.Default()
 	}
@@ -79,7 +97,8 @@ func (s *Server) Initialize() error {
 		return fmt.Errorf("rtmpsrv: %w", err)
 	}
 	s.rejects = netcap.RejectLog{Logger: s.Logger, Msg: "rtmp connections refused"}
-	s.ln = &netcap.Listener{Listener: ln, Max: int64(s.MaxConns), OnReject: s.rejects.Reject}
+	s.ln = &netcap.Listener{Listener: ln, Max: int64(s.MaxConns), MaxPerIP: int64(s.MaxConnsPerIP),
+		FirstByteTimeout: s.FirstByteTimeout, EvictSilentAfter: netcap.DefaultEvictSilentAfter, OnReject: s.rejects.Reject}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.conns.Serve(s.ln, s.handle)
 	return nil
@@ -112,7 +131,9 @@ func (s *Server) handle(c net.Conn) {
 	o := s.serve(c)
 	lvl := slog.LevelInfo
 	if o.err != nil && o.role == "" {
-		lvl = slog.LevelWarn
+		// Failed before play/publish (silent, not RTMP, a scanner): anyone can cause these at
+		// will, so they are not warnings (the gateway logs them at debug too).
+		lvl = slog.LevelDebug
 	}
 	s.Logger.Log(context.Background(), lvl, "rtmp conn closed", "remote", c.RemoteAddr().String(),
 		"role", o.role, "name", o.name, "dur", time.Since(start).Round(time.Millisecond).String(), "err", errString(o.err))
@@ -134,7 +155,7 @@ func (s *Server) serve(c net.Conn) outcome {
 			return outcome{role: "publisher", err: errors.New("invalid stream name")}
 		}
 		if s.Authorize != nil {
-			if err := s.Authorize(name, query); err != nil {
+			if err := s.Authorize(name, query, c.RemoteAddr().String()); err != nil {
 				_ = writeStatus(sc, "NetStream.Publish.Unauthorized", "publish not authorized")
 				return outcome{role: "publisher", name: name, err: fmt.Errorf("unauthorized: %w", err)}
 			}
@@ -144,6 +165,12 @@ func (s *Server) serve(c net.Conn) outcome {
 	if !ok {
 		_ = writeStatus(sc, "NetStream.Play.StreamNotFound", "invalid stream name")
 		return outcome{role: "player", err: errors.New("invalid stream name")}
+	}
+	if s.AuthorizePlay != nil {
+		if err := s.AuthorizePlay(name, query, c.RemoteAddr().String()); err != nil {
+			_ = writeStatus(sc, "NetStream.Play.Failed", "play not authorized")
+			return outcome{role: "player", name: name, err: fmt.Errorf("unauthorized: %w", err)}
+		}
 	}
 	return outcome{role: "player", name: name, err: s.play(c, sc, name)}
 }

@@ -21,7 +21,7 @@ func TestPublishAuthorization(t *testing.T) {
 	tbl := media.NewTable(media.Config{})
 	defer tbl.Close()
 	s := &Server{Address: "127.0.0.1:0", Table: tbl,
-		Authorize: func(name, query string) error { return pubauth.Check(authSecret, name, query, time.Now()) }}
+		Authorize: func(name, query, _ string) error { return pubauth.Check(authSecret, name, query, time.Now()) }}
 	if err := s.Initialize(); err != nil {
 		t.Fatal(err)
 	}

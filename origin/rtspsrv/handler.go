@@ -54,6 +54,11 @@ type handler struct {
 	// at once. SETUPs are few and our OnSetup does not wait, so serializing them costs nothing.
 	setupMu      sync.Mutex
 	setupHolders sync.Map // *gortsplib.ServerConn holding setupMu -> struct{}
+
+	// described holds, per connection, the NAME whose DESCRIBE passed AuthorizePlay: the
+	// SETUP that follows on the same connection needs no token again (its URL is the
+	// SDP's control URL, whose query gortsplib does not keep reliably).
+	described sync.Map // *gortsplib.ServerConn -> string
 }
 
 func newHandler(s *Server) *handler {
@@ -115,6 +120,7 @@ func (h *handler) OnStreamWriteError(ctx *gortsplib.ServerHandlerOnStreamWriteEr
 }
 
 func (h *handler) OnConnClose(ctx *gortsplib.ServerHandlerOnConnCloseCtx) {
+	h.described.Delete(ctx.Conn)
 	h.log.Info("rtsp conn closed", "remote", ctx.Conn.NetConn().RemoteAddr().String(), "err", errString(ctx.Error))
 }
 
@@ -191,6 +197,14 @@ func (h *handler) OnDescribe(ctx *gortsplib.ServerHandlerOnDescribeCtx) (*base.R
 	if !ok {
 		return &base.Response{StatusCode: base.StatusNotFound}, nil, nil
 	}
+	if h.s.AuthorizePlay != nil {
+		// Before output: an unauthorized DESCRIBE must not start an on-demand pull.
+		if err := h.s.AuthorizePlay(name, ctx.Query, remote(ctx.Conn)); err != nil {
+			h.log.Info("rtsp play refused", "name", name, "remote", remote(ctx.Conn), "reason", "unauthorized: "+err.Error())
+			return &base.Response{StatusCode: base.StatusForbidden}, nil, nil
+		}
+		h.described.Store(ctx.Conn, name)
+	}
 	out, err := h.output(name)
 	if err != nil {
 		return h.readError(err), nil, nil
@@ -204,7 +218,7 @@ func (h *handler) OnAnnounce(ctx *gortsplib.ServerHandlerOnAnnounceCtx) (*base.R
 		return &base.Response{StatusCode: base.StatusBadRequest}, errors.New("invalid stream name")
 	}
 	if h.s.Authorize != nil {
-		if err := h.s.Authorize(name, ctx.Query); err != nil {
+		if err := h.s.Authorize(name, ctx.Query, remote(ctx.Conn)); err != nil {
 			// 403, not 401: there is no RTSP authentication scheme to retry with; the key
 			// travels in the URL.
 			h.log.Info("rtsp publish refused", "name", name, "remote", remote(ctx.Conn), "reason", "unauthorized: "+err.Error())
@@ -250,6 +264,14 @@ func (h *handler) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Respons
 		return &base.Response{StatusCode: base.StatusBadRequest}, nil, errors.New("one stream per session")
 	}
 	out := ses.out
+	if out == nil && h.s.AuthorizePlay != nil {
+		if n, ok := h.described.Load(ctx.Conn); !ok || n.(string) != name {
+			if err := h.s.AuthorizePlay(name, ctx.Query, remote(ctx.Conn)); err != nil {
+				h.log.Info("rtsp play refused", "name", name, "remote", remote(ctx.Conn), "reason", "unauthorized: "+err.Error())
+				return &base.Response{StatusCode: base.StatusForbidden}, nil, nil
+			}
+		}
+	}
 	if out == nil {
 		var err error
 		if out, err = h.output(name); err != nil {

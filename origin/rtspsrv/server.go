@@ -36,6 +36,13 @@ type Server struct {
 	IdleTimeout time.Duration
 	// MaxConns caps concurrent TCP connections; extra ones are closed at once. It defaults to 1024.
 	MaxConns int
+	// MaxConnsPerIP caps concurrent connections from one client address; extra ones are
+	// closed at once. It defaults to 256. Relayed sessions all come from their gateway's
+	// address: size it for the relays one gateway carries to this origin.
+	MaxConnsPerIP int
+	// FirstByteTimeout closes a connection that sends nothing this long after accept,
+	// whatever the protocol's own deadlines. It defaults to 5 seconds.
+	FirstByteTimeout time.Duration
 	// MaxRequestBytes caps one request (headers and body); a connection that sends more
 	// is cut off. It defaults to 64 KiB.
 	MaxRequestBytes int
@@ -48,18 +55,24 @@ type Server struct {
 	// Authorize, if set, decides whether a publisher may publish NAME: it gets the NAME and
 	// the query the publisher sent (the ANNOUNCE URL's query),
 	// and a non-nil error refuses the publish. Nil lets anyone publish (the default).
-	Authorize func(name, query string) error
+	Authorize func(name, query, client string) error
+	// AuthorizePlay, if set, decides whether a player may play NAME: it gets the NAME, the
+	// DESCRIBE URL's query and the client's address, and a non-nil error answers 403. A
+	// player that skips DESCRIBE is checked on its first SETUP instead. Nil lets anyone play
+	// (the default).
+	AuthorizePlay func(name, query, client string) error
 	// Logger gets one line per connection outcome. It defaults to slog.Default().
 	Logger *slog.Logger
 
-	srv    *gortsplib.Server
-	ln     *netcap.Listener
-	h      *handler
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	rtp    int
-	rtcp   int
+	srv     *gortsplib.Server
+	ln      *netcap.Listener
+	rejects netcap.RejectLog
+	h       *handler
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	rtp     int
+	rtcp    int
 }
 
 // Start listens and serves.
@@ -79,6 +92,12 @@ func (s *Server) Initialize() error {
 	if s.MaxConns <= 0 {
 		s.MaxConns = 1024
 	}
+	if s.MaxConnsPerIP <= 0 {
+		s.MaxConnsPerIP = netcap.DefaultMaxPerIP
+	}
+	if s.FirstByteTimeout <= 0 {
+		s.FirstByteTimeout = 5 * time.Second
+	}
 	if s.MaxRequestBytes <= 0 {
 		s.MaxRequestBytes = 64 << 10
 	}
@@ -91,6 +110,7 @@ func (s *Server) Initialize() error {
 	if s.Logger == nil {
 		s.Logger = slog.Default()
 	}
+	s.rejects = netcap.RejectLog{Logger: s.Logger, Msg: "rtsp connections refused"}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.h = newHandler(s)
 	s.srv = &gortsplib.Server{
@@ -107,12 +127,13 @@ func (s *Server) Initialize() error {
 			}
 			reqMax := int64(s.MaxRequestBytes)
 			s.ln = &netcap.Listener{
-				Listener: ln,
-				Max:      int64(s.MaxConns),
-				OnReject: func(c net.Conn) {
-					s.Logger.Warn("rtsp conn refused", "remote", c.RemoteAddr().String(), "reason", "connection limit")
-				},
-				Wrap: func(c net.Conn) net.Conn { return &limitConn{Conn: c, reqMax: reqMax} },
+				Listener:         ln,
+				Max:              int64(s.MaxConns),
+				MaxPerIP:         int64(s.MaxConnsPerIP),
+				FirstByteTimeout: s.FirstByteTimeout,
+				EvictSilentAfter: netcap.DefaultEvictSilentAfter,
+				OnReject:         s.rejects.Reject,
+				Wrap:             func(c net.Conn) net.Conn { return &limitConn{Conn: c, reqMax: reqMax} },
 			}
 			return s.ln, nil
 		},

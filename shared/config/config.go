@@ -56,6 +56,17 @@ type Auth struct {
 	// PublishSecret signs publish keys (see shared/pubauth); the same on every gateway and
 	// origin. Empty leaves publishing open to anyone. At least MinSecretLen bytes when set.
 	PublishSecret string `yaml:"publish_secret"`
+	// PlaySecret signs play tokens (see shared/pubauth); the same on every gateway and
+	// origin. Empty leaves play open to anyone. At least MinSecretLen bytes when set.
+	PlaySecret string `yaml:"play_secret"`
+	// HTTPURL, when set, is POSTed every publish (JSON: action, protocol, name, client,
+	// query); a 2xx answer allows it, anything else refuses. An http:// or https:// URL.
+	HTTPURL string `yaml:"http_url"`
+	// HTTPTimeout bounds one call to HTTPURL; a call that runs out refuses. Default 2s.
+	HTTPTimeout time.Duration `yaml:"http_timeout"`
+	// HTTPCache is how long a decision of HTTPURL is reused, per (action, protocol, name,
+	// query, client). Default 5s; 0 disables the cache.
+	HTTPCache time.Duration `yaml:"http_cache"`
 }
 
 // MinSecretLen is the shortest admin.token or auth.publish_secret accepted.
@@ -79,8 +90,26 @@ type GatewayHTTP struct {
 	RetryAfter time.Duration `yaml:"retry_after"`
 	// ReadHeaderTimeout bounds request header reading. It defaults to 5s.
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
-	// MaxConns bounds concurrent connections. It defaults to 10000.
+	// MaxConns bounds concurrent connections; more are closed at once. It defaults to 10000.
 	MaxConns int `yaml:"max_conns"`
+	// MaxConnsPerIP bounds concurrent connections from one client address. It defaults to 256.
+	MaxConnsPerIP int `yaml:"max_conns_per_ip"`
+}
+
+// GatewayRTSP tunes the gateway's RTSP listener (listen.rtsp).
+type GatewayRTSP struct {
+	// FirstRequestTimeout bounds accept to the end of the first request. It defaults to 5s.
+	FirstRequestTimeout time.Duration `yaml:"first_request_timeout"`
+	// ReadTimeout bounds each later request and a relayed publisher's silence. It defaults to 10s.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
+	// WriteTimeout bounds each write to either side. It defaults to 10s.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// DialTimeout bounds connecting to an origin for a relay. It defaults to 5s.
+	DialTimeout time.Duration `yaml:"dial_timeout"`
+	// MaxConns bounds concurrent RTSP client connections. It defaults to 10000.
+	MaxConns int `yaml:"max_conns"`
+	// MaxConnsPerIP bounds concurrent connections from one client address. It defaults to 256.
+	MaxConnsPerIP int `yaml:"max_conns_per_ip"`
 }
 
 // GatewayRTMP tunes the gateway's RTMP listener (listen.rtmp).
@@ -92,6 +121,8 @@ type GatewayRTMP struct {
 	// auto mode ('*' matches any run of characters, the pattern matches the whole flashVer).
 	// Clients that set the reconnect bit of capsEx are redirected whatever it says. It defaults to none.
 	FollowFlashVer []string `yaml:"follow_flashver"`
+	// FirstRequestTimeout bounds the RTMP handshake (accept to C2). It defaults to 5s.
+	FirstRequestTimeout time.Duration `yaml:"first_request_timeout"`
 	// HandshakeTimeout bounds accept to play/publish, and the relay's setup with the origin. It defaults to 10s.
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
 	// ReadTimeout bounds the wait for media from the sending side while relaying. It defaults to 10s.
@@ -100,6 +131,8 @@ type GatewayRTMP struct {
 	WriteTimeout time.Duration `yaml:"write_timeout"`
 	// MaxConns bounds concurrent RTMP client connections. It defaults to 10000.
 	MaxConns int `yaml:"max_conns"`
+	// MaxConnsPerIP bounds concurrent connections from one client address. It defaults to 256.
+	MaxConnsPerIP int `yaml:"max_conns_per_ip"`
 }
 
 // Balance tunes origin choice.
@@ -124,6 +157,7 @@ type Gateway struct {
 	TLS      TLS           `yaml:"tls"`
 	HTTP     GatewayHTTP   `yaml:"http"`
 	RTMP     GatewayRTMP   `yaml:"rtmp"`
+	RTSP     GatewayRTSP   `yaml:"rtsp"`
 	Balance  Balance       `yaml:"balance"`
 	Registry RegistryOpts  `yaml:"registry"`
 }
@@ -208,11 +242,13 @@ type OnDemand struct {
 
 // Limits bound every media listener (HTTP, RTSP, RTMP) of an origin.
 type Limits struct {
-	MaxConns         int           `yaml:"max_conns"`         // concurrent connections per listener; defaults to 4096
-	HandshakeTimeout time.Duration `yaml:"handshake_timeout"` // RTMP handshake to play/publish, HTTP request headers; defaults to 10s
-	ReadTimeout      time.Duration `yaml:"read_timeout"`      // a silent publisher or a slow request body is cut off; defaults to 10s
-	WriteTimeout     time.Duration `yaml:"write_timeout"`     // a player that does not take data is cut off; defaults to 10s
-	MaxViewers       int           `yaml:"max_viewers"`       // readers per stream (all protocols); defaults to 4096
+	MaxConns         int           `yaml:"max_conns"`          // concurrent connections per listener; defaults to 4096
+	MaxConnsPerIP    int           `yaml:"max_conns_per_ip"`   // concurrent connections per listener from one address; defaults to 1024
+	FirstByteTimeout time.Duration `yaml:"first_byte_timeout"` // a connection silent this long after accept is closed; defaults to 5s
+	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`  // RTMP handshake to play/publish, HTTP request headers; defaults to 10s
+	ReadTimeout      time.Duration `yaml:"read_timeout"`       // a silent publisher or a slow request body is cut off; defaults to 10s
+	WriteTimeout     time.Duration `yaml:"write_timeout"`      // a player that does not take data is cut off; defaults to 10s
+	MaxViewers       int           `yaml:"max_viewers"`        // readers per stream (all protocols); defaults to 4096
 }
 
 // Origin is the origin binary's configuration.
@@ -235,6 +271,7 @@ func defaultCommon() Common {
 	return Common{
 		Redis: Redis{URL: "redis://127.0.0.1:6379/0"},
 		Log:   Log{Level: "info", Format: "text"},
+		Auth:  Auth{HTTPTimeout: 2 * time.Second, HTTPCache: 5 * time.Second},
 	}
 }
 
@@ -247,13 +284,24 @@ func DefaultGateway() *Gateway {
 			RetryAfter:        2 * time.Second,
 			ReadHeaderTimeout: 5 * time.Second,
 			MaxConns:          10000,
+			MaxConnsPerIP:     256,
 		},
 		RTMP: GatewayRTMP{
-			Mode:             "auto",
-			HandshakeTimeout: 10 * time.Second,
-			ReadTimeout:      10 * time.Second,
-			WriteTimeout:     10 * time.Second,
-			MaxConns:         10000,
+			Mode:                "auto",
+			FirstRequestTimeout: 5 * time.Second,
+			HandshakeTimeout:    10 * time.Second,
+			ReadTimeout:         10 * time.Second,
+			WriteTimeout:        10 * time.Second,
+			MaxConns:            10000,
+			MaxConnsPerIP:       256,
+		},
+		RTSP: GatewayRTSP{
+			FirstRequestTimeout: 5 * time.Second,
+			ReadTimeout:         10 * time.Second,
+			WriteTimeout:        10 * time.Second,
+			DialTimeout:         5 * time.Second,
+			MaxConns:            10000,
+			MaxConnsPerIP:       256,
 		},
 		Balance:  Balance{Hysteresis: 0.10},
 		Registry: RegistryOpts{AntiEntropy: 30 * time.Second},
@@ -282,6 +330,8 @@ func DefaultOrigin() *Origin {
 		OnDemand: OnDemand{IdleTimeout: 30 * time.Second, StartTimeout: 10 * time.Second, RetryMax: 30 * time.Second},
 		Limits: Limits{
 			MaxConns:         4096,
+			MaxConnsPerIP:    1024,
+			FirstByteTimeout: 5 * time.Second,
 			HandshakeTimeout: 10 * time.Second,
 			ReadTimeout:      10 * time.Second,
 			WriteTimeout:     10 * time.Second,

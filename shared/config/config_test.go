@@ -84,7 +84,7 @@ func TestOriginDefaults(t *testing.T) {
 	}
 	wantHLS := HLS{Variant: "mpegts", SegmentCount: 7, SegmentDuration: time.Second, PartDuration: 200 * time.Millisecond, FirstSegmentTimeout: 10 * time.Second}
 	wantOD := OnDemand{IdleTimeout: 30 * time.Second, StartTimeout: 10 * time.Second, RetryMax: 30 * time.Second}
-	wantLimits := Limits{MaxConns: 4096, HandshakeTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, MaxViewers: 4096}
+	wantLimits := Limits{MaxConns: 4096, MaxConnsPerIP: 1024, FirstByteTimeout: 5 * time.Second, HandshakeTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, MaxViewers: 4096}
 	if c.HLS != wantHLS || c.OnDemand != wantOD || c.Limits != wantLimits || c.Listen.RTSPUDP != "" {
 		t.Fatalf("media defaults drifted: %+v %+v %+v %q", c.HLS, c.OnDemand, c.Limits, c.Listen.RTSPUDP)
 	}
@@ -304,6 +304,10 @@ func TestGatewayErrors(t *testing.T) {
 		{"log level", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_LOG_LEVEL=loud"}, "log.level: must be"},
 		{"admin token short", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_ADMIN_TOKEN=short"}, "admin.token: must be at least 16 bytes"},
 		{"publish secret short", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_AUTH_PUBLISH_SECRET=short"}, "auth.publish_secret: must be at least 16 bytes"},
+		{"play secret short", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_AUTH_PLAY_SECRET=short"}, "auth.play_secret: must be at least 16 bytes"},
+		{"hook url scheme", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_AUTH_HTTP_URL=ftp://x/y"}, "auth.http_url: want an http"},
+		{"hook timeout zero", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_AUTH_HTTP_TIMEOUT=0s"}, "auth.http_timeout: must be positive"},
+		{"hook cache negative", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_AUTH_HTTP_CACHE=-1s"}, "auth.http_cache: must not be negative"},
 		{"log format", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_LOG_FORMAT=xml"}, "log.format: must be"},
 		{"listen.http empty", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_LISTEN_HTTP="}, "listen.http: required"},
 		{"listen.http form", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_LISTEN_HTTP=8080"}, "listen.http: want [host]:port"},
@@ -324,6 +328,15 @@ func TestGatewayErrors(t *testing.T) {
 		{"rtmp read timeout", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_RTMP_READ_TIMEOUT=-1s"}, "rtmp.read_timeout: must be greater than zero"},
 		{"rtmp write timeout", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_RTMP_WRITE_TIMEOUT=0s"}, "rtmp.write_timeout: must be greater than zero"},
 		{"rtmp max conns", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_RTMP_MAX_CONNS=0"}, "rtmp.max_conns: must be greater than zero"},
+		{"http per ip", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_HTTP_MAX_CONNS_PER_IP=0"}, "http.max_conns_per_ip: must be greater than zero"},
+		{"rtmp per ip", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_RTMP_MAX_CONNS_PER_IP=-1"}, "rtmp.max_conns_per_ip: must be greater than zero"},
+		{"rtmp first request", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_RTMP_FIRST_REQUEST_TIMEOUT=0s"}, "rtmp.first_request_timeout: must be greater than zero"},
+		{"rtsp first request", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_RTSP_FIRST_REQUEST_TIMEOUT=0s"}, "rtsp.first_request_timeout: must be greater than zero"},
+		{"rtsp read", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_RTSP_READ_TIMEOUT=-1s"}, "rtsp.read_timeout: must be greater than zero"},
+		{"rtsp write", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_RTSP_WRITE_TIMEOUT=0s"}, "rtsp.write_timeout: must be greater than zero"},
+		{"rtsp dial", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_RTSP_DIAL_TIMEOUT=0s"}, "rtsp.dial_timeout: must be greater than zero"},
+		{"rtsp max conns", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_RTSP_MAX_CONNS=0"}, "rtsp.max_conns: must be greater than zero"},
+		{"rtsp per ip", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_RTSP_MAX_CONNS_PER_IP=0"}, "rtsp.max_conns_per_ip: must be greater than zero"},
 		{"rtmp bad env duration", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_RTMP_READ_TIMEOUT=5"}, "(rtmp.read_timeout): not a duration"},
 		{"rtmp unknown key", "cluster_key: " + key + "\nrtmp: {mdoe: relay}\n", nil, "field mdoe not found"},
 		{"max staleness", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_REGISTRY_MAX_STALENESS=-1s"}, "registry.max_staleness: must be zero (off) or positive"},
@@ -392,6 +405,8 @@ func TestOriginErrors(t *testing.T) {
 		{"ondemand start", "", []string{"PEERGATE_ONDEMAND_START_TIMEOUT=0s"}, "ondemand.start_timeout: must be greater than zero"},
 		{"ondemand retry", "", []string{"PEERGATE_ONDEMAND_RETRY_MAX=0s"}, "ondemand.retry_max: must be greater than zero"},
 		{"limits conns", "", []string{"PEERGATE_LIMITS_MAX_CONNS=0"}, "limits.max_conns: must be greater than zero"},
+		{"limits per ip", "", []string{"PEERGATE_LIMITS_MAX_CONNS_PER_IP=0"}, "limits.max_conns_per_ip: must be greater than zero"},
+		{"limits first byte", "", []string{"PEERGATE_LIMITS_FIRST_BYTE_TIMEOUT=0s"}, "limits.first_byte_timeout: must be greater than zero"},
 		{"limits viewers", "", []string{"PEERGATE_LIMITS_MAX_VIEWERS=-1"}, "limits.max_viewers: must be greater than zero"},
 		{"limits handshake", "", []string{"PEERGATE_LIMITS_HANDSHAKE_TIMEOUT=0s"}, "limits.handshake_timeout: must be greater than zero"},
 		{"limits read", "", []string{"PEERGATE_LIMITS_READ_TIMEOUT=0s"}, "limits.read_timeout: must be greater than zero"},
@@ -441,12 +456,19 @@ func TestEnvNamesCoverKeys(t *testing.T) {
 		"PEERGATE_RTMP_WRITE_TIMEOUT": "rtmp.write_timeout", "PEERGATE_RTMP_MAX_CONNS": "rtmp.max_conns",
 		"PEERGATE_REGISTRY_MAX_STALENESS": "registry.max_staleness",
 		"PEERGATE_ADMIN_TOKEN":            "admin.token", "PEERGATE_AUTH_PUBLISH_SECRET": "auth.publish_secret",
+		"PEERGATE_AUTH_PLAY_SECRET": "auth.play_secret", "PEERGATE_AUTH_HTTP_URL": "auth.http_url",
+		"PEERGATE_AUTH_HTTP_TIMEOUT": "auth.http_timeout", "PEERGATE_AUTH_HTTP_CACHE": "auth.http_cache",
+		"PEERGATE_HTTP_MAX_CONNS_PER_IP": "http.max_conns_per_ip", "PEERGATE_RTMP_MAX_CONNS_PER_IP": "rtmp.max_conns_per_ip",
+		"PEERGATE_RTMP_FIRST_REQUEST_TIMEOUT": "rtmp.first_request_timeout", "PEERGATE_RTSP_FIRST_REQUEST_TIMEOUT": "rtsp.first_request_timeout",
+		"PEERGATE_RTSP_READ_TIMEOUT": "rtsp.read_timeout", "PEERGATE_RTSP_WRITE_TIMEOUT": "rtsp.write_timeout",
+		"PEERGATE_RTSP_DIAL_TIMEOUT": "rtsp.dial_timeout", "PEERGATE_RTSP_MAX_CONNS": "rtsp.max_conns",
+		"PEERGATE_RTSP_MAX_CONNS_PER_IP": "rtsp.max_conns_per_ip",
 	} {
 		if g[env] != path {
 			t.Errorf("gateway %s = %q, want %q", env, g[env], path)
 		}
 	}
-	if len(g) != 27 {
+	if len(g) != 40 {
 		t.Errorf("gateway has %d env keys: %v", len(g), g)
 	}
 	o := EnvNames(&Origin{})
@@ -455,6 +477,7 @@ func TestEnvNamesCoverKeys(t *testing.T) {
 		"PEERGATE_CAPACITY_MAX_CLIENTS": "capacity.max_clients", "PEERGATE_DRAIN_TIMEOUT": "drain_timeout", "PEERGATE_ID": "id",
 		"PEERGATE_HLS_VARIANT": "hls.variant", "PEERGATE_ONDEMAND_IDLE_TIMEOUT": "ondemand.idle_timeout",
 		"PEERGATE_LIMITS_MAX_CONNS": "limits.max_conns", "PEERGATE_LISTEN_RTSP_UDP": "listen.rtsp_udp",
+		"PEERGATE_LIMITS_MAX_CONNS_PER_IP": "limits.max_conns_per_ip", "PEERGATE_LIMITS_FIRST_BYTE_TIMEOUT": "limits.first_byte_timeout",
 		"PEERGATE_ADMIN_TOKEN": "admin.token", "PEERGATE_AUTH_PUBLISH_SECRET": "auth.publish_secret",
 	} {
 		if o[env] != path {

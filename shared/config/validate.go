@@ -35,6 +35,21 @@ func (c *Common) Validate() error {
 	if n := len(c.Auth.PublishSecret); n > 0 && n < MinSecretLen {
 		return keyError("auth.publish_secret", "must be at least %d bytes when set, got %d", MinSecretLen, n)
 	}
+	if n := len(c.Auth.PlaySecret); n > 0 && n < MinSecretLen {
+		return keyError("auth.play_secret", "must be at least %d bytes when set, got %d", MinSecretLen, n)
+	}
+	if u := c.Auth.HTTPURL; u != "" {
+		p, err := url.Parse(u)
+		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return keyError("auth.http_url", "want an http:// or https:// URL, got %q", u)
+		}
+	}
+	if c.Auth.HTTPTimeout <= 0 {
+		return keyError("auth.http_timeout", "must be positive, got %v", c.Auth.HTTPTimeout)
+	}
+	if c.Auth.HTTPCache < 0 {
+		return keyError("auth.http_cache", "must not be negative, got %v", c.Auth.HTTPCache)
+	}
 	if err := checkRedisURL(c.Redis.URL); err != nil {
 		return keyError("redis.url", "%v", err)
 	}
@@ -117,7 +132,13 @@ func (c *Gateway) Validate() error {
 	if c.HTTP.MaxConns <= 0 {
 		return keyError("http.max_conns", "must be greater than zero, got %d", c.HTTP.MaxConns)
 	}
+	if c.HTTP.MaxConnsPerIP <= 0 {
+		return keyError("http.max_conns_per_ip", "must be greater than zero, got %d", c.HTTP.MaxConnsPerIP)
+	}
 	if err := c.RTMP.validate(); err != nil {
+		return err
+	}
+	if err := c.RTSP.validate(); err != nil {
 		return err
 	}
 	if !(c.Balance.Hysteresis >= 0 && c.Balance.Hysteresis < 1) { // NaN fails both comparisons
@@ -146,13 +167,37 @@ func (r *GatewayRTMP) validate() error {
 	for _, d := range []struct {
 		key string
 		v   time.Duration
-	}{{"rtmp.handshake_timeout", r.HandshakeTimeout}, {"rtmp.read_timeout", r.ReadTimeout}, {"rtmp.write_timeout", r.WriteTimeout}} {
+	}{{"rtmp.first_request_timeout", r.FirstRequestTimeout}, {"rtmp.handshake_timeout", r.HandshakeTimeout}, {"rtmp.read_timeout", r.ReadTimeout}, {"rtmp.write_timeout", r.WriteTimeout}} {
 		if d.v <= 0 {
 			return keyError(d.key, "must be greater than zero, got %s", d.v)
 		}
 	}
 	if r.MaxConns <= 0 {
 		return keyError("rtmp.max_conns", "must be greater than zero, got %d", r.MaxConns)
+	}
+	if r.MaxConnsPerIP <= 0 {
+		return keyError("rtmp.max_conns_per_ip", "must be greater than zero, got %d", r.MaxConnsPerIP)
+	}
+	return nil
+}
+
+func (r *GatewayRTSP) validate() error {
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{
+		{"rtsp.first_request_timeout", r.FirstRequestTimeout}, {"rtsp.read_timeout", r.ReadTimeout},
+		{"rtsp.write_timeout", r.WriteTimeout}, {"rtsp.dial_timeout", r.DialTimeout},
+	} {
+		if d.v <= 0 {
+			return keyError(d.key, "must be greater than zero, got %s", d.v)
+		}
+	}
+	if r.MaxConns <= 0 {
+		return keyError("rtsp.max_conns", "must be greater than zero, got %d", r.MaxConns)
+	}
+	if r.MaxConnsPerIP <= 0 {
+		return keyError("rtsp.max_conns_per_ip", "must be greater than zero, got %d", r.MaxConnsPerIP)
 	}
 	return nil
 }
@@ -292,6 +337,7 @@ func (c *Origin) validateMedia() error {
 		{"ondemand.idle_timeout", c.OnDemand.IdleTimeout},
 		{"ondemand.start_timeout", c.OnDemand.StartTimeout},
 		{"ondemand.retry_max", c.OnDemand.RetryMax},
+		{"limits.first_byte_timeout", c.Limits.FirstByteTimeout},
 		{"limits.handshake_timeout", c.Limits.HandshakeTimeout},
 		{"limits.read_timeout", c.Limits.ReadTimeout},
 		{"limits.write_timeout", c.Limits.WriteTimeout},
@@ -305,6 +351,9 @@ func (c *Origin) validateMedia() error {
 	}
 	if c.Limits.MaxConns <= 0 {
 		return keyError("limits.max_conns", "must be greater than zero, got %d", c.Limits.MaxConns)
+	}
+	if c.Limits.MaxConnsPerIP <= 0 {
+		return keyError("limits.max_conns_per_ip", "must be greater than zero, got %d", c.Limits.MaxConnsPerIP)
 	}
 	if c.Limits.MaxViewers <= 0 {
 		return keyError("limits.max_viewers", "must be greater than zero, got %d", c.Limits.MaxViewers)

@@ -9,4 +9,4 @@ func RecKey(clusterKey, id string) string {
 }
 
 // LibLogLines are the go-redis messages logged so far in this test binary, one JSON object a line.
-func LibLogLines() []string { return libLog.lines() }
+func LibLogLines() []string { return libLog.Lines() }

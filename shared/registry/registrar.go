@@ -414,11 +414,15 @@ func (r *Registrar) beat(ctx context.Context) error {
 // announce publishes a heartbeat carrying the current record with the stream-list version
 // last written, so a watcher re-reads only what Redis holds.
 func (r *Registrar) announce(ctx context.Context) error {
+	// The sequence number is taken before the record is read: the heartbeat loop and Drain
+	// announce side by side, and watchers keep only the highest seq, so a beat numbered after
+	// Drain's must describe a state at least as new (draining), never the "up" read before it.
+	seq := r.seq.Add(1)
 	rec, _, err := r.recordAt(r.written.Load())
 	if err != nil {
 		return err
 	}
-	ev, err := r.sg.sealEvent(eventBeat, r.id, beatBody{Seq: r.seq.Add(1), Rec: rec})
+	ev, err := r.sg.sealEvent(eventBeat, r.id, beatBody{Seq: seq, Rec: rec})
 	if err != nil {
 		return err
 	}
