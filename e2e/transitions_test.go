@@ -9,8 +9,8 @@ import (
 
 	"github.com/peergate/peergate/internal/mediatest"
 	"github.com/peergate/peergate/internal/redistest"
+	"github.com/peergate/peergate/origin/announce"
 	"github.com/peergate/peergate/origin/media"
-	"github.com/peergate/peergate/origin/ondemand"
 	"github.com/peergate/peergate/origin/rtmpsrv"
 	"github.com/peergate/peergate/origin/rtspsrv"
 	"github.com/peergate/peergate/shared/cluster"
@@ -130,7 +130,8 @@ func TestRegistryTransitions(t *testing.T) {
 	wg.Go(func() { w.Run(ctx) })
 	defer func() { cancel(); wg.Wait() }()
 
-	tbl := media.NewTable(media.Config{Events: &ondemand.RegistryEvents{Registry: reg}})
+	tbl := media.NewTable(media.Config{})
+	tbl.Notify(announce.NewBook(reg, nil, nil))
 	defer tbl.Close()
 	rtmp := &rtmpsrv.Server{Address: "127.0.0.1:0", Table: tbl}
 	if err := rtmp.Initialize(); err != nil {

@@ -18,62 +18,107 @@ import (
 )
 
 // mediaStack is the origin's stream table with everything that feeds it and reads from it.
+// Every part gets what it needs when it is built, in this order, and nothing is set afterwards:
+//
+//  1. the on-demand manager: a pull publishes into the Table that demanded it, so the manager
+//     is built first and is the Table's Starter;
+//  2. the Table; main then adds the stream book as a receiver of its events (Table.Notify);
+//  3. serve: the HTTP server (it follows the Table's events for its eager HLS muxers), RTSP,
+//     RTMP and the file sources, each built from its settings function below.
+//
+// Started parts are closed in reverse order: ingest first, then outputs, pulls and the Table.
 type mediaStack struct {
-	tbl   *media.Table
-	odm   *ondemand.Manager
-	hs    *httpsrv.Server
-	rtsp  *rtspsrv.Server // nil when listen.rtsp is ""
-	rtmp  *rtmpsrv.Server // nil when listen.rtmp is ""
-	files []*filesrc.Source
+	tbl *media.Table
+	odm *ondemand.Manager
 
+	started   []interface{ Close() }
 	closeOnce sync.Once
 }
 
-// startMedia builds the table, starts the listeners (logging each bound address) and the file
-// sources; reg gets the table's running/stopped events. On error everything started is closed.
-// claim, if not nil, takes the cluster-wide publish claim before a publisher is accepted.
-func startMedia(cfg *config.Origin, reg ondemand.Registry, claim func(context.Context, string) error, log *slog.Logger) (_ *mediaStack, err error) {
+// newMedia builds the on-demand manager and the Table; nothing can publish yet.
+func newMedia(cfg *config.Origin, log *slog.Logger) (*mediaStack, error) {
 	var pulls []ondemand.Source
-	for i, s := range cfg.Streams {
-		if s.Kind() != config.SourcePull {
-			continue
-		}
-		src := ondemand.Source{Name: s.Name, URL: s.Source}
-		if err := ondemand.ValidateSource(src); err != nil {
-			return nil, fmt.Errorf("streams[%d].source: %w", i, err)
-		}
-		pulls = append(pulls, src)
+	for _, s := range cfg.SourceStreams(config.SourcePull) {
+		pulls = append(pulls, ondemand.Source{Name: s.Name, URL: s.Source})
 	}
-	m := &mediaStack{}
-	m.odm = &ondemand.Manager{
+	odm := &ondemand.Manager{
 		Sources:     pulls,
 		IdleTimeout: cfg.OnDemand.IdleTimeout,
 		RetryMax:    cfg.OnDemand.RetryMax,
 		Logger:      log,
 	}
-	ev := &ondemand.RegistryEvents{Registry: reg, OnDemand: m.odm}
-	m.tbl = media.NewTable(media.Config{
-		Events:       ev,
-		Starter:      m.odm,
+	tbl := media.NewTable(media.Config{
+		Starter:      odm,
 		StartTimeout: cfg.OnDemand.StartTimeout,
 		MaxViewers:   cfg.Limits.MaxViewers,
 		// RTSP and HLS viewers share one reader per stream; the rest have one each.
 		MaxReaders: cfg.Limits.MaxViewers + 16,
 	})
-	defer func() {
-		if err != nil {
-			m.close()
-		}
-	}()
-	m.odm.Table = m.tbl
-	if err := m.odm.Initialize(); err != nil {
-		return m, fmt.Errorf("streams: %w", err)
+	m := &mediaStack{tbl: tbl, odm: odm, started: []interface{ Close() }{tbl}}
+	if err := m.start(odm); err != nil {
+		m.close()
+		return nil, fmt.Errorf("streams: %w", err)
 	}
+	return m, nil
+}
 
-	lim := cfg.Limits
-	m.hs = &httpsrv.Server{
+// serve starts the listeners (logging each bound address), then the file sources. On error
+// the caller closes the stack. claim, if not nil, takes the cluster-wide publish claim before
+// a publisher is accepted.
+func (m *mediaStack) serve(cfg *config.Origin, claim func(context.Context, string) error, log *slog.Logger) error {
+	hs := httpServer(cfg, m.tbl, log)
+	if err := m.start(hs); err != nil {
+		return fmt.Errorf("listen.http: %w", err)
+	}
+	m.tbl.Notify(hs) // eager HLS muxers; before any ingest can publish
+	log.Info("listening", "listener", "http", "addr", hs.Addr().String())
+	// One hook (and one decision cache) for both publish doors.
+	hook := pubauth.NewHook(cfg.Auth.HTTPURL, cfg.Auth.HTTPTimeout, cfg.Auth.HTTPCache)
+	publish := func(proto string) func(name, query, client string) error {
+		return publishAuthorizer(pubauth.PublishAuthorizer(cfg.Auth.PublishSecret, hook, proto), claim)
+	}
+	if cfg.Listen.RTSP != "" {
+		s := rtspServer(cfg, m.tbl, publish("rtsp"), log)
+		if err := m.start(s); err != nil {
+			return fmt.Errorf("listen.rtsp: %w", err)
+		}
+		rtp, rtcp := s.UDPPorts()
+		log.Info("listening", "listener", "rtsp", "addr", s.Addr().String(), "udp_rtp", strconv.Itoa(rtp), "udp_rtcp", strconv.Itoa(rtcp))
+	}
+	if cfg.Listen.RTMP != "" {
+		s := rtmpServer(cfg, m.tbl, publish("rtmp"), log)
+		if err := m.start(s); err != nil {
+			return fmt.Errorf("listen.rtmp: %w", err)
+		}
+		log.Info("listening", "listener", "rtmp", "addr", s.Addr().String())
+	}
+	for i, st := range cfg.Streams {
+		if st.Kind() != config.SourceFile {
+			continue
+		}
+		if err := m.start(&filesrc.Source{Name: st.Name, Path: st.FilePath(), Table: m.tbl, Logger: log}); err != nil {
+			return fmt.Errorf("streams[%d].source: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// start initializes p and closes it with the stack.
+func (m *mediaStack) start(p interface {
+	Initialize() error
+	Close()
+}) error {
+	if err := p.Initialize(); err != nil {
+		return err
+	}
+	m.started = append(m.started, p)
+	return nil
+}
+
+func httpServer(cfg *config.Origin, tbl *media.Table, log *slog.Logger) *httpsrv.Server {
+	return &httpsrv.Server{
 		Address: cfg.Listen.HTTP,
-		Table:   m.tbl,
+		Table:   tbl,
 		HLS: httpsrv.HLSConfig{
 			Variant:             cfg.HLS.Variant,
 			SegmentCount:        cfg.HLS.SegmentCount,
@@ -81,100 +126,55 @@ func startMedia(cfg *config.Origin, reg ondemand.Registry, claim func(context.Co
 			PartDuration:        cfg.HLS.PartDuration,
 			FirstSegmentTimeout: cfg.HLS.FirstSegmentTimeout,
 		},
-		ReadHeaderTimeout: lim.HandshakeTimeout,
-		ReadTimeout:       lim.ReadTimeout,
-		WriteTimeout:      lim.WriteTimeout,
-		MaxConns:          lim.MaxConns,
+		ReadHeaderTimeout: cfg.Limits.HandshakeTimeout,
+		ReadTimeout:       cfg.Limits.ReadTimeout,
+		WriteTimeout:      cfg.Limits.WriteTimeout,
+		MaxConns:          cfg.Limits.MaxConns,
 		AuthorizePlay:     pubauth.PlayAuthorizer(cfg.Auth.PlaySecret),
-		MaxConnsPerIP:     lim.MaxConnsPerIP,
-		FirstByteTimeout:  lim.FirstByteTimeout,
+		MaxConnsPerIP:     cfg.Limits.MaxConnsPerIP,
+		FirstByteTimeout:  cfg.Limits.FirstByteTimeout,
 		Logger:            log,
 	}
-	if err := m.hs.Initialize(); err != nil {
-		m.hs = nil
-		return m, fmt.Errorf("listen.http: %w", err)
-	}
-	// Eager HLS muxers follow the table's events; set before any ingest can publish.
-	ev.Also = append(ev.Also, m.hs)
-	log.Info("listening", "listener", "http", "addr", m.hs.Addr().String())
-
-	// One hook (and one decision cache) for both publish doors.
-	hook := pubauth.NewHook(cfg.Auth.HTTPURL, cfg.Auth.HTTPTimeout, cfg.Auth.HTTPCache)
-	if cfg.Listen.RTSP != "" {
-		s := &rtspsrv.Server{
-			Address:       cfg.Listen.RTSP,
-			UDPRTPAddress: cfg.Listen.RTSPUDP,
-			Table:         m.tbl,
-			ReadTimeout:   lim.ReadTimeout,
-			WriteTimeout:  lim.WriteTimeout,
-			MaxConns:      lim.MaxConns,
-			Authorize:     publishAuthorizer(pubauth.PublishAuthorizer(cfg.Auth.PublishSecret, hook, "rtsp"), claim),
-			AuthorizePlay: pubauth.PlayAuthorizer(cfg.Auth.PlaySecret),
-			Logger:        log,
-
-			MaxConnsPerIP:    lim.MaxConnsPerIP,
-			FirstByteTimeout: lim.FirstByteTimeout, // gortsplib waits IdleTimeout for a first request
-		}
-		if err := s.Initialize(); err != nil {
-			return m, fmt.Errorf("listen.rtsp: %w", err)
-		}
-		m.rtsp = s
-		rtp, rtcp := s.UDPPorts()
-		log.Info("listening", "listener", "rtsp", "addr", s.Addr().String(), "udp_rtp", strconv.Itoa(rtp), "udp_rtcp", strconv.Itoa(rtcp))
-	}
-	if cfg.Listen.RTMP != "" {
-		s := &rtmpsrv.Server{
-			Address:          cfg.Listen.RTMP,
-			Table:            m.tbl,
-			HandshakeTimeout: lim.HandshakeTimeout,
-			ReadTimeout:      lim.ReadTimeout,
-			WriteTimeout:     lim.WriteTimeout,
-			MaxConns:         lim.MaxConns,
-			Authorize:        publishAuthorizer(pubauth.PublishAuthorizer(cfg.Auth.PublishSecret, hook, "rtmp"), claim),
-			AuthorizePlay:    pubauth.PlayAuthorizer(cfg.Auth.PlaySecret),
-			MaxConnsPerIP:    lim.MaxConnsPerIP,
-			FirstByteTimeout: lim.FirstByteTimeout,
-			Logger:           log,
-		}
-		if err := s.Initialize(); err != nil {
-			return m, fmt.Errorf("listen.rtmp: %w", err)
-		}
-		m.rtmp = s
-		log.Info("listening", "listener", "rtmp", "addr", s.Addr().String())
-	}
-
-	for i, st := range cfg.Streams {
-		if st.Kind() != config.SourceFile {
-			continue
-		}
-		src := &filesrc.Source{Name: st.Name, Path: st.FilePath(), Table: m.tbl, Logger: log}
-		if err := src.Initialize(); err != nil {
-			return m, fmt.Errorf("streams[%d].source: %w", i, err)
-		}
-		m.files = append(m.files, src)
-	}
-	return m, nil
 }
 
-// close stops ingest first (publishers leave, viewers get EOF), then the outputs, the pulls and the table.
-func (m *mediaStack) close() { m.closeOnce.Do(m.closeAll) }
+func rtspServer(cfg *config.Origin, tbl *media.Table, publish func(name, query, client string) error, log *slog.Logger) *rtspsrv.Server {
+	return &rtspsrv.Server{
+		Address:       cfg.Listen.RTSP,
+		UDPRTPAddress: cfg.Listen.RTSPUDP,
+		Table:         tbl,
+		ReadTimeout:   cfg.Limits.ReadTimeout,
+		WriteTimeout:  cfg.Limits.WriteTimeout,
+		MaxConns:      cfg.Limits.MaxConns,
+		Authorize:     publish,
+		AuthorizePlay: pubauth.PlayAuthorizer(cfg.Auth.PlaySecret),
+		Logger:        log,
 
-func (m *mediaStack) closeAll() {
-	for _, f := range m.files {
-		f.Close()
+		MaxConnsPerIP:    cfg.Limits.MaxConnsPerIP,
+		FirstByteTimeout: cfg.Limits.FirstByteTimeout, // gortsplib waits IdleTimeout for a first request
 	}
-	if m.rtmp != nil {
-		m.rtmp.Close()
-	}
-	if m.rtsp != nil {
-		m.rtsp.Close()
-	}
-	if m.hs != nil {
-		m.hs.Close()
-	}
-	m.odm.Close()
-	m.tbl.Close()
 }
 
-// viewers counts viewers over every protocol, for draining.
-func (m *mediaStack) viewers() int64 { return m.tbl.Stats().Clients }
+func rtmpServer(cfg *config.Origin, tbl *media.Table, publish func(name, query, client string) error, log *slog.Logger) *rtmpsrv.Server {
+	return &rtmpsrv.Server{
+		Address:          cfg.Listen.RTMP,
+		Table:            tbl,
+		HandshakeTimeout: cfg.Limits.HandshakeTimeout,
+		ReadTimeout:      cfg.Limits.ReadTimeout,
+		WriteTimeout:     cfg.Limits.WriteTimeout,
+		MaxConns:         cfg.Limits.MaxConns,
+		Authorize:        publish,
+		AuthorizePlay:    pubauth.PlayAuthorizer(cfg.Auth.PlaySecret),
+		MaxConnsPerIP:    cfg.Limits.MaxConnsPerIP,
+		FirstByteTimeout: cfg.Limits.FirstByteTimeout,
+		Logger:           log,
+	}
+}
+
+// close stops every started part, the last started first. Safe to call twice.
+func (m *mediaStack) close() {
+	m.closeOnce.Do(func() {
+		for i := len(m.started) - 1; i >= 0; i-- {
+			m.started[i].Close()
+		}
+	})
+}

@@ -85,6 +85,15 @@ func TestImportRules(t *testing.T) {
 			}
 		}
 	}
+	// Announcing streams to the registry is origin/announce's alone, through interfaces it
+	// declares: neither it nor the on-demand pulls depend on the store or on each other.
+	for _, p := range []string{"origin/announce", "origin/ondemand"} {
+		for _, d := range deps[mod+p] {
+			if d == mod+"shared/registry" || d == mod+"origin/announce" || d == mod+"origin/ondemand" {
+				t.Errorf("%s depends on %s: the registry glue lives in origin/announce, behind its interfaces", p, d)
+			}
+		}
+	}
 	for _, d := range imports[mod+"origin/ondemand"] {
 		for _, l := range listeners {
 			if d == mod+l {

@@ -149,7 +149,6 @@ func TestDemoClipPlays(t *testing.T) {
 
 // fileStarter starts a file source for one NAME on demand, a little late like a real pull.
 type fileStarter struct {
-	tbl   *media.Table
 	name  string
 	path  string
 	mu    sync.Mutex
@@ -157,7 +156,7 @@ type fileStarter struct {
 	asked int
 }
 
-func (f *fileStarter) Demand(name string) bool {
+func (f *fileStarter) Demand(tbl *media.Table, name string) bool {
 	if name != f.name {
 		return false
 	}
@@ -165,7 +164,7 @@ func (f *fileStarter) Demand(name string) bool {
 	defer f.mu.Unlock()
 	f.asked++
 	if f.src == nil {
-		f.src = &Source{Name: name, Path: f.path, Table: f.tbl}
+		f.src = &Source{Name: name, Path: f.path, Table: tbl}
 		go func() {
 			// Deliberately late, like a real pull: the viewers that asked must wait for
 			// the source. Not a sync point: the test passes whether or not they arrived
@@ -194,7 +193,6 @@ func TestOnDemandFirstViewerWaits(t *testing.T) {
 	// A long start bound, so that "fails at once" below cannot be confused with a start that
 	// timed out.
 	tbl := media.NewTable(media.Config{Starter: st, StartTimeout: 30 * time.Second})
-	st.tbl = tbl
 	defer tbl.Close()
 	defer st.close()
 	rs := &rtspsrv.Server{Address: "127.0.0.1:0", UDPRTPAddress: "127.0.0.1:0", Table: tbl}

@@ -17,38 +17,7 @@ import (
 	"github.com/peergate/peergate/internal/mediatest"
 	"github.com/peergate/peergate/origin/media"
 	"github.com/peergate/peergate/origin/rtspsrv"
-	"github.com/peergate/peergate/shared/cluster"
 )
-
-// fanout forwards Table events to listeners added after the Table exists (main.go does the same).
-type fanout struct {
-	mu sync.Mutex
-	to []media.Events
-}
-
-func (f *fanout) add(e media.Events) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.to = append(f.to, e)
-}
-
-func (f *fanout) list() []media.Events {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]media.Events(nil), f.to...)
-}
-
-func (f *fanout) StreamRunning(name string, m cluster.StreamMeta) {
-	for _, e := range f.list() {
-		e.StreamRunning(name, m)
-	}
-}
-
-func (f *fanout) StreamStopped(name string) {
-	for _, e := range f.list() {
-		e.StreamStopped(name)
-	}
-}
 
 func testLogger(t testing.TB) *slog.Logger {
 	if os.Getenv("HTTPSRV_LOG") != "" {
@@ -60,14 +29,12 @@ func testLogger(t testing.TB) *slog.Logger {
 type env struct {
 	t    testing.TB
 	tbl  *media.Table
-	ev   *fanout
 	rtsp *rtspsrv.Server
 }
 
 func newEnv(t testing.TB, cfg media.Config) *env {
 	t.Helper()
-	e := &env{t: t, ev: &fanout{}}
-	cfg.Events = e.ev
+	e := &env{t: t}
 	e.tbl = media.NewTable(cfg)
 	t.Cleanup(e.tbl.Close)
 	return e
@@ -83,7 +50,7 @@ func (e *env) startHTTP(mut func(*Server)) *Server {
 	if err := s.Initialize(); err != nil {
 		e.t.Fatal(err)
 	}
-	e.ev.add(s)
+	e.tbl.Notify(s) // eager muxers, as main.go wires them
 	e.t.Cleanup(s.Close)
 	return s
 }

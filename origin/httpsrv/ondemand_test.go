@@ -10,7 +10,7 @@ import (
 // neverStarts claims every name is on demand but never publishes it.
 type neverStarts struct{}
 
-func (neverStarts) Demand(string) bool { return true }
+func (neverStarts) Demand(*media.Table, string) bool { return true }
 
 // TestOnDemandTimeoutAnswered: when an on-demand start does not come up within the start
 // bound, the waiting request still gets its 404, even if the bound exceeds WriteTimeout

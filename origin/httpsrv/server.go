@@ -219,8 +219,8 @@ func (s *Server) Close() {
 	s.sessions.closeAll()
 }
 
-// StreamRunning starts the stream's HLS muxer at once unless HLS.Lazy; main.go forwards
-// the Table's events here. It never blocks.
+// StreamRunning starts the stream's HLS muxer at once unless HLS.Lazy; main.go adds the
+// Server to the Table's receivers (Table.Notify). It never blocks.
 func (s *Server) StreamRunning(name string, _ cluster.StreamMeta) {
 	if s.HLS.Lazy || s.closed.Load() || s.hls == nil {
 		return

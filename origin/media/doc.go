@@ -6,7 +6,8 @@
 // (RTMP publish, RTSP record, file loops, on-demand pulls) and outputs (RTSP play, RTMP
 // play, HLS, HTTP MPEG-TS) only meet here; they never talk to each other.
 //
-//	tbl := media.NewTable(media.Config{Events: registrarAdapter, Starter: ondemand})
+//	tbl := media.NewTable(media.Config{Starter: ondemandManager})
+//	tbl.Notify(streamBook) // more receivers of the events, added before anything publishes
 //	defer tbl.Close()
 //
 // # Publishing
@@ -53,17 +54,18 @@
 //
 // # On-demand
 //
-// Config.Starter, when set, is asked Demand(name) for a NAME that is not live. If it answers
+// Config.Starter, when set, is asked Demand(tbl, name) for a NAME that is not live (a source
+// it starts publishes into tbl, so the Starter is built before the Table). If it answers
 // true ("a source exists and was asked to start"), Find/Subscribe wait up to
 // Config.StartTimeout (default 10 s) or the context for the publisher. Stream.Viewers says
 // how many viewers a stream has, for idle-stop decisions.
 //
 // # Registry events and load
 //
-// Config.Events gets StreamRunning(name, meta) when a stream's first key frame arrives
-// (the first unit for audio-only streams) and again when its measured bitrate moves by
-// more than 25 %, and StreamStopped(name) when the publisher of an announced stream
-// leaves. Calls come in order from one goroutine owned by the Table, never from a
+// Every receiver added with Table.Notify gets StreamRunning(name, meta) when a stream's
+// first key frame arrives (the first unit for audio-only streams) and again when its
+// measured bitrate moves by more than 25 %, and StreamStopped(name) when the publisher of
+// an announced stream leaves. Calls come in order from one goroutine owned by the Table, never from a
 // publisher, so a slow registry never stalls media. Viewers are counted per protocol:
 // Stream.Join(protocol) returns a Viewer whose Sent(n) adds egress bytes and Leave()
 // ends it (Table.AddEgress counts bytes that belong to no single viewer); Table.Stats()
@@ -73,14 +75,13 @@
 //
 // # Wiring in main.go
 //
-//	tbl := media.NewTable(media.Config{Events: ev, Starter: ondemandManager})
-//	lm := tbl.NewLoadMeter()            // RegistrarOptions.Load: lm.Sample (one caller)
-//	viewers := func() int64 { return tbl.Stats().Clients } // for draining
-//	// ev.StreamRunning(name, meta): reg.PutStream(cluster.Stream{Name: name, State: running, Meta: meta})
-//	// ev.StreamStopped(name): reg.PutStream(ondemand entry) for configured on-demand names,
-//	//                         reg.RemoveStream(name) otherwise
+// Each part gets what it needs when it is built; nothing is assigned afterwards:
+//
+//	odm := &ondemand.Manager{Sources: pulls}          // no Table: Demand(tbl, name) passes it
+//	tbl := media.NewTable(media.Config{Starter: odm}) // Load: tbl.NewLoadMeter().Sample
+//	tbl.Notify(announce.NewBook(reg, static, odm))   // the registry's stream list
+//	hs := &httpsrv.Server{Table: tbl}; hs.Initialize(); tbl.Notify(hs) // eager HLS muxers
 //	rtsp := &rtspsrv.Server{Address: ":8555", UDPRTPAddress: ":8000", Table: tbl}
-//	rtmp := &rtmpsrv.Server{Address: ":1936", Table: tbl}
 //	src := &filesrc.Source{Name: "demo", Path: "origin/testdata/demo.ts", Table: tbl}
-//	// Initialize each; on shutdown Close servers and sources, then tbl.Close().
+//	// Initialize each; on shutdown Close sources and servers, then odm, then tbl.
 package media

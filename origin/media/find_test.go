@@ -85,7 +85,7 @@ func TestFindEndsWhenClaimReleased(t *testing.T) {
 
 type starter struct{ asks chan string }
 
-func (s *starter) Demand(name string) bool {
+func (s *starter) Demand(_ *media.Table, name string) bool {
 	if name != "ondemand/a" {
 		return false
 	}

@@ -240,7 +240,8 @@ func TestSlowReaderDroppedOthersContinue(t *testing.T) {
 func TestEventsInOrder(t *testing.T) {
 	t.Parallel()
 	ev := newRec()
-	tbl := NewTable(Config{Events: ev})
+	tbl := NewTable(Config{})
+	tbl.Notify(ev)
 	defer tbl.Close()
 	st, _ := tbl.Publish("live/x", testTracks())
 	st.WriteUnit(Unit{Track: 1, Frame: []byte{1}}) // audio before the key frame: not running yet
@@ -307,7 +308,8 @@ func TestViewerAccountingAndLoad(t *testing.T) {
 func TestTableCloseEndsStreams(t *testing.T) {
 	t.Parallel()
 	ev := newRec()
-	tbl := NewTable(Config{Events: ev})
+	tbl := NewTable(Config{})
+	tbl.Notify(ev)
 	st, _ := tbl.Publish("s", testTracks())
 	st.WriteUnit(Unit{Track: 0, AU: [][]byte{idr}})
 	rd, _ := st.AddReader(ReaderOptions{})
@@ -340,7 +342,8 @@ func TestTableCloseEndsStreams(t *testing.T) {
 func TestEventLatency(t *testing.T) {
 	t.Parallel()
 	ev := &timedEvents{ch: make(chan time.Time, 10)}
-	tbl := NewTable(Config{Events: ev})
+	tbl := NewTable(Config{})
+	tbl.Notify(ev)
 	defer tbl.Close()
 	st, _ := tbl.Publish("live/t", testTracks())
 	t0 := time.Now()

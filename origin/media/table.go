@@ -9,8 +9,8 @@ import (
 	"github.com/peergate/peergate/shared/streamname"
 )
 
-// Events receives stream transitions for the registry. Calls come in order from one
-// goroutine owned by the Table.
+// Events receives stream transitions (the registry's stream book, the HTTP server's eager HLS
+// muxers). Calls come in order from one goroutine owned by the Table.
 type Events interface {
 	// StreamRunning: first key frame arrived, or the metadata (bitrate) changed notably.
 	StreamRunning(name string, meta cluster.StreamMeta)
@@ -18,16 +18,16 @@ type Events interface {
 	StreamStopped(name string)
 }
 
-// Starter starts on-demand sources.
+// Starter starts on-demand sources. The Table passes itself, so a Starter is built before the
+// Table without a reference to it.
 type Starter interface {
-	// Demand reports whether a source for name exists and was asked to start (idempotent).
-	Demand(name string) bool
+	// Demand reports whether a source for name exists and was asked to start publishing
+	// into t (idempotent).
+	Demand(t *Table, name string) bool
 }
 
 // Config tunes a Table; the zero value works.
 type Config struct {
-	// Events gets running/stopped transitions. Optional.
-	Events Events
 	// Starter starts on-demand sources for unknown names. Optional.
 	Starter Starter
 	// StartTimeout bounds how long a reader waits for an on-demand publisher. It defaults to 10 seconds.
@@ -54,6 +54,7 @@ type Table struct {
 	meters meters
 
 	evMu     sync.Mutex
+	evTo     []Events // added by Notify; guarded by evMu
 	evQueue  []event
 	evSignal chan struct{}
 
@@ -202,7 +203,7 @@ func (t *Table) Find(ctx context.Context, name string) (*Stream, error) {
 		// A claimed NAME has a publisher that is still announcing its tracks (RTMP takes about
 		// 2 s): wait for it as for an on-demand start. Asked again after every wake-up, so a
 		// released claim ends the wait.
-		if !claimed && (t.cfg.Starter == nil || !t.cfg.Starter.Demand(name)) {
+		if !claimed && (t.cfg.Starter == nil || !t.cfg.Starter.Demand(t, name)) {
 			return nil, ErrNotFound
 		}
 		if timer == nil {
@@ -278,11 +279,17 @@ func (t *Table) remove(s *Stream) {
 	}
 }
 
+// Notify adds a receiver of the Table's events: it gets every event delivered after the call,
+// in order with the other receivers. It is how parts built on the Table follow it (the
+// stream book, the HTTP server's eager muxers); add them before anything can publish.
+func (t *Table) Notify(e Events) {
+	t.evMu.Lock()
+	defer t.evMu.Unlock()
+	t.evTo = append(t.evTo, e)
+}
+
 // emit queues an event; callers hold the stream's lock so events of one stream stay ordered.
 func (t *Table) emit(e event) {
-	if t.cfg.Events == nil {
-		return
-	}
 	t.evMu.Lock()
 	t.evQueue = append(t.evQueue, e)
 	t.evMu.Unlock()
@@ -321,14 +328,16 @@ func (t *Table) run() {
 
 func (t *Table) deliver() {
 	t.evMu.Lock()
-	q := t.evQueue
+	q, to := t.evQueue, t.evTo
 	t.evQueue = nil
 	t.evMu.Unlock()
 	for _, e := range q {
-		if e.running {
-			t.cfg.Events.StreamRunning(e.name, e.meta)
-		} else {
-			t.cfg.Events.StreamStopped(e.name)
+		for _, r := range to {
+			if e.running {
+				r.StreamRunning(e.name, e.meta)
+			} else {
+				r.StreamStopped(e.name)
+			}
 		}
 	}
 }

@@ -27,13 +27,13 @@ type Source struct {
 // Manager is the Table's media.Starter: the first viewer of a NAME starts its pull, which
 // stops after IdleTimeout without viewers and is retried with backoff while viewers remain.
 //
-// Wiring: m := &Manager{...}; tbl := media.NewTable(media.Config{Starter: m, ...});
-// m.Table = tbl; m.Initialize(); ... m.Close() before tbl.Close().
+// A pull publishes into the Table that asked for it (Demand's argument), so the Manager is
+// built first and needs no reference to the Table:
+// m := &Manager{...}; tbl := media.NewTable(media.Config{Starter: m, ...}); m.Initialize();
+// ... m.Close() before tbl.Close().
 type Manager struct {
 	// Sources are the on-demand NAMEs.
 	Sources []Source
-	// Table receives the pulled streams. Required.
-	Table *media.Table
 	// IdleTimeout stops a pull that had no viewer (and no start request) for this long. It defaults to 30 seconds.
 	IdleTimeout time.Duration
 	// RetryMin is the first pause before pulling again after the source dropped. It defaults to 1 second.
@@ -62,7 +62,8 @@ var _ media.Starter = (*Manager)(nil)
 // pull is the running (or retrying) pull of one NAME.
 type pull struct {
 	src    Source
-	demand time.Time // last start request or moment with viewers; guarded by Manager.mu
+	tbl    *media.Table // receives the pulled stream
+	demand time.Time    // last start request or moment with viewers; guarded by Manager.mu
 	cancel context.CancelFunc
 	live   bool // guarded by Manager.mu: the stream is published
 }
@@ -75,9 +76,6 @@ var errNoTracks = errors.New("ondemand: no tracks from the source in time")
 
 // Initialize checks the sources; Start works only after it.
 func (m *Manager) Initialize() error {
-	if m.Table == nil {
-		return errors.New("ondemand: Table is required")
-	}
 	if m.IdleTimeout <= 0 {
 		m.IdleTimeout = 30 * time.Second
 	}
@@ -165,9 +163,9 @@ func (m *Manager) Pulling(name string) bool {
 	return m.pulls[name] != nil
 }
 
-// Demand is media.Starter: it starts the pull of an on-demand NAME (or notes the demand on a
-// running one) and reports whether name is on-demand.
-func (m *Manager) Demand(name string) bool {
+// Demand is media.Starter: it starts the pull of an on-demand NAME into tbl (or notes the
+// demand on a running one) and reports whether name is on-demand.
+func (m *Manager) Demand(tbl *media.Table, name string) bool {
 	src, ok := m.srcs[name]
 	if !ok {
 		return false
@@ -181,7 +179,7 @@ func (m *Manager) Demand(name string) bool {
 		p.demand = time.Now()
 		return true
 	}
-	p := &pull{src: src, demand: time.Now()}
+	p := &pull{src: src, tbl: tbl, demand: time.Now()}
 	m.pulls[name] = p
 	m.wg.Add(1)
 	go m.run(p)
@@ -302,7 +300,7 @@ func (m *Manager) pullOnce(p *pull, log *slog.Logger) error {
 	})
 	defer startBound.Stop()
 	publish := func(tracks []*media.Track) (*media.Stream, error) {
-		s, err := m.Table.Publish(p.src.Name, tracks)
+		s, err := p.tbl.Publish(p.src.Name, tracks)
 		if err != nil {
 			return nil, err
 		}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/peergate/peergate/internal/mediatest"
+	"github.com/peergate/peergate/origin/announce"
 	"github.com/peergate/peergate/origin/filesrc"
 	"github.com/peergate/peergate/origin/httpsrv"
 	"github.com/peergate/peergate/origin/media"
@@ -122,50 +123,25 @@ func (r *recorder) hist() string {
 	return strings.Join(r.history, " ")
 }
 
-// TestRegistryEvents: running streams are put with metadata; stopped ones are removed,
-// on-demand NAMEs go back to ondemand; extra listeners see every event.
-func TestRegistryEvents(t *testing.T) {
-	m := &Manager{Sources: []Source{{Name: "od/cam", URL: "rtsp://127.0.0.1:1/x"}}, Table: media.NewTable(media.Config{})}
-	t.Cleanup(m.Table.Close)
+// TestManagerNames: the on-demand NAMEs are listed ondemand and known to Has; Demand of any
+// other NAME answers false.
+func TestManagerNames(t *testing.T) {
+	m := &Manager{Sources: []Source{{Name: "od/cam", URL: "rtsp://127.0.0.1:1/x"}}}
 	if err := m.Initialize(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(m.Close)
-	reg := newRecorder(nil)
-	also := newRecorder(nil)
-	ev := &RegistryEvents{Registry: reg, OnDemand: m, Also: []media.Events{&eventsTo{also}}}
-	meta := cluster.StreamMeta{Codecs: "avc1.64001f", Width: 640, Height: 360}
-	ev.StreamRunning("od/cam", meta)
-	ev.StreamRunning("live/x", meta)
-	if s, _ := reg.get("od/cam"); s.State != cluster.StreamRunning || s.Meta != meta {
-		t.Fatalf("od/cam = %+v", s)
-	}
-	ev.StreamStopped("od/cam")
-	ev.StreamStopped("live/x")
-	if s, _ := reg.get("od/cam"); s.State != cluster.StreamOnDemand {
-		t.Fatalf("od/cam after stop = %+v, want ondemand", s)
-	}
-	if _, ok := reg.get("live/x"); ok {
-		t.Fatal("live/x still listed after stop")
-	}
-	if got, want := also.hist(), "od/cam=running live/x=running od/cam=stopped live/x=stopped"; got != want {
-		t.Fatalf("also got %q, want %q", got, want)
-	}
+	tbl := media.NewTable(media.Config{})
+	t.Cleanup(tbl.Close)
 	if got := m.Streams(); len(got) != 1 || got[0] != (cluster.Stream{Name: "od/cam", State: cluster.StreamOnDemand}) {
 		t.Fatalf("Streams() = %+v", got)
 	}
-	if m.Demand("live/x") {
-		t.Fatal("Start of a NAME that is not on-demand answered true")
+	if !m.Has("od/cam") || m.Has("live/x") {
+		t.Fatalf("Has(od/cam) = %v, Has(live/x) = %v", m.Has("od/cam"), m.Has("live/x"))
 	}
-}
-
-type eventsTo struct{ r *recorder }
-
-func (e *eventsTo) StreamRunning(name string, _ cluster.StreamMeta) {
-	e.r.PutStream(cluster.Stream{Name: name, State: "running"})
-}
-func (e *eventsTo) StreamStopped(name string) {
-	e.r.PutStream(cluster.Stream{Name: name, State: "stopped"})
+	if m.Demand(tbl, "live/x") {
+		t.Fatal("Demand of a NAME that is not on-demand answered true")
+	}
 }
 
 var sourceCases = []struct {
@@ -262,10 +238,10 @@ func startOrigin(t *testing.T, sources []Source, oo originOpts) *origin {
 		o.m.Logger = slog.New(countingHandler{o.m.Logger.Handler(), oo.logs})
 	}
 	o.reg = newRecorder(o.m.Streams())
-	ev := &RegistryEvents{Registry: o.reg, OnDemand: o.m}
-	o.tbl = media.NewTable(media.Config{Starter: o.m, Events: ev, StartTimeout: oo.startTimeout})
+	// Built in main.go's order: the manager, the table, the stream book, the HTTP server.
+	o.tbl = media.NewTable(media.Config{Starter: o.m, StartTimeout: oo.startTimeout})
 	t.Cleanup(o.tbl.Close)
-	o.m.Table = o.tbl
+	o.tbl.Notify(announce.NewBook(o.reg, nil, o.m))
 	if err := o.m.Initialize(); err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +253,7 @@ func startOrigin(t *testing.T, sources []Source, oo originOpts) *origin {
 	if err := o.http.Initialize(); err != nil {
 		t.Fatal(err)
 	}
-	ev.Also = append(ev.Also, o.http)
+	o.tbl.Notify(o.http)
 	t.Cleanup(o.http.Close)
 	return o
 }

@@ -42,7 +42,8 @@ func (e *stampEvents) next(t *testing.T) stamp {
 // are tens of microseconds on an idle machine, and a loaded one may hold any goroutine).
 func TestEventTiming(t *testing.T) {
 	ev := &stampEvents{ch: make(chan stamp, 16)}
-	tbl := media.NewTable(media.Config{Events: ev})
+	tbl := media.NewTable(media.Config{})
+	tbl.Notify(ev)
 	defer tbl.Close()
 	_, rtmpBase := startRTMP(t, tbl, 0)
 	rs := &rtspsrv.Server{Address: "127.0.0.1:0", Table: tbl}

@@ -19,7 +19,6 @@ import (
 	"github.com/peergate/peergate/origin/httpsrv"
 	"github.com/peergate/peergate/origin/media"
 	"github.com/peergate/peergate/origin/rtspsrv"
-	"github.com/peergate/peergate/shared/cluster"
 )
 
 func startRTMP(t *testing.T, tbl *media.Table, readTimeout time.Duration) (*Server, string) {
@@ -310,7 +309,7 @@ func TestMaxViewers(t *testing.T) {
 // neverStarts claims every name is on demand but never publishes it.
 type neverStarts struct{}
 
-func (neverStarts) Demand(string) bool { return true }
+func (neverStarts) Demand(*media.Table, string) bool { return true }
 
 // TestPlayNotFoundAfterStartTimeout: a player of an on-demand NAME whose source does not
 // come up within the start bound still gets NetStream.Play.StreamNotFound, even when that
@@ -325,24 +324,18 @@ func TestPlayNotFoundAfterStartTimeout(t *testing.T) {
 	}
 }
 
-// toHTTP forwards the table's events to an HTTP server (eager HLS muxers), as main.go does.
-type toHTTP struct{ hs *httpsrv.Server }
-
-func (e *toHTTP) StreamRunning(n string, m cluster.StreamMeta) { e.hs.StreamRunning(n, m) }
-func (e *toHTTP) StreamStopped(n string)                       { e.hs.StreamStopped(n) }
-
 // TestZeroSampleRateAACRefused: an AAC configuration with an explicit sample rate of 0 is
 // not carried (every output divides by the clock rate: gohlslib's muxer panicked and took
 // the whole origin down); the stream with only that track is refused and the process lives.
 func TestZeroSampleRateAACRefused(t *testing.T) {
-	ev := &toHTTP{}
-	tbl := media.NewTable(media.Config{Events: ev})
+	tbl := media.NewTable(media.Config{})
 	defer tbl.Close()
-	ev.hs = &httpsrv.Server{Address: "127.0.0.1:0", Table: tbl}
-	if err := ev.hs.Initialize(); err != nil {
+	hs := &httpsrv.Server{Address: "127.0.0.1:0", Table: tbl}
+	if err := hs.Initialize(); err != nil {
 		t.Fatal(err)
 	}
-	defer ev.hs.Close()
+	defer hs.Close()
+	tbl.Notify(hs) // eager HLS muxers, as main.go wires them
 	_, base := startRTMP(t, tbl, 0)
 	u, _ := url.Parse(base + "/live/zero")
 	cl := &gortmplib.Client{URL: u, Publish: true}
@@ -374,7 +367,7 @@ func TestZeroSampleRateAACRefused(t *testing.T) {
 	if st := tbl.Get("live/zero"); st != nil {
 		t.Fatalf("stream published with tracks %v", st.Tracks())
 	}
-	res, err := http.Get("http://" + ev.hs.Addr().String() + "/live/zero/index.m3u8")
+	res, err := http.Get("http://" + hs.Addr().String() + "/live/zero/index.m3u8")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,24 +1,21 @@
-package main
+package media
 
-import (
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/peergate/peergate/origin/media"
-)
+import "github.com/prometheus/client_golang/prometheus"
 
 // protocols are always exported, so dashboards see zeros instead of missing series.
-var protocols = []string{media.ProtoHLS, media.ProtoMPEGTS, media.ProtoRTMP, media.ProtoRTSP}
+var protocols = []string{ProtoHLS, ProtoMPEGTS, ProtoRTMP, ProtoRTSP}
 
-// tableCollector exports the media table's counters at scrape time.
-type tableCollector struct {
-	tbl     *media.Table
+// Collector exports a Table's counters to Prometheus at scrape time.
+type Collector struct {
+	tbl     *Table
 	clients *prometheus.Desc
 	egress  *prometheus.Desc
 	streams *prometheus.Desc
 }
 
-func newTableCollector(tbl *media.Table) *tableCollector {
-	return &tableCollector{
+// NewCollector returns the Collector of tbl.
+func NewCollector(tbl *Table) *Collector {
+	return &Collector{
 		tbl:     tbl,
 		clients: prometheus.NewDesc("peergate_origin_clients", "Viewers currently served, per protocol.", []string{"proto"}, nil),
 		egress:  prometheus.NewDesc("peergate_origin_egress_bytes_total", "Media bytes sent to viewers, per protocol.", []string{"proto"}, nil),
@@ -26,13 +23,15 @@ func newTableCollector(tbl *media.Table) *tableCollector {
 	}
 }
 
-func (c *tableCollector) Describe(ch chan<- *prometheus.Desc) {
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.clients
 	ch <- c.egress
 	ch <- c.streams
 }
 
-func (c *tableCollector) Collect(ch chan<- prometheus.Metric) {
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	st := c.tbl.Stats()
 	clients, egress := map[string]int64{}, map[string]int64{}
 	for _, p := range st.Protocols {
