@@ -90,7 +90,7 @@ func TestImportRules(t *testing.T) {
 	for _, p := range []string{"origin/announce", "origin/ondemand"} {
 		for _, d := range deps[mod+p] {
 			if d == mod+"shared/registry" || d == mod+"origin/announce" || d == mod+"origin/ondemand" {
-				t.Errorf("%s depends on %s: the registry glue lives in origin/announce, behind its interfaces", p, d)
+				t.Errorf("%s depends on %s: announce reaches the registrar and the on-demand manager only through interfaces it declares, and ondemand knows neither", p, d)
 			}
 		}
 	}
