@@ -131,6 +131,7 @@ type Watcher struct {
 	log  *slog.Logger
 
 	held     map[string]*heldOrigin // owned by the Run goroutine
+	partial  map[string]struct{}    // origins a progressive snapshot put in the Sink before it completed; owned by the Run goroutine
 	mass     bool                   // a mass-expiry episode is under way; owned by the Run goroutine
 	lastMass time.Time              // when most of the view last read as vanished; owned by the Run goroutine
 
@@ -544,6 +545,12 @@ func (w *Watcher) queueFetch(ctx context.Context, p redis.Pipeliner, id string) 
 
 // verify turns a fetch into a view; ok is false when the origin is absent or untrusted.
 func (w *Watcher) verify(f fetched) (OriginView, time.Time, bool) {
+	return w.verifyWith(newEntryOpener(w.sg), f)
+}
+
+// verifyWith is verify checking the stream entries with op; safe for concurrent use with
+// one op per goroutine.
+func (w *Watcher) verifyWith(op *entryOpener, f fetched) (OriginView, time.Time, bool) {
 	blob, err := f.rec.Bytes()
 	if err != nil {
 		return OriginView{}, time.Time{}, false
@@ -571,7 +578,7 @@ func (w *Watcher) verify(f fetched) (OriginView, time.Time, bool) {
 	var firstErr error
 	for name, blob := range fields {
 		var s cluster.Stream
-		err := w.sg.open(kindStream, f.id, []byte(blob), &s)
+		err := op.openStream(f.id, []byte(blob), &s)
 		if err == nil {
 			err = validStream(s, name)
 		}
@@ -623,44 +630,58 @@ func (w *Watcher) resync(ctx context.Context, reconnect bool) error {
 	if err != nil {
 		return fmt.Errorf("snapshot index: %w", err)
 	}
-	views := make([]OriginView, 0, len(ids))
 	held := make(map[string]*heldOrigin, len(ids))
+	// Progressive: the Sink holds nothing the Watcher vouches for (a first snapshot, or every
+	// origin gone), so each origin goes to the Sink as soon as it is verified rather than all
+	// at the end; a gateway can redirect to the origins loaded while the rest load (it must
+	// not answer "not found" before Ready, which only a whole snapshot sets). Origins put by
+	// an earlier attempt that failed half-way are in w.partial and dropped below if absent now.
+	progressive := len(w.held) == 0
+	var views []OriginView
 	var failed int
-	for len(ids) > 0 {
-		batch := ids[:min(snapshotBatch, len(ids))]
-		ids = ids[len(batch):]
-		fs := make([]fetched, 0, len(batch))
-		_, _ = w.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, id := range batch {
-				if cluster.ValidID(id) {
-					fs = append(fs, w.queueFetch(ctx, p, id))
-				}
+	err = w.loadOrigins(ctx, ids, func(l *loaded) {
+		if l.err != nil {
+			// Not proof of anything: a held copy stays (below), a new origin comes with its next beat.
+			failed++
+			if failed == 1 {
+				w.log.Warn("snapshot read of an origin failed; keeping what is held", "origin", l.id, "err", l.err)
 			}
-			return nil
-		})
-		if ctx.Err() != nil {
-			return ctx.Err()
+			return
 		}
-		for _, f := range fs {
-			if err := f.err(); err != nil {
-				// Not proof of anything: a held copy stays (below), a new origin comes with its next beat.
-				failed++
-				if failed == 1 {
-					w.log.Warn("snapshot read of an origin failed; keeping what is held", "origin", f.id, "err", err)
-				}
-				continue
-			}
-			v, deadline, ok := w.verify(f)
-			if !ok {
-				continue
-			}
-			views = append(views, v)
-			h := &heldOrigin{epoch: v.Origin.Epoch, ver: v.Origin.StreamsVer, deadline: deadline, ttl: ttlOf(v.Origin)}
-			if old := w.held[f.id]; old != nil && old.epoch == h.epoch {
-				h.seq = old.seq
-			}
-			held[f.id] = h
+		if !l.ok {
+			return
 		}
+		v := &l.view
+		h := &heldOrigin{epoch: v.Origin.Epoch, ver: v.Origin.StreamsVer, deadline: l.deadline, ttl: ttlOf(v.Origin)}
+		if old := w.held[l.id]; old != nil && old.epoch == h.epoch {
+			h.seq = old.seq
+		}
+		held[l.id] = h
+		if !progressive {
+			views = append(views, *v)
+			return
+		}
+		if w.partial == nil {
+			w.partial = map[string]struct{}{}
+		}
+		w.partial[l.id] = struct{}{}
+		w.sink.PutOrigin(v.Origin)
+		w.sink.PutStreams(l.id, v.Streams)
+	})
+	if err != nil {
+		return err
+	}
+	if progressive {
+		for id := range w.partial {
+			if _, ok := held[id]; !ok {
+				w.sink.DropOrigin(id)
+			}
+		}
+		w.partial = nil
+		w.held = held
+		w.ready.Store(true)
+		w.count(func(s *WatcherStats) { s.Resyncs++; s.LastSync = w.now(); s.Origins = len(held) })
+		return nil
 	}
 	// An origin we hold that the snapshot lacks is not proof it died: a Redis that restarted
 	// empty has not yet been rewritten by its origins. Keep it until its deadline (extended by
