@@ -131,7 +131,6 @@ type Watcher struct {
 	log  *slog.Logger
 
 	held     map[string]*heldOrigin // owned by the Run goroutine
-	partial  map[string]struct{}    // origins a progressive snapshot put in the Sink before it completed; owned by the Run goroutine
 	mass     bool                   // a mass-expiry episode is under way; owned by the Run goroutine
 	lastMass time.Time              // when most of the view last read as vanished; owned by the Run goroutine
 
@@ -631,12 +630,16 @@ func (w *Watcher) resync(ctx context.Context, reconnect bool) error {
 		return fmt.Errorf("snapshot index: %w", err)
 	}
 	held := make(map[string]*heldOrigin, len(ids))
-	// Progressive: the Sink holds nothing the Watcher vouches for (a first snapshot, or every
-	// origin gone), so each origin goes to the Sink as soon as it is verified rather than all
-	// at the end; a gateway can redirect to the origins loaded while the rest load (it must
-	// not answer "not found" before Ready, which only a whole snapshot sets). Origins put by
-	// an earlier attempt that failed half-way are in w.partial and dropped below if absent now.
+	// Progressive: the Watcher holds nothing (a first snapshot, or every origin gone), so each
+	// origin goes to the Sink as soon as it is verified rather than all at the end, and a
+	// gateway can redirect to the origins loaded while the rest load (it must not answer "not
+	// found" before Ready, which only a whole snapshot sets). A snapshot that fails half-way
+	// takes back what it put: an origin no Watcher state tracks would never expire.
 	progressive := len(w.held) == 0
+	var put map[string]struct{}
+	if progressive {
+		put = map[string]struct{}{}
+	}
 	var views []OriginView
 	var failed int
 	err = w.loadOrigins(ctx, ids, func(l *loaded) {
@@ -661,23 +664,17 @@ func (w *Watcher) resync(ctx context.Context, reconnect bool) error {
 			views = append(views, *v)
 			return
 		}
-		if w.partial == nil {
-			w.partial = map[string]struct{}{}
-		}
-		w.partial[l.id] = struct{}{}
+		put[l.id] = struct{}{}
 		w.sink.PutOrigin(v.Origin)
 		w.sink.PutStreams(l.id, v.Streams)
 	})
 	if err != nil {
+		for id := range put {
+			w.sink.DropOrigin(id)
+		}
 		return err
 	}
 	if progressive {
-		for id := range w.partial {
-			if _, ok := held[id]; !ok {
-				w.sink.DropOrigin(id)
-			}
-		}
-		w.partial = nil
 		w.held = held
 		w.ready.Store(true)
 		w.count(func(s *WatcherStats) { s.Resyncs++; s.LastSync = w.now(); s.Origins = len(held) })
