@@ -17,20 +17,21 @@ import (
 )
 
 const (
-	expiryEvery    = 25 * time.Millisecond   // local TTL check period (brief: at least every 50 ms)
-	pingEvery      = 500 * time.Millisecond  // health ping on the subscription
-	contactTimeout = 3 * pingEvery           // silence after which Redis counts as away
-	expiryContact  = pingEvery + pingEvery/2 // expire origins only while contact is this fresh
-	backoffMin     = 50 * time.Millisecond
-	backoffMax     = 2 * time.Second
-	snapshotBatch  = 128             // origins per snapshot pipeline
-	clockSkewGrace = 5 * time.Second // index scores are the writers' clocks
-	receiveTimeout = time.Second
-	verifyTimeout  = 500 * time.Millisecond // one read-before-drop round trip; short, it blocks event handling
-	recheckEvery   = 200 * time.Millisecond // how often an overdue origin is asked about again
-	massMin        = 2                      // vanishing together counts as registry trouble from this many origins
-	reconnectGrace = 3 * time.Second        // at least this long for origins to rewrite a failed-over or restarted Redis
-	massGrace      = 10 * time.Second       // origins of a mass expiry still missing this long after it ended are deaths
+	expiryEvery     = 25 * time.Millisecond   // local TTL check period (brief: at least every 50 ms)
+	pingEvery       = 500 * time.Millisecond  // health ping on the subscription
+	contactTimeout  = 3 * pingEvery           // silence after which Redis counts as away
+	expiryContact   = pingEvery + pingEvery/2 // expire origins only while contact is this fresh
+	backoffMin      = 50 * time.Millisecond
+	backoffMax      = 2 * time.Second
+	snapshotBatch   = 128             // origins per snapshot pipeline
+	snapshotRetries = 3               // further reads of the origins whose snapshot read failed
+	clockSkewGrace  = 5 * time.Second // index scores are the writers' clocks
+	receiveTimeout  = time.Second
+	verifyTimeout   = 500 * time.Millisecond // one read-before-drop round trip; short, it blocks event handling
+	recheckEvery    = 200 * time.Millisecond // how often an overdue origin is asked about again
+	massMin         = 2                      // vanishing together counts as registry trouble from this many origins
+	reconnectGrace  = 3 * time.Second        // at least this long for origins to rewrite a failed-over or restarted Redis
+	massGrace       = 10 * time.Second       // origins of a mass expiry still missing this long after it ended are deaths
 )
 
 // WatcherOptions tunes a Watcher; the zero value gives the defaults.
@@ -641,14 +642,10 @@ func (w *Watcher) resync(ctx context.Context, reconnect bool) error {
 		put = map[string]struct{}{}
 	}
 	var views []OriginView
-	var failed int
-	err = w.loadOrigins(ctx, ids, func(l *loaded) {
+	var failed []string
+	apply := func(l *loaded) {
 		if l.err != nil {
-			// Not proof of anything: a held copy stays (below), a new origin comes with its next beat.
-			failed++
-			if failed == 1 {
-				w.log.Warn("snapshot read of an origin failed; keeping what is held", "origin", l.id, "err", l.err)
-			}
+			failed = append(failed, l.id)
 			return
 		}
 		if !l.ok {
@@ -667,7 +664,27 @@ func (w *Watcher) resync(ctx context.Context, reconnect bool) error {
 		put[l.id] = struct{}{}
 		w.sink.PutOrigin(v.Origin)
 		w.sink.PutStreams(l.id, v.Streams)
-	})
+	}
+	// In a progressive snapshot a read that failed (a busy Redis, a big list on a loaded
+	// machine) is tried again a few times: nothing is held for that origin, and missing from
+	// the first snapshot it would read as "not found" until its next heartbeat brings it.
+	// Otherwise the held copy stays, and the session's loop is not held up for it.
+	err = w.loadOrigins(ctx, ids, apply)
+	for attempt := 1; progressive && err == nil && len(failed) > 0 && attempt <= snapshotRetries; attempt++ {
+		w.log.Warn("snapshot reads failed; reading those origins again", "origins", len(failed), "attempt", attempt)
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+			continue
+		case <-time.After(time.Duration(attempt) * backoffMin):
+		}
+		ids, failed = failed, nil
+		err = w.loadOrigins(ctx, ids, apply)
+	}
+	if err == nil && len(failed) > 0 {
+		// Not proof of anything: a held copy stays (below), a new origin comes with its next beat.
+		w.log.Warn("snapshot read of origins failed; keeping what is held", "origins", len(failed), "first", failed[0])
+	}
 	if err != nil {
 		for id := range put {
 			w.sink.DropOrigin(id)
