@@ -522,7 +522,7 @@ func (b *bench) fillRegistry(redisAddr, key string, streams, origins int) error 
 }
 
 type gateway struct {
-	http, rtsp, admin string
+	http, rtsp, rtmp, admin string
 	log               string
 	pid, group        int
 	firstRedirect     time.Duration // to the first 302 to the right origin, for any of one stream per origin
@@ -548,6 +548,7 @@ func (b *bench) startGateway(bin, redisAddr, key string, streams, origins int, l
 	g := &gateway{
 		http:  fmt.Sprintf("127.0.0.1:%d", freePort()),
 		rtsp:  fmt.Sprintf("127.0.0.1:%d", freePort()),
+		rtmp:  fmt.Sprintf("127.0.0.1:%d", freePort()), // every gateway its own: the default :1935 would clash
 		admin: fmt.Sprintf("127.0.0.1:%d", freePort()),
 	}
 	level := "info"
@@ -563,8 +564,9 @@ log:
 listen:
   http: %s
   rtsp: %s
+  rtmp: %s
   admin: %s
-`, key, redisAddr, level, g.http, g.rtsp, g.admin)
+`, key, redisAddr, level, g.http, g.rtsp, g.rtmp, g.admin)
 	confPath := filepath.Join(b.tmp, "gateway"+tag+".yaml")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		return nil, err
@@ -585,9 +587,12 @@ listen:
 		pipeline = fmt.Sprintf(`exec %q -config %q > %q 2>&1`, abs, confPath, logFile)
 	}
 	started := time.Now()
-	if _, err := b.start("bash", "-c", "set -o pipefail; "+pipeline); err != nil {
+	cmd, err := b.start("bash", "-c", "set -o pipefail; "+pipeline)
+	if err != nil {
 		return nil, err
 	}
+	exited := make(chan struct{})
+	go func() { _, _ = cmd.Process.Wait(); close(exited) }()
 	g.group = b.lastGroup()
 	// The first snapshot loads origin by origin and the gateway redirects to those loaded
 	// meanwhile (503 for the rest): ask for one stream of every origin until one is redirected
@@ -615,6 +620,11 @@ listen:
 		return nil, fmt.Errorf("%w%s", err, logTail(logFile, 30))
 	}
 	if err := waitFor("a first correct redirect", 5*time.Minute, func() bool {
+		select {
+		case <-exited:
+			return true // reported below
+		default:
+		}
 		for i := range min(origins, streams) {
 			if correct(i) {
 				return true
@@ -623,6 +633,11 @@ listen:
 		return false
 	}); err != nil {
 		return fail(err)
+	}
+	select {
+	case <-exited:
+		return fail(errors.New("gateway exited"))
+	default:
 	}
 	g.firstRedirect = time.Since(started)
 	if err := waitFor("gateway /readyz", 5*time.Minute, func() bool {
