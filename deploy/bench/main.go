@@ -375,6 +375,13 @@ func (b *bench) cluster(gwBin, redisAddr, key string, streams, origins int, logM
 	}
 	fmt.Printf("gateway cold start with %d streams over %d origins: first correct redirect after %s, ready (whole snapshot) after %s, RSS %d MiB\n",
 		streams, origins, gw.firstRedirect.Round(time.Millisecond), gw.ready.Round(time.Millisecond), rssKiB(gw.pid)/1024)
+	if raw, err := os.ReadFile(gw.log); err == nil {
+		for line := range strings.SplitSeq(string(raw), "\n") {
+			if strings.Contains(line, "level=WARN") && strings.Contains(line, "component=watcher") {
+				fmt.Println("  " + line) // failed snapshot reads, sessions lost during the start
+			}
+		}
+	}
 	return gw, nil
 }
 
