@@ -51,8 +51,8 @@ func decodeStreamFast(body []byte, s *cluster.Stream) bool {
 	*s = cluster.Stream{}
 	d := fastDec{b: body}
 	var seen [3]bool
-	ok := d.object(func(key string) bool {
-		switch key {
+	ok := d.object(func(key []byte) bool {
+		switch string(key) { // compared without a copy
 		case "name":
 			if seen[0] {
 				return false
@@ -96,7 +96,7 @@ func (d *fastDec) next(c byte) bool {
 }
 
 // object reads {"key":value,...}, calling field with the reader positioned on each value.
-func (d *fastDec) object(field func(key string) bool) bool {
+func (d *fastDec) object(field func(key []byte) bool) bool {
 	if !d.next('{') {
 		return false
 	}
@@ -104,7 +104,7 @@ func (d *fastDec) object(field func(key string) bool) bool {
 		return true
 	}
 	for {
-		key, ok := d.str()
+		key, ok := d.raw()
 		if !ok || !d.next(':') || !field(key) {
 			return false
 		}
@@ -186,8 +186,8 @@ func (d *fastDec) meta(m *cluster.StreamMeta) bool {
 		seen[i] = true
 		return true
 	}
-	return d.object(func(key string) bool {
-		switch key {
+	return d.object(func(key []byte) bool {
+		switch string(key) {
 		case "codecs":
 			if !once(0) {
 				return false
