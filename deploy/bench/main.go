@@ -530,10 +530,10 @@ func (b *bench) fillRegistry(redisAddr, key string, streams, origins int) error 
 
 type gateway struct {
 	http, rtsp, rtmp, admin string
-	log               string
-	pid, group        int
-	firstRedirect     time.Duration // to the first 302 to the right origin, for any of one stream per origin
-	ready             time.Duration // to /readyz 200: the first whole snapshot is in
+	log                     string
+	pid, group              int
+	firstRedirect           time.Duration // to the first 302 to the right origin, for any of one stream per origin
+	ready                   time.Duration // to /readyz 200: the first whole snapshot is in
 }
 
 func (g *gateway) dropped() (string, bool) {
