@@ -40,7 +40,8 @@ type WatcherOptions struct {
 	AntiEntropy time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
-	// Now is the clock for deadlines and stats. It defaults to time.Now.
+	// Now is the clock for deadlines and stats. It defaults to time.Now. Snapshot reads
+	// call it from several goroutines at once.
 	Now func() time.Time
 	// MassExpiryHold bounds how long origins that vanished from Redis together (most of the
 	// view at once, read as registry trouble rather than as deaths) are still served. It
