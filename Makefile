@@ -28,7 +28,9 @@ bench:
 
 # Redirects at line rate: the gateway (100,000 streams in a private redis-server, logging as
 # make demo does) against nginx `return 302` and bare net/http, with wrk; a few minutes.
-# BENCH_ARGS="-large 1000000" adds a gateway on 1,000,000 streams to the same rounds.
+# BENCH_ARGS="-large 1000000" adds a gateway on 1,000,000 streams (100 origins, its own
+# redis-server) to the same rounds. The registry's cold start alone, in-process:
+# go test -run '^$$' -bench ColdStart -benchtime 1x ./shared/registry/ (also under make bench).
 # Never part of make test.
 bench-http:
 	deploy/bench/run.sh $(BENCH_ARGS)

@@ -48,7 +48,10 @@ func main() {
 }
 
 // gatedResolver answers Unavailable until the first registry snapshot: before it no name is
-// known to be missing, and a 404 would tell players the stream does not exist.
+// known to be missing, and a 404 would tell players the stream does not exist. The first
+// snapshot fills the table origin by origin (each verified whole), so a name found meanwhile
+// is served: its origin lists it. The choice may differ from the one a full table makes
+// (another origin listing the name may not be loaded yet), never the origin's validity.
 type gatedResolver struct {
 	table *resolve.Table
 	ready func() bool
@@ -56,6 +59,9 @@ type gatedResolver struct {
 
 func (g gatedResolver) Resolve(req resolve.Request) resolve.Result {
 	if !g.ready() {
+		if r := g.table.Resolve(req); r.Outcome == resolve.OK {
+			return r
+		}
 		return resolve.Result{Outcome: resolve.Unavailable}
 	}
 	return g.table.Resolve(req)

@@ -2,7 +2,8 @@
 // against nginx `return 302` and a bare net/http 302 server on this machine.
 //
 // It starts a private redis-server and fills it with a registry of -streams streams over
-// -origins origins the way origins do (shared/registry's Registrar, heartbeating throughout),
+// -origins origins the way origins do (shared/registry's Registrar, heartbeating throughout;
+// with -large, a second redis-server holds the large registry),
 // starts the gateway binary with logging on as `make demo` runs it (info, text, -log-prefix), nginx with deploy/bench/nginx.conf (1 worker), the bare net/http
 // server (this binary with -serve-bare) and, when built, the bare fasthttp server; then drives
 // each with wrk in interleaved rounds, keep-alive and one connection per request, and prints one
@@ -54,7 +55,9 @@ func main() {
 		logMode   = flag.String("log", "demo", "gateway logging: demo (info, -log-prefix, as make demo runs it, to a file), sedpipe (info through stdbuf -oL sed to a file), file (info to a file), off (level error)")
 		proto     = flag.String("prototype", "", "optional experiment binary run as a target: BIN -addr ADDR -streams N -log FILE (its own in-memory table, no Redis)")
 		alsoLog   = flag.String("also-log", "", "comma-separated extra gateways on the same registry with other -log modes (e.g. sedpipe,off), same rounds")
-		large     = flag.Int("large", 0, "also run a second gateway on a registry of this many streams (e.g. 1000000), same rounds")
+		large     = flag.Int("large", 0, "also run a second gateway on a registry of this many streams (e.g. 1000000), in its own redis-server, same rounds")
+		largeOrig = flag.Int("large-origins", 100, "origins the -large streams are spread over")
+		regTTL    = flag.Duration("registry-ttl", time.Minute, "TTL of the bench origins' records (they heartbeat every second; a long TTL keeps a CPU-starved bench process from expiring them mid-run)")
 		coldOnly  = flag.Bool("cold-start", false, "only measure gateway cold start (time to first correct redirect, RSS)")
 		serveBare = flag.String("serve-bare", "", "internal: serve the bare net/http 302 on this address")
 		profile   = flag.String("profile", "", "only profile: run the gateway's HTTP listener in this process under wrk and write a CPU profile here")
@@ -71,7 +74,7 @@ func main() {
 		return
 	}
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	b := &bench{streams: *streams, origins: *origins, dur: *dur, conns: *conns}
+	b := &bench{streams: *streams, origins: *origins, largeOrigins: *largeOrig, ttl: *regTTL, dur: *dur, conns: *conns}
 	defer b.cleanup()
 	if err := b.run(*gwBin, *fastBin, *proto, *nginxConf, *logMode, *alsoLog, *rounds, *large, *coldOnly); err != nil {
 		b.cleanup()
@@ -82,6 +85,8 @@ func main() {
 
 type bench struct {
 	streams, origins int
+	largeOrigins     int
+	ttl              time.Duration
 	dur              time.Duration
 	conns            int
 	tmp              string
@@ -178,7 +183,7 @@ func (b *bench) run(gwBin, fastBin, protoBin, nginxConf, logMode, alsoLog string
 	if err != nil {
 		return err
 	}
-	gw, err := b.cluster(gwBin, redisAddr, clusterKey, b.streams, logMode, "")
+	gw, err := b.cluster(gwBin, redisAddr, clusterKey, b.streams, b.origins, logMode, "")
 	if err != nil {
 		return err
 	}
@@ -204,21 +209,26 @@ func (b *bench) run(gwBin, fastBin, protoBin, nginxConf, logMode, alsoLog string
 		}
 		extra = append(extra, &target{name: "prototype", addr: addr, script: script, group: group})
 	}
-	targets := []*target{{name: "gateway", addr: gw.http, script: script, group: gw.group}}
+	targets := []*target{{name: "gateway", addr: gw.http, script: script, group: gw.group, log: gw.log}}
 	for i, mode := range strings.Split(alsoLog, ",") {
 		if mode == "" {
 			continue
 		}
-		g, err := b.startGateway(gwBin, redisAddr, clusterKey, b.streams, mode, fmt.Sprintf("-%d", i))
+		g, err := b.startGateway(gwBin, redisAddr, clusterKey, b.streams, b.origins, mode, fmt.Sprintf("-%d", i))
 		if err != nil {
 			return err
 		}
-		targets = append(targets, &target{name: "gateway " + mode, addr: g.http, script: script, group: g.group})
+		targets = append(targets, &target{name: "gateway " + mode, addr: g.http, script: script, group: g.group, log: g.log})
 	}
 	targets = append(targets, extra...)
 	if large > 0 {
-		// A second registry namespace in the same Redis and a second gateway reading it.
-		big, err := b.cluster(gwBin, redisAddr, clusterKey+"-large", large, logMode, "-large")
+		// A second registry in its own redis-server and a second gateway reading it: sharing one
+		// Redis, the big registry's reads and writes competed with the small one's heartbeats.
+		bigRedis, err := b.startRedis()
+		if err != nil {
+			return err
+		}
+		big, err := b.cluster(gwBin, bigRedis, clusterKey+"-large", large, b.largeOrigins, logMode, "-large")
 		if err != nil {
 			return err
 		}
@@ -226,7 +236,7 @@ func (b *bench) run(gwBin, fastBin, protoBin, nginxConf, logMode, alsoLog string
 		if err != nil {
 			return err
 		}
-		targets = append(targets, &target{name: fmt.Sprintf("gateway %dk", large/1000), addr: big.http, script: bigScript, group: big.group})
+		targets = append(targets, &target{name: fmt.Sprintf("gateway %dk", large/1000), addr: big.http, script: bigScript, group: big.group, log: big.log})
 	}
 	if bare, err := b.startBare(); err != nil {
 		return err
@@ -266,7 +276,7 @@ func (b *bench) run(gwBin, fastBin, protoBin, nginxConf, logMode, alsoLog string
 				cpu0 := groupCPU(t.group)
 				res, err := wrk(t.addr, t.script, m == "close", b.conns, b.dur)
 				if err != nil {
-					return fmt.Errorf("%s %s: %w", t.name, m, err)
+					return fmt.Errorf("%s %s: %w%s", t.name, m, err, logTail(t.log, 30))
 				}
 				if res.requests > 0 {
 					res.cpuPerReq = (groupCPU(t.group) - cpu0) / time.Duration(res.requests)
@@ -334,22 +344,44 @@ type target struct {
 	addr   string
 	script string // wrk script choosing the request paths
 	group  int    // process group whose CPU time is charged to the target
+	log    string // the gateway's log file, shown when a run fails; "" for others
+}
+
+// logTail is the last n lines of a log file, for an error message; "" without one.
+func logTail(path string, n int) string {
+	if path == "" {
+		return ""
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(raw), "\n"), "\n")
+	return "\n--- last lines of " + filepath.Base(path) + ":\n" + strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // cluster fills a registry namespace with streams and starts a gateway reading it; it prints
-// the gateway's cold start (time to the first correct redirect, RSS then).
-func (b *bench) cluster(gwBin, redisAddr, key string, streams int, logMode, tag string) (*gateway, error) {
+// the gateway's cold start: time to the first correct redirect, to ready (the whole snapshot
+// loaded), and its RSS then.
+func (b *bench) cluster(gwBin, redisAddr, key string, streams, origins int, logMode, tag string) (*gateway, error) {
 	t0 := time.Now()
-	if err := b.fillRegistry(redisAddr, key, streams); err != nil {
+	if err := b.fillRegistry(redisAddr, key, streams, origins); err != nil {
 		return nil, err
 	}
-	fmt.Printf("registry: %d streams over %d origins written in %s\n", streams, b.origins, time.Since(t0).Round(time.Millisecond))
-	gw, err := b.startGateway(gwBin, redisAddr, key, streams, logMode, tag)
+	fmt.Printf("registry: %d streams over %d origins written in %s\n", streams, origins, time.Since(t0).Round(time.Millisecond))
+	gw, err := b.startGateway(gwBin, redisAddr, key, streams, origins, logMode, tag)
 	if err != nil {
 		return nil, err
 	}
-	fmt.Printf("gateway cold start with %d streams: first correct redirect after %s, RSS %d MiB\n",
-		streams, gw.firstRedirect.Round(time.Millisecond), rssKiB(gw.pid)/1024)
+	fmt.Printf("gateway cold start with %d streams over %d origins: first correct redirect after %s, ready (whole snapshot) after %s, RSS %d MiB\n",
+		streams, origins, gw.firstRedirect.Round(time.Millisecond), gw.ready.Round(time.Millisecond), rssKiB(gw.pid)/1024)
+	if raw, err := os.ReadFile(gw.log); err == nil {
+		for line := range strings.SplitSeq(string(raw), "\n") {
+			if strings.Contains(line, "level=WARN") && strings.Contains(line, "component=watcher") {
+				fmt.Println("  " + line) // failed snapshot reads, sessions lost during the start
+			}
+		}
+	}
 	return gw, nil
 }
 
@@ -438,7 +470,7 @@ func (b *bench) startRedis() (string, error) {
 
 // fillRegistry registers the origins and their streams with shared/registry's Registrar and
 // keeps them heartbeating until cleanup, as origins do.
-func (b *bench) fillRegistry(redisAddr, key string, streams int) error {
+func (b *bench) fillRegistry(redisAddr, key string, streams, origins int) error {
 	client, err := registry.Dial("redis://" + redisAddr + "/0")
 	if err != nil {
 		return err
@@ -453,7 +485,13 @@ func (b *bench) fillRegistry(redisAddr, key string, streams int) error {
 		}
 	}
 	quiet := slog.New(slog.DiscardHandler)
-	for o := range b.origins {
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+	)
+	sem := make(chan struct{}, 4) // origins written at once
+	for o := range origins {
 		rec := cluster.Origin{
 			ID: fmt.Sprintf("o%d", o),
 			Public: cluster.Public{
@@ -462,30 +500,40 @@ func (b *bench) fillRegistry(redisAddr, key string, streams int) error {
 			},
 			Capacity: cluster.Capacity{},
 		}
-		reg, err := registry.NewRegistrar(client, key, rec, registry.RegistrarOptions{Logger: quiet, TTL: 10 * time.Second})
+		reg, err := registry.NewRegistrar(client, key, rec, registry.RegistrarOptions{Logger: quiet, TTL: b.ttl})
 		if err != nil {
 			return err
 		}
-		list := make([]cluster.Stream, 0, streams/b.origins+1)
-		for i := o; i < streams; i += b.origins {
-			list = append(list, cluster.Stream{Name: streamName(i), State: cluster.StreamRunning})
-		}
-		reg.SetStreams(list)
-		fctx, fcancel := context.WithTimeout(ctx, 5*time.Minute)
-		err = reg.Flush(fctx)
-		fcancel()
-		if err != nil {
-			return fmt.Errorf("origin %s: %w", rec.ID, err)
-		}
-		b.regWG.Go(func() { _ = reg.Run(ctx) })
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			list := make([]cluster.Stream, 0, streams/origins+1)
+			for i := o; i < streams; i += origins {
+				list = append(list, cluster.Stream{Name: streamName(i), State: cluster.StreamRunning})
+			}
+			reg.SetStreams(list)
+			fctx, fcancel := context.WithTimeout(ctx, 5*time.Minute)
+			err := reg.Flush(fctx)
+			fcancel()
+			if err != nil {
+				mu.Lock()
+				first = cmp.Or(first, fmt.Errorf("origin %s: %w", rec.ID, err))
+				mu.Unlock()
+				return
+			}
+			b.regWG.Go(func() { _ = reg.Run(ctx) })
+		})
 	}
-	return nil
+	wg.Wait()
+	return first
 }
 
 type gateway struct {
-	http, rtsp, admin string
-	pid, group        int
-	firstRedirect     time.Duration
+	http, rtsp, rtmp, admin string
+	log                     string
+	pid, group              int
+	firstRedirect           time.Duration // to the first 302 to the right origin, for any of one stream per origin
+	ready                   time.Duration // to /readyz 200: the first whole snapshot is in
 }
 
 func (g *gateway) dropped() (string, bool) {
@@ -503,10 +551,11 @@ func (g *gateway) dropped() (string, bool) {
 	return "", false
 }
 
-func (b *bench) startGateway(bin, redisAddr, key string, streams int, logMode, tag string) (*gateway, error) {
+func (b *bench) startGateway(bin, redisAddr, key string, streams, origins int, logMode, tag string) (*gateway, error) {
 	g := &gateway{
 		http:  fmt.Sprintf("127.0.0.1:%d", freePort()),
 		rtsp:  fmt.Sprintf("127.0.0.1:%d", freePort()),
+		rtmp:  fmt.Sprintf("127.0.0.1:%d", freePort()), // every gateway its own: the default :1935 would clash
 		admin: fmt.Sprintf("127.0.0.1:%d", freePort()),
 	}
 	level := "info"
@@ -522,8 +571,9 @@ log:
 listen:
   http: %s
   rtsp: %s
+  rtmp: %s
   admin: %s
-`, key, redisAddr, level, g.http, g.rtsp, g.admin)
+`, key, redisAddr, level, g.http, g.rtsp, g.rtmp, g.admin)
 	confPath := filepath.Join(b.tmp, "gateway"+tag+".yaml")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		return nil, err
@@ -533,6 +583,7 @@ listen:
 		return nil, err
 	}
 	logFile := filepath.Join(b.tmp, "gateway"+tag+".log")
+	g.log = logFile
 	var pipeline string
 	switch logMode {
 	case "demo": // as deploy/demo/run.sh runs it (there the terminal, here a file)
@@ -543,20 +594,69 @@ listen:
 		pipeline = fmt.Sprintf(`exec %q -config %q > %q 2>&1`, abs, confPath, logFile)
 	}
 	started := time.Now()
-	if _, err := b.start("bash", "-c", "set -o pipefail; "+pipeline); err != nil {
+	cmd, err := b.start("bash", "-c", "set -o pipefail; "+pipeline)
+	if err != nil {
 		return nil, err
 	}
+	exited := make(chan struct{})
+	go func() { _, _ = cmd.Process.Wait(); close(exited) }()
 	g.group = b.lastGroup()
-	want := "http://127.0.0.1:"
-	name := streamName(streams - 1)
-	if err := waitFor("gateway", 5*time.Minute, func() bool {
-		s, loc, _ := get("http://" + g.http + "/" + name + "/index.m3u8")
-		return s == 302 && strings.HasPrefix(loc, want)
+	// The first snapshot loads origin by origin and the gateway redirects to those loaded
+	// meanwhile (503 for the rest): ask for one stream of every origin until one is redirected
+	// to the right origin, then wait for /readyz and check the last stream.
+	probe := &http.Client{
+		Timeout:       5 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	defer probe.CloseIdleConnections()
+	correct := func(i int) bool {
+		res, err := probe.Get("http://" + g.http + "/" + streamName(i) + "/index.m3u8")
+		if err != nil {
+			return false
+		}
+		_, _ = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		want := fmt.Sprintf("http://127.0.0.1:%d/", 18001+i%origins)
+		loc := res.Header.Get("Location")
+		if res.StatusCode == 302 && !strings.HasPrefix(loc, want) {
+			fmt.Fprintf(os.Stderr, "WRONG redirect for %s: %s, want %s...\n", streamName(i), loc, want)
+		}
+		return res.StatusCode == 302 && strings.HasPrefix(loc, want)
+	}
+	fail := func(err error) (*gateway, error) {
+		return nil, fmt.Errorf("%w%s", err, logTail(logFile, 30))
+	}
+	if err := waitFor("a first correct redirect", 5*time.Minute, func() bool {
+		select {
+		case <-exited:
+			return true // reported below
+		default:
+		}
+		for i := range min(origins, streams) {
+			if correct(i) {
+				return true
+			}
+		}
+		return false
 	}); err != nil {
-		out, _ := os.ReadFile(logFile)
-		return nil, fmt.Errorf("%w\n%s", err, out)
+		return fail(err)
+	}
+	select {
+	case <-exited:
+		return fail(errors.New("gateway exited"))
+	default:
 	}
 	g.firstRedirect = time.Since(started)
+	if err := waitFor("gateway /readyz", 5*time.Minute, func() bool {
+		s, _, _ := get("http://" + g.admin + "/readyz")
+		return s == 200
+	}); err != nil {
+		return fail(err)
+	}
+	g.ready = time.Since(started)
+	if !correct(streams - 1) {
+		return fail(fmt.Errorf("ready, but %s is not redirected to its origin", streamName(streams-1)))
+	}
 	g.pid = pidListening(g.http)
 	return g, nil
 }

@@ -2,8 +2,8 @@
 # make bench-http: the gateway's redirect rate against nginx `return 302` and bare net/http
 # (and bare fasthttp when its module can be fetched), with a registry of 100,000 streams in a
 # private redis-server. Arguments go to the Go harness (deploy/bench/main.go), e.g.
-#   deploy/bench/run.sh -large 1000000          # plus a gateway on 1,000,000 streams, same rounds
-#   deploy/bench/run.sh -cold-start -streams 1000000   # cold start only: first redirect, RSS
+#   deploy/bench/run.sh -large 1000000          # plus a gateway on 1,000,000 streams (own Redis), same rounds
+#   deploy/bench/run.sh -cold-start -streams 1000000 -origins 100   # cold start only: first redirect, ready, RSS
 #   deploy/bench/run.sh -profile /tmp/gw.prof    # CPU profile of the HTTP listener under wrk
 #   deploy/bench/run.sh -rounds 5 -duration 4s
 set -euo pipefail

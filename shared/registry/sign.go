@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"hash"
 )
 
 // What a signature covers; the kind keeps one signed payload from passing as another.
@@ -55,7 +56,15 @@ func appendField(b []byte, s []byte) []byte {
 
 // mac is HMAC-SHA256 over label, kind, namespace, origin id and payload, each length-prefixed.
 func (s signer) mac(kind, originID string, payload []byte) []byte {
-	m := hmac.New(sha256.New, s.key)
+	return s.macWith(hmac.New(sha256.New, s.key), kind, originID, payload)
+}
+
+// newMAC is a reusable hmac for macWith: keying one is most of the cost of a short MAC.
+func (s signer) newMAC() hash.Hash { return hmac.New(sha256.New, s.key) }
+
+// macWith is mac computed with m, from newMAC, which it resets first.
+func (s signer) macWith(m hash.Hash, kind, originID string, payload []byte) []byte {
+	m.Reset()
 	var hdr []byte
 	hdr = appendField(hdr, []byte(macLabel))
 	hdr = appendField(hdr, []byte(kind))

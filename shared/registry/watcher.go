@@ -17,20 +17,21 @@ import (
 )
 
 const (
-	expiryEvery    = 25 * time.Millisecond   // local TTL check period (brief: at least every 50 ms)
-	pingEvery      = 500 * time.Millisecond  // health ping on the subscription
-	contactTimeout = 3 * pingEvery           // silence after which Redis counts as away
-	expiryContact  = pingEvery + pingEvery/2 // expire origins only while contact is this fresh
-	backoffMin     = 50 * time.Millisecond
-	backoffMax     = 2 * time.Second
-	snapshotBatch  = 128             // origins per snapshot pipeline
-	clockSkewGrace = 5 * time.Second // index scores are the writers' clocks
-	receiveTimeout = time.Second
-	verifyTimeout  = 500 * time.Millisecond // one read-before-drop round trip; short, it blocks event handling
-	recheckEvery   = 200 * time.Millisecond // how often an overdue origin is asked about again
-	massMin        = 2                      // vanishing together counts as registry trouble from this many origins
-	reconnectGrace = 3 * time.Second        // at least this long for origins to rewrite a failed-over or restarted Redis
-	massGrace      = 10 * time.Second       // origins of a mass expiry still missing this long after it ended are deaths
+	expiryEvery     = 25 * time.Millisecond   // local TTL check period (brief: at least every 50 ms)
+	pingEvery       = 500 * time.Millisecond  // health ping on the subscription
+	contactTimeout  = 3 * pingEvery           // silence after which Redis counts as away
+	expiryContact   = pingEvery + pingEvery/2 // expire origins only while contact is this fresh
+	backoffMin      = 50 * time.Millisecond
+	backoffMax      = 2 * time.Second
+	snapshotBatch   = 128             // origins per snapshot pipeline
+	snapshotRetries = 3               // further reads of the origins whose snapshot read failed
+	clockSkewGrace  = 5 * time.Second // index scores are the writers' clocks
+	receiveTimeout  = time.Second
+	verifyTimeout   = 500 * time.Millisecond // one read-before-drop round trip; short, it blocks event handling
+	recheckEvery    = 200 * time.Millisecond // how often an overdue origin is asked about again
+	massMin         = 2                      // vanishing together counts as registry trouble from this many origins
+	reconnectGrace  = 3 * time.Second        // at least this long for origins to rewrite a failed-over or restarted Redis
+	massGrace       = 10 * time.Second       // origins of a mass expiry still missing this long after it ended are deaths
 )
 
 // WatcherOptions tunes a Watcher; the zero value gives the defaults.
@@ -39,7 +40,8 @@ type WatcherOptions struct {
 	AntiEntropy time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
-	// Now is the clock for deadlines and stats. It defaults to time.Now.
+	// Now is the clock for deadlines and stats. It defaults to time.Now. Snapshot reads
+	// call it from several goroutines at once.
 	Now func() time.Time
 	// MassExpiryHold bounds how long origins that vanished from Redis together (most of the
 	// view at once, read as registry trouble rather than as deaths) are still served. It
@@ -138,9 +140,10 @@ type Watcher struct {
 	log  *slog.Logger
 
 	held     map[string]*heldOrigin // owned by the Run goroutine
-	staleLog map[string]time.Time   // when a stale value of an origin was last logged; owned by the Run goroutine
-	mass     bool                   // a mass-expiry episode is under way; owned by the Run goroutine
-	lastMass time.Time              // when most of the view last read as vanished; owned by the Run goroutine
+	staleMu  sync.Mutex
+	staleLog map[string]time.Time // when a stale value of an origin was last logged; snapshot workers verify in parallel, so under staleMu
+	mass     bool                 // a mass-expiry episode is under way; owned by the Run goroutine
+	lastMass time.Time            // when most of the view last read as vanished; owned by the Run goroutine
 
 	mu    sync.Mutex // guards stats
 	stats WatcherStats
@@ -566,6 +569,12 @@ func (w *Watcher) queueFetch(ctx context.Context, p redis.Pipeliner, id string) 
 // verify turns a fetch into a view and the deadline its record is trusted until; ok is false
 // when the origin is absent, untrusted or stale.
 func (w *Watcher) verify(f fetched) (OriginView, time.Time, bool) {
+	return w.verifyWith(newEntryOpener(w.sg), f)
+}
+
+// verifyWith is verify checking the stream entries with op; safe for concurrent use with
+// one op per goroutine.
+func (w *Watcher) verifyWith(op *entryOpener, f fetched) (OriginView, time.Time, bool) {
 	blob, err := f.rec.Bytes()
 	if err != nil {
 		return OriginView{}, time.Time{}, false
@@ -594,7 +603,7 @@ func (w *Watcher) verify(f fetched) (OriginView, time.Time, bool) {
 	var firstErr error
 	for name, blob := range fields {
 		var s cluster.Stream
-		err := w.sg.open(kindStream, f.id, []byte(blob), &s)
+		err := op.openStream(f.id, []byte(blob), &s)
 		if err == nil {
 			err = validStream(s, name)
 		}
@@ -678,44 +687,72 @@ func (w *Watcher) resync(ctx context.Context, reconnect bool) error {
 	if err != nil {
 		return fmt.Errorf("snapshot index: %w", err)
 	}
-	views := make([]OriginView, 0, len(ids))
 	held := make(map[string]*heldOrigin, len(ids))
-	var failed int
-	for len(ids) > 0 {
-		batch := ids[:min(snapshotBatch, len(ids))]
-		ids = ids[len(batch):]
-		fs := make([]fetched, 0, len(batch))
-		_, _ = w.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, id := range batch {
-				if cluster.ValidID(id) {
-					fs = append(fs, w.queueFetch(ctx, p, id))
-				}
-			}
-			return nil
-		})
-		if ctx.Err() != nil {
-			return ctx.Err()
+	// Progressive: the Watcher holds nothing (a first snapshot, or every origin gone), so each
+	// origin goes to the Sink as soon as it is verified rather than all at the end, and a
+	// gateway can redirect to the origins loaded while the rest load (it must not answer "not
+	// found" before Ready, which only a whole snapshot sets). A snapshot that fails half-way
+	// takes back what it put: an origin no Watcher state tracks would never expire.
+	progressive := len(w.held) == 0
+	var put map[string]struct{}
+	if progressive {
+		put = map[string]struct{}{}
+	}
+	var views []OriginView
+	var failed []string
+	apply := func(l *loaded) {
+		if l.err != nil {
+			failed = append(failed, l.id)
+			return
 		}
-		for _, f := range fs {
-			if err := f.err(); err != nil {
-				// Not proof of anything: a held copy stays (below), a new origin comes with its next beat.
-				failed++
-				if failed == 1 {
-					w.log.Warn("snapshot read of an origin failed; keeping what is held", "origin", f.id, "err", err)
-				}
-				continue
-			}
-			v, deadline, ok := w.verify(f)
-			if !ok || w.olderRun(f.id, v.Origin.Epoch) {
-				continue
-			}
-			views = append(views, v)
-			h := &heldOrigin{epoch: v.Origin.Epoch, ver: v.Origin.StreamsVer, deadline: deadline, ttl: ttlOf(v.Origin)}
-			if old := w.held[f.id]; old != nil && old.epoch == h.epoch {
-				h.seq = old.seq
-			}
-			held[f.id] = h
+		if !l.ok || w.olderRun(l.id, l.view.Origin.Epoch) {
+			return
 		}
+		v := &l.view
+		h := &heldOrigin{epoch: v.Origin.Epoch, ver: v.Origin.StreamsVer, deadline: l.deadline, ttl: ttlOf(v.Origin)}
+		if old := w.held[l.id]; old != nil && old.epoch == h.epoch {
+			h.seq = old.seq
+		}
+		held[l.id] = h
+		if !progressive {
+			views = append(views, *v)
+			return
+		}
+		put[l.id] = struct{}{}
+		w.sink.PutOrigin(v.Origin)
+		w.sink.PutStreams(l.id, v.Streams)
+	}
+	// In a progressive snapshot a read that failed (a busy Redis, a big list on a loaded
+	// machine) is tried again a few times: nothing is held for that origin, and missing from
+	// the first snapshot it would read as "not found" until its next heartbeat brings it.
+	// Otherwise the held copy stays, and the session's loop is not held up for it.
+	err = w.loadOrigins(ctx, ids, apply)
+	for attempt := 1; progressive && err == nil && len(failed) > 0 && attempt <= snapshotRetries; attempt++ {
+		w.log.Warn("snapshot reads failed; reading those origins again", "origins", len(failed), "attempt", attempt)
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+			continue
+		case <-time.After(time.Duration(attempt) * backoffMin):
+		}
+		ids, failed = failed, nil
+		err = w.loadOrigins(ctx, ids, apply)
+	}
+	if err == nil && len(failed) > 0 {
+		// Not proof of anything: a held copy stays (below), a new origin comes with its next beat.
+		w.log.Warn("snapshot read of origins failed; keeping what is held", "origins", len(failed), "first", failed[0])
+	}
+	if err != nil {
+		for id := range put {
+			w.sink.DropOrigin(id)
+		}
+		return err
+	}
+	if progressive {
+		w.held = held
+		w.ready.Store(true)
+		w.count(func(s *WatcherStats) { s.Resyncs++; s.LastSync = w.now(); s.Origins = len(held) })
+		return nil
 	}
 	// An origin we hold that the snapshot lacks is not proof it died: a Redis that restarted
 	// empty has not yet been rewritten by its origins. Keep it until its deadline (extended by
@@ -913,6 +950,8 @@ const staleLogEvery = 10 * time.Second
 
 // logStale reports whether a stale value of origin id may be logged now.
 func (w *Watcher) logStale(id string) bool {
+	w.staleMu.Lock()
+	defer w.staleMu.Unlock()
 	now := w.now()
 	if last, ok := w.staleLog[id]; ok && now.Sub(last) < staleLogEvery {
 		return false
