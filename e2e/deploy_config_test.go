@@ -403,8 +403,14 @@ type container struct {
 	Image string   `yaml:"image"`
 	Args  []string `yaml:"args"`
 	Env   []struct {
-		Name  string `yaml:"name"`
-		Value string `yaml:"value"`
+		Name      string `yaml:"name"`
+		Value     string `yaml:"value"`
+		ValueFrom struct {
+			SecretKeyRef *struct {
+				Name string `yaml:"name"`
+				Key  string `yaml:"key"`
+			} `yaml:"secretKeyRef"`
+		} `yaml:"valueFrom"`
 	} `yaml:"env"`
 	Ports []struct {
 		Name          string `yaml:"name"`
@@ -458,6 +464,16 @@ func TestKubernetesMatchesConfig(t *testing.T) {
 		}
 		f.Close()
 	}
+	secretKeys := map[string]bool{}
+	example, err := os.ReadFile("../deploy/k8s/cluster-key.env.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(example), "\n") {
+		if k, _, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			secretKeys[k] = true
+		}
+	}
 	kinds := map[string]bool{}
 	podPorts := map[string]map[string]int{} // pod label app.kubernetes.io/name -> port name -> number
 	var probed []string
@@ -488,6 +504,14 @@ func TestKubernetesMatchesConfig(t *testing.T) {
 					}
 				}
 				v := regexp.MustCompile(`\$\(([A-Z_]+)\)`).ReplaceAllStringFunc(e.Value, func(m string) string { return vars[m[2:len(m)-1]] })
+				if ref := e.ValueFrom.SecretKeyRef; ref != nil {
+					// A Secret's value: the key must be one cluster-key.env.example lists; a stand-in value.
+					if !secretKeys[ref.Key] {
+						t.Errorf("%s %s: %s from Secret key %s, which cluster-key.env.example does not list", o.Kind, o.Metadata.Name, e.Name, ref.Key)
+					}
+					v = "k8s-secret-stand-in-0123456789abcdef"
+					env = append(env, e.Name+"="+v)
+				}
 				if e.Value != "" {
 					vars[e.Name] = v
 				}
@@ -581,7 +605,7 @@ func TestKubernetesMatchesConfig(t *testing.T) {
 }
 
 func originDrain(t *testing.T, file string) int {
-	c, err := config.LoadOrigin(file, []string{"PEERGATE_CLUSTER_KEY=deploy-config-test-key-0123456789"})
+	c, err := config.LoadOrigin(file, []string{"PEERGATE_CLUSTER_KEY=deploy-config-test-key-0123456789", "PEERGATE_AUTH_PUBLISH_SECRET=k8s-secret-stand-in-0123456789abcdef"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -67,6 +67,9 @@ type Auth struct {
 	// HTTPCache is how long a decision of HTTPURL is reused, per (action, protocol, name,
 	// query, client). Default 5s; 0 disables the cache.
 	HTTPCache time.Duration `yaml:"http_cache"`
+	// RequirePublish refuses to start with publishing open: true needs PublishSecret or
+	// HTTPURL. The production examples in deploy/ set it; the demos leave it false.
+	RequirePublish bool `yaml:"require_publish"`
 }
 
 // MinSecretLen is the shortest admin.token or auth.publish_secret accepted.

@@ -5,9 +5,12 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 const key = "0123456789abcdef-test"
@@ -469,7 +472,7 @@ func TestEnvNamesCoverKeys(t *testing.T) {
 			t.Errorf("gateway %s = %q, want %q", env, g[env], path)
 		}
 	}
-	if len(g) != 41 {
+	if len(g) != 42 {
 		t.Errorf("gateway has %d env keys: %v", len(g), g)
 	}
 	o := EnvNames(&Origin{})
@@ -539,10 +542,23 @@ func TestNewLogger(t *testing.T) {
 	}
 }
 
-// The shipped example, demo and compose configs must load as they are.
+// The shipped example, demo and compose configs must load as they are (the production
+// examples once a publish secret is in the environment, and not before).
 func TestShippedConfigs(t *testing.T) {
 	t.Parallel()
 	env := []string{"PEERGATE_CLUSTER_KEY=" + key}
+	for _, p := range []string{"../../deploy/gateway.yaml", "../../deploy/origin.yaml"} {
+		var err error
+		if strings.Contains(p, "gateway") {
+			_, err = LoadGateway(p, env)
+		} else {
+			_, err = LoadOrigin(p, append(env, "PEERGATE_ID=o1"))
+		}
+		if err == nil || !strings.Contains(err.Error(), "auth.require_publish") {
+			t.Errorf("%s without a publish secret: %v, want an error naming auth.require_publish", p, err)
+		}
+	}
+	env = append(env, "PEERGATE_AUTH_PUBLISH_SECRET=0123456789abcdef-publish")
 	for _, p := range []string{"../../deploy/gateway.yaml", "../../deploy/demo/gateway.yaml", "../../deploy/compose/gateway.yaml"} {
 		if _, err := LoadGateway(p, env); err != nil {
 			t.Errorf("%s: %v", p, err)
@@ -618,5 +634,55 @@ func TestClockSkewAndDuplicates(t *testing.T) {
 	}
 	if _, err := LoadGateway(writeFile(t, "cluster_key: "+key+"\npublish: {allow_duplicates: true}\n"), nil); err == nil {
 		t.Error("the gateway accepted the origin key publish.allow_duplicates")
+	}
+}
+
+// The production examples in deploy/ show every key (an operator reads them as the reference
+// at hand), with admin listeners on loopback and publishing closed.
+func TestExampleConfigsListEveryKey(t *testing.T) {
+	t.Parallel()
+	for path, keys := range map[string]map[string]string{
+		"../../deploy/gateway.yaml": EnvNames(&Gateway{}),
+		"../../deploy/origin.yaml":  EnvNames(&Origin{}),
+	} {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc map[string]any
+		if err := yaml.Unmarshal(b, &doc); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		var missing []string
+		for _, key := range keys {
+			var node any = doc
+			for _, part := range strings.Split(key, ".") {
+				m, ok := node.(map[string]any)
+				if !ok {
+					node = nil
+					break
+				}
+				node, ok = m[part]
+				if !ok {
+					node = nil
+					break
+				}
+			}
+			if node == nil && !strings.HasSuffix(key, "cluster_key") && key != "id" {
+				missing = append(missing, key)
+			}
+		}
+		slices.Sort(missing)
+		if len(missing) > 0 {
+			t.Errorf("%s lacks %v", path, missing)
+		}
+		listen := doc["listen"].(map[string]any)
+		if a, _ := listen["admin"].(string); !strings.HasPrefix(a, "127.0.0.1:") {
+			t.Errorf("%s: listen.admin %q, want loopback for bare-metal installs", path, a)
+		}
+		auth := doc["auth"].(map[string]any)
+		if auth["require_publish"] != true {
+			t.Errorf("%s: auth.require_publish must be true in the production example", path)
+		}
 	}
 }

@@ -50,6 +50,9 @@ func (c *Common) Validate() error {
 	if c.Auth.HTTPCache < 0 {
 		return keyError("auth.http_cache", "must not be negative, got %v", c.Auth.HTTPCache)
 	}
+	if c.Auth.RequirePublish && c.Auth.PublishSecret == "" && c.Auth.HTTPURL == "" {
+		return keyError("auth.require_publish", "true, but publishing would be open: set auth.publish_secret (PEERGATE_AUTH_PUBLISH_SECRET) or auth.http_url")
+	}
 	if err := checkRedisURL(c.Redis.URL); err != nil {
 		return keyError("redis.url", "%v", err)
 	}
