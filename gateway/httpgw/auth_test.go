@@ -2,7 +2,6 @@ package httpgw
 
 import (
 	"bufio"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -12,10 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/peergate/peergate/internal/authtest"
 	"github.com/peergate/peergate/shared/pubauth"
 )
 
-const playSecret = "play-secret-0123456789ab"
+const playSecret = authtest.PlaySecret
 
 // TestPlayAuthorization: with AuthorizePlay, a missing, wrong, expired, other-NAME or
 // other-client token gets 403 before the resolver is asked; the right token gets the 302
@@ -27,23 +27,14 @@ func TestPlayAuthorization(t *testing.T) {
 	s := start(t, &Server{Resolver: res, Metrics: m, AuthorizePlay: pubauth.PlayAuthorizer(playSecret),
 		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}})
 	future := time.Now().Add(time.Hour).Unix()
-	past := time.Now().Add(-time.Hour).Unix()
 	get := func(query string) (int, string) {
 		r := raw(t, s.Addr(), "GET", "GET /live/cam1/index.m3u8"+query+" HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
 		return r.StatusCode, r.Header.Get("Location")
 	}
-	refused := []struct{ desc, query string }{
-		{"missing", ""},
-		{"other param", "?a=b"},
-		{"wrong", "?token=" + fmt.Sprint(future) + ".AAAAAAAAAAAAAAAAAAAAAA"},
-		{"other secret", "?" + pubauth.TokenQuery("another-secret-0123456", "live/cam1", future, "")},
-		{"expired", "?" + pubauth.TokenQuery(playSecret, "live/cam1", past, "")},
-		{"other name", "?" + pubauth.TokenQuery(playSecret, "live/cam2", future, "")},
-		{"other client", "?" + pubauth.TokenQuery(playSecret, "live/cam1", future, "192.0.2.7")},
-	}
+	refused := append(authtest.BadTokens("live/cam1", true), authtest.Case{Desc: "other param", Query: "a=b"})
 	for _, c := range refused {
-		if code, loc := get(c.query); code != 403 || loc != "" {
-			t.Errorf("%s: %d %q, want 403 without Location", c.desc, code, loc)
+		if code, loc := get("?" + c.Query); code != 403 || loc != "" {
+			t.Errorf("%s: %d %q, want 403 without Location", c.Desc, code, loc)
 		}
 	}
 	res.mu.Lock()

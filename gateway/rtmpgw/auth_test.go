@@ -1,13 +1,13 @@
 package rtmpgw
 
 import (
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/bluenviron/gortmplib/pkg/amf0"
 
+	"github.com/peergate/peergate/internal/authtest"
 	"github.com/peergate/peergate/shared/pubauth"
 )
 
@@ -67,34 +67,29 @@ func TestPublishAuthorization(t *testing.T) {
 // is counted as unauthorized; the right token is relayed, and the relay's play carries the
 // token to the origin (which checks it again).
 func TestPlayAuthorization(t *testing.T) {
-	const playSecret = "play-secret-0123456789ab"
+	const playSecret = authtest.PlaySecret
 	o := startStandIn(t)
 	res := &fakeResolver{base: o.base()}
 	m := newFakeMetrics()
 	gw := startGateway(t, &Server{Resolver: res, Mode: ModeRelay, Metrics: m, AuthorizePlay: pubauth.PlayAuthorizer(playSecret)})
 	addr := gw.Addr().String()
 	future := time.Now().Add(time.Hour).Unix()
-	refused := []struct{ desc, stream string }{
-		{"missing", "cam1"},
-		{"wrong", "cam1?token=" + strconv.FormatInt(future, 10) + ".AAAAAAAAAAAAAAAAAAAAAA"},
-		{"expired", "cam1?" + pubauth.TokenQuery(playSecret, "live/cam1", time.Now().Add(-time.Minute).Unix(), "")},
-		{"other name", "cam1?" + pubauth.TokenQuery(playSecret, "live/cam2", future, "")},
-	}
+	refused := authtest.BadTokens("live/cam1", false)
 	for _, c := range refused {
 		rc := dialRaw(t, addr)
-		if err := rc.connectAndPlay("live", "rtmp://"+addr+"/live", -1, "LNX 9,0,124,2", "play", c.stream); err != nil {
+		if err := rc.connectAndPlay("live", "rtmp://"+addr+"/live", -1, "LNX 9,0,124,2", "play", "cam1?"+c.Query); err != nil {
 			t.Fatal(err)
 		}
 		_, d, err := rc.nextCommand()
 		if err != nil {
-			t.Fatalf("%s: %v", c.desc, err)
+			t.Fatalf("%s: %v", c.Desc, err)
 		}
 		info, _ := d[3].(amf0.Object)
 		if code, _ := info.GetString("code"); d[0] != "onStatus" || code != "NetStream.Play.Failed" {
-			t.Errorf("%s: got %v, want NetStream.Play.Failed", c.desc, d)
+			t.Errorf("%s: got %v, want NetStream.Play.Failed", c.Desc, d)
 		}
 		if err := closedWithin(rc.conn, 5*time.Second); err != nil {
-			t.Errorf("%s: not closed", c.desc)
+			t.Errorf("%s: not closed", c.Desc)
 		}
 	}
 	if n := res.resolved.Load(); n != 0 {

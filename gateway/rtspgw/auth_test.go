@@ -1,7 +1,6 @@
 package rtspgw
 
 import (
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +8,7 @@ import (
 	"github.com/bluenviron/gortsplib/v5"
 	"github.com/bluenviron/gortsplib/v5/pkg/base"
 
+	"github.com/peergate/peergate/internal/authtest"
 	"github.com/peergate/peergate/shared/pubauth"
 )
 
@@ -73,20 +73,14 @@ func TestPublishAuthorization(t *testing.T) {
 // expired or other-NAME token gets 403 and no Location; the right token gets the 302 and
 // the Location carries the token on to the origin.
 func TestPlayAuthorization(t *testing.T) {
-	const playSecret = "play-secret-0123456789ab"
+	const playSecret = authtest.PlaySecret
 	s := startServer(t, func(s *Server) { s.AuthorizePlay = pubauth.PlayAuthorizer(playSecret) })
 	gw := "rtsp://" + s.Addr().String()
 	future := time.Now().Add(time.Hour).Unix()
-	for _, c := range []struct{ desc, query string }{
-		{"missing", ""},
-		{"wrong", "?token=" + strconv.FormatInt(future, 10) + ".AAAAAAAAAAAAAAAAAAAAAA"},
-		{"expired", "?" + pubauth.TokenQuery(playSecret, "live/cam1", time.Now().Add(-time.Minute).Unix(), "")},
-		{"other name", "?" + pubauth.TokenQuery(playSecret, "live/cam2", future, "")},
-		{"other client", "?" + pubauth.TokenQuery(playSecret, "live/cam1", future, "192.0.2.7")},
-	} {
-		res, _ := exchange(t, s.Addr().String(), req("DESCRIBE", gw+"/live/cam1"+c.query, 1))
+	for _, c := range authtest.BadTokens("live/cam1", true) {
+		res, _ := exchange(t, s.Addr().String(), req("DESCRIBE", gw+"/live/cam1?"+c.Query, 1))
 		if res[0].StatusCode != base.StatusForbidden || res[0].Header["Location"] != nil {
-			t.Errorf("%s: %d %v, want 403 without Location", c.desc, res[0].StatusCode, res[0].Header["Location"])
+			t.Errorf("%s: %d %v, want 403 without Location", c.Desc, res[0].StatusCode, res[0].Header["Location"])
 		}
 	}
 	q := pubauth.TokenQuery(playSecret, "live/cam1", future, "127.0.0.1")

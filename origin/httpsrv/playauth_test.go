@@ -3,17 +3,17 @@ package httpsrv
 import (
 	"bufio"
 	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/peergate/peergate/internal/authtest"
 	"github.com/peergate/peergate/internal/mediatest"
 	"github.com/peergate/peergate/origin/media"
 	"github.com/peergate/peergate/shared/pubauth"
 )
 
-const playSecret = "play-secret-0123456789ab"
+const playSecret = authtest.PlaySecret
 
 // status GETs url with the User-Agent ua and returns the status, and the body when it is
 // not MPEG-TS (which never ends).
@@ -68,16 +68,10 @@ func TestPlayAuthorization(t *testing.T) {
 	base := baseURL(s) + "/live/cam/"
 	future := time.Now().Add(time.Hour).Unix()
 	good := "?" + pubauth.TokenQuery(playSecret, "live/cam", future, "127.0.0.1")
-	for _, c := range []struct{ desc, query string }{
-		{"missing", ""},
-		{"wrong", "?token=" + strconv.FormatInt(future, 10) + ".AAAAAAAAAAAAAAAAAAAAAA"},
-		{"expired", "?" + pubauth.TokenQuery(playSecret, "live/cam", time.Now().Add(-time.Minute).Unix(), "")},
-		{"other name", "?" + pubauth.TokenQuery(playSecret, "live/other", future, "")},
-		{"other client", "?" + pubauth.TokenQuery(playSecret, "live/cam", future, "192.0.2.7")},
-	} {
+	for _, c := range authtest.BadTokens("live/cam", true) {
 		for _, file := range []string{"index.m3u8", "stream.m3u8", "seg0.ts", "mpegts", "embed.html"} {
-			if code, _ := status(t, base+file+c.query, "refused-"+c.desc); code != http.StatusForbidden {
-				t.Errorf("%s %s: %d, want 403", c.desc, file, code)
+			if code, _ := status(t, base+file+"?"+c.Query, "refused-"+c.Desc); code != http.StatusForbidden {
+				t.Errorf("%s %s: %d, want 403", c.Desc, file, code)
 			}
 		}
 	}
