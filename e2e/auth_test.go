@@ -24,17 +24,9 @@ func TestPublishAuthThroughBinaries(t *testing.T) {
 	rs := redistest.Standalone(t)
 	secret := "PEERGATE_AUTH_PUBLISH_SECRET=" + publishSecret
 	o := startMediaOrigin(t, "auth-1", rs.URL(), "", secret)
-	gw := start(t, "gateway", "gw-auth", "", []string{
-		"PEERGATE_CLUSTER_KEY=" + clusterKey,
-		"PEERGATE_REDIS_URL=" + rs.URL(),
-		"PEERGATE_LISTEN_HTTP=127.0.0.1:0",
-		"PEERGATE_LISTEN_RTSP=127.0.0.1:0",
-		"PEERGATE_LISTEN_RTMP=127.0.0.1:0",
-		"PEERGATE_LISTEN_ADMIN=127.0.0.1:0",
-		"PEERGATE_RTMP_MODE=relay",
+	gw := startGatewayOn(t, "gw-auth", rs.URL(),
 		secret,
-	}, "http", "rtsp", "rtmp", "admin")
-	waitReady(t, gw)
+	)
 
 	expired := pubauth.Query(publishSecret, "live/x", time.Now().Add(-time.Hour).Unix())
 	refused := []struct{ desc, url, transport string }{

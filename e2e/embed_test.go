@@ -19,15 +19,10 @@ func TestEmbedThroughGateway(t *testing.T) {
 	rs := redistest.Standalone(t)
 	o := startMediaOrigin(t, "origin1", rs.URL(), "streams:\n  - name: demo\n    source: "+mediatest.Demo(t)+"\n",
 		"PEERGATE_HEARTBEAT_INTERVAL=500ms", "PEERGATE_HEARTBEAT_TTL=10s")
-	gw := start(t, "gateway", "gateway", "", []string{
-		"PEERGATE_CLUSTER_KEY=" + clusterKey,
-		"PEERGATE_REDIS_URL=" + rs.URL(),
-		"PEERGATE_LISTEN_HTTP=127.0.0.1:0",
+	gw := startGatewayOn(t, "gateway", rs.URL(),
 		"PEERGATE_LISTEN_RTSP=",
 		"PEERGATE_LISTEN_RTMP=",
-		"PEERGATE_LISTEN_ADMIN=127.0.0.1:0",
-	}, "http", "admin")
-	waitReady(t, gw)
+	)
 	mediatest.EventuallyT(t, 20*time.Second, func() bool {
 		got, _ := streamOrigins(gw, "demo")
 		return got[o.id] == "running"

@@ -232,3 +232,34 @@ func originConfig(t *testing.T, id string, names []string) string {
 	}
 	return writeFile(t, id+".yaml", b.String())
 }
+
+// startGatewayOn runs a gateway of the cluster on redisURL with every listener on 127.0.0.1:0
+// and RTMP in relay mode, then env (later entries win: "PEERGATE_LISTEN_RTSP=" turns a
+// listener off), and waits until it is ready.
+func startGatewayOn(t *testing.T, name, redisURL string, env ...string) *proc {
+	t.Helper()
+	full := append([]string{
+		"PEERGATE_CLUSTER_KEY=" + clusterKey,
+		"PEERGATE_REDIS_URL=" + redisURL,
+		"PEERGATE_LISTEN_HTTP=127.0.0.1:0",
+		"PEERGATE_LISTEN_RTSP=127.0.0.1:0",
+		"PEERGATE_LISTEN_RTMP=127.0.0.1:0",
+		"PEERGATE_LISTEN_ADMIN=127.0.0.1:0",
+		"PEERGATE_RTMP_MODE=relay",
+	}, env...)
+	listen := map[string]bool{}
+	for _, e := range full {
+		if k, v, ok := strings.Cut(e, "="); ok && strings.HasPrefix(k, "PEERGATE_LISTEN_") {
+			listen[strings.ToLower(strings.TrimPrefix(k, "PEERGATE_LISTEN_"))] = v != ""
+		}
+	}
+	var want []string
+	for _, l := range []string{"http", "rtsp", "rtmp", "admin"} {
+		if listen[l] {
+			want = append(want, l)
+		}
+	}
+	gw := start(t, "gateway", name, "", full, want...)
+	waitReady(t, gw)
+	return gw
+}

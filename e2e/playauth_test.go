@@ -26,22 +26,15 @@ const playSecret = "e2e-play-secret-0123456789"
 // a token made by "gateway token" plays through the gateway over HLS (ffprobe follows the
 // 302 and the origin's playlists carry the token), RTSP, and the RTMP relay.
 func TestPlayTokensThroughBinaries(t *testing.T) {
+	t.Parallel()
 	mediatest.Tool(t, "ffmpeg")
 	mediatest.Tool(t, "ffprobe")
 	rs := redistest.Standalone(t)
 	secret := "PEERGATE_AUTH_PLAY_SECRET=" + playSecret
 	o := startMediaOrigin(t, "play-1", rs.URL(), "", secret)
-	gw := start(t, "gateway", "gw-play", "", []string{
-		"PEERGATE_CLUSTER_KEY=" + clusterKey,
-		"PEERGATE_REDIS_URL=" + rs.URL(),
-		"PEERGATE_LISTEN_HTTP=127.0.0.1:0",
-		"PEERGATE_LISTEN_RTSP=127.0.0.1:0",
-		"PEERGATE_LISTEN_RTMP=127.0.0.1:0",
-		"PEERGATE_LISTEN_ADMIN=127.0.0.1:0",
-		"PEERGATE_RTMP_MODE=relay",
+	gw := startGatewayOn(t, "gw-play", rs.URL(),
 		secret,
-	}, "http", "rtsp", "rtmp", "admin")
-	waitReady(t, gw)
+	)
 
 	pub := mediatest.PublishRTMP(t, "rtmp://"+o.rtmp+"/live/p", mediatest.Source{Size: "320x240"})
 	defer pub.Stop()
@@ -122,6 +115,7 @@ func TestPlayTokensThroughBinaries(t *testing.T) {
 // the origin's doors: a denied NAME is refused, an allowed NAME goes live, and the hook
 // heard the protocol of each door.
 func TestPublishHookThroughBinaries(t *testing.T) {
+	t.Parallel()
 	mediatest.Tool(t, "ffmpeg")
 	var mu sync.Mutex
 	var heard []pubauth.HookRequest
@@ -144,17 +138,9 @@ func TestPublishHookThroughBinaries(t *testing.T) {
 	rs := redistest.Standalone(t)
 	h := "PEERGATE_AUTH_HTTP_URL=" + hook.URL
 	o := startMediaOrigin(t, "hook-1", rs.URL(), "", h)
-	gw := start(t, "gateway", "gw-hook", "", []string{
-		"PEERGATE_CLUSTER_KEY=" + clusterKey,
-		"PEERGATE_REDIS_URL=" + rs.URL(),
-		"PEERGATE_LISTEN_HTTP=127.0.0.1:0",
-		"PEERGATE_LISTEN_RTSP=127.0.0.1:0",
-		"PEERGATE_LISTEN_RTMP=127.0.0.1:0",
-		"PEERGATE_LISTEN_ADMIN=127.0.0.1:0",
-		"PEERGATE_RTMP_MODE=relay",
+	gw := startGatewayOn(t, "gw-hook", rs.URL(),
 		h,
-	}, "http", "rtsp", "rtmp", "admin")
-	waitReady(t, gw)
+	)
 
 	for _, c := range []struct{ desc, url, transport string }{
 		{"gateway rtmp", "rtmp://" + gw.addr("rtmp") + "/live/no1?user=alice", ""},

@@ -23,6 +23,7 @@ import (
 // rediss://peergate:PASSWORD@127.0.0.1:PORT/0 (trusting the server's certificate through
 // SSL_CERT_FILE) register and route a stream.
 func TestRedisTLSAndACL(t *testing.T) {
+	t.Parallel()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Skip("redis-server not installed")
@@ -89,16 +90,11 @@ func TestRedisTLSAndACL(t *testing.T) {
 		"PEERGATE_HEARTBEAT_TTL=" + ttl.String(),
 		env,
 	}, "admin")
-	gw := start(t, "gateway", "gw-tls", "", []string{
-		"PEERGATE_CLUSTER_KEY=" + clusterKey,
-		"PEERGATE_REDIS_URL=" + url,
-		"PEERGATE_LISTEN_HTTP=127.0.0.1:0",
+	gw := startGatewayOn(t, "gw-tls", url,
 		"PEERGATE_LISTEN_RTSP=",
 		"PEERGATE_LISTEN_RTMP=",
-		"PEERGATE_LISTEN_ADMIN=127.0.0.1:0",
 		env,
-	}, "http", "admin")
-	waitReady(t, gw)
+	)
 	c := noRedirects()
 	var code int
 	var loc string

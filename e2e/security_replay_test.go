@@ -27,6 +27,7 @@ import (
 // re-reads, while the gateway is asked for the stream both origins serve: not one request
 // goes to the dead origin, and the gateway logs the replays as stale.
 func TestReplayedRegistryValues(t *testing.T) {
+	t.Parallel()
 	rs := redistest.Standalone(t)
 	ctx := context.Background()
 	rc := redis.NewClient(&redis.Options{Addr: rs.Addr()})
@@ -39,19 +40,14 @@ func TestReplayedRegistryValues(t *testing.T) {
 	}
 	dead := startOrigin(t, "replay-dead", clusterKey, rs.URL(), []string{name})
 	live := startOrigin(t, "replay-live", clusterKey, rs.URL(), []string{name})
-	gw := start(t, "gateway", "gw-replay", "", []string{
-		"PEERGATE_CLUSTER_KEY=" + clusterKey,
-		"PEERGATE_REDIS_URL=" + rs.URL(),
-		"PEERGATE_LISTEN_HTTP=127.0.0.1:0",
+	gw := startGatewayOn(t, "gw-replay", rs.URL(),
 		"PEERGATE_LISTEN_RTSP=",
 		"PEERGATE_LISTEN_RTMP=",
-		"PEERGATE_LISTEN_ADMIN=127.0.0.1:0",
 		"PEERGATE_REGISTRY_ANTI_ENTROPY=1s", // many full re-reads during the replay
 		"PEERGATE_REGISTRY_MAX_CLOCK_SKEW=1s",
 		"PEERGATE_HTTP_STICKY_PARAM=token", // one viewer per request: choices spread over every listed origin
 		"PEERGATE_BALANCE_HYSTERESIS=0.99", // ... by rendezvous hashing alone, whatever the origins' CPU on a busy machine
-	}, "http", "admin")
-	waitReady(t, gw)
+	)
 	mediatest.EventuallyT(t, 30*time.Second, func() bool {
 		got, _ := streamOrigins(gw, name)
 		return len(got) == 2
@@ -181,6 +177,7 @@ func TestReplayedRegistryValues(t *testing.T) {
 // publisher stops, B accepts the NAME; an origin with publish.allow_duplicates accepts it
 // while B still publishes.
 func TestDuplicatePublishRefused(t *testing.T) {
+	t.Parallel()
 	mediatest.Tool(t, "ffmpeg")
 	rs := redistest.Standalone(t)
 	a := startMediaOrigin(t, "dup-a", rs.URL(), "")
