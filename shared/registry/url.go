@@ -132,12 +132,15 @@ func Dial(rawURL string) (redis.UniversalClient, error) {
 		return nil, err
 	}
 	if !o.IsClusterMode {
-		return redis.NewUniversalClient(o), nil
+		c := redis.NewUniversalClient(o)
+		c.AddHook(serverWords{})
+		return c, nil
 	}
 	co := o.Cluster()
 	co.ClusterStateReloadInterval = ClusterReload
 	cc := redis.NewClusterClient(co)
 	cc.AddHook(reloadOnError{cc})
+	cc.OnNewNode(func(node *redis.Client) { node.AddHook(serverWords{}) })
 	return cc, nil
 }
 
