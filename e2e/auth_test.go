@@ -14,10 +14,10 @@ import (
 const publishSecret = "e2e-publish-secret-0123456789"
 
 // TestPublishAuthThroughBinaries: with auth.publish_secret set on the gateway and the
-// origin, ffmpeg without a key or with an expired key is refused on RTMP and RTSP, at the
-// gateway (which logs the refusals itself) and directly at the origin, and nothing goes
-// live; with the right key, RTMP and
-// RTSP publishers through the gateway go live on the origin.
+// origin, ffmpeg without a key, with a wrong key, another NAME's key or an expired key is
+// refused on RTMP and RTSP, at the gateway (which logs the refusals itself) and directly at
+// the origin, and nothing goes live; with the right key, RTMP and RTSP publishers through
+// the gateway and straight to the origin go live.
 func TestPublishAuthThroughBinaries(t *testing.T) {
 	t.Parallel()
 	mediatest.Tool(t, "ffmpeg")
@@ -28,14 +28,22 @@ func TestPublishAuthThroughBinaries(t *testing.T) {
 		secret,
 	)
 
-	expired := pubauth.Query(publishSecret, "live/x", time.Now().Add(-time.Hour).Unix())
-	refused := []struct{ desc, url, transport string }{
-		{"gateway rtmp no key", "rtmp://" + gw.addr("rtmp") + "/live/x", ""},
-		{"gateway rtmp expired", "rtmp://" + gw.addr("rtmp") + "/live/x?" + expired, ""},
-		{"gateway rtsp no key", "rtsp://" + gw.addr("rtsp") + "/live/x", "tcp"},
-		{"gateway rtsp expired", "rtsp://" + gw.addr("rtsp") + "/live/x?" + expired, "tcp"},
-		{"origin rtmp no key", "rtmp://" + o.rtmp + "/live/x", ""},
-		{"origin rtsp wrong key", "rtsp://" + o.rtsp + "/live/x?" + pubauth.Query("another-secret-0123456", "live/x", 0), "tcp"},
+	// Every door (gateway relay, origin) of both protocols refuses every bad key.
+	type attempt struct{ desc, url, transport string }
+	var refused []attempt
+	doors := []struct{ name, rtmp, rtsp string }{{"gateway", gw.addr("rtmp"), gw.addr("rtsp")}, {"origin", o.rtmp, o.rtsp}}
+	keys := []struct{ name, query string }{
+		{"no key", ""},
+		{"wrong key", "?" + pubauth.Query("another-secret-0123456", "live/x", 0)},
+		{"other name's key", "?" + pubauth.Query(publishSecret, "live/y", 0)},
+		{"expired key", "?" + pubauth.Query(publishSecret, "live/x", time.Now().Add(-time.Hour).Unix())},
+	}
+	for _, d := range doors {
+		for _, k := range keys {
+			refused = append(refused,
+				attempt{d.name + " rtmp " + k.name, "rtmp://" + d.rtmp + "/live/x" + k.query, ""},
+				attempt{d.name + " rtsp " + k.name, "rtsp://" + d.rtsp + "/live/x" + k.query, "tcp"})
+		}
 	}
 	for _, c := range refused {
 		var p *mediatest.Proc
@@ -54,7 +62,7 @@ func TestPublishAuthThroughBinaries(t *testing.T) {
 			t.Errorf("%s: ffmpeg exited cleanly, want a refusal: %s", c.desc, p.Output())
 		}
 	}
-	// The gateway itself refused its four (the origin would refuse them too).
+	// The gateway itself refused its own (the origin would refuse them too).
 	lines, _ := gw.logLines(0)
 	n := 0
 	for _, l := range lines {
@@ -62,8 +70,8 @@ func TestPublishAuthThroughBinaries(t *testing.T) {
 			n++
 		}
 	}
-	if n != 4 {
-		t.Errorf("gateway logged %d unauthorized outcomes, want 4", n)
+	if want := 2 * len(keys); n != want {
+		t.Errorf("gateway logged %d unauthorized outcomes, want %d", n, want)
 	}
 	if got, _ := streamOrigins(gw, "live/x"); len(got) != 0 {
 		t.Fatalf("refused publishers made live/x visible: %v", got)
@@ -72,6 +80,8 @@ func TestPublishAuthThroughBinaries(t *testing.T) {
 	for i, c := range []struct{ proto, url string }{
 		{"rtmp", "rtmp://" + gw.addr("rtmp") + "/live/ok1?" + pubauth.Query(publishSecret, "live/ok1", 0)},
 		{"rtsp", "rtsp://" + gw.addr("rtsp") + "/live/ok2?" + pubauth.Query(publishSecret, "live/ok2", time.Now().Add(time.Hour).Unix())},
+		{"rtmp", "rtmp://" + o.rtmp + "/live/ok3?" + pubauth.Query(publishSecret, "live/ok3", time.Now().Add(time.Hour).Unix())},
+		{"rtsp", "rtsp://" + o.rtsp + "/live/ok4?" + pubauth.Query(publishSecret, "live/ok4", 0)},
 	} {
 		name := fmt.Sprintf("live/ok%d", i+1)
 		var p *mediatest.Proc
