@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -17,16 +18,48 @@ const publishSecret = "e2e-publish-secret-0123456789"
 // origin, ffmpeg without a key, with a wrong key, another NAME's key or an expired key is
 // refused on RTMP and RTSP, at the gateway (which logs the refusals itself) and directly at
 // the origin, and nothing goes live; with the right key, RTMP and RTSP publishers through
-// the gateway and straight to the origin go live.
+// the gateway and straight to the origin go live. The origin binary's admin stream API
+// refuses PUT and DELETE without the bearer token (401) and where none is configured (403).
 func TestPublishAuthThroughBinaries(t *testing.T) {
 	t.Parallel()
 	mediatest.Tool(t, "ffmpeg")
 	rs := redistest.Standalone(t)
 	secret := "PEERGATE_AUTH_PUBLISH_SECRET=" + publishSecret
-	o := startMediaOrigin(t, "auth-1", rs.URL(), "", secret)
+	o := startMediaOrigin(t, "auth-1", rs.URL(), "", secret, "PEERGATE_ADMIN_TOKEN="+adminToken)
+	// No admin.token: changes disabled. Another cluster key keeps it out of the gateway's choices.
+	bare := startMediaOrigin(t, "auth-2", rs.URL(), "", "PEERGATE_CLUSTER_KEY="+wrongKey)
+
+	// The admin stream API changes nothing without the bearer token.
+	for _, c := range []struct {
+		desc, method, admin, auth string
+		want                      int
+	}{
+		{"PUT without a token", http.MethodPut, o.p.addr("admin"), "", http.StatusUnauthorized},
+		{"PUT with a wrong token", http.MethodPut, o.p.addr("admin"), "Bearer not-the-token-0123456789", http.StatusUnauthorized},
+		{"DELETE without a token", http.MethodDelete, o.p.addr("admin"), "", http.StatusUnauthorized},
+		{"PUT where no token is configured", http.MethodPut, bare.p.addr("admin"), "Bearer " + adminToken, http.StatusForbidden},
+		{"DELETE where no token is configured", http.MethodDelete, bare.p.addr("admin"), "", http.StatusForbidden},
+	} {
+		req, _ := http.NewRequest(c.method, "http://"+c.admin+"/api/v1/streams/live/claimed", strings.NewReader(`{"state":"running"}`))
+		if c.auth != "" {
+			req.Header.Set("Authorization", c.auth)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != c.want {
+			t.Errorf("%s: %s, want %d", c.desc, res.Status, c.want)
+		}
+	}
 	gw := startGatewayOn(t, "gw-auth", rs.URL(),
 		secret,
 	)
+
+	if got, _ := streamOrigins(gw, "live/claimed"); len(got) != 0 {
+		t.Errorf("refused admin calls announced live/claimed: %v", got)
+	}
 
 	// Every door (gateway relay, origin) of both protocols refuses every bad key.
 	type attempt struct{ desc, url, transport string }
