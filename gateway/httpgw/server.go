@@ -2,14 +2,11 @@
 package httpgw
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"log"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"reflect"
 	"strconv"
@@ -108,7 +105,7 @@ type Server struct {
 
 	ln      net.Listener
 	rejects netcap.RejectLog
-	srv     *http.Server
+	srv     *wire
 	wg      sync.WaitGroup
 	close   sync.Once
 }
@@ -178,22 +175,15 @@ func (s *Server) Initialize() error {
 	if s.TLSConfig != nil {
 		s.ln = tls.NewListener(s.ln, s.TLSConfig)
 	}
-	s.srv = &http.Server{
-		Handler:           h.router(),
-		ReadHeaderTimeout: orDefault(s.ReadHeaderTimeout, DefaultReadHeaderTimeout),
-		ReadTimeout:       orDefault(s.ReadTimeout, DefaultReadTimeout),
-		WriteTimeout:      orDefault(s.WriteTimeout, DefaultWriteTimeout),
-		IdleTimeout:       orDefault(s.IdleTimeout, DefaultIdleTimeout),
-		MaxHeaderBytes:    orDefault(s.MaxHeaderBytes, DefaultMaxHeaderBytes),
-		ErrorLog:          log.New(serverLogWriter{logger}, "", 0),
-	}
-
+	// ReadTimeout bounds a whole request; with no body read, that is the head, which
+	// ReadHeaderTimeout already bounds more tightly.
+	header := min(orDefault(s.ReadHeaderTimeout, DefaultReadHeaderTimeout), orDefault(s.ReadTimeout, DefaultReadTimeout))
+	s.srv = newWire(h, logger, s.ln, header, orDefault(s.IdleTimeout, DefaultIdleTimeout),
+		orDefault(s.WriteTimeout, DefaultWriteTimeout), orDefault(s.MaxHeaderBytes, DefaultMaxHeaderBytes))
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			logger.Error("http gateway stopped", "error", err)
-		}
+		s.srv.serve()
 	}()
 	return nil
 }
@@ -213,27 +203,9 @@ func (s *Server) Close() {
 		return
 	}
 	s.close.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), orDefault(s.ShutdownTimeout, DefaultShutdownTimeout))
-		defer cancel()
-		if err := s.srv.Shutdown(ctx); err != nil {
-			s.srv.Close()
-		}
+		s.srv.shutdown(orDefault(s.ShutdownTimeout, DefaultShutdownTimeout))
 		s.wg.Wait()
 	})
-}
-
-// serverLogWriter sends net/http's own messages to slog: accept failures (fd exhaustion)
-// matter, TLS handshake noise from scanners does not.
-type serverLogWriter struct{ log *slog.Logger }
-
-func (w serverLogWriter) Write(p []byte) (int, error) {
-	msg := strings.TrimSpace(string(p))
-	level := slog.LevelDebug
-	if strings.Contains(msg, "Accept error") || strings.Contains(msg, "panic") {
-		level = slog.LevelWarn
-	}
-	w.log.Log(context.Background(), level, "http server", "message", msg)
-	return len(p), nil
 }
 
 func orDefault[T comparable](v, def T) T {
