@@ -33,20 +33,19 @@ const (
 
 // wire is the HTTP/1.1 server of one Server.
 type wire struct {
-	h        *handler
-	log      *slog.Logger
-	ln       net.Listener
-	header   time.Duration
-	idle     time.Duration
-	write    time.Duration
-	limit    int
-	pre      [nOutcomes][]byte // status line and fixed headers per outcome, without Content-Length for oOK
-	retry    []byte
-	closing  atomic.Bool
-	mu       sync.Mutex
-	conns    map[*wconn]struct{}
-	wg       sync.WaitGroup
-	date     atomic.Pointer[dateLine]
+	h       *handler
+	log     *slog.Logger
+	ln      net.Listener
+	header  time.Duration
+	idle    time.Duration
+	write   time.Duration
+	limit   int
+	pre     [nOutcomes][]byte // status line and fixed headers per outcome; oOK's ends in "Location: "
+	closing atomic.Bool
+	mu      sync.Mutex
+	conns   map[*wconn]struct{}
+	wg      sync.WaitGroup
+	date    atomic.Pointer[dateLine]
 }
 
 type dateLine struct {
