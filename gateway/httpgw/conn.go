@@ -226,29 +226,33 @@ func (w *wire) serveConn(wc *wconn, accepted time.Time) {
 	b.out = b.out[:0]
 	remote := c.RemoteAddr().String()
 	first := true
+	var start time.Time // when the current request's first byte was there
 	for {
-		if !first && br.Buffered() == 0 {
-			if err := w.flush(c, b); err != nil {
-				return
+		if !first {
+			if br.Buffered() == 0 {
+				if err := w.flush(c, b, start); err != nil {
+					return
+				}
+				if !wc.state.CompareAndSwap(stateActive, stateIdle) {
+					return
+				}
+				// Timed from the last request's start: a few microseconds early, one clock read less.
+				_ = c.SetReadDeadline(start.Add(w.idle))
+				if _, err := br.Peek(1); err != nil {
+					return
+				}
+				if !wc.state.CompareAndSwap(stateIdle, stateActive) {
+					return
+				}
 			}
-			if !wc.state.CompareAndSwap(stateActive, stateIdle) {
-				return
-			}
-			_ = c.SetReadDeadline(time.Now().Add(w.idle))
-			if _, err := br.Peek(1); err != nil {
-				return
-			}
-			if !wc.state.CompareAndSwap(stateIdle, stateActive) {
-				return
-			}
-			_ = c.SetReadDeadline(time.Now().Add(w.header))
-		} else if !first {
-			_ = c.SetReadDeadline(time.Now().Add(w.header))
+			start = time.Now()
+			_ = c.SetReadDeadline(start.Add(w.header))
 		}
-		first = false
 		hd := &b.hd
 		err := b.p.parse(br, hd)
-		start := time.Now()
+		if first {
+			start, first = time.Now(), false
+		}
 		if err != nil {
 			var he *headError
 			if errors.As(err, &he) {
@@ -256,7 +260,7 @@ func (w *wire) serveConn(wc *wconn, accepted time.Time) {
 			} else if errors.Is(err, bufio.ErrBufferFull) {
 				w.refuse(c, b, errTooLarge, remote, start)
 			} else if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				_ = w.flush(c, b)
+				_ = w.flush(c, b, start)
 			}
 			return
 		}
@@ -288,24 +292,25 @@ func (w *wire) serveConn(wc *wconn, accepted time.Time) {
 			b.out = append(b.out, body...)
 		}
 		if !keep {
-			if w.flush(c, b) == nil && hd.body {
+			if w.flush(c, b, start) == nil && hd.body {
 				linger(c)
 			}
 			return
 		}
 		if len(b.out) >= flushAt {
-			if err := w.flush(c, b); err != nil {
+			if err := w.flush(c, b, start); err != nil {
 				return
 			}
 		}
 	}
 }
 
-func (w *wire) flush(c net.Conn, b *connBufs) error {
+// flush writes the pending answers, within the write timeout from start (the last request's).
+func (w *wire) flush(c net.Conn, b *connBufs, start time.Time) error {
 	if len(b.out) == 0 {
 		return nil
 	}
-	_ = c.SetWriteDeadline(time.Now().Add(w.write))
+	_ = c.SetWriteDeadline(start.Add(w.write))
 	_, err := c.Write(b.out)
 	b.out = b.out[:0]
 	return err
@@ -321,7 +326,7 @@ func (w *wire) refuse(c net.Conn, b *connBufs, he *headError, remote string, sta
 	}
 	text := strconv.Itoa(he.status) + " " + http.StatusText(he.status)
 	b.out = append(b.out, "HTTP/1.1 "+text+"\r\nContent-Type: "+contentText+"\r\nContent-Length: "+strconv.Itoa(len(text))+"\r\nConnection: close\r\n\r\n"+text...)
-	if w.flush(c, b) == nil {
+	if w.flush(c, b, start) == nil {
 		linger(c)
 	}
 }
