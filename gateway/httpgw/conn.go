@@ -20,8 +20,10 @@ import (
 // answers to requests already buffered are written together), HEAD, Connection: close,
 // HTTP/1.0, a header deadline from the first byte of each request (from accept for the
 // first), an idle deadline between requests and a write deadline per flush. A request with
-// a body is answered and the connection closed: nothing here reads bodies. net/http did the
-// same work at about twice the CPU per request (README, "Redirect performance").
+// a body is answered and the connection closed: nothing here reads bodies. A malformed head
+// is answered 400/431/505 and the connection closed after a short linger. Measured with
+// make bench-http, the same gateway on net/http took 65 µs of CPU per keep-alive redirect,
+// on this server 37 µs (README, "Redirect performance").
 
 const (
 	readBufSize = 4 << 10 // longer lines are assembled in parser.long, up to the head limit
