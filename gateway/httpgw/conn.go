@@ -323,7 +323,8 @@ func (w *wire) flush(c net.Conn, b *connBufs, start time.Time) error {
 func (w *wire) refuse(c net.Conn, b *connBufs, he *headError, remote string, start time.Time) {
 	w.h.count.inc[oBadRequest]()
 	if w.log.Enabled(context.Background(), slog.LevelDebug) {
-		w.log.Debug("http request", "client", remote, "outcome", OutcomeBadRequest, "status", he.status, "error", he.reason,
+		_, client := remoteAddr(remote)
+		w.log.Debug("http request", "client", client, "outcome", OutcomeBadRequest, "status", he.status, "error", he.reason,
 			"duration", time.Since(start))
 	}
 	text := strconv.Itoa(he.status) + " " + http.StatusText(he.status)

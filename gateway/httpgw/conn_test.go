@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/peergate/peergate/gateway/resolve"
 )
 
 // dial opens a connection to s with a generous deadline.
@@ -146,4 +148,35 @@ func TestIdleTimeout(t *testing.T) {
 	c, br := dial(t, s)
 	get(t, c, http.StatusFound)
 	expectClosed(t, c, br)
+}
+
+// TestBadRequestCounted: a malformed request is counted bad_request and logged at debug.
+func TestBadRequestCounted(t *testing.T) {
+	m := &countingMetrics{}
+	s := start(t, &Server{Metrics: m})
+	c, br := dial(t, s)
+	io.WriteString(c, "GET /cam1/index.m3u8 HTTP/3.0\r\nHost: gw\r\n\r\n")
+	if res, _ := readAnswer(t, br, "GET"); res.StatusCode != http.StatusHTTPVersionNotSupported || !res.Close {
+		t.Fatalf("%d close=%v", res.StatusCode, res.Close)
+	}
+	expectClosed(t, c, br)
+	if n := m.count(OutcomeBadRequest); n != 1 {
+		t.Fatalf("bad_request counted %d times", n)
+	}
+}
+
+type panicResolver struct{}
+
+func (panicResolver) Resolve(resolve.Request) resolve.Result { panic("resolver bug") }
+
+// TestHandlerPanic: a panic while answering closes that connection only; the listener goes on.
+func TestHandlerPanic(t *testing.T) {
+	s := start(t, &Server{Resolver: panicResolver{}})
+	c, br := dial(t, s)
+	io.WriteString(c, "GET /cam1/index.m3u8 HTTP/1.1\r\nHost: gw\r\n\r\n")
+	expectClosed(t, c, br)
+	res := raw(t, s.Addr(), "OPTIONS", "OPTIONS /cam1/index.m3u8 HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+	if res.StatusCode != 204 {
+		t.Fatalf("after a panic: %d", res.StatusCode)
+	}
 }
