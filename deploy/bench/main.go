@@ -62,7 +62,7 @@ func main() {
 		coldOnly  = flag.Bool("cold-start", false, "only measure gateway cold start (time to first correct redirect, RSS)")
 		serveBare = flag.String("serve-bare", "", "internal: serve the bare net/http 302 on this address")
 		profile   = flag.String("profile", "", "only profile: run the gateway's HTTP listener in this process under wrk and write a CPU profile here")
-		profTgt   = flag.String("profile-targets", "gateway", "with -profile: comma-separated in-process servers, each profiled to PATH.NAME: gateway, bare (net/http 302), bare+timeouts (with the gateway's timeouts), bare+netcap (behind the gateway's connection caps)")
+		profTgt   = flag.String("profile-targets", "gateway", "with -profile: comma-separated in-process servers, each profiled to PATH.NAME: gateway, gateway+nolog (level error), bare (net/http 302), bare+timeouts (with the gateway's timeouts), bare+netcap (behind the gateway's connection caps)")
 		profModes = flag.String("profile-modes", "keep-alive,close", "with -profile: comma-separated wrk modes")
 	)
 	flag.Parse()

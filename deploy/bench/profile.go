@@ -25,7 +25,7 @@ import (
 // (keep-alive, close) in turn, with the CPU profile on; target NAME's profile goes to
 // path.NAME (read it with go tool pprof -top). "gateway" is the gateway's HTTP listener with
 // the same table, metrics and logger wiring as gateway/main.go (the log as make demo writes
-// it: info, text, -log-prefix, to a file); "bare", "bare+timeouts" and "bare+netcap" are the
+// it: info, text, -log-prefix, to a file), "gateway+nolog" the same at level error; "bare", "bare+timeouts" and "bare+netcap" are the
 // bare net/http 302 alone, with the gateway's timeouts, and behind the gateway's connection
 // caps, to tell what each costs. It prints req/s and this process's CPU time per request
 // (which holds while other load shares the cores).
@@ -106,7 +106,9 @@ func startProfiled(name, dir string, streams, origins int) (string, func(), erro
 	}
 	switch name {
 	case "gateway":
-		return startProfiledGateway(dir, streams, origins)
+		return startProfiledGateway(dir, streams, origins, "info")
+	case "gateway+nolog":
+		return startProfiledGateway(dir, streams, origins, "error")
 	case "bare", "bare+timeouts", "bare+netcap":
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -126,7 +128,7 @@ func startProfiled(name, dir string, streams, origins int) (string, func(), erro
 	return "", nil, fmt.Errorf("unknown profile target %q", name)
 }
 
-func startProfiledGateway(dir string, streams, origins int) (string, func(), error) {
+func startProfiledGateway(dir string, streams, origins int, level string) (string, func(), error) {
 	table := resolve.New(resolve.Options{})
 	for o := range origins {
 		id := fmt.Sprintf("o%d", o)
@@ -145,7 +147,7 @@ func startProfiledGateway(dir string, streams, origins int) (string, func(), err
 		return "", nil, err
 	}
 	sink := cli.NewAsyncWriter(logFile, cli.DefaultLogBuffer, "[gateway] ")
-	log := config.NewLogger(sink, config.Log{Level: "info", Format: "text"})
+	log := config.NewLogger(sink, config.Log{Level: level, Format: "text"})
 	metrics, err := gwmetrics.New(admin.NewRegistry("gateway", "bench"))
 	if err != nil {
 		return "", nil, err
