@@ -54,6 +54,7 @@ func main() {
 		nginxConf = flag.String("nginx-conf", "deploy/bench/nginx.conf", "nginx config template")
 		logMode   = flag.String("log", "demo", "gateway logging: demo (info, -log-prefix, as make demo runs it, to a file), sedpipe (info through stdbuf -oL sed to a file), file (info to a file), off (level error)")
 		proto     = flag.String("prototype", "", "optional experiment binary run as a target: BIN -addr ADDR -streams N -log FILE (its own in-memory table, no Redis)")
+		compare   = flag.String("compare", "", "another gateway binary (e.g. a build of an older commit) run on the same registry with the same -log mode in the same rounds, shown as 'gateway compared'")
 		alsoLog   = flag.String("also-log", "", "comma-separated extra gateways on the same registry with other -log modes (e.g. sedpipe,off), same rounds")
 		large     = flag.Int("large", 0, "also run a second gateway on a registry of this many streams (e.g. 1000000), in its own redis-server, same rounds")
 		largeOrig = flag.Int("large-origins", 100, "origins the -large streams are spread over")
@@ -61,10 +62,12 @@ func main() {
 		coldOnly  = flag.Bool("cold-start", false, "only measure gateway cold start (time to first correct redirect, RSS)")
 		serveBare = flag.String("serve-bare", "", "internal: serve the bare net/http 302 on this address")
 		profile   = flag.String("profile", "", "only profile: run the gateway's HTTP listener in this process under wrk and write a CPU profile here")
+		profTgt   = flag.String("profile-targets", "gateway", "with -profile: comma-separated in-process servers, each profiled to PATH.NAME: gateway, gateway+nolog (level error), bare (net/http 302), bare+timeouts (with the gateway's timeouts), bare+netcap (behind the gateway's connection caps)")
+		profModes = flag.String("profile-modes", "keep-alive,close", "with -profile: comma-separated wrk modes")
 	)
 	flag.Parse()
 	if *profile != "" {
-		if err := profileGateway(*profile, *streams, *origins, *conns, *dur); err != nil {
+		if err := profileGateway(*profile, strings.Split(*profTgt, ","), strings.Split(*profModes, ","), *streams, *origins, *conns, *dur); err != nil {
 			log.Fatal(err)
 		}
 		return
@@ -76,7 +79,7 @@ func main() {
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	b := &bench{streams: *streams, origins: *origins, largeOrigins: *largeOrig, ttl: *regTTL, dur: *dur, conns: *conns}
 	defer b.cleanup()
-	if err := b.run(*gwBin, *fastBin, *proto, *nginxConf, *logMode, *alsoLog, *rounds, *large, *coldOnly); err != nil {
+	if err := b.run(*gwBin, *fastBin, *proto, *compare, *nginxConf, *logMode, *alsoLog, *rounds, *large, *coldOnly); err != nil {
 		b.cleanup()
 		fmt.Fprintln(os.Stderr, "bench:", err) // not log: slog.SetDefault routes it below Warn
 		os.Exit(1)
@@ -174,7 +177,7 @@ func get(url string) (int, string, error) {
 	return res.StatusCode, res.Header.Get("Location"), nil
 }
 
-func (b *bench) run(gwBin, fastBin, protoBin, nginxConf, logMode, alsoLog string, rounds, large int, coldOnly bool) error {
+func (b *bench) run(gwBin, fastBin, protoBin, compareBin, nginxConf, logMode, alsoLog string, rounds, large int, coldOnly bool) error {
 	var err error
 	if b.tmp, err = os.MkdirTemp("", "peergate-bench-"); err != nil {
 		return err
@@ -219,6 +222,13 @@ func (b *bench) run(gwBin, fastBin, protoBin, nginxConf, logMode, alsoLog string
 			return err
 		}
 		targets = append(targets, &target{name: "gateway " + mode, addr: g.http, script: script, group: g.group, log: g.log})
+	}
+	if compareBin != "" {
+		g, err := b.startGateway(compareBin, redisAddr, clusterKey, b.streams, b.origins, logMode, "-compared")
+		if err != nil {
+			return err
+		}
+		targets = append(targets, &target{name: "gateway compared", addr: g.http, script: script, group: g.group, log: g.log})
 	}
 	targets = append(targets, extra...)
 	if large > 0 {

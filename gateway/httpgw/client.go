@@ -11,15 +11,24 @@ import (
 // and whether the viewer used https. Forwarding headers count only when the socket's peer
 // is a trusted proxy; otherwise anybody could pick their origin or scheme.
 func (h *handler) peer(r *http.Request) (client string, secure bool) {
-	secure = r.TLS != nil
-	addr, client := remoteAddr(r.RemoteAddr)
+	rq := request{remote: r.RemoteAddr, tls: r.TLS != nil, xff: r.Header["X-Forwarded-For"]}
+	if xfp := r.Header["X-Forwarded-Proto"]; len(xfp) > 0 {
+		rq.xfp = xfp[0]
+	}
+	return h.peerOf(&rq)
+}
+
+// peerOf is peer for a request of any server.
+func (h *handler) peerOf(r *request) (client string, secure bool) {
+	secure = r.tls
+	addr, client := remoteAddr(r.remote)
 	// A zoned address never matches a prefix, so the peer is checked without its zone.
 	if len(h.trusted) == 0 || !addr.IsValid() || !h.isTrusted(addr.WithZone("")) {
 		return client, secure
 	}
-	if xfp := r.Header["X-Forwarded-Proto"]; len(xfp) > 0 {
+	if r.xfp != "" {
 		// The left-most value is the scheme the viewer used when proxies append.
-		first, _, _ := strings.Cut(xfp[0], ",")
+		first, _, _ := strings.Cut(r.xfp, ",")
 		switch first = strings.TrimSpace(first); {
 		case strings.EqualFold(first, "https"):
 			secure = true
@@ -27,7 +36,7 @@ func (h *handler) peer(r *http.Request) (client string, secure bool) {
 			secure = false
 		}
 	}
-	if c, ok := h.forwardedFor(r.Header["X-Forwarded-For"]); ok {
+	if c, ok := h.forwardedFor(r.xff); ok {
 		client = c
 	}
 	return client, secure

@@ -25,6 +25,7 @@ const (
 	OutcomeMethodNotAllowed = gwmetrics.MethodNotAllowed // 405
 	OutcomePreflight        = gwmetrics.Preflight        // 204: CORS preflight / OPTIONS
 	OutcomeUnauthorized     = gwmetrics.Unauthorized     // 403: AuthorizePlay refused the play token
+	OutcomeBadRequest       = gwmetrics.BadRequest       // 400/431/505: not HTTP/1.x, malformed or too large; closed
 )
 
 const (
@@ -70,8 +71,49 @@ type handler struct {
 	count      *counters // resolved from metrics once
 }
 
-// router returns the listener's handler: a method switch, no general router on the hot path.
-func (h *handler) router() http.Handler {
+// request is one request as the handler sees it, whichever server parsed it.
+type request struct {
+	method string // as sent
+	path   string // the escaped path as received; "" or not starting with '/' for a target that is no path
+	query  string // the raw query as received, without '?'
+	remote string // the socket's peer address, host:port
+	tls    bool   // the socket speaks TLS
+	xfp    string // the first X-Forwarded-Proto header, "" without one
+	xff    []string
+}
+
+// answer is what the handler decided; the server writes it.
+type answer struct {
+	status   int
+	oc       outcome
+	location string // with oOK only
+}
+
+// body is the text an answer carries for humans (nil: none).
+func (oc outcome) body() []byte {
+	switch oc {
+	case oBadPath:
+		return bodyNotStream
+	case oBadQuery:
+		return bodyBadQuery
+	case oBadOrigin:
+		return bodyBadOrigin
+	case oNotFound:
+		return bodyNotFound
+	case oUnavailable:
+		return bodyUnavailable
+	case oError:
+		return bodyInternal
+	case oMethodNotAllowed:
+		return bodyMethod
+	case oUnauthorized:
+		return bodyForbidden
+	}
+	return nil
+}
+
+// prepared resolves the counters once; every server calls it before the first request.
+func (h *handler) prepared() *handler {
 	if h.count == nil {
 		m := h.metrics
 		if m == nil || isNil(m) {
@@ -82,53 +124,49 @@ func (h *handler) router() http.Handler {
 	return h
 }
 
-// ServeHTTP routes GET/HEAD of any path to the redirect, OPTIONS to the CORS preflight and
-// the rest to 405; a target that is no path (e.g. "OPTIONS *" is answered by net/http
-// itself) is a bad path.
-func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	switch r.Method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions:
+// router returns the handler as an http.Handler (the benchmarks' net/http baseline).
+func (h *handler) router() http.Handler { return h.prepared() }
+
+// serve answers one request: GET and HEAD of any path go to the redirect, OPTIONS to the CORS
+// preflight and the rest to 405; a target that is no path is a bad path. It counts the answer
+// and logs one line; start is when the request began.
+func (h *handler) serve(r *request, start time.Time) answer {
+	var a answer
+	client, sticky, origin := "", false, ""
+	switch {
+	case r.method != http.MethodGet && r.method != http.MethodHead && r.method != http.MethodOptions:
+		a = answer{status: http.StatusMethodNotAllowed, oc: oMethodNotAllowed}
+	case r.path != "" && r.path[0] != '/':
+		a = answer{status: http.StatusNotFound, oc: oBadPath}
+	case r.method == http.MethodOptions:
+		// Browsers never follow a redirect on a preflight, and the answer does not depend on
+		// the stream, so it may be cached.
+		a = answer{status: http.StatusNoContent, oc: oPreflight}
 	default:
-		h.methodNotAllowed(w, r)
-		return
+		a, client, sticky, origin = h.redirect(r)
 	}
-	if p := r.URL.Path; p != "" && p[0] != '/' {
-		h.notFound(w, r)
-		return
-	}
-	if r.Method == http.MethodOptions {
-		h.preflight(w, r)
-		return
-	}
-	h.redirect(w, r)
+	h.count.inc[a.oc]()
+	h.logLine(r, start, a, client, origin, sticky)
+	return a
 }
 
 // redirect answers GET and HEAD for a stream URL.
-func (h *handler) redirect(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	path := r.URL.EscapedPath()
-	hdr := w.Header()
-	hdr["Cache-Control"] = hNoStore
-	hdr["Access-Control-Allow-Origin"] = hAnyOrigin
-
-	name, _, ok := streamname.FromHTTPPath(path)
+func (h *handler) redirect(r *request) (a answer, client string, sticky bool, origin string) {
+	name, _, ok := streamname.FromHTTPPath(r.path)
 	if !ok {
-		h.finish(w, r, start, http.StatusNotFound, oBadPath, "", "", false, bodyNotStream)
-		return
+		return answer{status: http.StatusNotFound, oc: oBadPath}, "", false, ""
 	}
-	if !streamname.ValidQuery(r.URL.RawQuery) {
-		h.finish(w, r, start, http.StatusBadRequest, oBadQuery, "", "", false, bodyBadQuery)
-		return
+	if !streamname.ValidQuery(r.query) {
+		return answer{status: http.StatusBadRequest, oc: oBadQuery}, "", false, ""
 	}
-	client, secure := h.peer(r)
-	key, sticky := client, false
-	if v := queryValue(r.URL.RawQuery, h.sticky); v != "" {
+	client, secure := h.peerOf(r)
+	key := client
+	if v := queryValue(r.query, h.sticky); v != "" {
 		key, sticky = v, true
 	}
 	if h.authorize != nil {
-		if err := h.authorize(name, r.URL.RawQuery, client); err != nil {
-			h.finish(w, r, start, http.StatusForbidden, oUnauthorized, client, "", sticky, bodyForbidden)
-			return
+		if err := h.authorize(name, r.query, client); err != nil {
+			return answer{status: http.StatusForbidden, oc: oUnauthorized}, client, sticky, ""
 		}
 	}
 
@@ -139,74 +177,28 @@ func (h *handler) redirect(w http.ResponseWriter, r *http.Request) {
 
 	switch res.Outcome {
 	case resolve.OK:
-		loc, ok := streamname.Location(res.BaseURL, path, r.URL.RawQuery)
+		loc, ok := streamname.Location(res.BaseURL, r.path, r.query)
 		if !ok {
-			h.finish(w, r, start, http.StatusBadGateway, oBadOrigin, client, res.OriginID, sticky, bodyBadOrigin)
-			return
+			return answer{status: http.StatusBadGateway, oc: oBadOrigin}, client, sticky, res.OriginID
 		}
-		hdr["Location"] = []string{loc}
-		hdr["Content-Length"] = hContentZero
-		h.finish(w, r, start, http.StatusFound, oOK, client, res.OriginID, sticky, nil)
+		return answer{status: http.StatusFound, oc: oOK, location: loc}, client, sticky, res.OriginID
 	case resolve.NotFound:
-		h.finish(w, r, start, http.StatusNotFound, oNotFound, client, "", sticky, bodyNotFound)
+		return answer{status: http.StatusNotFound, oc: oNotFound}, client, sticky, ""
 	case resolve.Unavailable:
-		hdr["Retry-After"] = h.retryAfter
-		h.finish(w, r, start, http.StatusServiceUnavailable, oUnavailable, client, "", sticky, bodyUnavailable)
-	default:
-		h.finish(w, r, start, http.StatusInternalServerError, oError, client, "", sticky, bodyInternal)
+		return answer{status: http.StatusServiceUnavailable, oc: oUnavailable}, client, sticky, ""
 	}
+	return answer{status: http.StatusInternalServerError, oc: oError}, client, sticky, ""
 }
 
-// preflight answers OPTIONS on any path: browsers never follow a redirect on a preflight,
-// and the answer does not depend on the stream, so it may be cached.
-func (h *handler) preflight(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	hdr := w.Header()
-	hdr["Access-Control-Allow-Origin"] = hAnyOrigin
-	hdr["Access-Control-Allow-Methods"] = hAllow
-	hdr["Access-Control-Allow-Headers"] = hAnyHeader
-	hdr["Access-Control-Max-Age"] = hCORSMaxAge
-	hdr["Allow"] = hAllow
-	h.finish(w, r, start, http.StatusNoContent, oPreflight, "", "", false, nil)
-}
-
-func (h *handler) methodNotAllowed(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	hdr := w.Header()
-	hdr["Allow"] = hAllow
-	hdr["Access-Control-Allow-Origin"] = hAnyOrigin
-	hdr["Cache-Control"] = hNoStore
-	h.finish(w, r, start, http.StatusMethodNotAllowed, oMethodNotAllowed, "", "", false, bodyMethod)
-}
-
-// notFound answers a target that is not a path.
-func (h *handler) notFound(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	hdr := w.Header()
-	hdr["Access-Control-Allow-Origin"] = hAnyOrigin
-	hdr["Cache-Control"] = hNoStore
-	h.finish(w, r, start, http.StatusNotFound, oBadPath, "", "", false, bodyNotStream)
-}
-
-// finish writes the answer, counts it and logs one line. Outcomes a client can provoke at
-// will without naming a stream (bad path, bad query, preflight, 405) log at Debug so
-// scanners cannot flood the log; stream outcomes at Info (a player asks the gateway once per
-// session: later playlist and segment URLs resolve against the origin); faults at Error.
-func (h *handler) finish(w http.ResponseWriter, r *http.Request, start time.Time, status int, oc outcome, client, origin string, sticky bool, body []byte) {
-	hdr := w.Header()
-	if body != nil {
-		hdr["Content-Type"] = hText
-		hdr["X-Content-Type-Options"] = hNoSniff
-	}
-	w.WriteHeader(status)
-	if body != nil && r.Method != http.MethodHead {
-		_, _ = w.Write(body)
-	}
-	h.count.inc[oc]()
-
+// logLine logs one line per request. Outcomes a client can provoke at will without naming a
+// stream (bad path, bad query, preflight, 405) log at Debug so scanners cannot flood the log;
+// stream outcomes at Info (a player asks the gateway once per session: later playlist and
+// segment URLs resolve against the origin); faults at Error. The line goes to the process's
+// log sink, which never blocks (cli.AsyncWriter drops and counts when the sink is slow).
+func (h *handler) logLine(r *request, start time.Time, a answer, client, origin string, sticky bool) {
 	level := slog.LevelInfo
-	switch oc {
-	case oBadPath, oBadQuery, oPreflight, oMethodNotAllowed:
+	switch a.oc {
+	case oBadPath, oBadQuery, oPreflight, oMethodNotAllowed, oBadRequest:
 		level = slog.LevelDebug
 	case oBadOrigin, oError:
 		level = slog.LevelError
@@ -216,22 +208,74 @@ func (h *handler) finish(w http.ResponseWriter, r *http.Request, start time.Time
 		return
 	}
 	if client == "" {
-		client, _ = h.peer(r)
+		client, _ = h.peerOf(r)
 	}
-	path := r.URL.EscapedPath()
+	path := r.path
 	if len(path) > maxLogPath {
 		path = path[:maxLogPath] + "..."
 	}
-	h.log.LogAttrs(ctx, level, "http request",
-		slog.String("method", r.Method),
+	// The record is built here rather than by Logger.LogAttrs, which also walks the stack for
+	// the caller's PC (3 % of a keep-alive redirect's CPU); no handler here adds the source.
+	now := time.Now()
+	rec := slog.NewRecord(now, level, "http request", 0)
+	rec.AddAttrs(
+		slog.String("method", r.method),
 		slog.String("path", path),
 		slog.String("client", client),
 		slog.Bool("sticky", sticky),
-		slog.String("outcome", outcomeNames[oc]),
+		slog.String("outcome", outcomeNames[a.oc]),
 		slog.String("origin", origin),
-		slog.Int("status", status),
-		slog.Duration("duration", time.Since(start)),
+		slog.Int("status", a.status),
+		slog.Duration("duration", now.Sub(start)),
 	)
+	_ = h.log.Handler().Handle(ctx, rec)
+}
+
+// ServeHTTP serves the handler under net/http (the in-process benchmarks' baseline; the
+// listener itself runs its own HTTP/1.1 server, see conn.go). A target that is no path
+// (e.g. "OPTIONS *" is answered by net/http itself) is a bad path.
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rq := request{method: r.Method, path: r.URL.EscapedPath(), query: r.URL.RawQuery, remote: r.RemoteAddr,
+		tls: r.TLS != nil, xff: r.Header["X-Forwarded-For"]}
+	if r.URL.Path != "" && r.URL.Path[0] != '/' {
+		rq.path = r.URL.Path
+	}
+	if xfp := r.Header["X-Forwarded-Proto"]; len(xfp) > 0 {
+		rq.xfp = xfp[0]
+	}
+	a := h.serve(&rq, start)
+	hdr := w.Header()
+	switch a.oc {
+	case oPreflight:
+		hdr["Access-Control-Allow-Origin"] = hAnyOrigin
+		hdr["Access-Control-Allow-Methods"] = hAllow
+		hdr["Access-Control-Allow-Headers"] = hAnyHeader
+		hdr["Access-Control-Max-Age"] = hCORSMaxAge
+		hdr["Allow"] = hAllow
+	case oMethodNotAllowed:
+		hdr["Allow"] = hAllow
+		fallthrough
+	default:
+		hdr["Cache-Control"] = hNoStore
+		hdr["Access-Control-Allow-Origin"] = hAnyOrigin
+	}
+	switch a.oc {
+	case oOK:
+		hdr["Location"] = []string{a.location}
+		hdr["Content-Length"] = hContentZero
+	case oUnavailable:
+		hdr["Retry-After"] = h.retryAfter
+	}
+	body := a.oc.body()
+	if body != nil {
+		hdr["Content-Type"] = hText
+		hdr["X-Content-Type-Options"] = hNoSniff
+	}
+	w.WriteHeader(a.status)
+	if body != nil && r.Method != http.MethodHead {
+		_, _ = w.Write(body)
+	}
 }
 
 // queryValue returns the raw value of the first non-empty key=value pair named key.

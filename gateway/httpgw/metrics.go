@@ -39,13 +39,14 @@ const (
 	oMethodNotAllowed
 	oPreflight
 	oUnauthorized
+	oBadRequest
 	nOutcomes
 )
 
 var outcomeNames = [nOutcomes]string{
 	OutcomeOK, OutcomeNotFound, OutcomeUnavailable, OutcomeBadPath, OutcomeBadQuery,
 	OutcomeBadOrigin, OutcomeError, OutcomeMethodNotAllowed, OutcomePreflight,
-	OutcomeUnauthorized,
+	OutcomeUnauthorized, OutcomeBadRequest,
 }
 
 // counters are the listener's series, resolved once at Initialize.
