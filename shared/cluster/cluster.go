@@ -73,7 +73,14 @@ type Stream struct {
 	Name  string     `json:"name"`
 	State string     `json:"state"` // running | ondemand
 	Meta  StreamMeta `json:"meta,omitzero"`
+	// Upstream, when set, marks a relay copy: this origin pulls NAME from the origin with
+	// this id (cluster pull-through) and serves it to viewers. A relay is never a publisher
+	// of NAME: publish claims and publisher placement ignore it.
+	Upstream string `json:"upstream,omitempty"`
 }
+
+// Relay reports whether s is a relay copy pulled from another origin of the cluster.
+func (s Stream) Relay() bool { return s.Upstream != "" }
 
 // StreamChange is one element of a stream-list delta: an upsert, or a removal when Removed is set.
 type StreamChange struct {
