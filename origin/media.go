@@ -35,8 +35,9 @@ type mediaStack struct {
 	closeOnce sync.Once
 }
 
-// newMedia builds the on-demand manager and the Table; nothing can publish yet.
-func newMedia(cfg *config.Origin, log *slog.Logger) (*mediaStack, error) {
+// newMedia builds the on-demand manager and the Table; nothing can publish yet. clu, when not
+// nil, is the registry lookup for cluster pull-through (relays of the cluster's other streams).
+func newMedia(cfg *config.Origin, clu ondemand.Cluster, log *slog.Logger) (*mediaStack, error) {
 	var pulls []ondemand.Source
 	for _, s := range cfg.SourceStreams(config.SourcePull) {
 		pulls = append(pulls, ondemand.Source{Name: s.Name, URL: s.Source})
@@ -46,6 +47,8 @@ func newMedia(cfg *config.Origin, log *slog.Logger) (*mediaStack, error) {
 		IdleTimeout: cfg.OnDemand.IdleTimeout,
 		RetryMax:    cfg.OnDemand.RetryMax,
 		Logger:      log,
+		Cluster:     clu,
+		Self:        cfg.ID,
 	}
 	tbl := media.NewTable(media.Config{
 		Starter:      odm,

@@ -13,11 +13,8 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Carrier is one origin that lists a NAME, as FindStream read and verified it.
-type Carrier struct {
-	Origin cluster.Origin
-	Stream cluster.Stream
-}
+// Carrier is one origin that runs a NAME, as FindStream read and verified it.
+type Carrier = cluster.Carrier
 
 // FinderOptions tunes a Finder; the zero value gives the defaults.
 type FinderOptions struct {
