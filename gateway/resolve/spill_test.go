@@ -189,3 +189,20 @@ func TestPlaceSkipsRelays(t *testing.T) {
 		}
 	}
 }
+
+// TestSpillDoesNotAllocate: the spill path keeps Resolve allocation-free.
+func TestSpillDoesNotAllocate(t *testing.T) {
+	const cam = "live/cam1"
+	views := []cluster.OriginView{view(org("own", util(0.9)), running(cam)), view(org("r1", util(0.85)), relayOf("own", cam))}
+	for i := range 16 {
+		views = append(views, view(org(fmt.Sprintf("o%d", i), util(0.1))))
+	}
+	tb := spillTable(0.8, views...)
+	req := Request{Name: cam, Proto: ProtoHTTP, Client: "10.0.0.1"}
+	if got := tb.Resolve(req); got.Outcome != OK || got.OriginID == "own" || got.OriginID == "r1" {
+		t.Fatalf("Resolve = %+v, want a new relay", got)
+	}
+	if n := testing.AllocsPerRun(100, func() { tb.Resolve(req) }); n != 0 {
+		t.Fatalf("Resolve with spill allocates %v times", n)
+	}
+}
