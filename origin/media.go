@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/peergate/peergate/origin/filesrc"
 	"github.com/peergate/peergate/origin/httpsrv"
@@ -49,6 +50,12 @@ func newMedia(cfg *config.Origin, clu ondemand.Cluster, log *slog.Logger) (*medi
 		Logger:      log,
 		Cluster:     clu,
 		Self:        cfg.ID,
+	}
+	if secret := cfg.Auth.PlaySecret; secret != "" {
+		// Relay pulls carry a short-lived play token: the cluster's origins share the secret.
+		odm.PlayToken = func(name string) string {
+			return pubauth.TokenQuery(secret, name, time.Now().Add(time.Minute).Unix(), "")
+		}
 	}
 	tbl := media.NewTable(media.Config{
 		Starter:      odm,

@@ -51,6 +51,10 @@ type Manager struct {
 	Self string
 	// MaxRelayDepth bounds relay chains (see ChooseUpstream). It defaults to DefaultMaxRelayDepth.
 	MaxRelayDepth int
+	// PlayToken, when set, returns the query ("token=...") a relay pull presents to its
+	// upstream for name (origins that check play tokens share auth.play_secret). Called for
+	// every attempt, so the token is fresh; it is never logged.
+	PlayToken func(name string) string
 
 	srcs    map[string]Source
 	missing map[string]time.Time // NAMEs the cluster did not run, until when; guarded by mu
@@ -308,6 +312,9 @@ func (m *Manager) pullOnce(p *pull, log *slog.Logger) error {
 	u, err := url.Parse(p.src.URL)
 	if err != nil {
 		return err
+	}
+	if p.relay && m.PlayToken != nil {
+		u.RawQuery = m.PlayToken(p.src.Name)
 	}
 	var pl puller
 	switch u.Scheme {

@@ -16,6 +16,7 @@ import (
 	"github.com/peergate/peergate/origin/media"
 	"github.com/peergate/peergate/origin/rtspsrv"
 	"github.com/peergate/peergate/shared/cluster"
+	"github.com/peergate/peergate/shared/pubauth"
 )
 
 func carrier(id, upstream string, opts ...func(*cluster.Origin)) cluster.Carrier {
@@ -133,7 +134,9 @@ func TestRelayPullThrough(t *testing.T) {
 			Public: cluster.Public{"rtsp": "rtsp://owner.example.com:" + portOf(t, ownerRTSP.Addr().String())}},
 		Stream: cluster.Stream{Name: "live/cam", State: cluster.StreamRunning},
 	}}}
-	o := startOrigin(t, nil, originOpts{idle: time.Second, cluster: fc, startTimeout: 10 * time.Second,
+	// An HLS viewer counts once its session has a playlist; the idle time must outlast the
+	// first segment on a loaded machine, or the pull may stop under a viewer still waiting.
+	o := startOrigin(t, nil, originOpts{idle: 3 * time.Second, cluster: fc, startTimeout: 10 * time.Second,
 		mut: func(s *httpsrv.Server) { s.HLS.SessionTimeout = time.Second }})
 
 	// Three viewers at once, over MPEG-TS and HLS.
@@ -164,31 +167,33 @@ func TestRelayPullThrough(t *testing.T) {
 	if s, ok := o.reg.get("live/cam"); !ok || s.State != cluster.StreamRunning || s.Upstream != "own" {
 		t.Errorf("listed %+v (%v), want running as a relay of own", s, ok)
 	}
-	if !mediatest.Eventually(15*time.Second, func() bool {
+	if !mediatest.Eventually(20*time.Second, func() bool {
 		_, listed := o.reg.get("live/cam")
 		return !listed && !o.m.Pulling("live/cam")
 	}) {
 		t.Fatalf("relay still running after its viewers left; registry: %s", o.reg.hist())
 	}
 
-	// Not in the cluster: 404 without waiting for the start timeout, and the answer is remembered.
+	// Not in the cluster: 404 without waiting for the start timeout.
+	start := time.Now()
+	resp, err := http.Get(o.url("/live/nope/mpegts"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("unknown NAME: status %d", resp.StatusCode)
+	}
+	if d := time.Since(start); d > 8*time.Second {
+		t.Fatalf("unknown NAME took %v: it waited for a start", d)
+	}
+	// The answer is remembered a moment: asking again at once does not ask the registry.
 	before := fc.calls.Load()
-	for range 2 {
-		start := time.Now()
-		resp, err := http.Get(o.url("/live/nope/mpegts"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusNotFound {
-			t.Fatalf("unknown NAME: status %d", resp.StatusCode)
-		}
-		if d := time.Since(start); d > 8*time.Second {
-			t.Fatalf("unknown NAME took %v: it waited for a start", d)
-		}
+	if o.m.Demand(o.tbl, "live/nope2") || o.m.Demand(o.tbl, "live/nope2") {
+		t.Fatal("Demand of a NAME the cluster does not run answered true")
 	}
 	if n := fc.calls.Load() - before; n != 1 {
-		t.Errorf("two requests for an unknown NAME asked the registry %d times, want 1", n)
+		t.Errorf("two demands for an unknown NAME asked the registry %d times, want 1", n)
 	}
 }
 
@@ -213,4 +218,47 @@ func portOf(t *testing.T, addr string) string {
 	}
 	t.Fatalf("no port in %q", addr)
 	return ""
+}
+
+// TestRelayPlayToken: an upstream that checks play tokens refuses a relay pull without one
+// and serves one that presents PlayToken's.
+func TestRelayPlayToken(t *testing.T) {
+	const secret = "relay-play-secret-0123456789"
+	owner := media.NewTable(media.Config{})
+	t.Cleanup(owner.Close)
+	ownerRTSP := &rtspsrv.Server{Address: "127.0.0.1:0", Table: owner, Logger: testLogger(), AuthorizePlay: pubauth.PlayAuthorizer(secret)}
+	if err := ownerRTSP.Initialize(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ownerRTSP.Close)
+	src := &filesrc.Source{Name: "live/cam", Path: mediatest.Demo(t), Table: owner, Logger: testLogger()}
+	if err := src.Initialize(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(src.Close)
+	fc := &fakeCluster{carriers: []cluster.Carrier{{
+		Origin: cluster.Origin{ID: "own", State: cluster.StateUp, Public: cluster.Public{"rtsp": "rtsp://" + ownerRTSP.Addr().String()}},
+		Stream: cluster.Stream{Name: "live/cam", State: cluster.StreamRunning},
+	}}}
+
+	logs := &logCounts{}
+	without := startOrigin(t, nil, originOpts{idle: time.Second, cluster: fc, startTimeout: 3 * time.Second, logs: logs})
+	if !without.m.Demand(without.tbl, "live/cam") {
+		t.Fatal("relay not started")
+	}
+	if !mediatest.Eventually(15*time.Second, func() bool { return logs.get("on-demand pull failed") > 0 }) {
+		t.Fatal("a pull without a token was not refused")
+	}
+	if without.tbl.Get("live/cam") != nil {
+		t.Fatal("published without a token")
+	}
+
+	with := startOrigin(t, nil, originOpts{idle: time.Second, cluster: fc, startTimeout: 10 * time.Second,
+		playToken: func(name string) string {
+			return pubauth.TokenQuery(secret, name, time.Now().Add(time.Minute).Unix(), "")
+		}})
+	p, err := mediatest.ProbeStream(context.Background(), with.url("/live/cam/mpegts"), mediatest.ReadOptions{Frames: 25, Timeout: 30 * time.Second})
+	if err != nil || p.Frames < 25 {
+		t.Fatalf("relay with a play token: %+v, %v", p, err)
+	}
 }
