@@ -56,9 +56,10 @@ type Manager struct {
 	// every attempt, so the token is fresh; it is never logged.
 	PlayToken func(name string) string
 
-	srcs    map[string]Source
-	missing map[string]time.Time // NAMEs the cluster did not run, until when; guarded by mu
-	lookups chan struct{}        // registry lookups in flight
+	srcs     map[string]Source
+	missing  map[string]time.Time     // NAMEs the cluster did not run, until when; guarded by mu
+	inflight map[string]chan struct{} // relay lookups under way, closed when done; guarded by mu
+	lookups  chan struct{}            // registry lookups in flight
 
 	mu      sync.Mutex
 	pulls   map[string]*pull
@@ -115,6 +116,7 @@ func (m *Manager) Initialize() error {
 		return fmt.Errorf("ondemand: cluster pull-through needs this origin's id, got %q", m.Self)
 	}
 	m.missing = map[string]time.Time{}
+	m.inflight = map[string]chan struct{}{}
 	m.lookups = make(chan struct{}, lookupsMax)
 	m.srcs = map[string]Source{}
 	for _, s := range m.Sources {

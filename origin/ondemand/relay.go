@@ -200,11 +200,31 @@ func (m *Manager) demandRelay(tbl *media.Table, name string) bool {
 		m.mu.Unlock()
 		return false
 	}
+	if ch, ok := m.inflight[name]; ok {
+		// Viewers arriving together share one lookup: wait for it, then see what it started.
+		m.mu.Unlock()
+		select {
+		case <-ch:
+		case <-time.After(lookupTimeout):
+			return false
+		}
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if p := m.pulls[name]; p != nil && !m.closed {
+			p.demand = time.Now()
+			return true
+		}
+		return false
+	}
+	done := make(chan struct{})
+	m.inflight[name] = done
 	m.mu.Unlock()
 
 	up, err := m.findUpstream(name) // unlocked: a registry round trip
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	delete(m.inflight, name)
+	defer close(done) // after the pull is registered (deferred calls run last-in first-out: before the unlock)
 	if m.closed {
 		return false
 	}
