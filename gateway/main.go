@@ -97,7 +97,7 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 	}
 	defer client.Close()
 
-	table := resolve.New(resolve.Options{Hysteresis: cfg.Balance.Hysteresis})
+	table := resolve.New(resolve.Options{Hysteresis: cfg.Balance.Hysteresis, SpillAt: cfg.Balance.SpillAt})
 	watcher := registry.NewWatcher(client, cfg.ClusterKey, table, registry.WatcherOptions{
 		AntiEntropy:  cfg.Registry.AntiEntropy,
 		MaxClockSkew: cfg.Registry.MaxClockSkew,

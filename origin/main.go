@@ -49,7 +49,9 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 		return err
 	}
 
-	ms, err := newMedia(cfg, log)
+	// Cluster pull-through: a NAME running on another origin is relayed on demand.
+	finder := registry.NewFinder(client, cfg.ClusterKey, registry.FinderOptions{MaxClockSkew: time.Second, Logger: log})
+	ms, err := newMedia(cfg, finder, log)
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/peergate/peergate/origin/filesrc"
 	"github.com/peergate/peergate/origin/httpsrv"
@@ -35,8 +36,9 @@ type mediaStack struct {
 	closeOnce sync.Once
 }
 
-// newMedia builds the on-demand manager and the Table; nothing can publish yet.
-func newMedia(cfg *config.Origin, log *slog.Logger) (*mediaStack, error) {
+// newMedia builds the on-demand manager and the Table; nothing can publish yet. clu, when not
+// nil, is the registry lookup for cluster pull-through (relays of the cluster's other streams).
+func newMedia(cfg *config.Origin, clu ondemand.Cluster, log *slog.Logger) (*mediaStack, error) {
 	var pulls []ondemand.Source
 	for _, s := range cfg.SourceStreams(config.SourcePull) {
 		pulls = append(pulls, ondemand.Source{Name: s.Name, URL: s.Source})
@@ -46,6 +48,14 @@ func newMedia(cfg *config.Origin, log *slog.Logger) (*mediaStack, error) {
 		IdleTimeout: cfg.OnDemand.IdleTimeout,
 		RetryMax:    cfg.OnDemand.RetryMax,
 		Logger:      log,
+		Cluster:     clu,
+		Self:        cfg.ID,
+	}
+	if secret := cfg.Auth.PlaySecret; secret != "" {
+		// Relay pulls carry a short-lived play token: the cluster's origins share the secret.
+		odm.PlayToken = func(name string) string {
+			return pubauth.TokenQuery(secret, name, time.Now().Add(time.Minute).Unix(), "")
+		}
 	}
 	tbl := media.NewTable(media.Config{
 		Starter:      odm,

@@ -281,3 +281,63 @@ func TestExplainRTMPPolicy(t *testing.T) {
 		}
 	}
 }
+
+// TestExplainSpill: explain over HTTP shows spill_at, the relays of a name, the new relay a
+// spilled viewer goes to, and why; streams marks the relay copies.
+func TestExplainSpill(t *testing.T) {
+	t.Parallel()
+	tab := resolve.New(resolve.Options{SpillAt: 0.8})
+	busy := func(o cluster.Origin, clients int64) cluster.Origin {
+		o.Capacity.MaxClients, o.Load.Clients = 10, clients
+		return o
+	}
+	tab.ReplaceAll([]cluster.OriginView{
+		{Origin: busy(origin("own", cluster.StateUp, "http://127.0.0.1:8081"), 9), Streams: []cluster.Stream{{Name: "big", State: cluster.StreamRunning}}},
+		{Origin: busy(origin("r1", cluster.StateUp, "http://127.0.0.1:8082"), 9), Streams: []cluster.Stream{{Name: "big", State: cluster.StreamRunning, Upstream: "own"}}},
+		{Origin: busy(origin("o3", cluster.StateUp, "http://127.0.0.1:8083"), 1)},
+	})
+	s := &admin.Server{Address: "127.0.0.1:0", Handlers: Handlers(tab)}
+	if err := s.Initialize(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	base := "http://" + s.Addr().String()
+	var ex struct {
+		SpillAt float64 `json:"spill_at"`
+		Reason  string  `json:"reason"`
+		Result  struct {
+			OriginID string `json:"origin_id"`
+		} `json:"result"`
+		Candidates []struct {
+			OriginID string `json:"origin_id"`
+			Relay    bool   `json:"relay"`
+			NewRelay bool   `json:"new_relay"`
+			Chosen   bool   `json:"chosen"`
+		} `json:"candidates"`
+	}
+	if st := getJSON(t, base+"/api/v1/explain?name=big", &ex); st != 200 {
+		t.Fatalf("status %d", st)
+	}
+	if ex.SpillAt != 0.8 || ex.Result.OriginID != "o3" || !strings.Contains(ex.Reason, "spilled to new relay o3") {
+		t.Fatalf("explain %+v", ex)
+	}
+	marks := map[string]string{}
+	for _, c := range ex.Candidates {
+		switch {
+		case c.Relay:
+			marks[c.OriginID] = "relay"
+		case c.NewRelay && c.Chosen:
+			marks[c.OriginID] = "new"
+		}
+	}
+	if marks["r1"] != "relay" || marks["o3"] != "new" || marks["own"] != "" {
+		t.Fatalf("candidates %+v", ex.Candidates)
+	}
+	var st struct {
+		Streams []resolve.StreamInfo `json:"streams"`
+	}
+	getJSON(t, base+"/api/v1/streams?name=big", &st)
+	if len(st.Streams) != 1 || len(st.Streams[0].Origins) != 2 || st.Streams[0].Origins[0].Relay || !st.Streams[0].Origins[1].Relay {
+		t.Fatalf("streams %+v", st.Streams)
+	}
+}

@@ -16,6 +16,7 @@ type Explanation struct {
 	Secure     bool        `json:"secure"`
 	Client     string      `json:"client"`
 	Hysteresis float64     `json:"hysteresis"`
+	SpillAt    float64     `json:"spill_at"`   // 0: spilling to relays is off
 	Candidates []Candidate `json:"candidates"` // eligible running by rank, eligible ondemand by rank, then the rest by ID
 	Result     Result      `json:"result"`
 	Reason     string      `json:"reason"`
@@ -23,14 +24,19 @@ type Explanation struct {
 
 // Candidate is one origin listing the name.
 type Candidate struct {
-	OriginID    string  `json:"origin_id"`
-	OriginState string  `json:"origin_state"` // up | draining | "" when its record has not arrived
-	StreamState string  `json:"stream_state"` // running | ondemand
+	OriginID    string `json:"origin_id"`
+	OriginState string `json:"origin_state"` // up | draining | "" when its record has not arrived
+	StreamState string `json:"stream_state"` // running | ondemand; "" for a new relay (it does not list the name yet)
+	// Relay marks a relay copy (cluster pull-through); NewRelay the origin a spilled viewer
+	// is sent to, which will pull the name from the cluster.
+	Relay       bool    `json:"relay,omitempty"`
+	NewRelay    bool    `json:"new_relay,omitempty"`
 	Eligible    bool    `json:"eligible"`
 	Reason      string  `json:"reason,omitempty"` // why it is not eligible
 	Scheme      string  `json:"scheme,omitempty"` // scheme it would answer with
 	Utilization float64 `json:"utilization"`
-	// Score is the rendezvous weight: on (name, client) for running, on name for ondemand.
+	// Score is the rendezvous weight: on (name, client) for running owners, on name for
+	// relays, new relays and ondemand.
 	Score  uint64 `json:"score,string"`
 	Rank   int    `json:"rank,omitempty"` // 1-based among eligible candidates of the same stream state
 	Chosen bool   `json:"chosen,omitempty"`
@@ -39,7 +45,7 @@ type Candidate struct {
 // Explain answers like Resolve and shows every origin listing the name, with scores and reasons.
 func (t *Table) Explain(req Request) Explanation {
 	ex := Explanation{Name: req.Name, Proto: req.Proto, Secure: req.Secure, Client: req.Client,
-		Hysteresis: t.hysteresis, Candidates: []Candidate{}} // [] rather than null in JSON
+		Hysteresis: t.hysteresis, SpillAt: t.spillAt, Candidates: []Candidate{}} // [] rather than null in JSON
 	nameKey, clientKey := keys(req.Name, req.Client)
 	e := t.lookup(nameKey, req.Name)
 	refs := e.refs()
@@ -66,7 +72,10 @@ func (t *Table) Explain(req Request) Explanation {
 		}
 		if r.running {
 			c.StreamState = cluster.StreamRunning
-			c.Score = score(clientKey, r.o.idHash)
+			c.Relay = r.relay
+			if !r.relay {
+				c.Score = score(clientKey, r.o.idHash)
+			}
 		}
 		sch, w := s.check(req.Proto, req.Secure)
 		switch w {
@@ -83,17 +92,25 @@ func (t *Table) Explain(req Request) Explanation {
 		c.Chosen = ex.Result.Outcome == OK && d.chosen().o == r.o
 		ex.Candidates = append(ex.Candidates, c)
 	}
+	if d.which == tookSpill {
+		sp := &d.spill
+		ex.Candidates = append(ex.Candidates, Candidate{OriginID: sp.o.id, OriginState: sp.s.rec.State,
+			NewRelay: true, Eligible: true, Scheme: schemeNames[sp.scheme], Utilization: sp.s.util,
+			Score: sp.score, Chosen: true})
+	}
 	group := func(c *Candidate) int {
 		switch {
 		case !c.Eligible:
-			return 2
-		case c.StreamState == cluster.StreamRunning:
+			return 3
+		case c.StreamState == cluster.StreamRunning && !c.Relay:
 			return 0
+		case c.Relay, c.NewRelay:
+			return 1
 		}
-		return 1
+		return 2
 	}
 	slices.SortFunc(ex.Candidates, func(a, b Candidate) int {
-		if c := cmp.Compare(group(&a), group(&b)); c != 0 || group(&a) == 2 {
+		if c := cmp.Compare(group(&a), group(&b)); c != 0 || group(&a) == 3 {
 			return cmp.Or(c, strings.Compare(a.OriginID, b.OriginID))
 		}
 		// Same order as pick.beats.
@@ -102,15 +119,18 @@ func (t *Table) Explain(req Request) Explanation {
 		}
 		return strings.Compare(a.OriginID, b.OriginID)
 	})
-	rank := [2]int{}
+	rank := [3]int{}
 	for i := range ex.Candidates {
 		c := &ex.Candidates[i]
-		if g := group(c); g < 2 {
+		if g := group(c); g < 3 {
 			rank[g]++
 			c.Rank = rank[g]
 		}
 	}
 	ex.Reason = d.reason(len(refs), t.hysteresis)
+	if d.spilled {
+		ex.Reason = d.spillReason(t.spillAt) + "; " + ex.Reason
+	}
 	return ex
 }
 
@@ -121,8 +141,27 @@ func plural(n int, one, many string) string {
 	return fmt.Sprintf("%d %s", n, many)
 }
 
+// spillReason says why and where a viewer spilled over to relays.
+func (d *decision) spillReason(spillAt float64) string {
+	s := fmt.Sprintf("owner choice at or above spill_at %.2f (or none eligible)", spillAt)
+	switch d.which {
+	case tookRelay:
+		return s + fmt.Sprintf("; spilled to relay %s (%.2f, rendezvous on name among %s under spill_at)",
+			d.relay.o.id, d.relay.s.util, plural(d.relays, "eligible relay", "eligible relays"))
+	case tookSpill:
+		return s + fmt.Sprintf("; no relay under spill_at; spilled to new relay %s (%.2f, rendezvous on name among origins under spill_at), which pulls the stream from the cluster",
+			d.spill.o.id, d.spill.s.util)
+	}
+	return s + "; no relay or other origin under spill_at"
+}
+
 func (d *decision) reason(listed int, hysteresis float64) string {
 	switch {
+	case d.which == tookRelay || d.which == tookSpill:
+		return fmt.Sprintf("%s eligible", plural(d.running, "owner", "owners"))
+	case d.which == tookAnyRelay:
+		return fmt.Sprintf("no owner eligible; took relay %s (%.2f) of %s", d.anyRelay.o.id, d.anyRelay.s.util,
+			plural(d.relays, "eligible relay", "eligible relays"))
 	case d.running >= 2:
 		s := fmt.Sprintf("running on %s; top two %s (%.2f), %s (%.2f); took %s",
 			plural(d.running, "eligible origin", "eligible origins"),

@@ -4,15 +4,15 @@ package resolve
 // gateway, relayed there). An origin that already runs the name wins, so a reconnecting
 // encoder lands where its viewers are; else the least utilized origin that is up, not full
 // and offers req.Proto, ties broken by rendezvous on the name so every gateway agrees.
-// Draining and full origins never take a new publisher. Outcome is NotFound only when the
+// Draining and full origins never take a new publisher, nor does an origin relaying the name. Outcome is NotFound only when the
 // table holds no origin at all, Unavailable when none is eligible.
 func (t *Table) Place(req Request) Result {
 	nameKey, _ := keys(req.Name, "")
 	e := t.lookup(nameKey, req.Name)
 	for i, n := 0, e.len(); i < n; i++ {
 		r := e.at(i)
-		if !r.running {
-			continue
+		if !r.running || r.relay {
+			continue // a relay copy is never where a publisher goes
 		}
 		s := r.o.snap.Load()
 		// A running publisher's origin keeps the name even when full of viewers: a second
@@ -29,6 +29,9 @@ func (t *Table) Place(req Request) Result {
 	t.omu.RLock()
 	total := len(t.byID)
 	for _, o := range t.byID {
+		if i := e.indexOf(o); i >= 0 && e.at(i).relay {
+			continue // it already carries the name as a relay: a publisher there would collide
+		}
 		s := o.snap.Load()
 		sch, w := s.check(req.Proto, req.Secure)
 		if w != eligible {

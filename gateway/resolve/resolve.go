@@ -101,12 +101,20 @@ func (r Result) DialURL() string {
 // DefaultHysteresis is the utilization margin config (balance.hysteresis) starts from.
 const DefaultHysteresis = 0.10
 
+// DefaultSpillAt is the utilization config (balance.spill_at) starts from.
+const DefaultSpillAt = 0.8
+
 // Options tune a Table.
 type Options struct {
 	// Hysteresis is how much lower (utilization, 0..1) the second rendezvous candidate must be
 	// before it takes a viewer from the first. 0 means none: config owns the default
 	// (DefaultHysteresis); a negative or NaN value also means 0.
 	Hysteresis float64
+	// SpillAt is the utilization (0..1] from which a stream's viewers spill over to relay
+	// origins (cluster pull-through): when the owner chosen for a viewer is at or above it, the
+	// viewer goes to a relay of the stream under it, else to a new relay. 0 means never spill:
+	// config owns the default (DefaultSpillAt); a negative or NaN value also means 0.
+	SpillAt float64
 }
 
 // nShards spreads stream names over independent locks; a power of two indexed by the top hash bits.
@@ -116,6 +124,7 @@ const nShards = 256
 // Writers are serialized; any number of readers may run alongside. Create it with New.
 type Table struct {
 	hysteresis float64
+	spillAt    float64
 	shards     [nShards]shard
 
 	wmu  sync.Mutex   // serializes writers (the Sink contract promises one, this makes it cheap to be sure)
@@ -170,6 +179,7 @@ type ref struct {
 	o       *origin
 	pos     uint32 // index of the name in o.names; only writers use it
 	running bool   // else ondemand
+	relay   bool   // running as a relay copy of another origin's stream
 }
 
 // origin is a long-lived entry; its record changes by swapping snap, so heartbeats never touch the shards.
@@ -203,7 +213,11 @@ func New(opts Options) *Table {
 	if !(h > 0) { // negative or NaN
 		h = 0
 	}
-	t := &Table{hysteresis: h, byID: make(map[string]*origin)}
+	sp := opts.SpillAt
+	if !(sp > 0) {
+		sp = 0
+	}
+	t := &Table{hysteresis: h, spillAt: sp, byID: make(map[string]*origin)}
 	for i := range t.shards {
 		t.shards[i].m = make(map[string]entry)
 	}
@@ -356,10 +370,15 @@ func (p *pick) beats(q *pick) bool {
 
 // decision is what decide found; Explain reads the same fields Resolve does.
 type decision struct {
-	first, second pick // top two running by (name, client) rendezvous
+	first, second pick // top two running owners by (name, client) rendezvous
 	ondemand      pick // top ondemand by name rendezvous
-	running       int  // eligible running origins
+	relay         pick // top eligible relay under spill_at by name rendezvous
+	anyRelay      pick // top eligible relay by name rendezvous, whatever its load
+	spill         pick // new relay: top origin not listing the name, under spill_at, by name rendezvous
+	running       int  // eligible running owners
+	relays        int  // eligible relays
 	onDemand      int  // eligible ondemand origins
+	spilled       bool // the owner choice was at or above spill_at (or there was none eligible)
 	which         choice
 }
 
@@ -371,6 +390,9 @@ const (
 	tookFirst
 	tookSecond
 	tookOnDemand
+	tookRelay    // an existing relay under spill_at
+	tookSpill    // a new relay
+	tookAnyRelay // an existing relay over spill_at, no owner being eligible
 )
 
 // chosen returns the pick taken, or nil.
@@ -382,14 +404,22 @@ func (d *decision) chosen() *pick {
 		return &d.second
 	case tookOnDemand:
 		return &d.ondemand
+	case tookRelay:
+		return &d.relay
+	case tookSpill:
+		return &d.spill
+	case tookAnyRelay:
+		return &d.anyRelay
 	}
 	return nil
 }
 
-// decide applies section 4 of the design to one name's origins. snaps, when given, holds the
-// snapshots to use (Explain shows the same ones it decided on); else they are loaded here.
+// decide applies section 4 of the design to one name's origins, with spill-over to relays
+// (README, "Cluster pull-through"). snaps, when given, holds the snapshots to use (Explain
+// shows the same ones it decided on); else they are loaded here.
 func (t *Table) decide(e *entry, snaps []*snapshot, req Request, nameKey, clientKey uint64) decision {
 	var d decision
+	listed := false // some origin runs the name (owner or relay), eligible or not
 	for i, n := 0, e.len(); i < n; i++ {
 		r := e.at(i)
 		var s *snapshot
@@ -398,11 +428,24 @@ func (t *Table) decide(e *entry, snaps []*snapshot, req Request, nameKey, client
 		} else {
 			s = r.o.snap.Load()
 		}
+		if r.running {
+			listed = true
+		}
 		sch, w := s.check(req.Proto, req.Secure)
 		if w != eligible {
 			continue
 		}
-		if r.running {
+		switch {
+		case r.relay:
+			d.relays++
+			p := pick{o: r.o, s: s, scheme: sch, score: score(nameKey, r.o.idHash)}
+			if p.beats(&d.anyRelay) {
+				d.anyRelay = p
+			}
+			if t.spillAt > 0 && s.util < t.spillAt && p.beats(&d.relay) {
+				d.relay = p
+			}
+		case r.running:
 			d.running++
 			p := pick{o: r.o, s: s, scheme: sch, score: score(clientKey, r.o.idHash)}
 			if p.beats(&d.first) {
@@ -410,7 +453,7 @@ func (t *Table) decide(e *entry, snaps []*snapshot, req Request, nameKey, client
 			} else if p.beats(&d.second) {
 				d.second = p
 			}
-		} else {
+		default:
 			d.onDemand++
 			p := pick{o: r.o, s: s, scheme: sch, score: score(nameKey, r.o.idHash)}
 			if p.beats(&d.ondemand) {
@@ -427,10 +470,56 @@ func (t *Table) decide(e *entry, snaps []*snapshot, req Request, nameKey, client
 		}
 	case d.running == 1:
 		d.which = tookFirst
-	case d.onDemand > 0:
-		d.which = tookOnDemand
+	}
+	if !listed {
+		if d.onDemand > 0 {
+			d.which = tookOnDemand
+		}
+		return d
+	}
+	if t.spillAt > 0 && (d.which == none || d.chosen().s.util >= t.spillAt) {
+		d.spilled = true
+		if d.relay.o != nil {
+			d.which = tookRelay
+			return d
+		}
+		t.spillPick(e, &d, req, nameKey)
+		if d.spill.o != nil {
+			d.which = tookSpill
+			return d
+		}
+	}
+	if d.which == none {
+		switch {
+		case d.relays > 0:
+			d.which = tookAnyRelay
+		case d.onDemand > 0:
+			d.which = tookOnDemand
+		}
 	}
 	return d
+}
+
+// spillPick finds a new relay for the name: the origin with the highest rendezvous score on
+// the name among those that do not list it, can take the viewer and are under spill_at, so
+// that every gateway sends a stream's overflow to the same few origins.
+func (t *Table) spillPick(e *entry, d *decision, req Request, nameKey uint64) {
+	t.omu.RLock()
+	defer t.omu.RUnlock()
+	for _, o := range t.byID {
+		if e.indexOf(o) >= 0 {
+			continue
+		}
+		s := o.snap.Load()
+		sch, w := s.check(req.Proto, req.Secure)
+		if w != eligible || s.util >= t.spillAt {
+			continue
+		}
+		p := pick{o: o, s: s, scheme: sch, score: score(nameKey, o.idHash)}
+		if p.beats(&d.spill) {
+			d.spill = p
+		}
+	}
 }
 
 // Resolve chooses the origin for req. It does not allocate.

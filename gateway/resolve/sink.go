@@ -52,8 +52,8 @@ func (t *Table) ApplyStreams(originID string, changes []cluster.StreamChange) {
 			t.remove(o, c.Name)
 			continue
 		}
-		if running, ok := streamState(c.State); ok && c.Name != "" {
-			t.upsert(o, c.Name, running)
+		if k, ok := kindOf(&c.Stream); ok && c.Name != "" {
+			t.upsert(o, c.Name, k)
 		}
 	}
 }
@@ -67,15 +67,21 @@ func (t *Table) DropOrigin(originID string) {
 	}
 }
 
-// streamState maps a stream state to running; unknown states are ignored rather than guessed.
-func streamState(s string) (running, ok bool) {
-	switch s {
+// kind is how an origin lists a name: running (as owner or relay) or on demand.
+type kind struct {
+	running bool // else ondemand
+	relay   bool // a running relay copy pulled from another origin (cluster.Stream.Upstream)
+}
+
+// kindOf maps a stream entry to its kind; unknown states are ignored rather than guessed.
+func kindOf(s *cluster.Stream) (kind, bool) {
+	switch s.State {
 	case cluster.StreamRunning:
-		return true, true
+		return kind{running: true, relay: s.Upstream != ""}, true
 	case cluster.StreamOnDemand:
-		return false, true
+		return kind{}, true
 	}
-	return false, false
+	return kind{}, false
 }
 
 func (t *Table) putOrigin(rec cluster.Origin) *origin {
@@ -130,11 +136,11 @@ func (t *Table) putStreams(o *origin, streams []cluster.Stream) {
 	seen := make([]uint64, (n+63)/64) // by position in o.names; new names land beyond n
 	for i := range streams {
 		s := &streams[i]
-		running, ok := streamState(s.State)
+		k, ok := kindOf(s)
 		if !ok || s.Name == "" {
 			continue
 		}
-		if pos := t.upsert(o, s.Name, running); pos < n {
+		if pos := t.upsert(o, s.Name, k); pos < n {
 			seen[pos/64] |= 1 << (pos % 64)
 		}
 	}
@@ -156,14 +162,14 @@ func (sh *shard) store(key string, refs []ref) {
 }
 
 // upsert makes o list name with the given state and returns the name's position in o.names.
-func (t *Table) upsert(o *origin, name string, running bool) int {
+func (t *Table) upsert(o *origin, name string, k kind) int {
 	sh := t.shardOf(name)
 	e := sh.m[name]
 	if i := e.indexOf(o); i >= 0 {
 		r := e.at(i)
-		if r.running != running {
+		if r.running != k.running || r.relay != k.relay {
 			next := e.refs()
-			next[i].running = running
+			next[i].running, next[i].relay = k.running, k.relay
 			sh.store(o.names[r.pos], next)
 		}
 		return int(r.pos)
@@ -179,7 +185,7 @@ func (t *Table) upsert(o *origin, name string, running bool) int {
 	pos := len(o.names)
 	o.names = append(o.names, key)
 	o.count.Add(1)
-	sh.store(key, append(e.refs(), ref{o: o, pos: uint32(pos), running: running}))
+	sh.store(key, append(e.refs(), ref{o: o, pos: uint32(pos), running: k.running, relay: k.relay}))
 	t.entries.Add(1)
 	return pos
 }

@@ -23,7 +23,8 @@ type StreamInfo struct {
 // StreamOrigin is one origin listing a stream, with the stream's state there.
 type StreamOrigin struct {
 	ID    string `json:"id"`
-	State string `json:"state"` // running | ondemand
+	State string `json:"state"`           // running | ondemand
+	Relay bool   `json:"relay,omitempty"` // a relay copy pulled from another origin (cluster pull-through)
 }
 
 // Origins lists the origins by ID.
@@ -53,6 +54,7 @@ func (t *Table) Streams() []StreamInfo {
 				si.Origins[j] = StreamOrigin{ID: r.o.id, State: cluster.StreamOnDemand}
 				if r.running {
 					si.Origins[j].State = cluster.StreamRunning
+					si.Origins[j].Relay = r.relay
 				}
 			}
 			out = append(out, si)

@@ -21,11 +21,18 @@ type OnDemand interface {
 	Has(name string) bool
 }
 
+// Relays tells which live streams are relay copies pulled from another origin of the cluster
+// (ondemand.Manager); the OnDemand given to NewBook may implement it.
+type Relays interface {
+	RelayUpstream(name string) (upstream string, ok bool)
+}
+
 // Book is the origin's stream list. It has two writers: the media table, through its events
 // (StreamRunning, StreamStopped), and the static announcements (PutStream, RemoveStream; the
 // admin API's Registry). A live stream wins while it runs. When it stops, an on-demand NAME
 // goes back to ondemand (it can be started again), else a static entry of its name comes
-// back, else the name is removed.
+// back, else the name is removed. A live relay copy is listed running with its upstream
+// (cluster.Stream.Upstream), so that it never counts as a publisher of the name.
 type Book struct {
 	reg      Registry
 	onDemand OnDemand
@@ -51,7 +58,11 @@ func (b *Book) StreamRunning(name string, meta cluster.StreamMeta) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.live[name] = true
-	b.reg.PutStream(cluster.Stream{Name: name, State: cluster.StreamRunning, Meta: meta})
+	s := cluster.Stream{Name: name, State: cluster.StreamRunning, Meta: meta}
+	if r, ok := b.onDemand.(Relays); ok {
+		s.Upstream, _ = r.RelayUpstream(name)
+	}
+	b.reg.PutStream(s)
 }
 
 // StreamStopped implements media.Events.

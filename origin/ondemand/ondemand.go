@@ -44,8 +44,22 @@ type Manager struct {
 	Timeout time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Cluster, when set, turns on cluster pull-through (relay.go): a NAME that is not
+	// configured here but runs on another origin of the cluster is pulled from there.
+	Cluster Cluster
+	// Self is this origin's id; a relay never pulls from it. Required with Cluster.
+	Self string
+	// MaxRelayDepth bounds relay chains (see ChooseUpstream). It defaults to DefaultMaxRelayDepth.
+	MaxRelayDepth int
+	// PlayToken, when set, returns the query ("token=...") a relay pull presents to its
+	// upstream for name (origins that check play tokens share auth.play_secret). Called for
+	// every attempt, so the token is fresh; it is never logged.
+	PlayToken func(name string) string
 
-	srcs map[string]Source
+	srcs     map[string]Source
+	missing  map[string]time.Time     // NAMEs the cluster did not run, until when; guarded by mu
+	inflight map[string]chan struct{} // relay lookups under way, closed when done; guarded by mu
+	lookups  chan struct{}            // registry lookups in flight
 
 	mu      sync.Mutex
 	pulls   map[string]*pull
@@ -66,6 +80,9 @@ type pull struct {
 	demand time.Time    // last start request or moment with viewers; guarded by Manager.mu
 	cancel context.CancelFunc
 	live   bool // guarded by Manager.mu: the stream is published
+
+	relay    bool   // a cluster pull-through copy (src.URL is the upstream's)
+	upstream string // the upstream origin's id; guarded by Manager.mu
 }
 
 // errIdle ends a pull that lost its viewers.
@@ -92,6 +109,15 @@ func (m *Manager) Initialize() error {
 	if m.Logger == nil {
 		m.Logger = slog.Default()
 	}
+	if m.MaxRelayDepth <= 0 {
+		m.MaxRelayDepth = DefaultMaxRelayDepth
+	}
+	if m.Cluster != nil && !cluster.ValidID(m.Self) {
+		return fmt.Errorf("ondemand: cluster pull-through needs this origin's id, got %q", m.Self)
+	}
+	m.missing = map[string]time.Time{}
+	m.inflight = map[string]chan struct{}{}
+	m.lookups = make(chan struct{}, lookupsMax)
 	m.srcs = map[string]Source{}
 	for _, s := range m.Sources {
 		if err := ValidateSource(s); err != nil {
@@ -168,7 +194,7 @@ func (m *Manager) Pulling(name string) bool {
 func (m *Manager) Demand(tbl *media.Table, name string) bool {
 	src, ok := m.srcs[name]
 	if !ok {
-		return false
+		return m.demandRelay(tbl, name)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -204,10 +230,22 @@ func (m *Manager) Close() {
 func (m *Manager) run(p *pull) {
 	defer m.wg.Done()
 	log := m.Logger.With("stream", p.src.Name, "source", redact(p.src.URL))
+	if p.relay {
+		log = m.Logger.With("stream", p.src.Name, "relay_from", p.upstream, "source", redact(p.src.URL))
+	}
 	backoff := m.RetryMin
-	for {
+	for attempt := 0; ; attempt++ {
 		began := time.Now()
-		err := m.pullOnce(p, log)
+		var err error
+		if p.relay && attempt > 0 {
+			// The upstream may be gone or full: ask the registry again.
+			if err = m.reresolve(p); err == nil {
+				log = m.Logger.With("stream", p.src.Name, "relay_from", p.upstream, "source", redact(p.src.URL))
+			}
+		}
+		if err == nil {
+			err = m.pullOnce(p, log)
+		}
 		if m.ctx.Err() != nil {
 			m.finish(p)
 			return
@@ -276,6 +314,9 @@ func (m *Manager) pullOnce(p *pull, log *slog.Logger) error {
 	u, err := url.Parse(p.src.URL)
 	if err != nil {
 		return err
+	}
+	if p.relay && m.PlayToken != nil {
+		u.RawQuery = m.PlayToken(p.src.Name)
 	}
 	var pl puller
 	switch u.Scheme {

@@ -305,7 +305,8 @@ func (h *handler) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response,
 	}
 	h.mu.Unlock()
 	h.markStreaming(ctx.Conn, ctx.Session)
-	h.log.Info("rtsp play", "name", ses.name, "remote", remote(ctx.Conn), "transport", transportName(ctx.Session))
+	h.log.Info("rtsp play", "name", ses.name, "remote", remote(ctx.Conn), "transport", transportName(ctx.Session),
+		"user_agent", userAgent(ctx.Request))
 	return &base.Response{StatusCode: base.StatusOK}, nil
 }
 
@@ -432,4 +433,21 @@ func tracksFromDescription(desc *description.Session) ([]*media.Track, []trackMa
 		}
 	}
 	return tracks, maps
+}
+
+// userAgent is the request's User-Agent for the log, bounded ("" when absent); an origin's
+// cluster relay pulls say "peergate-origin".
+func userAgent(req *base.Request) string {
+	if req == nil {
+		return ""
+	}
+	v := req.Header["User-Agent"]
+	if len(v) == 0 {
+		return ""
+	}
+	ua := v[0]
+	if len(ua) > 128 {
+		ua = ua[:128]
+	}
+	return ua
 }

@@ -3,6 +3,7 @@ package cluster
 
 import (
 	"fmt"
+	"net"
 	"net/url"
 	"regexp"
 	"strings"
@@ -73,7 +74,14 @@ type Stream struct {
 	Name  string     `json:"name"`
 	State string     `json:"state"` // running | ondemand
 	Meta  StreamMeta `json:"meta,omitzero"`
+	// Upstream, when set, marks a relay copy: this origin pulls NAME from the origin with
+	// this id (cluster pull-through) and serves it to viewers. A relay is never a publisher
+	// of NAME: publish claims and publisher placement ignore it.
+	Upstream string `json:"upstream,omitempty"`
 }
+
+// Relay reports whether s is a relay copy pulled from another origin of the cluster.
+func (s Stream) Relay() bool { return s.Upstream != "" }
 
 // StreamChange is one element of a stream-list delta: an upsert, or a removal when Removed is set.
 type StreamChange struct {
@@ -124,4 +132,43 @@ func (o *Origin) Validate() error {
 		}
 	}
 	return nil
+}
+
+// Carrier is one origin that runs a NAME, with the stream entry it lists (an owner, or a
+// relay when Stream.Upstream is set).
+type Carrier struct {
+	Origin Origin
+	Stream Stream
+}
+
+// DialURL is the base URL another server of the cluster connects to for scheme: the public
+// URL with its host swapped for the origin's private address (the `private` key; a port on
+// it is ignored, the public port is kept), or the public URL when the origin has no private
+// address. "" when the origin offers no valid URL for scheme.
+func (o *Origin) DialURL(scheme string) string {
+	pub := strings.TrimSuffix(o.Public[scheme], "/")
+	if pub == "" || ValidatePublicURL(scheme, pub) != nil {
+		return ""
+	}
+	host := o.Private
+	if host == "" {
+		return pub
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	u, err := url.Parse(pub)
+	if err != nil {
+		return ""
+	}
+	if p := u.Port(); p != "" {
+		host = net.JoinHostPort(host, p)
+	} else if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	out := scheme + "://" + host
+	if ValidatePublicURL(scheme, out) != nil {
+		return ""
+	}
+	return out
 }

@@ -142,6 +142,9 @@ type GatewayRTMP struct {
 type Balance struct {
 	// Hysteresis is the relative load difference below which the sticky first choice is kept. It defaults to 0.10.
 	Hysteresis float64 `yaml:"hysteresis"`
+	// SpillAt is the utilization (0..1) from which a stream's new viewers spill over to relay
+	// origins that pull it from the cluster. It defaults to 0.8; 0 turns spilling off.
+	SpillAt float64 `yaml:"spill_at"`
 }
 
 // RegistryOpts tunes the gateway's registry watcher.
@@ -318,7 +321,7 @@ func DefaultGateway() *Gateway {
 			MaxConns:            10000,
 			MaxConnsPerIP:       256,
 		},
-		Balance:  Balance{Hysteresis: 0.10},
+		Balance:  Balance{Hysteresis: 0.10, SpillAt: 0.8},
 		Registry: RegistryOpts{AntiEntropy: 30 * time.Second, MaxClockSkew: time.Second},
 	}
 }

@@ -37,7 +37,7 @@ func TestGatewayDefaults(t *testing.T) {
 	}
 	if c.Listen.HTTP != ":8080" || c.Listen.RTSP != ":8554" || c.Listen.RTMP != ":1935" || c.Listen.Admin != ":9080" ||
 		c.Redis.URL != "redis://127.0.0.1:6379/0" || c.HTTP.RetryAfter != 2*time.Second ||
-		c.HTTP.ReadHeaderTimeout != 5*time.Second || c.HTTP.MaxConns != 10000 || c.Balance.Hysteresis != 0.10 ||
+		c.HTTP.ReadHeaderTimeout != 5*time.Second || c.HTTP.MaxConns != 10000 || c.Balance.Hysteresis != 0.10 || c.Balance.SpillAt != 0.8 ||
 		c.Registry.AntiEntropy != 30*time.Second || c.Registry.MaxClockSkew != time.Second || c.Log.Level != "info" || c.Log.Format != "text" {
 		t.Fatalf("defaults drifted: %+v", c)
 	}
@@ -324,6 +324,8 @@ func TestGatewayErrors(t *testing.T) {
 		{"max conns", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_HTTP_MAX_CONNS=0"}, "http.max_conns: must be greater than zero"},
 		{"hysteresis", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_BALANCE_HYSTERESIS=1"}, "balance.hysteresis: must be in [0, 1)"},
 		{"hysteresis NaN", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_BALANCE_HYSTERESIS=NaN"}, "balance.hysteresis: must be in [0, 1)"},
+		{"spill_at", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_BALANCE_SPILL_AT=1.5"}, "balance.spill_at: must be in [0, 1]"},
+		{"spill_at NaN", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_BALANCE_SPILL_AT=NaN"}, "balance.spill_at: must be in [0, 1]"},
 		{"anti entropy", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_REGISTRY_ANTI_ENTROPY=-1s"}, "registry.anti_entropy: must be greater than zero"},
 		{"rtmp mode", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_RTMP_MODE=proxy"}, "rtmp.mode: must be auto, redirect or relay"},
 		{"rtmp mode empty", "cluster_key: " + key + "\nrtmp: {mode: ''}\n", nil, "rtmp.mode: must be auto, redirect or relay"},
@@ -466,7 +468,7 @@ func TestEnvNamesCoverKeys(t *testing.T) {
 		"PEERGATE_RTMP_FIRST_REQUEST_TIMEOUT": "rtmp.first_request_timeout", "PEERGATE_RTSP_FIRST_REQUEST_TIMEOUT": "rtsp.first_request_timeout",
 		"PEERGATE_RTSP_READ_TIMEOUT": "rtsp.read_timeout", "PEERGATE_RTSP_WRITE_TIMEOUT": "rtsp.write_timeout",
 		"PEERGATE_RTSP_DIAL_TIMEOUT": "rtsp.dial_timeout", "PEERGATE_RTSP_MAX_CONNS": "rtsp.max_conns",
-		"PEERGATE_RTSP_MAX_CONNS_PER_IP": "rtsp.max_conns_per_ip",
+		"PEERGATE_RTSP_MAX_CONNS_PER_IP": "rtsp.max_conns_per_ip", "PEERGATE_BALANCE_SPILL_AT": "balance.spill_at",
 	} {
 		if g[env] != path {
 			t.Errorf("gateway %s = %q, want %q", env, g[env], path)

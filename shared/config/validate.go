@@ -147,6 +147,9 @@ func (c *Gateway) Validate() error {
 	if !(c.Balance.Hysteresis >= 0 && c.Balance.Hysteresis < 1) { // NaN fails both comparisons
 		return keyError("balance.hysteresis", "must be in [0, 1), got %g", c.Balance.Hysteresis)
 	}
+	if !(c.Balance.SpillAt >= 0 && c.Balance.SpillAt <= 1) {
+		return keyError("balance.spill_at", "must be in [0, 1] (0 turns spilling off), got %g", c.Balance.SpillAt)
+	}
 	if c.Registry.AntiEntropy <= 0 {
 		return keyError("registry.anti_entropy", "must be greater than zero, got %s", c.Registry.AntiEntropy)
 	}

@@ -19,7 +19,8 @@ import (
 // deregisters; an origin that dies loses its claims one TTL later. A claim is only ever
 // renewed or deleted by the origin id it names (a Lua compare-and-set), so the last writer
 // can never take over a live claim. "Runs there" means listed running in this registrar's
-// stream list (a static running entry of the same NAME keeps the claim too). Only publishers
+// stream list (a static running entry of the same NAME keeps the claim too; a relay copy,
+// cluster.Stream.Upstream, does not: relays are never publishers). Only publishers
 // that pass the listeners' Authorize claim; file sources and on-demand pulls do not. Claims
 // are not signed: whoever may write to Redis can hold one, as they can delete any record.
 const (
@@ -124,7 +125,8 @@ func (r *Registrar) claimStep(ctx context.Context) {
 	ops := make([]op, 0, len(r.claims))
 	r.mu.Lock()
 	for name, st := range r.claims {
-		running := r.streams[name].State == cluster.StreamRunning
+		st0 := r.streams[name]
+		running := st0.State == cluster.StreamRunning && !st0.Relay() // a relay copy never holds a claim
 		if running {
 			st.seen = true
 		}

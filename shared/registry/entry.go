@@ -50,7 +50,7 @@ func (o *entryOpener) openStream(originID string, blob []byte, s *cluster.Stream
 func decodeStreamFast(body []byte, s *cluster.Stream) bool {
 	*s = cluster.Stream{}
 	d := fastDec{b: body}
-	var seen [3]bool
+	var seen [4]bool
 	ok := d.object(func(key []byte) bool {
 		switch string(key) { // compared without a copy
 		case "name":
@@ -75,6 +75,14 @@ func decodeStreamFast(body []byte, s *cluster.Stream) bool {
 			}
 			seen[2] = true
 			return d.meta(&s.Meta)
+		case "upstream":
+			if seen[3] {
+				return false
+			}
+			seen[3] = true
+			v, ok := d.str()
+			s.Upstream = v
+			return ok
 		}
 		return false
 	})

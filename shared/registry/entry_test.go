@@ -18,6 +18,8 @@ var streamBodies = []struct {
 	{`{"name":"live/ü","state":"running","meta":{}}`, true},
 	{`{"state":"running","name":"x","meta":{"width":-0}}`, true},
 	{`{}`, true},
+	{`{"name":"live/a","state":"running","upstream":"o1"}`, true},
+	{`{"name":"live/a","upstream":"o1","upstream":"o2"}`, false},       // repeated upstream
 	{`{"name":"a\u003cb","state":"running"}`, false},                   // escapes
 	{`{"name":"a","state":"running","extra":1}`, false},                // unknown key
 	{`{"Name":"a","state":"running"}`, false},                          // encoding/json matches keys case-insensitively

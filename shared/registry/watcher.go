@@ -656,6 +656,9 @@ func validStream(s cluster.Stream, field string) error {
 	if s.State != cluster.StreamRunning && s.State != cluster.StreamOnDemand {
 		return fmt.Errorf("stream %q: state %q is invalid", s.Name, s.State)
 	}
+	if s.Upstream != "" && (!cluster.ValidID(s.Upstream) || s.State != cluster.StreamRunning) {
+		return fmt.Errorf("stream %q: relay upstream %q is invalid (a relay is a running stream pulled from a valid origin id)", s.Name, s.Upstream)
+	}
 	return nil
 }
 
