@@ -35,6 +35,9 @@ type Candidate struct {
 	Reason      string  `json:"reason,omitempty"` // why it is not eligible
 	Scheme      string  `json:"scheme,omitempty"` // scheme it would answer with
 	Utilization float64 `json:"utilization"`
+	// Fill is the share of the origin's declared capacity in use (clients, bandwidth; no
+	// CPU), the figure balance.spill_at is compared with.
+	Fill float64 `json:"fill"`
 	// Score is the rendezvous weight: on (name, client) for running owners, on name for
 	// relays, new relays and ondemand.
 	Score  uint64 `json:"score,string"`
@@ -68,6 +71,7 @@ func (t *Table) Explain(req Request) Explanation {
 			OriginState: s.rec.State,
 			StreamState: cluster.StreamOnDemand,
 			Utilization: s.util,
+			Fill:        s.fill,
 			Score:       score(nameKey, r.o.idHash),
 		}
 		if r.running {
@@ -95,7 +99,7 @@ func (t *Table) Explain(req Request) Explanation {
 	if d.which == tookSpill {
 		sp := &d.spill
 		ex.Candidates = append(ex.Candidates, Candidate{OriginID: sp.o.id, OriginState: sp.s.rec.State,
-			NewRelay: true, Eligible: true, Scheme: schemeNames[sp.scheme], Utilization: sp.s.util,
+			NewRelay: true, Eligible: true, Scheme: schemeNames[sp.scheme], Utilization: sp.s.util, Fill: sp.s.fill,
 			Score: sp.score, Chosen: true})
 	}
 	group := func(c *Candidate) int {
@@ -143,14 +147,14 @@ func plural(n int, one, many string) string {
 
 // spillReason says why and where a viewer spilled over to relays.
 func (d *decision) spillReason(spillAt float64) string {
-	s := fmt.Sprintf("owner choice at or above spill_at %.2f (or none eligible)", spillAt)
+	s := fmt.Sprintf("owner choice filled to spill_at %.2f of its declared capacity (or none eligible)", spillAt)
 	switch d.which {
 	case tookRelay:
 		return s + fmt.Sprintf("; spilled to relay %s (%.2f, rendezvous on name among %s under spill_at)",
-			d.relay.o.id, d.relay.s.util, plural(d.relays, "eligible relay", "eligible relays"))
+			d.relay.o.id, d.relay.s.fill, plural(d.relays, "eligible relay", "eligible relays"))
 	case tookSpill:
 		return s + fmt.Sprintf("; no relay under spill_at; spilled to new relay %s (%.2f, rendezvous on name among origins under spill_at), which pulls the stream from the cluster",
-			d.spill.o.id, d.spill.s.util)
+			d.spill.o.id, d.spill.s.fill)
 	}
 	return s + "; no relay or other origin under spill_at"
 }

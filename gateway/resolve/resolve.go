@@ -199,7 +199,12 @@ type snapshot struct {
 	rec  cluster.Origin
 	up   bool
 	full bool
-	util float64
+	util float64 // highest of CPU and the declared capacity terms: balances between copies
+	// fill is the highest declared capacity term alone (clients/max_clients,
+	// egress/max_bandwidth), 0 when the origin declares none. Spill-over compares fill, not
+	// util: CPU is shared with whatever else runs on the machine, and a relay on a busy
+	// machine is no remedy for it, while a declared capacity is exactly what a relay adds.
+	fill float64
 	urls [len(schemeNames)]string
 	priv [len(schemeNames)]string // urls with the private host, or ""
 }
@@ -244,7 +249,8 @@ func newSnapshot(rec cluster.Origin, prev *snapshot) *snapshot {
 	l, c := rec.Load, rec.Capacity
 	s.full = (c.MaxClients > 0 && l.Clients >= c.MaxClients) ||
 		(c.MaxBandwidthBps > 0 && l.EgressBps >= c.MaxBandwidthBps)
-	s.util = utilization(l, c)
+	s.fill = utilization(cluster.Load{Clients: l.Clients, EgressBps: l.EgressBps}, c)
+	s.util = max(s.fill, utilization(l, cluster.Capacity{}))
 	return s
 }
 
@@ -442,7 +448,7 @@ func (t *Table) decide(e *entry, snaps []*snapshot, req Request, nameKey, client
 			if p.beats(&d.anyRelay) {
 				d.anyRelay = p
 			}
-			if t.spillAt > 0 && s.util < t.spillAt && p.beats(&d.relay) {
+			if t.spillAt > 0 && s.fill < t.spillAt && p.beats(&d.relay) {
 				d.relay = p
 			}
 		case r.running:
@@ -477,7 +483,7 @@ func (t *Table) decide(e *entry, snaps []*snapshot, req Request, nameKey, client
 		}
 		return d
 	}
-	if t.spillAt > 0 && (d.which == none || d.chosen().s.util >= t.spillAt) {
+	if t.spillAt > 0 && (d.which == none || d.chosen().s.fill >= t.spillAt) {
 		d.spilled = true
 		if d.relay.o != nil {
 			d.which = tookRelay
@@ -512,7 +518,7 @@ func (t *Table) spillPick(e *entry, d *decision, req Request, nameKey uint64) {
 		}
 		s := o.snap.Load()
 		sch, w := s.check(req.Proto, req.Secure)
-		if w != eligible || s.util >= t.spillAt {
+		if w != eligible || s.fill >= t.spillAt {
 			continue
 		}
 		p := pick{o: o, s: s, scheme: sch, score: score(nameKey, o.idHash)}

@@ -16,6 +16,10 @@ func relayOf(upstream string, names ...string) []cluster.Stream {
 	return out
 }
 
+func cpu(c float64) func(*cluster.Origin) {
+	return func(o *cluster.Origin) { o.Load = cluster.Load{CPU: c} }
+}
+
 func spillTable(spillAt float64, views ...cluster.OriginView) *Table {
 	t := New(Options{Hysteresis: DefaultHysteresis, SpillAt: spillAt})
 	t.ReplaceAll(views)
@@ -66,6 +70,9 @@ func TestSpill(t *testing.T) {
 		{desc: "spill off, owner full: an existing relay rather than 503", spillAt: 0,
 			views: []cluster.OriginView{view(org("own", util(1)), running(cam)), view(org("r1", util(0.5)), relayOf("own", cam)), view(org("o2", util(0)))},
 			want:  "r1"},
+		{desc: "a busy CPU is no reason to spill: fill counts declared capacity only", spillAt: 0.8,
+			views: []cluster.OriginView{view(org("own", cpu(0.97)), running(cam)), view(org("o2", util(0)))},
+			want:  "own"},
 		{desc: "not running anywhere: no spill, ondemand as before", spillAt: 0.8,
 			views: []cluster.OriginView{view(org("od", util(0.9)), ondemand(cam)), view(org("o2", util(0)))},
 			want:  "od"},

@@ -474,7 +474,7 @@ func TestEnvNamesCoverKeys(t *testing.T) {
 			t.Errorf("gateway %s = %q, want %q", env, g[env], path)
 		}
 	}
-	if len(g) != 42 {
+	if len(g) != 43 {
 		t.Errorf("gateway has %d env keys: %v", len(g), g)
 	}
 	o := EnvNames(&Origin{})
