@@ -88,7 +88,7 @@ func names(prefix string, n int) []string {
 }
 
 // waitReady waits until a gateway's /readyz says 200.
-func waitReady(t *testing.T, gw *proc) {
+func waitReady(t testing.TB, gw *proc) {
 	t.Helper()
 	mediatest.EventuallyT(t, 30*time.Second, func() bool {
 		res, err := http.Get("http://" + gw.addr("admin") + "/readyz")

@@ -42,7 +42,7 @@ func TestMain(m *testing.M) {
 
 // proc is one running binary whose listeners were bound to :0 and read back from its JSON log.
 type proc struct {
-	t     *testing.T
+	t     testing.TB
 	name  string
 	cmd   *exec.Cmd
 	mu    sync.Mutex
@@ -54,7 +54,7 @@ type proc struct {
 }
 
 // start runs binary with the config file and environment, and waits until every listener in want has logged its address.
-func start(t *testing.T, binary, name, configFile string, env []string, want ...string) *proc {
+func start(t testing.TB, binary, name, configFile string, env []string, want ...string) *proc {
 	t.Helper()
 	logPath := filepath.Join(t.TempDir(), name+".log")
 	lf, err := os.Create(logPath)
@@ -214,7 +214,7 @@ func probe(ctx context.Context, c *http.Client, gw, path string) (int, string, e
 	return res.StatusCode, res.Header.Get("Location"), nil
 }
 
-func writeFile(t *testing.T, name, body string) string {
+func writeFile(t testing.TB, name, body string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), name)
 	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
@@ -236,7 +236,7 @@ func originConfig(t *testing.T, id string, names []string) string {
 // startGatewayOn runs a gateway of the cluster on redisURL with every listener on 127.0.0.1:0
 // and RTMP in relay mode, then env (later entries win: "PEERGATE_LISTEN_RTSP=" turns a
 // listener off), and waits until it is ready.
-func startGatewayOn(t *testing.T, name, redisURL string, env ...string) *proc {
+func startGatewayOn(t testing.TB, name, redisURL string, env ...string) *proc {
 	t.Helper()
 	full := append([]string{
 		"PEERGATE_CLUSTER_KEY=" + clusterKey,

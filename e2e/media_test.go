@@ -28,7 +28,7 @@ type mediaOrigin struct {
 
 // freeAddr picks a free loopback port. The origin must advertise the port it listens on, so
 // the test chooses it (a tiny window in which another process could take it is acceptable here).
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -39,7 +39,7 @@ func freeAddr(t *testing.T) string {
 }
 
 // startMediaOrigin runs an origin whose config holds streamsYAML (a "streams:" block, or "").
-func startMediaOrigin(t *testing.T, id, redisURL, streamsYAML string, env ...string) *mediaOrigin {
+func startMediaOrigin(t testing.TB, id, redisURL, streamsYAML string, env ...string) *mediaOrigin {
 	t.Helper()
 	o := &mediaOrigin{id: id, http: freeAddr(t), rtsp: freeAddr(t), rtmp: freeAddr(t)}
 	o.publicHTTP = "http://" + o.http
