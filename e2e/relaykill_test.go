@@ -89,17 +89,33 @@ func getTree(gw *proc, name string) (*relayTree, error) {
 
 // playAttempt is one run of a player's ffmpeg.
 type playAttempt struct {
-	ua     string // distinct per attempt: the origin's "rtsp play" log line names who served it
+	ua     string // distinct per attempt: an origin's "rtsp play" log line names who served it
 	frames atomic.Int64
 	ended  atomic.Bool
+
+	mu   sync.Mutex
+	host string // HLS: the host:port ffmpeg last opened a playlist or segment on
 }
 
+func (a *playAttempt) lastHost() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.host
+}
+
+// Stall bounds: a player gives up on an attempt whose frame count stopped (an HLS client
+// keeps retrying a dead origin's playlist rather than ending), as real players do.
+const (
+	stallFirst = 40 * time.Second // no first frame
+	stallAfter = 10 * time.Second // frames stopped advancing
+)
+
 // retryingPlayer plays a URL through the gateway with ffmpeg, decoding video, and starts
-// again (a new attempt, through the gateway) whenever ffmpeg ends, as a player that retries
-// on EOF does, until stop.
+// again (a new attempt, through the gateway) whenever ffmpeg ends or stalls, as a player that
+// retries does, until ctx ends.
 type retryingPlayer struct {
 	id  int
-	url string
+	url string // rtsp:// or an HLS playlist, at the gateway
 
 	mu       sync.Mutex
 	attempts []*playAttempt
@@ -130,16 +146,66 @@ func (p *retryingPlayer) run(ctx context.Context) {
 }
 
 func (p *retryingPlayer) play(ctx context.Context, a *playAttempt) {
-	cmd := exec.CommandContext(ctx, "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-threads", "1",
-		"-user_agent", a.ua, "-rtsp_transport", "tcp", "-timeout", "10000000",
-		"-i", p.url, "-map", "0:v:0", "-f", "null", "-progress", "pipe:1", "-")
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	args := []string{"-hide_banner", "-nostdin", "-loglevel", "info", "-threads", "1", "-user_agent", a.ua}
+	if strings.HasPrefix(p.url, "rtsp://") {
+		args = append(args, "-rtsp_transport", "tcp", "-timeout", "10000000")
+	}
+	args = append(args, "-i", p.url, "-map", "0:v:0", "-f", "null", "-progress", "pipe:1", "-")
+	cmd := exec.CommandContext(ctx, "ffmpeg", args...)
 	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return
+	}
+	errOut, err := cmd.StderrPipe()
 	if err != nil {
 		return
 	}
 	if err := cmd.Start(); err != nil {
 		return
 	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		// HLS: "Opening 'http://HOST:PORT/...' for reading" tells which origin serves.
+		sc := bufio.NewScanner(errOut)
+		for sc.Scan() {
+			line := sc.Text()
+			if _, rest, ok := strings.Cut(line, "Opening 'http://"); ok {
+				if host, _, ok := strings.Cut(rest, "/"); ok {
+					a.mu.Lock()
+					a.host = host
+					a.mu.Unlock()
+				}
+			}
+		}
+	})
+	wg.Go(func() {
+		last, since := int64(0), time.Now()
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			f := a.frames.Load()
+			if f != last {
+				last, since = f, time.Now()
+				continue
+			}
+			bound := stallAfter
+			if f == 0 {
+				bound = stallFirst
+			}
+			if time.Since(since) > bound {
+				cancel()
+				return
+			}
+		}
+	})
 	sc := bufio.NewScanner(out)
 	for sc.Scan() {
 		if n, ok := strings.CutPrefix(sc.Text(), "frame="); ok {
@@ -149,17 +215,20 @@ func (p *retryingPlayer) play(ctx context.Context, a *playAttempt) {
 		}
 	}
 	_ = cmd.Wait()
+	cancel()
 }
 
 // TestRelayKill (issue 9, "killing a relay mid-stream"): an owner with capacity.max_clients 4
-// and three origins able to relay; 12 RTSP viewers arrive through the gateway one by one, so
-// the owner fills, a first relay takes the overflow, and a second relay pulls from the first
-// once the owner is full (a relay of a relay). The admin API's tree shows that chain. The
-// first relay is SIGKILLed: its viewers (and those of the relay below it, whose stream ends
-// with its upstream) see EOF and come back through the gateway like retrying players; every
-// viewer decodes frames again from a live origin; the relay below moves to a live upstream
-// at its first retry; the tree drops the dead relay once its heartbeat TTL runs out and every
-// relay left pulls from a live origin. Every redirect the gateway logged names its route.
+// and three origins able to relay; 12 viewers (8 RTSP, 4 HLS, all ffmpeg decoding video)
+// arrive through the gateway one by one, so the owner fills, a first relay takes the
+// overflow, and a second relay pulls from the first once the owner is full (a relay of a
+// relay). The admin API's tree shows that chain. The first relay is SIGKILLed: its viewers
+// (and those of the relay below it, whose stream ends with its upstream) see EOF or stall and
+// come back through the gateway like retrying players; every viewer decodes frames again
+// from a live origin; the relay below moves to a live upstream at its first retry and stays
+// in the tree; the tree drops the dead relay once its heartbeat TTL runs out, nothing is left
+// detached and every relay pulls from a live origin. Every redirect the gateway logged names
+// its route.
 func TestRelayKill(t *testing.T) {
 	t.Parallel()
 	mediatest.Tool(t, "ffmpeg")
@@ -190,6 +259,14 @@ func TestRelayKill(t *testing.T) {
 		if id, ok := served[a.ua]; ok {
 			return id
 		}
+		if h := a.lastHost(); h != "" { // HLS
+			for id, o := range origins {
+				if o.http == h {
+					return id
+				}
+			}
+			return "?" + h
+		}
 		for id, o := range origins {
 			for _, rec := range logRecords(o.p, "rtsp play") {
 				if ua, _ := rec["user_agent"].(string); strings.HasPrefix(ua, "relaykill-viewer-") {
@@ -214,6 +291,9 @@ func TestRelayKill(t *testing.T) {
 	players := make([]*retryingPlayer, n)
 	for i := range players {
 		p := &retryingPlayer{id: i, url: "rtsp://" + gw.addr("rtsp") + "/" + name}
+		if i%3 == 2 {
+			p.url = "http://" + gw.addr("http") + "/" + name + "/index.m3u8"
+		}
 		players[i] = p
 		wg.Go(func() { p.run(ctx) })
 		// The next viewer arrives once this one plays and the gateway has seen its origin's
@@ -288,7 +368,7 @@ func TestRelayKill(t *testing.T) {
 			switch {
 			case marks[i].on == victim && idx == marks[i].idx:
 				bad = append(bad, fmt.Sprintf("viewer %d still on its first attempt at %s", i, victim))
-			case a.ended.Load() || progressed < again || on == "" || on == victim:
+			case a.ended.Load() || progressed < again || origins[on] == nil || on == victim:
 				bad = append(bad, fmt.Sprintf("viewer %d attempt %d on %q: %d new frames", i, idx, on, progressed))
 			}
 		}
@@ -365,7 +445,7 @@ func TestRelayKill(t *testing.T) {
 
 	// Why each viewer went where: every redirect the gateway logged names its route.
 	routes := map[string]int{}
-	for _, rec := range logRecords(gw, "rtsp connection") {
+	for _, rec := range append(logRecords(gw, "rtsp connection"), logRecords(gw, "http request")...) {
 		if rec["outcome"] != "ok" {
 			continue
 		}
