@@ -85,7 +85,7 @@ func (t *Table) Explain(req Request) Explanation {
 			if !r.relay {
 				c.Score = score(clientKey, r.o.idHash)
 			} else {
-				c.Upstream, c.Chain = r.upstream, chainOf(refs, i)
+				c.Upstream, c.Chain = r.o.upstream(req.Name), chainOf(refs, i, req.Name)
 			}
 		}
 		sch, w := s.check(req.Proto, req.Secure)
@@ -157,15 +157,18 @@ func (t *Table) Explain(req Request) Explanation {
 
 // chainOf walks refs[i]'s upstreams: the ids from the relay up to an owner, or up to the
 // first upstream that does not run the name, or until an id repeats (a loop).
-func chainOf(refs []ref, i int) []string {
+func chainOf(refs []ref, i int, name string) []string {
 	up := make(map[string]string, len(refs)) // running origin -> its upstream ("" for an owner)
 	for _, r := range refs {
 		if r.running {
-			up[r.o.id] = r.upstream
+			up[r.o.id] = ""
+			if r.relay {
+				up[r.o.id] = r.o.upstream(name)
+			}
 		}
 	}
 	chain := []string{refs[i].o.id}
-	for id := refs[i].upstream; id != "" && len(chain) <= len(refs); {
+	for id := up[refs[i].o.id]; id != "" && len(chain) <= len(refs); {
 		if slices.Contains(chain, id) {
 			break
 		}

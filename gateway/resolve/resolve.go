@@ -220,11 +220,10 @@ func entryOf(refs []ref) entry {
 
 // ref is one origin listing a name.
 type ref struct {
-	o        *origin
-	pos      uint32 // index of the name in o.names; only writers use it
-	running  bool   // else ondemand
-	relay    bool   // running as a relay copy of another origin's stream
-	upstream string // with relay: the id of the origin it pulls from (cluster.Stream.Upstream)
+	o       *origin
+	pos     uint32 // index of the name in o.names; only writers use it
+	running bool   // else ondemand
+	relay   bool   // running as a relay copy of another origin's stream (its upstream: origin.upstream)
 }
 
 // origin is a long-lived entry; its record changes by swapping snap, so heartbeats never touch the shards.
@@ -237,6 +236,38 @@ type origin struct {
 	// names lists every name the origin carries, each the very string that keys the shard
 	// map (one copy per name, shared by all its origins). Owned by the writer.
 	names []string
+
+	// ups maps each name the origin relays to the id of the origin it pulls it from
+	// (cluster.Stream.Upstream); nil while it relays nothing. Kept beside the refs rather than
+	// in them: only the admin views read it, and a ref stays 16 bytes.
+	umu sync.RWMutex
+	ups map[string]string
+}
+
+// upstream is the origin o pulls name from, or "".
+func (o *origin) upstream(name string) string {
+	o.umu.RLock()
+	defer o.umu.RUnlock()
+	return o.ups[name]
+}
+
+// setUpstream records (up != "") or forgets (up == "") o's upstream for name; key is the
+// name's canonical string. Writers only.
+func (o *origin) setUpstream(key, up string) {
+	o.umu.Lock()
+	defer o.umu.Unlock()
+	switch {
+	case up != "":
+		if o.ups == nil {
+			o.ups = map[string]string{}
+		}
+		o.ups[key] = up
+	case o.ups != nil:
+		delete(o.ups, key)
+		if len(o.ups) == 0 {
+			o.ups = nil
+		}
+	}
 }
 
 // snapshot is an immutable digest of one origin record.

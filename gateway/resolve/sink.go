@@ -168,10 +168,16 @@ func (t *Table) upsert(o *origin, name string, k kind) int {
 	e := sh.m[name]
 	if i := e.indexOf(o); i >= 0 {
 		r := e.at(i)
-		if r.running != k.running || r.relay != k.relay || r.upstream != k.upstream {
+		key := o.names[r.pos]
+		if k.relay || r.relay {
+			if up := o.upstream(key); up != k.upstream {
+				o.setUpstream(key, t.internID(k.upstream)) // before the ref says relay: readers find it
+			}
+		}
+		if r.running != k.running || r.relay != k.relay {
 			next := e.refs()
-			next[i].running, next[i].relay, next[i].upstream = k.running, k.relay, t.internID(k.upstream)
-			sh.store(o.names[r.pos], next)
+			next[i].running, next[i].relay = k.running, k.relay
+			sh.store(key, next)
 		}
 		return int(r.pos)
 	}
@@ -186,7 +192,10 @@ func (t *Table) upsert(o *origin, name string, k kind) int {
 	pos := len(o.names)
 	o.names = append(o.names, key)
 	o.count.Add(1)
-	sh.store(key, append(e.refs(), ref{o: o, pos: uint32(pos), running: k.running, relay: k.relay, upstream: t.internID(k.upstream)}))
+	if k.relay {
+		o.setUpstream(key, t.internID(k.upstream))
+	}
+	sh.store(key, append(e.refs(), ref{o: o, pos: uint32(pos), running: k.running, relay: k.relay}))
 	t.entries.Add(1)
 	return pos
 }
@@ -237,6 +246,9 @@ func (t *Table) removeAt(o *origin, pos int) {
 
 // unlink removes the i-th ref of name's entry e.
 func (t *Table) unlink(sh *shard, name string, e *entry, i int) {
+	if r := e.at(i); r.relay {
+		r.o.setUpstream(name, "")
+	}
 	if e.len() == 1 {
 		sh.mu.Lock()
 		delete(sh.m, name)

@@ -53,22 +53,28 @@ func (t *Table) Tree(name string) (Tree, bool) {
 	}
 	slices.SortFunc(refs, func(a, b ref) int { return strings.Compare(a.o.id, b.o.id) })
 	tr := Tree{Name: name, Owners: []TreeNode{}, Detached: []TreeNode{}, OnDemand: []TreeNode{}}
-	node := func(r ref) TreeNode {
-		s := r.o.snap.Load()
-		return TreeNode{OriginID: r.o.id, OriginState: s.rec.State, Upstream: r.upstream,
+	ups := make([]string, len(refs)) // each relay's upstream, read once
+	for i, r := range refs {
+		if r.relay {
+			ups[i] = r.o.upstream(name)
+		}
+	}
+	node := func(i int) TreeNode {
+		r, s := refs[i], refs[i].o.snap.Load()
+		return TreeNode{OriginID: r.o.id, OriginState: s.rec.State, Upstream: ups[i],
 			Clients: s.rec.Load.Clients, MaxClients: s.rec.Capacity.MaxClients,
 			EgressBps: s.rec.Load.EgressBps, MaxBandwidthBps: s.rec.Capacity.MaxBandwidthBps,
 			Fill: s.fill, Utilization: s.util, Full: s.full, Relays: []TreeNode{}}
 	}
 	running := map[string]bool{}   // ids running the name, as owner or relay
-	children := map[string][]ref{} // upstream id -> relays pulling from it, by id
-	for _, r := range refs {
+	children := map[string][]int{} // upstream id -> relays pulling from it (indexes in refs, by id)
+	for i, r := range refs {
 		switch {
 		case !r.running:
-			tr.OnDemand = append(tr.OnDemand, node(r))
+			tr.OnDemand = append(tr.OnDemand, node(i))
 		case r.relay:
 			running[r.o.id] = true
-			children[r.upstream] = append(children[r.upstream], r)
+			children[ups[i]] = append(children[ups[i]], i)
 			tr.Relays++
 		default:
 			running[r.o.id] = true
@@ -80,7 +86,7 @@ func (t *Table) Tree(name string) (Tree, bool) {
 		placed[n.OriginID] = true
 		n.Depth = depth
 		for _, c := range children[n.OriginID] {
-			if placed[c.o.id] {
+			if placed[refs[c].o.id] {
 				continue
 			}
 			cn := node(c)
@@ -88,9 +94,9 @@ func (t *Table) Tree(name string) (Tree, bool) {
 			n.Relays = append(n.Relays, cn)
 		}
 	}
-	for _, r := range refs {
+	for i, r := range refs {
 		if r.running && !r.relay {
-			n := node(r)
+			n := node(i)
 			grow(&n, 0)
 			tr.Owners = append(tr.Owners, n)
 		}
@@ -101,11 +107,11 @@ func (t *Table) Tree(name string) (Tree, bool) {
 	// Relays not reached from an owner: first those whose upstream runs nothing (roots of
 	// detached subtrees), then whatever is left (loops).
 	for pass := range 2 {
-		for _, r := range refs {
-			if !r.relay || !r.running || placed[r.o.id] || (pass == 0 && running[r.upstream]) {
+		for i, r := range refs {
+			if !r.relay || !r.running || placed[r.o.id] || (pass == 0 && running[ups[i]]) {
 				continue
 			}
-			n := node(r)
+			n := node(i)
 			grow(&n, 1)
 			tr.Detached = append(tr.Detached, n)
 		}

@@ -119,6 +119,18 @@ func TestTreeHeals(t *testing.T) {
 	if len(si) != 1 || len(si[0].Origins) != 2 || si[0].Origins[1].Upstream != "own" {
 		t.Errorf("Streams %+v, want r2 listed with upstream own", si)
 	}
+	// The upstream goes with the relay listing: when r2 stops relaying, or runs the name as
+	// an owner, nothing of it is left behind.
+	r2 := tb.byID["r2"]
+	tb.ApplyStreams("r2", []cluster.StreamChange{{Stream: cluster.Stream{Name: cam}, Removed: true}})
+	if r2.ups != nil {
+		t.Errorf("upstreams kept after the relay stopped: %v", r2.ups)
+	}
+	tb.ApplyStreams("r2", []cluster.StreamChange{{Stream: relayOf("own", cam)[0]}})
+	tb.ApplyStreams("r2", []cluster.StreamChange{{Stream: running(cam)[0]}})
+	if r2.ups != nil || tb.Streams()[0].Origins[1].Upstream != "" {
+		t.Errorf("an owner keeps its old upstream: %v", r2.ups)
+	}
 }
 
 // TestRoute: every OK result names the route taken, and whether the owners were past spill_at.

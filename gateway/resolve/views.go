@@ -57,7 +57,9 @@ func (t *Table) Streams() []StreamInfo {
 				if r.running {
 					si.Origins[j].State = cluster.StreamRunning
 					si.Origins[j].Relay = r.relay
-					si.Origins[j].Upstream = r.upstream
+					if r.relay {
+						si.Origins[j].Upstream = r.o.upstream(name)
+					}
 				}
 			}
 			out = append(out, si)
