@@ -347,6 +347,7 @@ func TestRelayKill(t *testing.T) {
 	}
 	t.Logf("killing %s (%d viewers; %s pulls from it)", victim, onVictim, child)
 	childStarts := len(logRecords(origins[child].p, "on-demand pull running"))
+	childFails := len(logRecords(origins[child].p, "on-demand pull failed"))
 	killedAt := time.Now()
 	origins[victim].p.signal(syscall.SIGKILL)
 	if _, ok := origins[victim].p.wait(10 * time.Second); !ok {
@@ -399,6 +400,17 @@ func TestRelayKill(t *testing.T) {
 	}
 	if !moved {
 		t.Errorf("%s never pulled again after its upstream %s died", child, victim)
+	}
+	// At its first retry: the only failure from the dead relay is the drop itself, although
+	// the registry still listed the dead relay for a TTL.
+	var fromVictim int
+	for _, rec := range logRecords(origins[child].p, "on-demand pull failed")[childFails:] {
+		if rec["relay_from"] == victim {
+			fromVictim++
+		}
+	}
+	if fromVictim != 1 {
+		t.Errorf("%s failed %d times pulling from the dead %s, want 1 (the drop, then another upstream)", child, fromVictim, victim)
 	}
 
 	// The tree heals: the dead relay leaves it once its TTL runs out, nothing is detached,
