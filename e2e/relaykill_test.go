@@ -219,10 +219,10 @@ func (p *retryingPlayer) play(ctx context.Context, a *playAttempt) {
 }
 
 // TestRelayKill (issue 9, "killing a relay mid-stream"): an owner with capacity.max_clients 4
-// and three origins able to relay; 12 viewers (8 RTSP, 4 HLS, all ffmpeg decoding video)
-// arrive through the gateway one by one, so the owner fills, a first relay takes the
-// overflow, and a second relay pulls from the first once the owner is full (a relay of a
-// relay). The admin API's tree shows that chain. The first relay is SIGKILLed: its viewers
+// and three origins of capacity 10 able to relay; 14 viewers (10 RTSP, 4 HLS, all ffmpeg
+// decoding video) arrive through the gateway one by one, so the owner fills, a first relay
+// takes the overflow up to spill_at (8 of 10), and a second relay pulls from the first, which
+// still has room while the owner is full (a relay of a relay). The admin API's tree shows that chain. The first relay is SIGKILLed: its viewers
 // (and those of the relay below it, whose stream ends with its upstream) see EOF or stall and
 // come back through the gateway like retrying players; every viewer decodes frames again
 // from a live origin; the relay below moves to a live upstream at its first retry and stays
@@ -239,7 +239,7 @@ func TestRelayKill(t *testing.T) {
 	origins := map[string]*mediaOrigin{own.id: own}
 	for i := range 3 {
 		r := startMediaOrigin(t, fmt.Sprintf("rk-r%d", i+1), rs.URL(), "",
-			"PEERGATE_CAPACITY_MAX_CLIENTS=6", "PEERGATE_ONDEMAND_IDLE_TIMEOUT=60s")
+			"PEERGATE_CAPACITY_MAX_CLIENTS=10", "PEERGATE_ONDEMAND_IDLE_TIMEOUT=60s")
 		origins[r.id] = r
 	}
 	gw := startGateway(t, "gw", rs.URL())
@@ -287,7 +287,7 @@ func TestRelayKill(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	const n = 12
+	const n = 14
 	players := make([]*retryingPlayer, n)
 	for i := range players {
 		p := &retryingPlayer{id: i, url: "rtsp://" + gw.addr("rtsp") + "/" + name}
@@ -402,7 +402,7 @@ func TestRelayKill(t *testing.T) {
 		t.Errorf("%s never pulled again after its upstream %s died", child, victim)
 	}
 	// At its first retry: the only failure from the dead relay is the drop itself, although
-	// the registry still listed the dead relay for a TTL.
+	// the registry still lists the dead relay, with room, for a TTL.
 	var fromVictim int
 	for _, rec := range logRecords(origins[child].p, "on-demand pull failed")[childFails:] {
 		if rec["relay_from"] == victim {
