@@ -201,7 +201,7 @@ func (t *Table) upsert(o *origin, name string, k kind) int {
 }
 
 // internID returns id as a string the table keeps anyway (the known origin's own id), else a
-// copy: a ref never retains the caller's buffers.
+// copy: the table never retains the caller's buffers.
 func (t *Table) internID(id string) string {
 	if id == "" {
 		return ""
