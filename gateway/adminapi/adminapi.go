@@ -1,5 +1,5 @@
-// Package adminapi serves the gateway's JSON view of the cluster (/api/v1/origins, /api/v1/streams, /api/v1/explain)
-// and a read-only console page over it (/) on the admin listener.
+// Package adminapi serves the gateway's JSON view of the cluster (/api/v1/origins, /api/v1/streams,
+// /api/v1/tree, /api/v1/explain) and a read-only console page over it (/) on the admin listener.
 package adminapi
 
 import (
@@ -17,6 +17,7 @@ type View interface {
 	Origins() []resolve.OriginInfo
 	Streams() []resolve.StreamInfo
 	Explain(req resolve.Request) resolve.Explanation
+	Tree(name string) (resolve.Tree, bool)
 }
 
 var _ View = (*resolve.Table)(nil)
@@ -97,6 +98,20 @@ func HandlersWith(v View, rtmp *RTMPPolicy) map[string]http.Handler {
 			}
 			admin.WriteJSON(w, http.StatusOK, map[string]any{"streams": all})
 		}),
+		// The relay tree of one stream: owners, the relays pulling from each, relays of relays.
+		"GET /api/v1/tree": limited(func(w http.ResponseWriter, r *http.Request) {
+			name, msg := treeName(r)
+			if msg != "" {
+				admin.WriteError(w, http.StatusBadRequest, msg)
+				return
+			}
+			tr, ok := v.Tree(name)
+			if !ok {
+				admin.WriteError(w, http.StatusNotFound, "no origin lists the stream")
+				return
+			}
+			admin.WriteJSON(w, http.StatusOK, tr)
+		}),
 		"GET /api/v1/explain": limited(func(w http.ResponseWriter, r *http.Request) {
 			req, msg := explainRequest(r)
 			if msg != "" {
@@ -110,6 +125,18 @@ func HandlersWith(v View, rtmp *RTMPPolicy) map[string]http.Handler {
 			admin.WriteJSON(w, http.StatusOK, ans)
 		}),
 	}
+}
+
+// treeName reads the tree's name parameter.
+func treeName(r *http.Request) (string, string) {
+	name := r.URL.Query().Get("name")
+	switch {
+	case name == "":
+		return "", "name: required"
+	case !streamname.Valid(name):
+		return "", "name: not a valid stream name"
+	}
+	return name, ""
 }
 
 // explainRequest reads name, proto (default http), client (default the caller's address) and secure.

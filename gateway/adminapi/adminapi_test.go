@@ -341,3 +341,81 @@ func TestExplainSpill(t *testing.T) {
 		t.Fatalf("streams %+v", st.Streams)
 	}
 }
+
+// TestTree: /api/v1/tree nests each relay under the origin it pulls from, with state, load
+// and fill on every node; streams names each relay's upstream; bad names get 400, unlisted
+// ones 404, both as JSON errors.
+func TestTree(t *testing.T) {
+	t.Parallel()
+	tab := resolve.New(resolve.Options{SpillAt: 0.8})
+	busy := func(o cluster.Origin, clients int64) cluster.Origin {
+		o.Capacity.MaxClients, o.Load.Clients = 4, clients
+		return o
+	}
+	tab.ReplaceAll([]cluster.OriginView{
+		{Origin: busy(origin("own", cluster.StateUp, "http://127.0.0.1:8081"), 4), Streams: []cluster.Stream{{Name: "live/big", State: cluster.StreamRunning}}},
+		{Origin: busy(origin("r1", cluster.StateDraining, "http://127.0.0.1:8082"), 3), Streams: []cluster.Stream{{Name: "live/big", State: cluster.StreamRunning, Upstream: "own"}}},
+		{Origin: busy(origin("r2", cluster.StateUp, "http://127.0.0.1:8083"), 1), Streams: []cluster.Stream{{Name: "live/big", State: cluster.StreamRunning, Upstream: "r1"}}},
+	})
+	s := &admin.Server{Address: "127.0.0.1:0", Handlers: Handlers(tab)}
+	if err := s.Initialize(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	base := "http://" + s.Addr().String()
+	type node struct {
+		OriginID    string  `json:"origin_id"`
+		OriginState string  `json:"origin_state"`
+		Upstream    string  `json:"upstream"`
+		Depth       int     `json:"depth"`
+		Clients     int64   `json:"clients"`
+		Fill        float64 `json:"fill"`
+		Relays      []node  `json:"relays"`
+	}
+	var tr struct {
+		Name     string `json:"name"`
+		Owners   []node `json:"owners"`
+		Detached []node `json:"detached"`
+		Relays   int    `json:"relays"`
+		Depth    int    `json:"depth"`
+	}
+	if st := getJSON(t, base+"/api/v1/tree?name=live/big", &tr); st != 200 {
+		t.Fatalf("status %d", st)
+	}
+	if tr.Name != "live/big" || len(tr.Owners) != 1 || tr.Relays != 2 || tr.Depth != 2 || len(tr.Detached) != 0 {
+		t.Fatalf("tree %+v", tr)
+	}
+	own := tr.Owners[0]
+	if own.OriginID != "own" || own.Clients != 4 || own.Fill != 1 || len(own.Relays) != 1 {
+		t.Fatalf("owner %+v", own)
+	}
+	r1 := own.Relays[0]
+	if r1.OriginID != "r1" || r1.OriginState != "draining" || r1.Upstream != "own" || r1.Depth != 1 || r1.Fill != 0.75 || len(r1.Relays) != 1 {
+		t.Fatalf("r1 %+v", r1)
+	}
+	if r2 := r1.Relays[0]; r2.OriginID != "r2" || r2.Upstream != "r1" || r2.Depth != 2 || r2.Clients != 1 {
+		t.Fatalf("r2 %+v", r2)
+	}
+	var st struct {
+		Streams []resolve.StreamInfo `json:"streams"`
+	}
+	getJSON(t, base+"/api/v1/streams?name=live/big", &st)
+	if len(st.Streams) != 1 || st.Streams[0].Origins[2].Upstream != "r1" || st.Streams[0].Origins[0].Upstream != "" {
+		t.Fatalf("streams %+v", st.Streams)
+	}
+	for q, want := range map[string]struct {
+		status int
+		msg    string
+	}{
+		"":              {400, "name: required"},
+		"?name=../x":    {400, "name: not a valid stream name"},
+		"?name=live/no": {404, "no origin lists the stream"},
+	} {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if code := getJSON(t, base+"/api/v1/tree"+q, &e); code != want.status || e.Error != want.msg {
+			t.Errorf("tree%s: %d %q, want %d %q", q, code, e.Error, want.status, want.msg)
+		}
+	}
+}

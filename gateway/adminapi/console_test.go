@@ -100,6 +100,9 @@ func TestConsoleChromium(t *testing.T) {
 			{Name: "live/stage", State: cluster.StreamRunning},
 			{Name: "vod/intro", State: cluster.StreamOnDemand},
 		}},
+		{Origin: origin("origin-c", cluster.StateUp, "http://10.0.0.3:8081"), Streams: []cluster.Stream{
+			{Name: "live/stage", State: cluster.StreamRunning, Upstream: "origin-a"}, // a relay copy
+		}},
 	})
 	s := &admin.Server{Address: "127.0.0.1:0", Handlers: Handlers(tab)}
 	if err := s.Initialize(); err != nil {
@@ -121,7 +124,8 @@ func TestConsoleChromium(t *testing.T) {
 		}
 	}
 	// Each stream row names the origins listing it.
-	for name, origins := range map[string][]string{"live/lobby": {"origin-a"}, "live/stage": {"origin-a", "origin-b"}, "vod/intro": {"origin-b"}} {
+	// A relay shows the origin it pulls from.
+	for name, origins := range map[string][]string{"live/lobby": {"origin-a"}, "live/stage": {"origin-a", "origin-b", "origin-c", "\u2190 origin-a"}, "vod/intro": {"origin-b"}} {
 		i := strings.Index(dom, `data-stream="`+name+`"`)
 		if i < 0 {
 			continue

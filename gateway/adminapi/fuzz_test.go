@@ -27,3 +27,17 @@ func FuzzExplainRequest(f *testing.F) {
 		}
 	})
 }
+
+func FuzzTreeName(f *testing.F) {
+	for _, q := range []string{"name=demo", "name=live/demo2", "", "name=", "name=../x", "name=%zz", "name=a&name=b"} {
+		f.Add(q)
+	}
+	f.Fuzz(func(t *testing.T, rawQuery string) {
+		r := httptest.NewRequest("GET", "/api/v1/tree", nil)
+		r.URL.RawQuery = rawQuery
+		name, msg := treeName(r)
+		if msg == "" && !streamname.Valid(name) {
+			t.Fatalf("accepted %q as %q", rawQuery, name)
+		}
+	})
+}

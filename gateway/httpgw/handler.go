@@ -87,6 +87,7 @@ type answer struct {
 	status   int
 	oc       outcome
 	location string // with oOK only
+	route    string // resolve.Result.RouteLog of the origin chosen, for the log line
 }
 
 // body is the text an answer carries for humans (nil: none).
@@ -181,7 +182,7 @@ func (h *handler) redirect(r *request) (a answer, client string, sticky bool, or
 		if !ok {
 			return answer{status: http.StatusBadGateway, oc: oBadOrigin}, client, sticky, res.OriginID
 		}
-		return answer{status: http.StatusFound, oc: oOK, location: loc}, client, sticky, res.OriginID
+		return answer{status: http.StatusFound, oc: oOK, location: loc, route: res.RouteLog()}, client, sticky, res.OriginID
 	case resolve.NotFound:
 		return answer{status: http.StatusNotFound, oc: oNotFound}, client, sticky, ""
 	case resolve.Unavailable:
@@ -225,6 +226,7 @@ func (h *handler) logLine(r *request, start time.Time, a answer, client, origin 
 		slog.Bool("sticky", sticky),
 		slog.String("outcome", outcomeNames[a.oc]),
 		slog.String("origin", origin),
+		slog.String("route", a.route),
 		slog.Int("status", a.status),
 		slog.Duration("duration", now.Sub(start)),
 	)

@@ -64,7 +64,7 @@ func (f *fakeResolver) Resolve(req resolve.Request) resolve.Result {
 	if req.Secure && s.https != "" {
 		return resolve.Result{Outcome: resolve.OK, OriginID: s.id, BaseURL: s.https, Scheme: "https"}
 	}
-	return resolve.Result{Outcome: resolve.OK, OriginID: s.id, BaseURL: s.http, Scheme: "http"}
+	return resolve.Result{Outcome: resolve.OK, OriginID: s.id, BaseURL: s.http, Scheme: "http", Route: resolve.RouteOwner}
 }
 
 func (f *fakeResolver) last(t *testing.T) resolve.Request {

@@ -588,7 +588,7 @@ func TestLogLine(t *testing.T) {
 	}
 	m := reqLines[0]
 	for k, want := range map[string]any{"level": "INFO", "method": "GET", "path": "/live/cam1/index.m3u8", "client": "127.0.0.1",
-		"sticky": true, "outcome": "ok", "origin": "o1", "status": float64(302)} {
+		"sticky": true, "outcome": "ok", "origin": "o1", "route": "owner", "status": float64(302)} {
 		if m[k] != want {
 			t.Errorf("log %s = %v, want %v", k, m[k], want)
 		}

@@ -29,12 +29,17 @@ type Candidate struct {
 	StreamState string `json:"stream_state"` // running | ondemand; "" for a new relay (it does not list the name yet)
 	// Relay marks a relay copy (cluster pull-through); NewRelay the origin a spilled viewer
 	// is sent to, which will pull the name from the cluster.
-	Relay       bool    `json:"relay,omitempty"`
-	NewRelay    bool    `json:"new_relay,omitempty"`
-	Eligible    bool    `json:"eligible"`
-	Reason      string  `json:"reason,omitempty"` // why it is not eligible
-	Scheme      string  `json:"scheme,omitempty"` // scheme it would answer with
-	Utilization float64 `json:"utilization"`
+	Relay    bool `json:"relay,omitempty"`
+	NewRelay bool `json:"new_relay,omitempty"`
+	// Upstream is the origin a relay pulls from; Chain its whole way up to the owner
+	// (relay, its upstream, ..., owner). A chain that meets an upstream not running the name
+	// (it died, and the relay has not re-resolved yet) ends with "(not running)" after it.
+	Upstream    string   `json:"upstream,omitempty"`
+	Chain       []string `json:"chain,omitempty"`
+	Eligible    bool     `json:"eligible"`
+	Reason      string   `json:"reason,omitempty"` // why it is not eligible
+	Scheme      string   `json:"scheme,omitempty"` // scheme it would answer with
+	Utilization float64  `json:"utilization"`
 	// Fill is the share of the origin's declared capacity in use (clients, bandwidth; no
 	// CPU), the figure balance.spill_at is compared with.
 	Fill float64 `json:"fill"`
@@ -79,6 +84,8 @@ func (t *Table) Explain(req Request) Explanation {
 			c.Relay = r.relay
 			if !r.relay {
 				c.Score = score(clientKey, r.o.idHash)
+			} else {
+				c.Upstream, c.Chain = r.o.upstream(req.Name), chainOf(refs, i, req.Name)
 			}
 		}
 		sch, w := s.check(req.Proto, req.Secure)
@@ -132,10 +139,48 @@ func (t *Table) Explain(req Request) Explanation {
 		}
 	}
 	ex.Reason = d.reason(len(refs), t.hysteresis)
+	if d.which == tookRelay || d.which == tookAnyRelay {
+		for _, c := range ex.Candidates {
+			if c.Chosen && len(c.Chain) > 1 {
+				ex.Reason += "; it pulls the stream along " + strings.Join(c.Chain, " <- ")
+			}
+		}
+	}
+	if d.which == tookSpill {
+		ex.Reason += "; the new relay pulls from an owner with room, else from the shallowest relay with room (depth bounded, no loops)"
+	}
 	if d.spilled {
 		ex.Reason = d.spillReason(t.spillAt) + "; " + ex.Reason
 	}
 	return ex
+}
+
+// chainOf walks refs[i]'s upstreams: the ids from the relay up to an owner, or up to the
+// first upstream that does not run the name, or until an id repeats (a loop).
+func chainOf(refs []ref, i int, name string) []string {
+	up := make(map[string]string, len(refs)) // running origin -> its upstream ("" for an owner)
+	for _, r := range refs {
+		if r.running {
+			up[r.o.id] = ""
+			if r.relay {
+				up[r.o.id] = r.o.upstream(name)
+			}
+		}
+	}
+	chain := []string{refs[i].o.id}
+	for id := up[refs[i].o.id]; id != "" && len(chain) <= len(refs); {
+		if slices.Contains(chain, id) {
+			break
+		}
+		chain = append(chain, id)
+		next, ok := up[id]
+		if !ok {
+			chain = append(chain, "(not running)")
+			break
+		}
+		id = next
+	}
+	return chain
 }
 
 func plural(n int, one, many string) string {

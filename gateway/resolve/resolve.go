@@ -77,6 +77,33 @@ func (o Outcome) String() string {
 // MarshalText makes an Outcome read as its name in JSON.
 func (o Outcome) MarshalText() ([]byte, error) { return []byte(o.String()), nil }
 
+// Route says which kind of copy of a stream a viewer was sent to; the zero value is none
+// (not OK, or a publisher placed by Place).
+type Route uint8
+
+// Routes.
+const (
+	RouteOwner    Route = iota + 1 // an origin running the stream as its publisher's origin
+	RouteRelay                     // an origin already relaying the stream (cluster pull-through)
+	RouteNewRelay                  // an origin not carrying the stream yet, which will pull it from the cluster
+	RouteOnDemand                  // an origin listing the stream on demand
+)
+
+var routeNames = [...]string{"", "owner", "relay", "new_relay", "ondemand"}
+
+// spilledNames are the routes' names with the spilled mark, so logging allocates nothing.
+var spilledNames = [...]string{"", "owner/spilled", "relay/spilled", "new_relay/spilled", "ondemand/spilled"}
+
+func (r Route) String() string {
+	if int(r) < len(routeNames) {
+		return routeNames[r]
+	}
+	return "invalid"
+}
+
+// MarshalText makes a Route read as its name in JSON.
+func (r Route) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
+
 // Result is the answer to a Request; OriginID, BaseURL and Scheme are set only when Outcome is OK.
 type Result struct {
 	Outcome  Outcome `json:"outcome"`
@@ -87,6 +114,23 @@ type Result struct {
 	// `private` key), for the gateway's own connections to the origin (relays); "" when
 	// the origin announced none.
 	PrivateURL string `json:"private_url,omitempty"`
+	// Route is the kind of copy chosen (owner, relay, new relay, on demand); Spilled says the
+	// owners were at or over balance.spill_at (or none was eligible), so the viewer was
+	// sent past them when a relay could take it. Both are set by Resolve only.
+	Route   Route `json:"route,omitempty"`
+	Spilled bool  `json:"spilled,omitempty"`
+}
+
+// RouteLog is the route as listeners log it: "owner", "relay", "new_relay" or "ondemand",
+// with "/spilled" appended when Spilled; "" when no route was taken.
+func (r Result) RouteLog() string {
+	if int(r.Route) >= len(routeNames) {
+		return "invalid"
+	}
+	if r.Spilled {
+		return spilledNames[r.Route]
+	}
+	return routeNames[r.Route]
 }
 
 // DialURL is the base URL the gateway itself connects to: the private one when the origin
@@ -179,7 +223,7 @@ type ref struct {
 	o       *origin
 	pos     uint32 // index of the name in o.names; only writers use it
 	running bool   // else ondemand
-	relay   bool   // running as a relay copy of another origin's stream
+	relay   bool   // running as a relay copy of another origin's stream (its upstream: origin.upstream)
 }
 
 // origin is a long-lived entry; its record changes by swapping snap, so heartbeats never touch the shards.
@@ -192,6 +236,38 @@ type origin struct {
 	// names lists every name the origin carries, each the very string that keys the shard
 	// map (one copy per name, shared by all its origins). Owned by the writer.
 	names []string
+
+	// ups maps each name the origin relays to the id of the origin it pulls it from
+	// (cluster.Stream.Upstream); nil while it relays nothing. Kept beside the refs rather than
+	// in them: only the admin views read it, and a ref stays 16 bytes.
+	umu sync.RWMutex
+	ups map[string]string
+}
+
+// upstream is the origin o pulls name from, or "".
+func (o *origin) upstream(name string) string {
+	o.umu.RLock()
+	defer o.umu.RUnlock()
+	return o.ups[name]
+}
+
+// setUpstream records (up != "") or forgets (up == "") o's upstream for name; key is the
+// name's canonical string. Writers only.
+func (o *origin) setUpstream(key, up string) {
+	o.umu.Lock()
+	defer o.umu.Unlock()
+	switch {
+	case up != "":
+		if o.ups == nil {
+			o.ups = map[string]string{}
+		}
+		o.ups[key] = up
+	case o.ups != nil:
+		delete(o.ups, key)
+		if len(o.ups) == 0 {
+			o.ups = nil
+		}
+	}
 }
 
 // snapshot is an immutable digest of one origin record.
@@ -544,7 +620,24 @@ func (d *decision) result() Result {
 	if c == nil {
 		return Result{Outcome: Unavailable}
 	}
-	return c.s.result(c.o.id, c.scheme)
+	r := c.s.result(c.o.id, c.scheme)
+	r.Route, r.Spilled = d.route(), d.spilled
+	return r
+}
+
+// route names the kind of copy decide took.
+func (d *decision) route() Route {
+	switch d.which {
+	case tookFirst, tookSecond:
+		return RouteOwner
+	case tookRelay, tookAnyRelay:
+		return RouteRelay
+	case tookSpill:
+		return RouteNewRelay
+	case tookOnDemand:
+		return RouteOnDemand
+	}
+	return 0
 }
 
 // result is the OK answer for scheme index sch of this origin.

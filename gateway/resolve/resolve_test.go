@@ -197,11 +197,13 @@ func TestResolveRules(t *testing.T) {
 		t.Run(tc.desc, func(t *testing.T) {
 			t.Parallel()
 			tb := table(tc.views...)
-			if got := tb.Resolve(tc.req); got != tc.want {
+			// The route is TestRoute's: these rules are about which origin.
+			noRoute := func(r Result) Result { r.Route, r.Spilled = 0, false; return r }
+			if got := noRoute(tb.Resolve(tc.req)); got != tc.want {
 				t.Errorf("Resolve(%+v) = %+v, want %+v", tc.req, got, tc.want)
 			}
 			// Explain must always agree with Resolve.
-			if got := tb.Explain(tc.req).Result; got != tc.want {
+			if got := noRoute(tb.Explain(tc.req).Result); got != tc.want {
 				t.Errorf("Explain(%+v).Result = %+v, want %+v", tc.req, got, tc.want)
 			}
 		})

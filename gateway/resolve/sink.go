@@ -69,15 +69,16 @@ func (t *Table) DropOrigin(originID string) {
 
 // kind is how an origin lists a name: running (as owner or relay) or on demand.
 type kind struct {
-	running bool // else ondemand
-	relay   bool // a running relay copy pulled from another origin (cluster.Stream.Upstream)
+	running  bool   // else ondemand
+	relay    bool   // a running relay copy pulled from another origin (cluster.Stream.Upstream)
+	upstream string // with relay: the origin it pulls from
 }
 
 // kindOf maps a stream entry to its kind; unknown states are ignored rather than guessed.
 func kindOf(s *cluster.Stream) (kind, bool) {
 	switch s.State {
 	case cluster.StreamRunning:
-		return kind{running: true, relay: s.Upstream != ""}, true
+		return kind{running: true, relay: s.Upstream != "", upstream: s.Upstream}, true
 	case cluster.StreamOnDemand:
 		return kind{}, true
 	}
@@ -167,10 +168,16 @@ func (t *Table) upsert(o *origin, name string, k kind) int {
 	e := sh.m[name]
 	if i := e.indexOf(o); i >= 0 {
 		r := e.at(i)
+		key := o.names[r.pos]
+		if k.relay || r.relay {
+			if up := o.upstream(key); up != k.upstream {
+				o.setUpstream(key, t.internID(k.upstream)) // before the ref says relay: readers find it
+			}
+		}
 		if r.running != k.running || r.relay != k.relay {
 			next := e.refs()
 			next[i].running, next[i].relay = k.running, k.relay
-			sh.store(o.names[r.pos], next)
+			sh.store(key, next)
 		}
 		return int(r.pos)
 	}
@@ -185,9 +192,24 @@ func (t *Table) upsert(o *origin, name string, k kind) int {
 	pos := len(o.names)
 	o.names = append(o.names, key)
 	o.count.Add(1)
+	if k.relay {
+		o.setUpstream(key, t.internID(k.upstream))
+	}
 	sh.store(key, append(e.refs(), ref{o: o, pos: uint32(pos), running: k.running, relay: k.relay}))
 	t.entries.Add(1)
 	return pos
+}
+
+// internID returns id as a string the table keeps anyway (the known origin's own id), else a
+// copy: the table never retains the caller's buffers.
+func (t *Table) internID(id string) string {
+	if id == "" {
+		return ""
+	}
+	if o := t.byID[id]; o != nil {
+		return o.id
+	}
+	return strings.Clone(id)
 }
 
 func (t *Table) remove(o *origin, name string) {
@@ -224,6 +246,9 @@ func (t *Table) removeAt(o *origin, pos int) {
 
 // unlink removes the i-th ref of name's entry e.
 func (t *Table) unlink(sh *shard, name string, e *entry, i int) {
+	if r := e.at(i); r.relay {
+		r.o.setUpstream(name, "")
+	}
 	if e.len() == 1 {
 		sh.mu.Lock()
 		delete(sh.m, name)

@@ -25,6 +25,8 @@ type StreamOrigin struct {
 	ID    string `json:"id"`
 	State string `json:"state"`           // running | ondemand
 	Relay bool   `json:"relay,omitempty"` // a relay copy pulled from another origin (cluster pull-through)
+	// Upstream is the origin a relay copy pulls from (cluster.Stream.Upstream).
+	Upstream string `json:"upstream,omitempty"`
 }
 
 // Origins lists the origins by ID.
@@ -55,6 +57,9 @@ func (t *Table) Streams() []StreamInfo {
 				if r.running {
 					si.Origins[j].State = cluster.StreamRunning
 					si.Origins[j].Relay = r.relay
+					if r.relay {
+						si.Origins[j].Upstream = r.o.upstream(name)
+					}
 				}
 			}
 			out = append(out, si)

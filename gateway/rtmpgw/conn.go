@@ -412,7 +412,7 @@ func (s *Server) session(c net.Conn, cl *connLog) {
 		s.fail(client, req, failCode(req), "internal error, retry later")
 		return
 	}
-	cl.origin = res.OriginID
+	cl.origin, cl.route = res.OriginID, res.RouteLog()
 	// A redirect names the origin's public URL; the gateway's own relay connection goes to
 	// its private address when it has one.
 	redirect := s.redirects(req.ci)

@@ -176,7 +176,7 @@ func (f *fakeResolver) result(name string) resolve.Result {
 	if o, ok := f.outcomes[name]; ok {
 		return resolve.Result{Outcome: o}
 	}
-	return resolve.Result{Outcome: resolve.OK, OriginID: "o1", BaseURL: f.base, Scheme: "rtmp"}
+	return resolve.Result{Outcome: resolve.OK, OriginID: "o1", BaseURL: f.base, Scheme: "rtmp", Route: resolve.RouteOwner}
 }
 
 func (f *fakeResolver) Resolve(req resolve.Request) resolve.Result {

@@ -198,6 +198,7 @@ type connLog struct {
 	name     string
 	mode     string
 	origin   string
+	route    string // resolve.Result.RouteLog: which copy the origin is (owner, relay, ...)
 	outcome  string
 	toOrigin int64
 	toClient int64
@@ -219,7 +220,7 @@ func (s *Server) serve(c net.Conn) {
 		}
 		s.Logger.Log(context.Background(), level, "rtmp connection",
 			"client", cl.client, "flashver", cl.flashVer, "capsex", cl.capsEx, "role", cl.role, "name", cl.name,
-			"mode", cl.mode, "origin", cl.origin, "outcome", cl.outcome,
+			"mode", cl.mode, "origin", cl.origin, "route", cl.route, "outcome", cl.outcome,
 			"bytes_to_origin", cl.toOrigin, "bytes_to_client", cl.toClient,
 			"err", errString(cl.err), "duration", time.Since(start).Round(time.Millisecond).String())
 	}()

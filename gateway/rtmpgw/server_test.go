@@ -490,7 +490,7 @@ func TestLogLine(t *testing.T) {
 		t.Fatalf("log: %s", buf.String())
 	}
 	for k, v := range map[string]any{"msg": "rtmp connection", "client": "127.0.0.1", "flashver": "LNX 9,0,124,2",
-		"capsex": float64(0), "role": "play", "name": "live/cam1", "mode": "relay", "origin": "o1", "outcome": "ok"} {
+		"capsex": float64(0), "role": "play", "name": "live/cam1", "mode": "relay", "origin": "o1", "route": "owner", "outcome": "ok"} {
 		if line[k] != v {
 			t.Errorf("%s = %v, want %v", k, line[k], v)
 		}

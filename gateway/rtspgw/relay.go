@@ -60,7 +60,7 @@ func (s *Server) announce(c net.Conn, f *framer, req *base.Request, client strin
 		outcome(base.StatusInternalServerError, OutcomeError)
 		return false
 	}
-	cl.origin = r.OriginID
+	cl.origin, cl.route = r.OriginID, r.RouteLog()
 	// The gateway's own connection goes to the origin's private address when it has one.
 	loc, ok := streamname.Location(r.DialURL(), path, query)
 	var ou *base.URL

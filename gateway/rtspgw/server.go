@@ -210,6 +210,7 @@ type connLog struct {
 	requests int
 	name     string
 	origin   string
+	route    string // resolve.Result.RouteLog: which copy the origin is (owner, relay, ...)
 	mode     string // gwmetrics.ModeRedirect or ModeRelay
 	outcome  string
 	toOrigin int64
@@ -230,7 +231,7 @@ func (s *Server) serve(c net.Conn) {
 			level = slog.LevelDebug
 		}
 		s.Logger.Log(context.Background(), level, "rtsp connection",
-			"client", client, "requests", cl.requests, "name", cl.name, "origin", cl.origin, "mode", cl.mode,
+			"client", client, "requests", cl.requests, "name", cl.name, "origin", cl.origin, "route", cl.route, "mode", cl.mode,
 			"outcome", cl.outcome, "err", errString(cl.err), "bytes_to_origin", cl.toOrigin, "bytes_to_client", cl.toClient, "udp_setups_refused", cl.udpRefused,
 			"duration", time.Since(start).Round(time.Millisecond).String())
 	}()
@@ -350,7 +351,7 @@ func (s *Server) describe(req *base.Request, client string, res *base.Response, 
 			return
 		}
 		res.Header["Location"] = base.HeaderValue{loc}
-		cl.origin = r.OriginID
+		cl.origin, cl.route = r.OriginID, r.RouteLog()
 		outcome(base.StatusFound, OutcomeOK)
 	case resolve.NotFound:
 		outcome(base.StatusNotFound, OutcomeNotFound)

@@ -12,6 +12,7 @@ import (
 	"github.com/bluenviron/gortsplib/v5/pkg/base"
 
 	"github.com/peergate/peergate/gateway/resolve"
+	"github.com/peergate/peergate/internal/logtest"
 )
 
 // fakeResolver knows a few names; "evil.com" style bases are in it on purpose, so a sloppy
@@ -26,7 +27,8 @@ type fakeResolver struct {
 func (fakeResolver) Resolve(req resolve.Request) resolve.Result {
 	switch req.Name {
 	case "live/cam1", "evil.com":
-		return resolve.Result{Outcome: resolve.OK, OriginID: "o1", BaseURL: "rtsp://o1.example.net:8555", Scheme: "rtsp"}
+		return resolve.Result{Outcome: resolve.OK, OriginID: "o1", BaseURL: "rtsp://o1.example.net:8555", Scheme: "rtsp",
+			Route: resolve.RouteRelay, Spilled: true}
 	case "busy":
 		return resolve.Result{Outcome: resolve.Unavailable}
 	}
@@ -240,5 +242,30 @@ func TestConnectionCap(t *testing.T) {
 	io.WriteString(second, req("OPTIONS", "rtsp://"+addr+"/x", 1))
 	if b, _ := io.ReadAll(second); len(b) != 0 {
 		t.Fatalf("connection over the cap answered %q", b)
+	}
+}
+
+// TestRedirectLogLine: the connection's log line names the origin and the route the
+// resolver took to it (owner, relay, new_relay, ondemand; /spilled).
+func TestRedirectLogLine(t *testing.T) {
+	logs := &logtest.Buffer{}
+	s := startServer(t, func(s *Server) { s.Logger = slog.New(slog.NewJSONHandler(logs, nil)) })
+	res, c := exchange(t, s.Addr().String(), req("DESCRIBE", "rtsp://"+s.Addr().String()+"/live/cam1", 1))
+	if res[0].StatusCode != base.StatusFound {
+		t.Fatalf("status %d", res[0].StatusCode)
+	}
+	c.Close()
+	var line map[string]any
+	eventually(t, "the log line", func() bool {
+		for _, l := range logs.Records() {
+			if l["msg"] == "rtsp connection" {
+				line = l
+				return true
+			}
+		}
+		return false
+	})
+	if line["origin"] != "o1" || line["route"] != "relay/spilled" || line["outcome"] != "ok" {
+		t.Fatalf("log line %v", line)
 	}
 }

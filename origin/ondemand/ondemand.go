@@ -234,17 +234,22 @@ func (m *Manager) run(p *pull) {
 		log = m.Logger.With("stream", p.src.Name, "relay_from", p.upstream, "source", redact(p.src.URL))
 	}
 	backoff := m.RetryMin
+	failed := "" // a relay's upstream whose pull just failed
 	for attempt := 0; ; attempt++ {
 		began := time.Now()
 		var err error
 		if p.relay && attempt > 0 {
 			// The upstream may be gone or full: ask the registry again.
-			if err = m.reresolve(p); err == nil {
+			if err = m.reresolve(p, failed); err == nil {
 				log = m.Logger.With("stream", p.src.Name, "relay_from", p.upstream, "source", redact(p.src.URL))
 			}
 		}
 		if err == nil {
 			err = m.pullOnce(p, log)
+			failed = ""
+			if p.relay && err != nil && !errors.Is(err, errIdle) {
+				failed = m.upstreamOf(p)
+			}
 		}
 		if m.ctx.Err() != nil {
 			m.finish(p)

@@ -20,6 +20,11 @@ import (
 // address. The pull is an ordinary on-demand pull: one per NAME however many viewers it
 // serves, stopped IdleTimeout after the last viewer left, retried while viewers remain (each
 // retry looks the upstream up again, so a relay follows its stream to a new upstream).
+//
+// When the upstream dies (a relay killed, an owner gone), the registry still lists it until
+// its heartbeat TTL runs out. The retry after a failed pull therefore avoids the upstream
+// that just failed whenever another origin runs the stream: a relay of a dead relay moves to
+// a live copy at its first retry rather than hammering the dead one for a TTL.
 
 // Cluster finds the origins of the cluster that run a NAME (registry.Finder in production).
 type Cluster interface {
@@ -62,6 +67,12 @@ type Upstream struct {
 //     first) when every owner is full; full ones last (a pull is one client: it beats none);
 //   - up before draining; then least utilized; then by id, so every relay of one NAME agrees.
 func ChooseUpstream(carriers []cluster.Carrier, self, name string, maxDepth int) (Upstream, bool) {
+	return chooseUpstream(carriers, self, name, maxDepth, "")
+}
+
+// chooseUpstream is ChooseUpstream that takes the origin avoid only when no other one
+// qualifies (avoid: the upstream whose pull just failed; "" avoids none).
+func chooseUpstream(carriers []cluster.Carrier, self, name string, maxDepth int, avoid string) (Upstream, bool) {
 	if maxDepth <= 0 {
 		maxDepth = DefaultMaxRelayDepth
 	}
@@ -89,6 +100,7 @@ func ChooseUpstream(carriers []cluster.Carrier, self, name string, maxDepth int)
 	}
 	type cand struct {
 		up       Upstream
+		avoided  bool
 		class    int // 0 owner not full, 1 relay not full, 2 owner full, 3 relay full
 		draining bool
 		util     float64
@@ -120,15 +132,16 @@ func ChooseUpstream(carriers []cluster.Carrier, self, name string, maxDepth int)
 			class += 2
 		}
 		cands = append(cands, cand{
-			up:    Upstream{ID: c.Origin.ID, URL: base + "/" + name, Depth: d + 1},
-			class: class, draining: c.Origin.State != cluster.StateUp, util: utilization(l, cp),
+			up:      Upstream{ID: c.Origin.ID, URL: base + "/" + name, Depth: d + 1},
+			avoided: avoid != "" && c.Origin.ID == avoid,
+			class:   class, draining: c.Origin.State != cluster.StateUp, util: utilization(l, cp),
 		})
 	}
 	if len(cands) == 0 {
 		return Upstream{}, false
 	}
 	best := slices.MinFunc(cands, func(a, b cand) int {
-		return cmp.Or(cmp.Compare(a.class, b.class), compareBool(a.draining, b.draining),
+		return cmp.Or(compareBool(a.avoided, b.avoided), cmp.Compare(a.class, b.class), compareBool(a.draining, b.draining),
 			cmp.Compare(a.up.Depth, b.up.Depth), cmp.Compare(a.util, b.util), cmp.Compare(a.up.ID, b.up.ID))
 	})
 	return best.up, true
@@ -159,8 +172,9 @@ func utilization(l cluster.Load, c cluster.Capacity) float64 {
 	return u
 }
 
-// findUpstream asks the cluster for name's upstream, bounded in time and in lookups in flight.
-func (m *Manager) findUpstream(name string) (Upstream, error) {
+// findUpstream asks the cluster for name's upstream, bounded in time and in lookups in flight;
+// avoid as for chooseUpstream.
+func (m *Manager) findUpstream(name, avoid string) (Upstream, error) {
 	ctx, cancel := context.WithTimeout(m.ctx, lookupTimeout)
 	defer cancel()
 	select {
@@ -173,7 +187,7 @@ func (m *Manager) findUpstream(name string) (Upstream, error) {
 	if err != nil {
 		return Upstream{}, fmt.Errorf("registry lookup: %w", err)
 	}
-	up, ok := ChooseUpstream(carriers, m.Self, name, m.MaxRelayDepth)
+	up, ok := chooseUpstream(carriers, m.Self, name, m.MaxRelayDepth, avoid)
 	if !ok {
 		return Upstream{}, errNoUpstream
 	}
@@ -220,7 +234,7 @@ func (m *Manager) demandRelay(tbl *media.Table, name string) bool {
 	m.inflight[name] = done
 	m.mu.Unlock()
 
-	up, err := m.findUpstream(name) // unlocked: a registry round trip
+	up, err := m.findUpstream(name, "") // unlocked: a registry round trip
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.inflight, name)
@@ -250,9 +264,11 @@ func (m *Manager) demandRelay(tbl *media.Table, name string) bool {
 	return true
 }
 
-// reresolve looks a relay's upstream up again before a retry.
-func (m *Manager) reresolve(p *pull) error {
-	up, err := m.findUpstream(p.src.Name)
+// reresolve looks a relay's upstream up again before a retry. failed is the upstream whose
+// pull just failed ("" after an idle stop): it is taken again only when nothing else runs
+// the stream, since the registry lists a dead origin until its heartbeat TTL runs out.
+func (m *Manager) reresolve(p *pull, failed string) error {
+	up, err := m.findUpstream(p.src.Name, failed)
 	if err != nil {
 		return err
 	}
@@ -260,6 +276,13 @@ func (m *Manager) reresolve(p *pull) error {
 	p.src.URL, p.upstream = up.URL, up.ID
 	m.mu.Unlock()
 	return nil
+}
+
+// upstreamOf is p's current upstream origin id.
+func (m *Manager) upstreamOf(p *pull) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return p.upstream
 }
 
 // RelayUpstream reports whether name is pulled here as a relay copy, and from which origin;

@@ -262,3 +262,86 @@ func TestRelayPlayToken(t *testing.T) {
 		t.Fatalf("relay with a play token: %+v, %v", p, err)
 	}
 }
+
+// TestChooseUpstreamAvoids: the upstream whose pull just failed is taken only when nothing
+// else qualifies, whatever its rank (the registry lists a dead origin until its TTL runs out).
+func TestChooseUpstreamAvoids(t *testing.T) {
+	for _, tc := range []struct {
+		desc     string
+		carriers []cluster.Carrier
+		avoid    string
+		want     string
+	}{
+		{"a full owner rather than the failed relay",
+			[]cluster.Carrier{carrier("own", "", clients(10)), carrier("r1", "own", clients(1))}, "r1", "own"},
+		{"another relay rather than the failed one",
+			[]cluster.Carrier{carrier("own", "", clients(10)), carrier("r1", "own", clients(1)), carrier("r2", "own", clients(5))}, "r1", "r2"},
+		{"the failed one when nothing else runs it",
+			[]cluster.Carrier{carrier("own", "")}, "own", "own"},
+		{"avoiding none keeps the ranking",
+			[]cluster.Carrier{carrier("own", "", clients(10)), carrier("r1", "own", clients(1))}, "", "r1"},
+	} {
+		up, ok := chooseUpstream(tc.carriers, "self", "live/cam", 0, tc.avoid)
+		if !ok || up.ID != tc.want {
+			t.Errorf("%s: got %+v (%v), want %s", tc.desc, up, ok, tc.want)
+		}
+	}
+}
+
+// servedOrigin is an RTSP origin serving the demo clip as live/cam, for relays to pull.
+func servedOrigin(t *testing.T, id string, logs *logCounts) (*rtspsrv.Server, cluster.Carrier) {
+	t.Helper()
+	tbl := media.NewTable(media.Config{})
+	t.Cleanup(tbl.Close)
+	srv := &rtspsrv.Server{Address: "127.0.0.1:0", Table: tbl, Logger: slog.New(countingHandler{testLogger().Handler(), logs})}
+	if err := srv.Initialize(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	src := &filesrc.Source{Name: "live/cam", Path: mediatest.Demo(t), Table: tbl, Logger: testLogger()}
+	if err := src.Initialize(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(src.Close)
+	return srv, cluster.Carrier{
+		Origin: cluster.Origin{ID: id, State: cluster.StateUp, Public: cluster.Public{"rtsp": "rtsp://" + srv.Addr().String()}},
+		Stream: cluster.Stream{Name: "live/cam", State: cluster.StreamRunning},
+	}
+}
+
+// TestRelayUpstreamDies: a relay pulling from an origin that dies re-resolves at once and
+// moves to another origin running the stream, although the registry still lists the dead
+// one (its TTL has not run out); it lists its new upstream and serves viewers again.
+func TestRelayUpstreamDies(t *testing.T) {
+	aLogs, bLogs := &logCounts{}, &logCounts{}
+	aSrv, a := servedOrigin(t, "a-first", aLogs) // ranks first: same load, lower id
+	_, b := servedOrigin(t, "b-second", bLogs)
+	fc := &fakeCluster{carriers: []cluster.Carrier{a, b}}
+	o := startOrigin(t, nil, originOpts{idle: 10 * time.Second, cluster: fc, startTimeout: 10 * time.Second})
+
+	p, err := mediatest.ProbeStream(context.Background(), o.url("/live/cam/mpegts"), mediatest.ReadOptions{Frames: 10, Timeout: 30 * time.Second})
+	if err != nil || p.Frames < 10 {
+		t.Fatalf("viewer through the relay: %+v, %v", p, err)
+	}
+	if s, ok := o.reg.get("live/cam"); !ok || s.Upstream != "a-first" || aLogs.get("rtsp play") != 1 {
+		t.Fatalf("listed %+v (%v) after %d plays at a-first, want a relay of a-first", s, ok, aLogs.get("rtsp play"))
+	}
+
+	aSrv.Close() // a-first dies; fc still lists it, as the registry does until the TTL
+	// A viewer keeps asking, as players of a dropped stream do.
+	moved := mediatest.Eventually(20*time.Second, func() bool {
+		o.m.Demand(o.tbl, "live/cam")
+		s, ok := o.reg.get("live/cam")
+		return ok && s.State == cluster.StreamRunning && s.Upstream == "b-second"
+	})
+	if !moved {
+		t.Fatalf("the relay did not move to b-second; registry: %s", o.reg.hist())
+	}
+	if n := bLogs.get("rtsp play"); n != 1 {
+		t.Errorf("b-second served %d plays, want 1", n)
+	}
+	p, err = mediatest.ProbeStream(context.Background(), o.url("/live/cam/mpegts"), mediatest.ReadOptions{Frames: 10, Timeout: 30 * time.Second})
+	if err != nil || p.Frames < 10 {
+		t.Fatalf("viewer after the move: %+v, %v", p, err)
+	}
+}
