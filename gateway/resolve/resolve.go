@@ -180,6 +180,9 @@ type ref struct {
 	pos     uint32 // index of the name in o.names; only writers use it
 	running bool   // else ondemand
 	relay   bool   // running as a relay copy of another origin's stream
+	// meta describes the running stream (codecs, size, bitrate) when the origin announced
+	// it; nil otherwise. Immutable: a change stores a new ref.
+	meta *cluster.StreamMeta
 }
 
 // origin is a long-lived entry; its record changes by swapping snap, so heartbeats never touch the shards.
@@ -198,6 +201,7 @@ type origin struct {
 type snapshot struct {
 	rec  cluster.Origin
 	up   bool
+	gone bool // dropped from the table (readers in flight may still hold it)
 	full bool
 	util float64 // highest of CPU and the declared capacity terms: balances between copies
 	// fill is the highest declared capacity term alone (clients/max_clients,

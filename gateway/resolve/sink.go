@@ -71,13 +71,20 @@ func (t *Table) DropOrigin(originID string) {
 type kind struct {
 	running bool // else ondemand
 	relay   bool // a running relay copy pulled from another origin (cluster.Stream.Upstream)
+	meta    *cluster.StreamMeta
 }
 
 // kindOf maps a stream entry to its kind; unknown states are ignored rather than guessed.
 func kindOf(s *cluster.Stream) (kind, bool) {
 	switch s.State {
 	case cluster.StreamRunning:
-		return kind{running: true, relay: s.Upstream != ""}, true
+		k := kind{running: true, relay: s.Upstream != ""}
+		if s.Meta != (cluster.StreamMeta{}) {
+			m := s.Meta
+			m.Codecs = strings.Clone(m.Codecs) // never retain the caller's buffers
+			k.meta = &m
+		}
+		return k, true
 	case cluster.StreamOnDemand:
 		return kind{}, true
 	}
@@ -114,7 +121,7 @@ func (t *Table) addOrigin(id string, snap *snapshot) *origin {
 func (t *Table) dropOrigin(o *origin) {
 	// In-flight readers may still hold refs to it: make it ineligible before unlinking.
 	gone := *o.snap.Load()
-	gone.up = false
+	gone.up, gone.gone = false, true
 	o.snap.Store(&gone)
 	for _, name := range o.names {
 		sh := t.shardOf(name)
@@ -167,9 +174,9 @@ func (t *Table) upsert(o *origin, name string, k kind) int {
 	e := sh.m[name]
 	if i := e.indexOf(o); i >= 0 {
 		r := e.at(i)
-		if r.running != k.running || r.relay != k.relay {
+		if r.running != k.running || r.relay != k.relay || !sameMeta(r.meta, k.meta) {
 			next := e.refs()
-			next[i].running, next[i].relay = k.running, k.relay
+			next[i].running, next[i].relay, next[i].meta = k.running, k.relay, k.meta
 			sh.store(o.names[r.pos], next)
 		}
 		return int(r.pos)
@@ -185,7 +192,7 @@ func (t *Table) upsert(o *origin, name string, k kind) int {
 	pos := len(o.names)
 	o.names = append(o.names, key)
 	o.count.Add(1)
-	sh.store(key, append(e.refs(), ref{o: o, pos: uint32(pos), running: k.running, relay: k.relay}))
+	sh.store(key, append(e.refs(), ref{o: o, pos: uint32(pos), running: k.running, relay: k.relay, meta: k.meta}))
 	t.entries.Add(1)
 	return pos
 }
@@ -233,4 +240,11 @@ func (t *Table) unlink(sh *shard, name string, e *entry, i int) {
 		sh.store(name, slices.Delete(e.refs(), i, i+1))
 	}
 	t.entries.Add(-1)
+}
+
+func sameMeta(a, b *cluster.StreamMeta) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
 }
