@@ -1,0 +1,373 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/peergate/peergate/internal/browsertest"
+	"github.com/peergate/peergate/internal/mediatest"
+	"github.com/peergate/peergate/internal/redistest"
+)
+
+// steerSegment is the HLS segment duration of the steering test's origins (and the
+// publisher's key frame interval): the longest stall the test allows.
+const steerSegment = 2 * time.Second
+
+// steerPage plays the gateway's HLS entry with hls.js and records, for the test to read:
+// currentTime samples, every fragment loaded, steering answers, level switches and errors.
+const steerPage = `<!doctype html>
+<html><head><meta charset="utf-8"><title>steering</title></head>
+<body><video id="v" muted autoplay playsinline width="640" height="360"></video>
+<script src="/hls.min.js"></script>
+<script>
+window.rec = {samples: [], frags: [], steering: [], switches: [], errors: []};
+const v = document.getElementById('v');
+const hls = new Hls({debug: false});
+window.hls = hls;
+hls.on(Hls.Events.FRAG_LOADED, (e, d) => rec.frags.push({t: performance.now(), url: d.frag.url, sn: d.frag.sn}));
+hls.on(Hls.Events.STEERING_MANIFEST_LOADED, (e, d) => rec.steering.push({t: performance.now(), priority: d.steeringManifest['PATHWAY-PRIORITY'] || []}));
+hls.on(Hls.Events.LEVEL_SWITCHED, (e, d) => { const l = hls.levels[d.level]; rec.switches.push({t: performance.now(), pathway: l ? (l.pathwayId || '') : '', url: l ? l.url[0] || l.uri || '' : ''}); });
+hls.on(Hls.Events.ERROR, (e, d) => rec.errors.push({t: performance.now(), details: String(d.details), fatal: !!d.fatal}));
+hls.loadSource(%q);
+hls.attachMedia(v);
+v.play().catch(() => {});
+setInterval(() => rec.samples.push({t: performance.now(), ct: v.currentTime, rs: v.readyState}), 250);
+</script></body></html>`
+
+type steerSample struct {
+	T  float64 `json:"t"`
+	CT float64 `json:"ct"`
+	RS int     `json:"rs"`
+}
+
+type steerFrag struct {
+	T   float64 `json:"t"`
+	URL string  `json:"url"`
+	SN  int     `json:"sn"`
+}
+
+type steerRec struct {
+	Samples  []steerSample `json:"samples"`
+	Frags    []steerFrag   `json:"frags"`
+	Steering []struct {
+		T        float64  `json:"t"`
+		Priority []string `json:"priority"`
+	} `json:"steering"`
+	Switches []struct {
+		T       float64 `json:"t"`
+		Pathway string  `json:"pathway"`
+	} `json:"switches"`
+	Errors []struct {
+		T       float64 `json:"t"`
+		Details string  `json:"details"`
+		Fatal   bool    `json:"fatal"`
+	} `json:"errors"`
+}
+
+func hostOf(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return ""
+	}
+	return p.Host
+}
+
+// hlsViewer is ffmpeg reading an HLS URL (decoding the first video stream), with the URLs it
+// opened and its decoded frame count as they come.
+type hlsViewer struct {
+	mu     sync.Mutex
+	frames int
+	opened []string
+	done   chan struct{}
+}
+
+var openingRe = regexp.MustCompile(`Opening '([^']+)' for reading`)
+
+func startHLSViewer(t *testing.T, u string) *hlsViewer {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "info", "-user_agent", "steer-ffmpeg",
+		"-i", u, "-map", "0:v:0", "-f", "null", "-progress", "pipe:1", "-")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	v := &hlsViewer{done: make(chan struct{})}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if n, ok := strings.CutPrefix(sc.Text(), "frame="); ok {
+				if f, err := strconv.Atoi(strings.TrimSpace(n)); err == nil {
+					v.mu.Lock()
+					v.frames = f
+					v.mu.Unlock()
+				}
+			}
+		}
+	})
+	wg.Go(func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			if m := openingRe.FindStringSubmatch(sc.Text()); m != nil {
+				v.mu.Lock()
+				v.opened = append(v.opened, m[1])
+				v.mu.Unlock()
+			}
+		}
+	})
+	go func() { wg.Wait(); _ = cmd.Wait(); close(v.done) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-v.done:
+		case <-time.After(10 * time.Second):
+		}
+	})
+	return v
+}
+
+func (v *hlsViewer) state() (int, []string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.frames, append([]string(nil), v.opened...)
+}
+
+// TestSteeringHLSJSDrain (issue 9, HLS content steering): the gateway runs with http.steering
+// on; live/steer is published with ffmpeg on origin A and relayed by origin B (cluster
+// pull-through, started by a reader of B), so the gateway's multivariant playlist lists two
+// pathways, A first. hls.js in headless Chromium plays the gateway's index.m3u8; mid-playback
+// A is drained (SIGTERM, a drain_timeout long enough to keep serving). The steering answer
+// puts B first at once; hls.js loads its fragments from B from then on, and the video's
+// currentTime advances throughout with no stall longer than one segment (2 s). An ffmpeg
+// HLS viewer of the same multivariant playlist (no steering support) plays the first
+// pathway, A, and keeps decoding across the drain.
+func TestSteeringHLSJSDrain(t *testing.T) {
+	t.Parallel()
+	mediatest.Tool(t, "ffmpeg")
+	rs := redistest.Standalone(t)
+	seg := "PEERGATE_HLS_SEGMENT_DURATION=" + steerSegment.String()
+	a := startMediaOrigin(t, "steer-a", rs.URL(), "", seg, "PEERGATE_DRAIN_TIMEOUT=300s")
+	b := startMediaOrigin(t, "steer-b", rs.URL(), "", seg, "PEERGATE_ONDEMAND_IDLE_TIMEOUT=120s")
+	gw := startGatewayOn(t, "gw", rs.URL(), "PEERGATE_HTTP_STEERING=true", "PEERGATE_HTTP_STEERING_TTL=1s",
+		"PEERGATE_REGISTRY_ANTI_ENTROPY=5s")
+
+	const name = "live/steer"
+	mediatest.PublishRTMP(t, "rtmp://"+a.rtmp+"/"+name, mediatest.Source{GOP: int(steerSegment.Seconds()) * 25})
+	mediatest.EventuallyT(t, 30*time.Second, func() bool {
+		m, _ := streamOrigins(gw, name)
+		return m["steer-a"] == "running"
+	}, "%s never ran on steer-a", name)
+
+	// The layout the gateway assumes: the origin's HLS entry lists main_stream.m3u8.
+	res, err := http.Get(a.publicHTTP + "/" + name + "/index.m3u8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if !strings.Contains(string(body), "\nmain_stream.m3u8") {
+		t.Fatalf("origin index.m3u8 does not list main_stream.m3u8:\n%s", body)
+	}
+
+	// A reader of B makes B relay live/steer from A, for the whole test.
+	keepB := mediatest.Start(t, "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-rtsp_transport", "tcp",
+		"-i", "rtsp://"+b.rtsp+"/"+name, "-map", "0:v:0", "-c", "copy", "-f", "null", "-")
+	defer keepB.Stop()
+	mediatest.EventuallyT(t, 30*time.Second, func() bool {
+		r, _ := relaysOf(gw, name)
+		return r["steer-b"]
+	}, "steer-b never listed as a relay of %s", name)
+
+	// The multivariant playlist: two pathways, A first.
+	entry := "http://" + gw.addr("http") + "/" + name + "/index.m3u8"
+	res, err = http.Get(entry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(res.Body)
+	res.Body.Close()
+	mv := string(body)
+	ia, ib := strings.Index(mv, "http://"+a.http+"/"+name+"/main_stream.m3u8"), strings.Index(mv, "http://"+b.http+"/"+name+"/main_stream.m3u8")
+	if res.StatusCode != 200 || !strings.Contains(mv, `#EXT-X-CONTENT-STEERING:SERVER-URI="/_peergate/steering?stream=live%2Fsteer",PATHWAY-ID="steer-a"`) ||
+		ia < 0 || ib < 0 || ia > ib {
+		t.Fatalf("multivariant playlist (%d), want steer-a then steer-b:\n%s", res.StatusCode, mv)
+	}
+	t.Logf("multivariant playlist:\n%s", mv)
+
+	// ffmpeg (no steering) reads the same playlist.
+	ff := startHLSViewer(t, entry)
+
+	// The page, from the test's own server (another origin than the gateway's).
+	hlsJS, err := os.ReadFile("../origin/httpsrv/assets/hls.min.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/hls.min.js":
+			w.Header().Set("Content-Type", "text/javascript")
+			_, _ = w.Write(hlsJS)
+		case "/":
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			fmt.Fprintf(w, steerPage, entry)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer page.Close()
+
+	c := browsertest.Start(t)
+	tab := c.Open(page.URL + "/")
+	read := func() steerRec {
+		var r steerRec
+		c.Eval(tab, "window.rec", &r)
+		return r
+	}
+	now := func() float64 {
+		var f float64
+		c.Eval(tab, "performance.now()", &f)
+		return f
+	}
+
+	// Playing from A: media time past a few seconds, fragments from A's host.
+	mediatest.EventuallyT(t, 60*time.Second, func() bool {
+		r := read()
+		if len(r.Samples) == 0 || r.Samples[len(r.Samples)-1].CT < 6 {
+			return false
+		}
+		for _, f := range r.Frags {
+			if hostOf(f.URL) == a.http {
+				return true
+			}
+		}
+		return false
+	}, "hls.js never played from steer-a: %+v", read())
+	framesBefore, _ := ff.state()
+
+	// Drain A; it keeps serving (drain_timeout 300 s) while the steering answer moves players.
+	drainedAt := now()
+	a.p.signal(syscall.SIGTERM)
+	mediatest.EventuallyT(t, 30*time.Second, func() bool {
+		m, _ := http.Get("http://" + gw.addr("admin") + "/api/v1/origins")
+		if m == nil {
+			return false
+		}
+		defer m.Body.Close()
+		b, _ := io.ReadAll(m.Body)
+		return strings.Contains(string(b), `"id":"steer-a"`) && strings.Contains(string(b), `"state":"draining"`)
+	}, "the gateway never saw steer-a draining")
+
+	// Fragments move to B; then play on for a while.
+	var movedAt float64
+	mediatest.EventuallyT(t, 60*time.Second, func() bool {
+		for _, f := range read().Frags {
+			if f.T > drainedAt && hostOf(f.URL) == b.http {
+				movedAt = f.T
+				return true
+			}
+		}
+		return false
+	}, "hls.js never loaded a fragment from steer-b after the drain: %+v", read())
+	time.Sleep(5 * steerSegment)
+	r := read()
+	framesAfter, opened := ff.state()
+
+	t.Logf("drain at %.1f s, first fragment from steer-b %.1f s later; %d samples, %d fragments, steering answers %d, switches %+v, errors %+v",
+		drainedAt/1000, (movedAt-drainedAt)/1000, len(r.Samples), len(r.Frags), len(r.Steering), r.Switches, r.Errors)
+	for _, f := range r.Frags {
+		t.Logf("frag %8.1f ms sn %d %s", f.T-drainedAt, f.SN, f.URL)
+	}
+
+	// After the move every fragment comes from B.
+	for _, f := range r.Frags {
+		if f.T > movedAt && hostOf(f.URL) != b.http {
+			t.Errorf("fragment %s loaded %.1f s after the move to steer-b", f.URL, (f.T-movedAt)/1000)
+		}
+	}
+	// The steering answers put B first after the drain.
+	sawB := false
+	for _, s := range r.Steering {
+		if s.T > drainedAt && len(s.Priority) > 0 && s.Priority[0] == "steer-b" {
+			sawB = true
+		}
+	}
+	if !sawB {
+		t.Errorf("no steering answer after the drain put steer-b first: %+v", r.Steering)
+	}
+	for _, e := range r.Errors {
+		if e.Fatal {
+			t.Errorf("hls.js fatal error %s at %.1f s", e.Details, (e.T-drainedAt)/1000)
+		}
+	}
+
+	// Playback never stalls longer than one segment, from steady play to the end: between any
+	// two samples more than a segment apart, currentTime advanced.
+	start := 0
+	for start < len(r.Samples) && r.Samples[start].CT < 1 {
+		start++
+	}
+	ss := r.Samples[start:]
+	if len(ss) < 20 || ss[len(ss)-1].T < movedAt+3*float64(steerSegment.Milliseconds()) {
+		t.Fatalf("too few samples after the move: %d", len(ss))
+	}
+	longest, at := 0.0, 0.0
+	for i, j := 0, 0; i < len(ss); i++ {
+		for j < len(ss) && ss[j].CT <= ss[i].CT {
+			j++
+		}
+		// ss[i..j-1] did not advance past ss[i].
+		if d := ss[j-1].T - ss[i].T; d > longest {
+			longest, at = d, ss[i].T
+		}
+	}
+	t.Logf("longest span without currentTime advancing: %.2f s at %.1f s from the drain; media time %.1f -> %.1f s over %.1f s",
+		longest/1000, (at-drainedAt)/1000, ss[0].CT, ss[len(ss)-1].CT, (ss[len(ss)-1].T-ss[0].T)/1000)
+	if longest > float64(steerSegment.Milliseconds()) {
+		t.Errorf("playback stalled for %.2f s (more than a segment, %v) at %.1f s from the drain", longest/1000, steerSegment, (at-drainedAt)/1000)
+	}
+
+	// ffmpeg kept decoding across the drain, from the first pathway: its media playlist and
+	// segments came from A (it may have probed B's playlist at the start).
+	if framesAfter <= framesBefore+25 {
+		t.Errorf("ffmpeg decoded %d frames before the drain and %d after it: not playing", framesBefore, framesAfter)
+	}
+	var fromA, fromB int
+	for _, u := range opened {
+		if !strings.Contains(u, ".ts") {
+			continue
+		}
+		switch hostOf(u) {
+		case a.http:
+			fromA++
+		case b.http:
+			fromB++
+		}
+	}
+	t.Logf("ffmpeg: %d frames, segments from steer-a %d, from steer-b %d", framesAfter, fromA, fromB)
+	if fromA < 5 || fromB > 1 {
+		t.Errorf("ffmpeg read %d segments from steer-a and %d from steer-b, want the first pathway (steer-a): %q", fromA, fromB, opened)
+	}
+}
