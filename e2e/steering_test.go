@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -34,11 +35,13 @@ const steerPage = `<!doctype html>
 <body><video id="v" muted autoplay playsinline width="640" height="360"></video>
 <script src="/hls.min.js"></script>
 <script>
-window.rec = {samples: [], frags: [], steering: [], switches: [], errors: []};
+window.rec = {samples: [], frags: [], levels: [], steering: [], switches: [], errors: []};
 const v = document.getElementById('v');
 const hls = new Hls({debug: false});
 window.hls = hls;
-hls.on(Hls.Events.FRAG_LOADED, (e, d) => rec.frags.push({t: performance.now(), url: d.frag.url, sn: d.frag.sn}));
+hls.on(Hls.Events.FRAG_LOADED, (e, d) => rec.frags.push({t: performance.now(), url: d.frag.url, sn: d.frag.sn, start: d.frag.start, pdt: d.frag.programDateTime || 0}));
+hls.on(Hls.Events.LEVEL_LOADED, (e, d) => rec.levels.push({t: performance.now(), url: d.details.url, startSN: d.details.startSN, endSN: d.details.endSN,
+  start: d.details.fragments.length ? d.details.fragments[0].start : -1, pdt: d.details.fragments.length ? d.details.fragments[0].programDateTime || 0 : 0}));
 hls.on(Hls.Events.STEERING_MANIFEST_LOADED, (e, d) => rec.steering.push({t: performance.now(), priority: d.steeringManifest['PATHWAY-PRIORITY'] || []}));
 hls.on(Hls.Events.LEVEL_SWITCHED, (e, d) => { const l = hls.levels[d.level]; rec.switches.push({t: performance.now(), pathway: l ? (l.pathwayId || '') : '', url: l ? l.url[0] || l.uri || '' : ''}); });
 hls.on(Hls.Events.ERROR, (e, d) => rec.errors.push({t: performance.now(), details: String(d.details), fatal: !!d.fatal}));
@@ -55,14 +58,24 @@ type steerSample struct {
 }
 
 type steerFrag struct {
-	T   float64 `json:"t"`
-	URL string  `json:"url"`
-	SN  int     `json:"sn"`
+	T     float64 `json:"t"`
+	URL   string  `json:"url"`
+	SN    int     `json:"sn"`
+	Start float64 `json:"start"` // position on hls.js's timeline
+	PDT   float64 `json:"pdt"`   // PROGRAM-DATE-TIME, ms
 }
 
 type steerRec struct {
 	Samples  []steerSample `json:"samples"`
 	Frags    []steerFrag   `json:"frags"`
+	Levels   []struct {
+		T       float64 `json:"t"`
+		URL     string  `json:"url"`
+		StartSN int     `json:"startSN"`
+		EndSN   int     `json:"endSN"`
+		Start   float64 `json:"start"`
+		PDT     float64 `json:"pdt"`
+	} `json:"levels"`
 	Steering []struct {
 		T        float64  `json:"t"`
 		Priority []string `json:"priority"`
@@ -268,16 +281,28 @@ func TestSteeringHLSJSDrain(t *testing.T) {
 	framesBefore, _ := ff.state()
 
 	// Drain A; it keeps serving (drain_timeout 300 s) while the steering answer moves players.
+	// What each copy serves at the drain: media sequence, PROGRAM-DATE-TIME and the first
+	// PTS of its newest segment (the report of a stall needs them).
+	for _, o := range []*mediaOrigin{a, b} {
+		pl := fetchText(o.publicHTTP + "/" + name + "/" + "main_stream.m3u8")
+		last := ""
+		for l := range strings.Lines(pl) {
+			if l = strings.TrimSpace(l); strings.HasSuffix(l, ".ts") {
+				last = l
+			}
+		}
+		pts := "?"
+		if last != "" {
+			out, _ := exec.Command("ffprobe", "-v", "error", "-show_entries", "format=start_time", "-of", "csv=p=0",
+				o.publicHTTP+"/"+name+"/"+last).Output()
+			pts = strings.TrimSpace(string(out))
+		}
+		t.Logf("%s at the drain: newest segment %s starts at PTS %s s; playlist:\n%s", o.id, last, pts, pl)
+	}
 	drainedAt := now()
 	a.p.signal(syscall.SIGTERM)
 	mediatest.EventuallyT(t, 30*time.Second, func() bool {
-		m, _ := http.Get("http://" + gw.addr("admin") + "/api/v1/origins")
-		if m == nil {
-			return false
-		}
-		defer m.Body.Close()
-		b, _ := io.ReadAll(m.Body)
-		return strings.Contains(string(b), `"id":"steer-a"`) && strings.Contains(string(b), `"state":"draining"`)
+		return originState(gw, "steer-a") == "draining"
 	}, "the gateway never saw steer-a draining")
 
 	// Fragments move to B; then play on for a while.
@@ -298,7 +323,16 @@ func TestSteeringHLSJSDrain(t *testing.T) {
 	t.Logf("drain at %.1f s, first fragment from steer-b %.1f s later; %d samples, %d fragments, steering answers %d, switches %+v, errors %+v",
 		drainedAt/1000, (movedAt-drainedAt)/1000, len(r.Samples), len(r.Frags), len(r.Steering), r.Switches, r.Errors)
 	for _, f := range r.Frags {
-		t.Logf("frag %8.1f ms sn %d %s", f.T-drainedAt, f.SN, f.URL)
+		t.Logf("frag loaded %8.1f ms from the drain: sn %d, timeline start %.2f s, PDT %s, %s", f.T-drainedAt, f.SN, f.Start,
+			time.UnixMilli(int64(f.PDT)).UTC().Format("15:04:05.000"), f.URL)
+	}
+	for _, l := range r.Levels {
+		t.Logf("playlist loaded %8.1f ms from the drain: sn %d..%d, first fragment at %.2f s, PDT %s, %s", l.T-drainedAt, l.StartSN, l.EndSN, l.Start,
+			time.UnixMilli(int64(l.PDT)).UTC().Format("15:04:05.000"), l.URL)
+	}
+	for i := 0; i < len(r.Samples); i += 4 {
+		sm := r.Samples[i]
+		t.Logf("sample %8.1f ms from the drain: currentTime %.2f, readyState %d", sm.T-drainedAt, sm.CT, sm.RS)
 	}
 
 	// After the move every fragment comes from B.
@@ -370,4 +404,40 @@ func TestSteeringHLSJSDrain(t *testing.T) {
 	if fromA < 5 || fromB > 1 {
 		t.Errorf("ffmpeg read %d segments from steer-a and %d from steer-b, want the first pathway (steer-a): %q", fromA, fromB, opened)
 	}
+}
+
+// originState is an origin's state as the gateway's admin API shows it.
+func originState(gw *proc, id string) string {
+	res, err := http.Get("http://" + gw.addr("admin") + "/api/v1/origins")
+	if err != nil {
+		return ""
+	}
+	defer res.Body.Close()
+	var body struct {
+		Origins []struct {
+			Origin struct {
+				ID    string `json:"id"`
+				State string `json:"state"`
+			} `json:"origin"`
+		} `json:"origins"`
+	}
+	if json.NewDecoder(res.Body).Decode(&body) != nil {
+		return ""
+	}
+	for _, o := range body.Origins {
+		if o.Origin.ID == id {
+			return o.Origin.State
+		}
+	}
+	return ""
+}
+
+func fetchText(u string) string {
+	res, err := http.Get(u)
+	if err != nil {
+		return err.Error()
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(res.Body, 64<<10))
+	return string(b)
 }
