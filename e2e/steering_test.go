@@ -35,9 +35,10 @@ const steerPage = `<!doctype html>
 <body><video id="v" muted autoplay playsinline width="640" height="360"></video>
 <script src="/hls.min.js"></script>
 <script>
-window.rec = {samples: [], frags: [], levels: [], steering: [], switches: [], errors: []};
+window.rec = {samples: [], frags: [], levels: [], logs: [], steering: [], switches: [], errors: []};
 const v = document.getElementById('v');
-const hls = new Hls({debug: false});
+const keep = (lvl) => (...args) => { if (rec.logs.length < 3000) rec.logs.push({t: performance.now(), m: lvl + ' ' + args.map(String).join(' ').slice(0, 300)}); };
+const hls = new Hls({debug: {log: keep('log'), debug: keep('debug'), info: keep('info'), warn: keep('warn'), error: keep('error')}});
 window.hls = hls;
 hls.on(Hls.Events.FRAG_LOADED, (e, d) => rec.frags.push({t: performance.now(), url: d.frag.url, sn: d.frag.sn, start: d.frag.start, pdt: d.frag.programDateTime || 0}));
 hls.on(Hls.Events.LEVEL_LOADED, (e, d) => rec.levels.push({t: performance.now(), url: d.details.url, startSN: d.details.startSN, endSN: d.details.endSN,
@@ -68,6 +69,10 @@ type steerFrag struct {
 type steerRec struct {
 	Samples  []steerSample `json:"samples"`
 	Frags    []steerFrag   `json:"frags"`
+	Logs     []struct {
+		T float64 `json:"t"`
+		M string  `json:"m"`
+	} `json:"logs"`
 	Levels   []struct {
 		T       float64 `json:"t"`
 		URL     string  `json:"url"`
@@ -325,6 +330,13 @@ func TestSteeringHLSJSDrain(t *testing.T) {
 	for _, f := range r.Frags {
 		t.Logf("frag loaded %8.1f ms from the drain: sn %d, timeline start %.2f s, PDT %s, %s", f.T-drainedAt, f.SN, f.Start,
 			time.UnixMilli(int64(f.PDT)).UTC().Format("15:04:05.000"), f.URL)
+	}
+	if os.Getenv("STEER_DEBUG") != "" {
+		for _, l := range r.Logs {
+			if l.T > drainedAt-1000 && l.T < drainedAt+25000 {
+				t.Logf("hls.js %8.1f ms: %s", l.T-drainedAt, l.M)
+			}
+		}
 	}
 	for _, l := range r.Levels {
 		t.Logf("playlist loaded %8.1f ms from the drain: sn %d..%d, first fragment at %.2f s, PDT %s, %s", l.T-drainedAt, l.StartSN, l.EndSN, l.Start,

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/peergate/peergate/gateway/resolve"
@@ -41,6 +42,10 @@ type Copier interface {
 
 var _ Copier = (*resolve.Table)(nil)
 
+// copyBufs lends Copies its destination: a slice passed through an interface escapes, so a
+// stack array would cost an allocation per answer.
+var copyBufs = sync.Pool{New: func() any { b := make([]resolve.Copy, 0, maxCopies); return &b }}
+
 const (
 	contentM3U8    = "application/vnd.apple.mpegurl"
 	contentJSON    = "application/json"
@@ -66,11 +71,22 @@ func parseSteerQuery(raw string) (q steerQuery, ok bool) {
 	if len(raw) > maxSteerQuery {
 		return steerQuery{}, false
 	}
+	// The viewer's pairs are usually one run of the query (stream= first, the _HLS_ pairs
+	// last): then the viewer query is a substring of it, and only a query with them
+	// interleaved is copied.
 	var viewer strings.Builder
+	vFrom, vTo, copied := -1, -1, false
 	seen := false
-	for rest := raw; rest != ""; {
-		var pair string
-		pair, rest, _ = strings.Cut(rest, "&")
+	for off := 0; off < len(raw); {
+		end := strings.IndexByte(raw[off:], '&')
+		if end < 0 {
+			end = len(raw)
+		} else {
+			end += off
+		}
+		pair := raw[off:end]
+		pairAt := off
+		off = end + 1
 		k, v, _ := strings.Cut(pair, "=")
 		switch {
 		case k == streamParam && !seen:
@@ -94,12 +110,26 @@ func parseSteerQuery(raw string) (q steerQuery, ok bool) {
 		case pair == "":
 			continue
 		}
-		if viewer.Len() > 0 {
+		switch {
+		case vFrom < 0:
+			vFrom, vTo = pairAt, end
+		case !copied && pairAt == vTo+1:
+			vTo = end
+		default:
+			if !copied {
+				viewer.WriteString(raw[vFrom:vTo])
+				copied = true
+			}
 			viewer.WriteByte('&')
+			viewer.WriteString(pair)
 		}
-		viewer.WriteString(pair)
 	}
-	q.viewer = viewer.String()
+	switch {
+	case copied:
+		q.viewer = viewer.String()
+	case vFrom >= 0:
+		q.viewer = raw[vFrom:vTo]
+	}
 	if !seen || !streamname.ValidQuery(q.viewer) {
 		return steerQuery{}, false
 	}
@@ -155,18 +185,38 @@ func validPathway(s string) bool {
 	return true
 }
 
-// escapeName percent-encodes a valid stream name for the query (only '/' needs it).
-func escapeName(name string) string { return strings.ReplaceAll(name, "/", "%2F") }
-
 // steeringURI is the steering endpoint's URI for NAME and the viewer's query, relative to
 // the gateway (players resolve it against the multivariant playlist's URL). A '"' of the
 // query is escaped: the URI sits in a quoted string.
 func steeringURI(name, viewer string) string {
-	u := SteeringPath + "?" + streamParam + "=" + escapeName(name)
-	if viewer != "" {
-		u += "&" + strings.ReplaceAll(viewer, `"`, "%22")
+	return string(appendSteeringURI(nil, name, viewer, false))
+}
+
+// appendSteeringURI appends steeringURI(name, viewer), escaped for a JSON string when json.
+func appendSteeringURI(b []byte, name, viewer string, json bool) []byte {
+	b = append(b, SteeringPath+"?"+streamParam+"="...)
+	for i := 0; i < len(name); i++ {
+		if name[i] == '/' {
+			b = append(b, "%2F"...)
+		} else {
+			b = append(b, name[i])
+		}
 	}
-	return u
+	if viewer == "" {
+		return b
+	}
+	b = append(b, '&')
+	for i := 0; i < len(viewer); i++ {
+		switch c := viewer[i]; {
+		case c == '"':
+			b = append(b, "%22"...)
+		case c == '\\' && json:
+			b = append(b, '\\', '\\')
+		default:
+			b = append(b, c) // printable ASCII: streamname.ValidQuery holds
+		}
+	}
+	return b
 }
 
 // tsCodecs reports whether codecs (the registry's CODECS string, "" when unknown) describe
@@ -200,9 +250,11 @@ func validCodecs(s string) bool {
 // Copies answered. ok is false when the redirect should answer instead (the stream's codecs
 // ask for another playlist layout).
 func (h *handler) multivariant(r *request, name, key string, secure bool) (a answer, origin string, handled bool) {
-	buf := make([]resolve.Copy, 0, 8)
+	buf := copyBufs.Get().(*[]resolve.Copy)
+	defer copyBufs.Put(buf)
 	t0 := time.Now()
-	copies, oc := h.steer.Copies(resolve.Request{Name: name, Proto: resolve.ProtoHTTP, Secure: secure, Client: key}, buf)
+	copies, oc := h.steer.Copies(resolve.Request{Name: name, Proto: resolve.ProtoHTTP, Secure: secure, Client: key}, (*buf)[:0])
+	*buf = copies[:0]
 	h.count.resolve(time.Since(t0))
 	switch oc {
 	case resolve.OK:
@@ -293,9 +345,11 @@ func (h *handler) steering(r *request) (a answer, client string, sticky bool, or
 			return answer{status: http.StatusForbidden, oc: oUnauthorized}, client, sticky, ""
 		}
 	}
-	var stack [maxCopies]resolve.Copy
+	buf := copyBufs.Get().(*[]resolve.Copy)
+	defer copyBufs.Put(buf)
 	t0 := time.Now()
-	copies, oc := h.steer.Copies(resolve.Request{Name: q.name, Proto: resolve.ProtoHTTP, Secure: secure, Client: key}, stack[:0])
+	copies, oc := h.steer.Copies(resolve.Request{Name: q.name, Proto: resolve.ProtoHTTP, Secure: secure, Client: key}, (*buf)[:0])
+	*buf = copies[:0]
 	h.count.resolve(time.Since(t0))
 	if oc == resolve.NotFound || len(copies) == 0 {
 		if oc == resolve.Unavailable {
@@ -314,7 +368,7 @@ func (h *handler) steering(r *request) (a answer, client string, sticky bool, or
 	b = append(b, `{"VERSION":1,"TTL":`...)
 	b = strconv.AppendInt(b, h.steerTTL, 10)
 	b = append(b, `,"RELOAD-URI":"`...)
-	b = appendJSONString(b, steeringURI(q.name, q.viewer))
+	b = appendSteeringURI(b, q.name, q.viewer, true)
 	b = append(b, `","PATHWAY-PRIORITY":[`...)
 	n := 0
 	for i := range copies {
@@ -365,34 +419,19 @@ func (h *handler) steering(r *request) (a answer, client string, sticky bool, or
 	return answer{status: http.StatusOK, oc: out, body: b}, client, sticky, copies[0].OriginID
 }
 
-// hostOf returns host[:port] of a registry base URL of the given scheme (validated by
-// streamname's rules: no user info, path or query can ride along), or false.
+// hostOf returns host[:port] of a registry base URL of the given scheme, or false when the
+// rest is anything but a plain host (a name, an IPv4 or bracketed IPv6 address) and port:
+// no user info, path or query can ride along into a URI-REPLACEMENT.
 func hostOf(base, scheme string) (string, bool) {
-	if _, ok := streamname.Location(base, "/", ""); !ok {
-		return "", false
-	}
 	rest, ok := strings.CutPrefix(base, scheme+"://")
-	if !ok || rest == "" {
+	if !ok || rest == "" || len(rest) > 300 {
 		return "", false
 	}
-	return rest, true
-}
-
-// appendJSONString appends s, which holds printable ASCII only (a steering URI), escaping
-// what JSON requires.
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case '"', '\\':
-			b = append(b, '\\', c)
-		default:
-			if c < 0x20 || c >= 0x7f {
-				b = append(b, `\u00`...)
-				b = append(b, "0123456789abcdef"[c>>4], "0123456789abcdef"[c&15])
-				continue
-			}
-			b = append(b, c)
+	for i := 0; i < len(rest); i++ {
+		c := rest[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_' || c == ':' || c == '[' || c == ']') {
+			return "", false
 		}
 	}
-	return b
+	return rest, true
 }

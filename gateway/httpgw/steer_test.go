@@ -1,11 +1,13 @@
 package httpgw
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -266,7 +268,7 @@ type recMetrics struct {
 	n  map[string]int
 }
 
-func (m *recMetrics) Redirect(_, oc string) { m.mu.Lock(); m.n[oc]++; m.mu.Unlock() }
+func (m *recMetrics) Redirect(_, oc string)                 { m.mu.Lock(); m.n[oc]++; m.mu.Unlock() }
 func (m *recMetrics) ResolveDuration(string, time.Duration) {}
 
 // TestSteeringCountsAndLogs: steering answers are counted by outcome and logged one line each.
@@ -304,11 +306,15 @@ type lockedWriter struct {
 	mu *sync.Mutex
 }
 
-func (l *lockedWriter) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.w.Write(p) }
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
 
 var steerQueryCases = []struct {
-	q                      string
-	ok                     bool
+	q                     string
+	ok                    bool
 	name, pathway, viewer string
 }{
 	{"stream=live%2Fcam1", true, "live/cam1", "", ""},
@@ -367,3 +373,77 @@ func FuzzSteerQuery(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkSteering measures the steering endpoint's answers against the plain 302 of the same
+// stream, in the same run, on a real table (live/cam1 on an owner and a relay): through the
+// handler (net/http's ResponseWriter, no socket) and through the real listener (one
+// keep-alive connection, one request in flight). Compare ns/op: the redirect is the baseline.
+func BenchmarkSteering(b *testing.B) {
+	tb := steerTable(0.8)
+	quiet := slog.New(slog.DiscardHandler)
+	h := (&handler{res: tb, steer: tb, steerTTL: 5, log: quiet, metrics: nopMetrics{}, retryAfter: []string{"2"}}).router()
+	cases := []struct {
+		name, target string
+		status       int
+	}{
+		{"redirect", "/live/cam1/main_stream.m3u8?token=abc123", http.StatusFound},
+		{"steering", SteeringPath + "?stream=live%2Fcam1&token=abc123&_HLS_pathway=own&_HLS_throughput=5000000", http.StatusOK},
+		{"multivariant", "/live/cam1/index.m3u8?token=abc123", http.StatusOK},
+	}
+	for _, bc := range cases {
+		req, _ := http.NewRequest(http.MethodGet, bc.target, nil)
+		req.RemoteAddr = "10.1.2.3:4567"
+		b.Run("handler/"+bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				w := &nullWriter{hdr: http.Header{}}
+				h.ServeHTTP(w, req)
+				if w.code != bc.status {
+					b.Fatalf("status %d", w.code)
+				}
+			}
+		})
+	}
+	s := &Server{Address: "127.0.0.1:0", Resolver: tb, Steering: tb, Logger: quiet}
+	if err := s.Initialize(); err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	for _, bc := range cases {
+		b.Run("listener/"+bc.name, func(b *testing.B) {
+			c, err := net.Dial("tcp", s.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			br := bufio.NewReader(c)
+			reqBytes := []byte("GET " + bc.target + " HTTP/1.1\r\nHost: gw\r\nUser-Agent: bench\r\n\r\n")
+			get := &http.Request{Method: http.MethodGet}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := c.Write(reqBytes); err != nil {
+					b.Fatal(err)
+				}
+				res, err := http.ReadResponse(br, get)
+				if err != nil {
+					b.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+				if res.StatusCode != bc.status {
+					b.Fatalf("status %d", res.StatusCode)
+				}
+			}
+		})
+	}
+}
+
+// nullWriter is a ResponseWriter that keeps the status only.
+type nullWriter struct {
+	hdr  http.Header
+	code int
+}
+
+func (w *nullWriter) Header() http.Header         { return w.hdr }
+func (w *nullWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (w *nullWriter) WriteHeader(code int)        { w.code = code }
