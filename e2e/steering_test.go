@@ -35,16 +35,18 @@ const steerPage = `<!doctype html>
 <body><video id="v" muted autoplay playsinline width="640" height="360"></video>
 <script src="/hls.min.js"></script>
 <script>
-window.rec = {samples: [], frags: [], levels: [], logs: [], steering: [], switches: [], errors: []};
+window.rec = {samples: [], frags: [], levels: [], logs: [], pathways: [], steering: [], switches: [], errors: []};
 const v = document.getElementById('v');
 const keep = (lvl) => (...args) => { if (rec.logs.length < 3000) rec.logs.push({t: performance.now(), m: lvl + ' ' + args.map(String).join(' ').slice(0, 300)}); };
-const hls = new Hls({debug: {log: keep('log'), debug: keep('debug'), info: keep('info'), warn: keep('warn'), error: keep('error')}});
+const hls = new Hls({debug: %t ? {log: keep('log'), debug: keep('debug'), info: keep('info'), warn: keep('warn'), error: keep('error')} : false});
 window.hls = hls;
 hls.on(Hls.Events.FRAG_LOADED, (e, d) => rec.frags.push({t: performance.now(), url: d.frag.url, sn: d.frag.sn, start: d.frag.start, pdt: d.frag.programDateTime || 0}));
 hls.on(Hls.Events.LEVEL_LOADED, (e, d) => rec.levels.push({t: performance.now(), url: d.details.url, startSN: d.details.startSN, endSN: d.details.endSN,
   start: d.details.fragments.length ? d.details.fragments[0].start : -1, pdt: d.details.fragments.length ? d.details.fragments[0].programDateTime || 0 : 0}));
 hls.on(Hls.Events.STEERING_MANIFEST_LOADED, (e, d) => rec.steering.push({t: performance.now(), priority: d.steeringManifest['PATHWAY-PRIORITY'] || []}));
 hls.on(Hls.Events.LEVEL_SWITCHED, (e, d) => { const l = hls.levels[d.level]; rec.switches.push({t: performance.now(), pathway: l ? (l.pathwayId || '') : '', url: l ? l.url[0] || l.uri || '' : ''}); });
+hls.on(Hls.Events.MANIFEST_PARSED, () => rec.pathways.push({t: performance.now(), pathway: hls.levels[0] ? hls.levels[0].pathwayId : ''}));
+hls.on(Hls.Events.LEVELS_UPDATED, () => rec.pathways.push({t: performance.now(), pathway: hls.levels[0] ? hls.levels[0].pathwayId : ''}));
 hls.on(Hls.Events.ERROR, (e, d) => rec.errors.push({t: performance.now(), details: String(d.details), fatal: !!d.fatal}));
 hls.loadSource(%q);
 hls.attachMedia(v);
@@ -85,6 +87,10 @@ type steerRec struct {
 		T        float64  `json:"t"`
 		Priority []string `json:"priority"`
 	} `json:"steering"`
+	Pathways []struct {
+		T       float64 `json:"t"`
+		Pathway string  `json:"pathway"`
+	} `json:"pathways"`
 	Switches []struct {
 		T       float64 `json:"t"`
 		Pathway string  `json:"pathway"`
@@ -250,7 +256,7 @@ func TestSteeringHLSJSDrain(t *testing.T) {
 			_, _ = w.Write(hlsJS)
 		case "/":
 			w.Header().Set("Content-Type", "text/html; charset=utf-8")
-			fmt.Fprintf(w, steerPage, entry)
+			fmt.Fprintf(w, steerPage, os.Getenv("STEER_DEBUG") != "", entry)
 		default:
 			http.NotFound(w, r)
 		}
@@ -352,6 +358,11 @@ func TestSteeringHLSJSDrain(t *testing.T) {
 		if f.T > movedAt && hostOf(f.URL) != b.http {
 			t.Errorf("fragment %s loaded %.1f s after the move to steer-b", f.URL, (f.T-movedAt)/1000)
 		}
+	}
+	// The player's pathway: steer-a from the start, steer-b after the drain.
+	t.Logf("pathways: %+v", r.Pathways)
+	if len(r.Pathways) == 0 || r.Pathways[0].Pathway != "steer-a" || r.Pathways[len(r.Pathways)-1].Pathway != "steer-b" {
+		t.Errorf("hls.js pathways %+v, want steer-a then steer-b", r.Pathways)
 	}
 	// The steering answers put B first after the drain.
 	sawB := false
