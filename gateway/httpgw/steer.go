@@ -302,11 +302,18 @@ func (h *handler) multivariant(r *request, name, key string, secure bool) (a ans
 	return answer{status: http.StatusOK, oc: oMultivariant, body: []byte(b.String())}, first, true
 }
 
-// writeStreamInf writes an EXT-X-STREAM-INF tag without its line end; a copy whose origin
-// announced nothing borrows what the first copy's did (they carry the same stream).
+// writeStreamInf writes an EXT-X-STREAM-INF tag without its line end; what a copy's origin
+// did not announce is borrowed from the first copy (they carry the same stream), so that
+// every pathway describes its variant alike.
 func writeStreamInf(b *strings.Builder, m, first cluster.StreamMeta) {
-	if m == (cluster.StreamMeta{}) {
-		m = first
+	if m.BitrateBps <= 0 {
+		m.BitrateBps = first.BitrateBps
+	}
+	if m.Codecs == "" {
+		m.Codecs = first.Codecs
+	}
+	if m.Width <= 0 || m.Height <= 0 {
+		m.Width, m.Height = first.Width, first.Height
 	}
 	bw := m.BitrateBps
 	if bw <= 0 || bw > 1<<40 {
