@@ -447,3 +447,42 @@ type nullWriter struct {
 func (w *nullWriter) Header() http.Header         { return w.hdr }
 func (w *nullWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (w *nullWriter) WriteHeader(code int)        { w.code = code }
+
+// fakeCopier answers a fixed copy list, whatever it holds.
+type fakeCopier []resolve.Copy
+
+func (f fakeCopier) Copies(req resolve.Request, dst []resolve.Copy) ([]resolve.Copy, resolve.Outcome) {
+	if req.Name != steerCam {
+		return dst[:0], resolve.NotFound
+	}
+	return append(dst[:0], f...), resolve.OK
+}
+
+// TestSteeringRefusesBadRegistryURLs: a copy whose base URL is not a bare scheme://host[:port]
+// (or whose id is no pathway id) never reaches a playlist or a clone; a bad first copy is 502.
+func TestSteeringRefusesBadRegistryURLs(t *testing.T) {
+	t.Parallel()
+	good := resolve.Copy{OriginID: "good", BaseURL: "http://good.test:8081", Scheme: "http"}
+	bad := []resolve.Copy{
+		{OriginID: "path", BaseURL: "http://evil.test:8081/x", Scheme: "http"},
+		{OriginID: "user", BaseURL: "http://u@evil.test", Scheme: "http"},
+		{OriginID: "query", BaseURL: "http://evil.test?x", Scheme: "http"},
+		{OriginID: "bad id", BaseURL: "http://evil.test", Scheme: "http"},
+		{OriginID: "quote", BaseURL: `http://evil.test"`, Scheme: "http"},
+	}
+	s := start(t, &Server{Resolver: newFake(), Steering: fakeCopier(append([]resolve.Copy{good}, bad...))})
+	res, body := sget(t, s, "/live/cam1/index.m3u8")
+	if res.StatusCode != 200 || strings.Contains(body, "evil") {
+		t.Fatalf("%d\n%s", res.StatusCode, body)
+	}
+	res, body = sget(t, s, SteeringPath+"?stream=live%2Fcam1&_HLS_pathway=good")
+	if res.StatusCode != 200 || strings.Contains(body, "evil") || strings.Contains(body, "bad id") {
+		t.Fatalf("%d\n%s", res.StatusCode, body)
+	}
+	for _, b := range bad {
+		s := start(t, &Server{Resolver: newFake(), Steering: fakeCopier{b, good}})
+		if res, body := sget(t, s, "/live/cam1/index.m3u8"); res.StatusCode != 502 || strings.Contains(body, "evil") {
+			t.Errorf("first copy %+v: %d\n%s", b, res.StatusCode, body)
+		}
+	}
+}
