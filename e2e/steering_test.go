@@ -69,13 +69,13 @@ type steerFrag struct {
 }
 
 type steerRec struct {
-	Samples  []steerSample `json:"samples"`
-	Frags    []steerFrag   `json:"frags"`
-	Logs     []struct {
+	Samples []steerSample `json:"samples"`
+	Frags   []steerFrag   `json:"frags"`
+	Logs    []struct {
 		T float64 `json:"t"`
 		M string  `json:"m"`
 	} `json:"logs"`
-	Levels   []struct {
+	Levels []struct {
 		T       float64 `json:"t"`
 		URL     string  `json:"url"`
 		StartSN int     `json:"startSN"`
