@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"os"
 	"os/exec"
@@ -244,6 +245,76 @@ func TestSteeringHLSJSDrain(t *testing.T) {
 	// ffmpeg (no steering) reads the same playlist.
 	ff := startHLSViewer(t, entry)
 
+	// hls.js plays from A; A drains; the player must move to B without a stall.
+	var framesBefore int
+	steerAcrossDrain(t, gw, entry,
+		steerCopy{id: "steer-a", host: a.http, p: a.p}, steerCopy{id: "steer-b", host: b.http},
+		func() {
+			framesBefore, _ = ff.state()
+			// What each copy serves at the drain: media sequence, PROGRAM-DATE-TIME and the
+			// first PTS of its newest segment (the report of a stall needs them).
+			for _, o := range []*mediaOrigin{a, b} {
+				logCopy(t, o.id, o.publicHTTP+"/"+name)
+			}
+		})
+	framesAfter, opened := ff.state()
+
+	// ffmpeg kept decoding across the drain, from the first pathway: its media playlist and
+	// segments came from A (it may have probed B's playlist at the start).
+	if framesAfter <= framesBefore+25 {
+		t.Errorf("ffmpeg decoded %d frames before the drain and %d after it: not playing", framesBefore, framesAfter)
+	}
+	var fromA, fromB int
+	for _, u := range opened {
+		if !strings.Contains(u, ".ts") {
+			continue
+		}
+		switch hostOf(u) {
+		case a.http:
+			fromA++
+		case b.http:
+			fromB++
+		}
+	}
+	t.Logf("ffmpeg: %d frames, segments from steer-a %d, from steer-b %d", framesAfter, fromA, fromB)
+	if fromA < 5 || fromB > 1 {
+		t.Errorf("ffmpeg read %d segments from steer-a and %d from steer-b, want the first pathway (steer-a): %q", fromA, fromB, opened)
+	}
+}
+
+// steerCopy is one pathway of a steering test: its origin id, the host its playlist URIs
+// name, and its process (to drain it).
+type steerCopy struct {
+	id, host string
+	p        *proc
+}
+
+// logCopy logs what a copy serves for NAME now (base is its public URL + "/" + NAME): the
+// media playlist, and the first PTS of its newest segment.
+func logCopy(t *testing.T, id, base string) {
+	pl := fetchText(base + "/main_stream.m3u8")
+	last := ""
+	for l := range strings.Lines(pl) {
+		if l = strings.TrimSpace(l); strings.HasSuffix(l, ".ts") {
+			last = l
+		}
+	}
+	pts := "?"
+	if last != "" {
+		out, _ := exec.Command("ffprobe", "-v", "error", "-show_entries", "format=start_time", "-of", "csv=p=0", base+"/"+last).Output()
+		pts = strings.TrimSpace(string(out))
+	}
+	t.Logf("%s at the drain: newest segment %s starts at PTS %s s; playlist:\n%s", id, last, pts, pl)
+}
+
+// steerAcrossDrain plays the gateway's HLS entry with hls.js in headless Chromium (the page
+// and hls.js served by the test, another origin than the gateway's) until it plays from
+// from.host, calls atDrain, drains from (SIGTERM: its long drain_timeout keeps it serving),
+// and checks that the steering answers put to.id first, that hls.js moves its pathway and
+// fragment requests to to.host, and that currentTime advanced throughout: between any two
+// samples more than a segment apart (steerSegment), from steady play to the end.
+func steerAcrossDrain(t *testing.T, gw *proc, entry string, from, to steerCopy, atDrain func()) {
+	t.Helper()
 	// The page, from the test's own server (another origin than the gateway's).
 	hlsJS, err := os.ReadFile("../origin/httpsrv/assets/hls.min.js")
 	if err != nil {
@@ -261,7 +332,7 @@ func TestSteeringHLSJSDrain(t *testing.T) {
 			http.NotFound(w, r)
 		}
 	}))
-	defer page.Close()
+	t.Cleanup(page.Close)
 
 	c := browsertest.Start(t)
 	tab := c.Open(page.URL + "/")
@@ -283,56 +354,38 @@ func TestSteeringHLSJSDrain(t *testing.T) {
 			return false
 		}
 		for _, f := range r.Frags {
-			if hostOf(f.URL) == a.http {
+			if hostOf(f.URL) == from.host {
 				return true
 			}
 		}
 		return false
-	}, "hls.js never played from steer-a: %+v", read())
-	framesBefore, _ := ff.state()
+	}, "hls.js never played from %s: %+v", from.id, read())
 
-	// Drain A; it keeps serving (drain_timeout 300 s) while the steering answer moves players.
-	// What each copy serves at the drain: media sequence, PROGRAM-DATE-TIME and the first
-	// PTS of its newest segment (the report of a stall needs them).
-	for _, o := range []*mediaOrigin{a, b} {
-		pl := fetchText(o.publicHTTP + "/" + name + "/" + "main_stream.m3u8")
-		last := ""
-		for l := range strings.Lines(pl) {
-			if l = strings.TrimSpace(l); strings.HasSuffix(l, ".ts") {
-				last = l
-			}
-		}
-		pts := "?"
-		if last != "" {
-			out, _ := exec.Command("ffprobe", "-v", "error", "-show_entries", "format=start_time", "-of", "csv=p=0",
-				o.publicHTTP+"/"+name+"/"+last).Output()
-			pts = strings.TrimSpace(string(out))
-		}
-		t.Logf("%s at the drain: newest segment %s starts at PTS %s s; playlist:\n%s", o.id, last, pts, pl)
-	}
+	atDrain()
 	drainedAt := now()
-	a.p.signal(syscall.SIGTERM)
+	from.p.signal(syscall.SIGTERM)
 	mediatest.EventuallyT(t, 30*time.Second, func() bool {
-		return originState(gw, "steer-a") == "draining"
-	}, "the gateway never saw steer-a draining")
+		// Draining, or gone already when nobody watched it directly (its drain has nothing to wait for).
+		st := originState(gw, from.id)
+		return st == "draining" || st == ""
+	}, "the gateway never saw %s draining or gone", from.id)
 
-	// Fragments move to B; then play on for a while.
+	// Fragments move to the other copy; then play on for a while.
 	var movedAt float64
 	mediatest.EventuallyT(t, 60*time.Second, func() bool {
 		for _, f := range read().Frags {
-			if f.T > drainedAt && hostOf(f.URL) == b.http {
+			if f.T > drainedAt && hostOf(f.URL) == to.host {
 				movedAt = f.T
 				return true
 			}
 		}
 		return false
-	}, "hls.js never loaded a fragment from steer-b after the drain: %+v", read())
+	}, "hls.js never loaded a fragment from %s after the drain: %+v", to.id, read())
 	time.Sleep(5 * steerSegment)
 	r := read()
-	framesAfter, opened := ff.state()
 
-	t.Logf("drain at %.1f s, first fragment from steer-b %.1f s later; %d samples, %d fragments, steering answers %d, switches %+v, errors %+v",
-		drainedAt/1000, (movedAt-drainedAt)/1000, len(r.Samples), len(r.Frags), len(r.Steering), r.Switches, r.Errors)
+	t.Logf("drain of %s at %.1f s, first fragment from %s %.1f s later; %d samples, %d fragments, steering answers %d, switches %+v, errors %+v",
+		from.id, drainedAt/1000, to.id, (movedAt-drainedAt)/1000, len(r.Samples), len(r.Frags), len(r.Steering), r.Switches, r.Errors)
 	for _, f := range r.Frags {
 		t.Logf("frag loaded %8.1f ms from the drain: sn %d, timeline start %.2f s, PDT %s, %s", f.T-drainedAt, f.SN, f.Start,
 			time.UnixMilli(int64(f.PDT)).UTC().Format("15:04:05.000"), f.URL)
@@ -353,26 +406,26 @@ func TestSteeringHLSJSDrain(t *testing.T) {
 		t.Logf("sample %8.1f ms from the drain: currentTime %.2f, readyState %d", sm.T-drainedAt, sm.CT, sm.RS)
 	}
 
-	// After the move every fragment comes from B.
+	// After the move every fragment comes from the other copy.
 	for _, f := range r.Frags {
-		if f.T > movedAt && hostOf(f.URL) != b.http {
-			t.Errorf("fragment %s loaded %.1f s after the move to steer-b", f.URL, (f.T-movedAt)/1000)
+		if f.T > movedAt && hostOf(f.URL) != to.host {
+			t.Errorf("fragment %s loaded %.1f s after the move to %s", f.URL, (f.T-movedAt)/1000, to.id)
 		}
 	}
-	// The player's pathway: steer-a from the start, steer-b after the drain.
+	// The player's pathway: from.id at the start, to.id after the drain.
 	t.Logf("pathways: %+v", r.Pathways)
-	if len(r.Pathways) == 0 || r.Pathways[0].Pathway != "steer-a" || r.Pathways[len(r.Pathways)-1].Pathway != "steer-b" {
-		t.Errorf("hls.js pathways %+v, want steer-a then steer-b", r.Pathways)
+	if len(r.Pathways) == 0 || r.Pathways[0].Pathway != from.id || r.Pathways[len(r.Pathways)-1].Pathway != to.id {
+		t.Errorf("hls.js pathways %+v, want %s then %s", r.Pathways, from.id, to.id)
 	}
-	// The steering answers put B first after the drain.
-	sawB := false
+	// The steering answers put the other copy first after the drain.
+	sawTo := false
 	for _, s := range r.Steering {
-		if s.T > drainedAt && len(s.Priority) > 0 && s.Priority[0] == "steer-b" {
-			sawB = true
+		if s.T > drainedAt && len(s.Priority) > 0 && s.Priority[0] == to.id {
+			sawTo = true
 		}
 	}
-	if !sawB {
-		t.Errorf("no steering answer after the drain put steer-b first: %+v", r.Steering)
+	if !sawTo {
+		t.Errorf("no steering answer after the drain put %s first: %+v", to.id, r.Steering)
 	}
 	for _, e := range r.Errors {
 		if e.Fatal {
@@ -406,27 +459,6 @@ func TestSteeringHLSJSDrain(t *testing.T) {
 		t.Errorf("playback stalled for %.2f s (more than a segment, %v) at %.1f s from the drain", longest/1000, steerSegment, (at-drainedAt)/1000)
 	}
 
-	// ffmpeg kept decoding across the drain, from the first pathway: its media playlist and
-	// segments came from A (it may have probed B's playlist at the start).
-	if framesAfter <= framesBefore+25 {
-		t.Errorf("ffmpeg decoded %d frames before the drain and %d after it: not playing", framesBefore, framesAfter)
-	}
-	var fromA, fromB int
-	for _, u := range opened {
-		if !strings.Contains(u, ".ts") {
-			continue
-		}
-		switch hostOf(u) {
-		case a.http:
-			fromA++
-		case b.http:
-			fromB++
-		}
-	}
-	t.Logf("ffmpeg: %d frames, segments from steer-a %d, from steer-b %d", framesAfter, fromA, fromB)
-	if fromA < 5 || fromB > 1 {
-		t.Errorf("ffmpeg read %d segments from steer-a and %d from steer-b, want the first pathway (steer-a): %q", fromA, fromB, opened)
-	}
 }
 
 // originState is an origin's state as the gateway's admin API shows it.
@@ -463,4 +495,63 @@ func fetchText(u string) string {
 	defer res.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(res.Body, 64<<10))
 	return string(b)
+}
+
+// TestSteeringHLSJSDrainAlignedCopies is the control of TestSteeringHLSJSDrain: the second
+// copy is perfectly interchangeable with the first (origin B announces live/steer with a
+// public HTTP URL that is a reverse proxy to origin A: the same playlists and segments,
+// under another host and pathway). hls.js plays through the steering gateway from whichever
+// copy the gateway lists first; that origin is drained mid-playback; the player moves its
+// pathway and its fragment requests to the other host, with no stall longer than a segment.
+// It separates what the gateway's steering does from how alike the copies are.
+func TestSteeringHLSJSDrainAlignedCopies(t *testing.T) {
+	t.Parallel()
+	mediatest.Tool(t, "ffmpeg")
+	rs := redistest.Standalone(t)
+	seg := "PEERGATE_HLS_SEGMENT_DURATION=" + steerSegment.String()
+	const token = "steering-admin-token-0123"
+	a := startMediaOrigin(t, "steer-a", rs.URL(), "", seg, "PEERGATE_DRAIN_TIMEOUT=300s")
+	target, _ := url.Parse(a.publicHTTP)
+	proxy := httptest.NewServer(httputil.NewSingleHostReverseProxy(target))
+	t.Cleanup(proxy.Close)
+	b := startMediaOrigin(t, "steer-b", rs.URL(), "", seg, "PEERGATE_DRAIN_TIMEOUT=300s",
+		"PEERGATE_PUBLIC_HTTP="+proxy.URL, "PEERGATE_ADMIN_TOKEN="+token)
+	gw := startGatewayOn(t, "gw", rs.URL(), "PEERGATE_HTTP_STEERING=true", "PEERGATE_HTTP_STEERING_TTL=1s",
+		"PEERGATE_REGISTRY_ANTI_ENTROPY=5s")
+
+	const name = "live/steer"
+	mediatest.PublishRTMP(t, "rtmp://"+a.rtmp+"/"+name, mediatest.Source{GOP: int(steerSegment.Seconds()) * 25})
+	mediatest.EventuallyT(t, 30*time.Second, func() bool {
+		m, _ := streamOrigins(gw, name)
+		return m["steer-a"] == "running"
+	}, "%s never ran on steer-a", name)
+	// B announces the name (the admin API), so the gateway lists two running copies.
+	req, _ := http.NewRequest(http.MethodPut, "http://"+b.p.addr("admin")+"/api/v1/streams/"+name, strings.NewReader(`{"state":"running"}`))
+	req.Header.Set("Authorization", "Bearer "+token)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode/100 != 2 {
+		t.Fatalf("announcing %s on steer-b: %d", name, res.StatusCode)
+	}
+	mediatest.EventuallyT(t, 30*time.Second, func() bool {
+		m, _ := streamOrigins(gw, name)
+		return m["steer-b"] == "running"
+	}, "%s never listed on steer-b", name)
+
+	entry := "http://" + gw.addr("http") + "/" + name + "/index.m3u8"
+	mv := fetchText(entry)
+	t.Logf("multivariant playlist:\n%s", mv)
+	copyA := steerCopy{id: "steer-a", host: a.http, p: a.p}
+	copyB := steerCopy{id: "steer-b", host: hostOf(proxy.URL), p: b.p}
+	from, to := copyA, copyB
+	if strings.Contains(mv, `PATHWAY-ID="steer-b"`+"\n") && strings.Index(mv, `PATHWAY-ID="steer-b"`) < strings.Index(mv, `PATHWAY-ID="steer-a"`) {
+		from, to = copyB, copyA
+	}
+	if !strings.Contains(mv, "http://"+copyA.host+"/"+name+"/main_stream.m3u8") || !strings.Contains(mv, "http://"+copyB.host+"/"+name+"/main_stream.m3u8") {
+		t.Fatalf("multivariant playlist does not list both copies:\n%s", mv)
+	}
+	steerAcrossDrain(t, gw, entry, from, to, func() { logCopy(t, from.id, "http://"+from.host+"/"+name) })
 }

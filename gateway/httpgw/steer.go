@@ -265,7 +265,13 @@ func (h *handler) multivariant(r *request, name, key string, secure bool) (a ans
 	default:
 		return answer{status: http.StatusInternalServerError, oc: oError}, "", true
 	}
-	if !tsCodecs(copies[0].Meta.Codecs) {
+	// What the copies announced, the first copy's first: every pathway describes its variant
+	// alike, borrowing what its own origin did not announce (a relay often announces less).
+	var known cluster.StreamMeta
+	for i := range copies {
+		known = fillMeta(known, copies[i].Meta)
+	}
+	if !tsCodecs(known.Codecs) {
 		return answer{}, "", false
 	}
 	first := copies[0].OriginID
@@ -291,7 +297,7 @@ func (h *handler) multivariant(r *request, name, key string, secure bool) (a ans
 			}
 			continue
 		}
-		writeStreamInf(&b, c.Meta, copies[0].Meta)
+		writeStreamInf(&b, fillMeta(c.Meta, known))
 		b.WriteString(`,PATHWAY-ID="`)
 		b.WriteString(c.OriginID)
 		b.WriteString("\"\n")
@@ -302,19 +308,22 @@ func (h *handler) multivariant(r *request, name, key string, secure bool) (a ans
 	return answer{status: http.StatusOK, oc: oMultivariant, body: []byte(b.String())}, first, true
 }
 
-// writeStreamInf writes an EXT-X-STREAM-INF tag without its line end; what a copy's origin
-// did not announce is borrowed from the first copy (they carry the same stream), so that
-// every pathway describes its variant alike.
-func writeStreamInf(b *strings.Builder, m, first cluster.StreamMeta) {
+// fillMeta returns m with what it lacks taken from from.
+func fillMeta(m, from cluster.StreamMeta) cluster.StreamMeta {
 	if m.BitrateBps <= 0 {
-		m.BitrateBps = first.BitrateBps
+		m.BitrateBps = from.BitrateBps
 	}
 	if m.Codecs == "" {
-		m.Codecs = first.Codecs
+		m.Codecs = from.Codecs
 	}
 	if m.Width <= 0 || m.Height <= 0 {
-		m.Width, m.Height = first.Width, first.Height
+		m.Width, m.Height = from.Width, from.Height
 	}
+	return m
+}
+
+// writeStreamInf writes an EXT-X-STREAM-INF tag for m without its line end.
+func writeStreamInf(b *strings.Builder, m cluster.StreamMeta) {
 	bw := m.BitrateBps
 	if bw <= 0 || bw > 1<<40 {
 		bw = DefaultSteeringBandwidth
@@ -364,12 +373,23 @@ func (h *handler) steering(r *request) (a answer, client string, sticky bool, or
 		}
 		return answer{status: http.StatusNotFound, oc: oNotFound}, client, sticky, ""
 	}
-	// The player's pathway, when it is still a copy, lends its scheme to the clones.
+	// The player's pathway, when it is still a copy, lends its scheme to the clones; and
+	// while it can take viewers (not draining, not full, not filled to spill_at) it stays
+	// first: a player moves when its copy fills up, drains or dies, not whenever the
+	// redirect's choice between two comfortable copies turns with their load.
 	baseScheme := ""
 	for i := range copies {
-		if copies[i].OriginID == q.pathway {
-			baseScheme = copies[i].Scheme
+		c := &copies[i]
+		if c.OriginID != q.pathway {
+			continue
 		}
+		baseScheme = c.Scheme
+		if i > 0 && !c.Full && !c.Draining && !c.Crowded {
+			keep := *c
+			copy(copies[1:i+1], copies[:i])
+			copies[0] = keep
+		}
+		break
 	}
 	b := make([]byte, 0, 192+96*len(copies))
 	b = append(b, `{"VERSION":1,"TTL":`...)

@@ -240,6 +240,47 @@ func TestSteeringSticky(t *testing.T) {
 	}
 }
 
+// TestSteeringKeepsPlayerPathway: a player stays on its pathway while that copy can take
+// viewers, whatever the redirect would choose now; it is moved when its copy is filled to
+// spill_at, full, draining or gone.
+func TestSteeringKeepsPlayerPathway(t *testing.T) {
+	t.Parallel()
+	tb := steerTable(0.8)
+	s := start(t, &Server{Resolver: tb, Steering: tb})
+	first := func(pathway string) (string, string) {
+		t.Helper()
+		_, body := sget(t, s, SteeringPath+"?stream=live%2Fcam1&_HLS_pathway="+pathway)
+		var a steerAnswer
+		if err := json.Unmarshal([]byte(body), &a); err != nil || len(a.Priority) == 0 {
+			t.Fatalf("%v: %q", err, body)
+		}
+		return a.Priority[0], fmt.Sprint(a.Priority)
+	}
+	// The redirect answers own; a player on r1 stays there.
+	if got, all := first("r1"); got != "r1" || all != "[r1 own]" {
+		t.Fatalf("player on r1: %s", all)
+	}
+	if got, _ := first("own"); got != "own" {
+		t.Fatalf("player on own: %s", got)
+	}
+	// r1 filled to spill_at (80 of 100 clients): its players go back to the owner.
+	setOrigin(tb, "r1", cluster.StateUp, 80)
+	if got, all := first("r1"); got != "own" {
+		t.Fatalf("crowded r1: %s", all)
+	}
+	// r1 has room again; the owner fills up past spill_at: owner players move to the relay.
+	setOrigin(tb, "r1", cluster.StateUp, 10)
+	setOrigin(tb, "own", cluster.StateUp, 85)
+	if got, all := first("own"); got != "r1" {
+		t.Fatalf("crowded owner: %s", all)
+	}
+	// The owner is full: still listed (after r1), never first.
+	setOrigin(tb, "own", cluster.StateUp, 100)
+	if got, all := first("own"); got != "r1" || all != "[r1 own]" {
+		t.Fatalf("full owner: %s", all)
+	}
+}
+
 // TestSteeringAuth: with play tokens on, both answers need a valid token.
 func TestSteeringAuth(t *testing.T) {
 	t.Parallel()
@@ -282,7 +323,7 @@ func TestSteeringCountsAndLogs(t *testing.T) {
 	s := start(t, &Server{Resolver: tb, Steering: tb, Metrics: m, Logger: log})
 	sget(t, s, "/live/cam1/index.m3u8")
 	sget(t, s, SteeringPath+"?stream=live%2Fcam1&_HLS_pathway=own")
-	sget(t, s, SteeringPath+"?stream=live%2Fcam1&_HLS_pathway=r1")
+	sget(t, s, SteeringPath+"?stream=live%2Fcam1&_HLS_pathway=o3") // not a copy: moved
 	sget(t, s, SteeringPath+"?stream=bad%")
 	s.Close()
 	m.mu.Lock()

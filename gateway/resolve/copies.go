@@ -17,12 +17,16 @@ type Copy struct {
 	Relay    bool // a relay copy, or the new relay a spilled viewer would start
 	Full     bool // at its declared capacity: listed for the viewers already there, after every eligible copy
 	Draining bool // draining: listed last, for the viewers still there
+	// Crowded marks a copy filled to balance.spill_at of its declared capacity or more (when
+	// spilling is on): new viewers spill elsewhere, and a steering answer moves players off it.
+	Crowded bool
 	// Meta describes the stream on this origin (codecs, size, bitrate) when the origin
 	// announced it; zero otherwise. Codecs is as the registry holds it: unchecked.
 	Meta cluster.StreamMeta
 
 	rank  uint8 // group, then kind, for the order
 	score uint64
+	fill  float64
 }
 
 // Ranks of the copies after the first, in the order they are listed.
@@ -109,6 +113,9 @@ func (t *Table) Copies(req Request, dst []Copy) ([]Copy, Outcome) {
 		}
 		dst = append(dst, c)
 	}
+	for i := range dst {
+		dst[i].Crowded = t.spillAt > 0 && dst[i].fill >= t.spillAt
+	}
 	if d.spilled && d.spill.o != nil && chosen != &d.spill {
 		c := d.spill.copyOf(true, nil)
 		c.rank = rankRelay
@@ -129,7 +136,7 @@ func (t *Table) Copies(req Request, dst []Copy) ([]Copy, Outcome) {
 // copyOf is the Copy of a pick; meta, when set, is the stream's description there.
 func (p *pick) copyOf(relay bool, meta *cluster.StreamMeta) Copy {
 	return Copy{OriginID: p.o.id, BaseURL: p.s.urls[p.scheme], Scheme: schemeNames[p.scheme], Relay: relay,
-		Meta: metaOf(meta), score: p.score}
+		Meta: metaOf(meta), score: p.score, fill: p.s.fill}
 }
 
 func metaOf(m *cluster.StreamMeta) cluster.StreamMeta {

@@ -194,3 +194,19 @@ func BenchmarkCopies(b *testing.B) {
 		}
 	})
 }
+
+// TestCopiesCrowded: copies filled to spill_at are marked, so steering can move players off them.
+func TestCopiesCrowded(t *testing.T) {
+	t.Parallel()
+	const cam = "live/cam1"
+	tb := spillTable(0.8, view(org("own", util(0.85)), running(cam)), view(org("r1", util(0.5)), relayOf("own", cam)))
+	got, _ := tb.Copies(Request{Name: cam, Proto: ProtoHTTP, Client: "x"}, nil)
+	if ids(got) != "r1 own" || got[0].Crowded || !got[1].Crowded {
+		t.Fatalf("copies %+v", got)
+	}
+	// Spilling off: nothing is crowded.
+	tb = spillTable(0, view(org("own", util(0.85)), running(cam)))
+	if got, _ := tb.Copies(Request{Name: cam, Proto: ProtoHTTP, Client: "x"}, nil); got[0].Crowded {
+		t.Fatalf("copies %+v", got)
+	}
+}
