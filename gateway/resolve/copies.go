@@ -72,9 +72,9 @@ func (t *Table) Copies(req Request, dst []Copy) ([]Copy, Outcome) {
 	if chosen != nil {
 		oc = OK
 		relay := chosen == &d.relay || chosen == &d.anyRelay || chosen == &d.spill
-		dst = append(dst, chosen.copyOf(relay, nil))
-		if i := e.indexOf(chosen.o); i >= 0 {
-			dst[0].Meta = metaOf(e.at(i).meta)
+		dst = append(dst, chosen.copyOf(relay))
+		if chosen != &d.spill {
+			dst[0].Meta = chosen.o.meta(req.Name)
 		}
 	}
 	start := len(dst)
@@ -88,28 +88,31 @@ func (t *Table) Copies(req Request, dst []Copy) ([]Copy, Outcome) {
 		var c Copy
 		switch {
 		case w == eligible && r.relay:
-			c = (&pick{o: r.o, s: s, scheme: sch, score: score(nameKey, r.o.idHash)}).copyOf(true, r.meta)
+			c = (&pick{o: r.o, s: s, scheme: sch, score: score(nameKey, r.o.idHash)}).copyOf(true)
 			c.rank = rankRelay
 		case w == eligible && r.running:
-			c = (&pick{o: r.o, s: s, scheme: sch, score: score(clientKey, r.o.idHash)}).copyOf(false, r.meta)
+			c = (&pick{o: r.o, s: s, scheme: sch, score: score(clientKey, r.o.idHash)}).copyOf(false)
 			c.rank = rankOwner
 		case w == eligible:
-			c = (&pick{o: r.o, s: s, scheme: sch, score: score(nameKey, r.o.idHash)}).copyOf(false, r.meta)
+			c = (&pick{o: r.o, s: s, scheme: sch, score: score(nameKey, r.o.idHash)}).copyOf(false)
 			c.rank = rankOnDemand
 		case !r.running:
 			continue // an on-demand origin that cannot take the viewer serves nobody yet
 		case w == full:
-			c = (&pick{o: r.o, s: s, scheme: s.urlFor(req.Proto, req.Secure), score: score(nameKey, r.o.idHash)}).copyOf(r.relay, r.meta)
+			c = (&pick{o: r.o, s: s, scheme: s.urlFor(req.Proto, req.Secure), score: score(nameKey, r.o.idHash)}).copyOf(r.relay)
 			c.rank, c.Full = rankFull, true
 		case w == notUp && !s.gone && s.rec.State == cluster.StateDraining:
 			sch := s.urlFor(req.Proto, req.Secure)
 			if sch < 0 {
 				continue
 			}
-			c = (&pick{o: r.o, s: s, scheme: sch, score: score(nameKey, r.o.idHash)}).copyOf(r.relay, r.meta)
+			c = (&pick{o: r.o, s: s, scheme: sch, score: score(nameKey, r.o.idHash)}).copyOf(r.relay)
 			c.rank, c.Draining = rankDraining, true
 		default:
 			continue // down, gone, no record yet, or no URL for the protocol
+		}
+		if r.running {
+			c.Meta = r.o.meta(req.Name)
 		}
 		dst = append(dst, c)
 	}
@@ -117,7 +120,7 @@ func (t *Table) Copies(req Request, dst []Copy) ([]Copy, Outcome) {
 		dst[i].Crowded = t.spillAt > 0 && dst[i].fill >= t.spillAt
 	}
 	if d.spilled && d.spill.o != nil && chosen != &d.spill {
-		c := d.spill.copyOf(true, nil)
+		c := d.spill.copyOf(true)
 		c.rank = rankRelay
 		dst = append(dst, c)
 	}
@@ -133,15 +136,8 @@ func (t *Table) Copies(req Request, dst []Copy) ([]Copy, Outcome) {
 	return dst, oc
 }
 
-// copyOf is the Copy of a pick; meta, when set, is the stream's description there.
-func (p *pick) copyOf(relay bool, meta *cluster.StreamMeta) Copy {
+// copyOf is the Copy of a pick, without the stream's description.
+func (p *pick) copyOf(relay bool) Copy {
 	return Copy{OriginID: p.o.id, BaseURL: p.s.urls[p.scheme], Scheme: schemeNames[p.scheme], Relay: relay,
-		Meta: metaOf(meta), score: p.score, fill: p.s.fill}
-}
-
-func metaOf(m *cluster.StreamMeta) cluster.StreamMeta {
-	if m == nil {
-		return cluster.StreamMeta{}
-	}
-	return *m
+		score: p.score, fill: p.s.fill}
 }

@@ -150,6 +150,19 @@ func TestCopiesSecureAndMeta(t *testing.T) {
 	if got, _ := tb.Copies(Request{Name: cam, Proto: ProtoHTTP, Client: "x"}, nil); got[0].Meta.BitrateBps != 3_000_000 {
 		t.Errorf("meta not updated: %+v", got[0])
 	}
+	// Withdrawn, then running again without a description: none is left over.
+	tb.ApplyStreams("own", []cluster.StreamChange{{Stream: cluster.Stream{Name: cam}, Removed: true}})
+	tb.ApplyStreams("own", []cluster.StreamChange{{Stream: cluster.Stream{Name: cam, State: cluster.StreamRunning}}})
+	if got, _ := tb.Copies(Request{Name: cam, Proto: ProtoHTTP, Client: "x"}, nil); got[0].OriginID != "own" || got[0].Meta != (cluster.StreamMeta{}) {
+		t.Errorf("meta of a withdrawn stream kept: %+v", got[0])
+	}
+	// A description changes with the stream's state: ondemand carries none.
+	tb.PutStreams("own", owner)
+	tb.PutStreams("own", ondemand(cam))
+	tb.PutStreams("own", running(cam))
+	if got, _ := tb.Copies(Request{Name: cam, Proto: ProtoHTTP, Client: "x"}, nil); got[0].Meta != (cluster.StreamMeta{}) {
+		t.Errorf("meta kept across ondemand: %+v", got[0])
+	}
 }
 
 // TestCopiesDoesNotAllocate: with a buffer of room, listing copies costs no allocation.

@@ -180,9 +180,6 @@ type ref struct {
 	pos     uint32 // index of the name in o.names; only writers use it
 	running bool   // else ondemand
 	relay   bool   // running as a relay copy of another origin's stream
-	// meta describes the running stream (codecs, size, bitrate) when the origin announced
-	// it; nil otherwise. Immutable: a change stores a new ref.
-	meta *cluster.StreamMeta
 }
 
 // origin is a long-lived entry; its record changes by swapping snap, so heartbeats never touch the shards.
@@ -195,6 +192,54 @@ type origin struct {
 	// names lists every name the origin carries, each the very string that keys the shard
 	// map (one copy per name, shared by all its origins). Owned by the writer.
 	names []string
+
+	// metas maps each running name the origin announced a description for (codecs, size,
+	// bitrate: cluster.StreamMeta) to it; nil while there is none. Kept beside the refs
+	// rather than in them: only steering's multivariant playlist reads it, and a ref stays
+	// 16 bytes. The descriptions are immutable: a change stores a new one.
+	mmu   sync.RWMutex
+	metas map[string]*cluster.StreamMeta
+}
+
+// meta is o's description of name, or the zero value.
+func (o *origin) meta(name string) cluster.StreamMeta {
+	o.mmu.RLock()
+	m := o.metas[name]
+	o.mmu.RUnlock()
+	if m == nil {
+		return cluster.StreamMeta{}
+	}
+	return *m
+}
+
+// setMeta records (m != nil) or forgets o's description of name; key is the name's
+// canonical string. Writers only.
+func (o *origin) setMeta(key string, m *cluster.StreamMeta) {
+	o.mmu.Lock()
+	defer o.mmu.Unlock()
+	switch {
+	case m != nil:
+		if o.metas == nil {
+			o.metas = map[string]*cluster.StreamMeta{}
+		}
+		o.metas[key] = m
+	case o.metas != nil:
+		delete(o.metas, key)
+		if len(o.metas) == 0 {
+			o.metas = nil
+		}
+	}
+}
+
+// sameMeta reports whether o's description of name is m.
+func (o *origin) sameMeta(name string, m *cluster.StreamMeta) bool {
+	o.mmu.RLock()
+	cur := o.metas[name]
+	o.mmu.RUnlock()
+	if cur == nil || m == nil {
+		return cur == m
+	}
+	return *cur == *m
 }
 
 // snapshot is an immutable digest of one origin record.

@@ -131,6 +131,9 @@ func (t *Table) dropOrigin(o *origin) {
 		}
 	}
 	o.names = nil
+	o.mmu.Lock()
+	o.metas = nil
+	o.mmu.Unlock()
 	o.count.Store(0)
 	t.omu.Lock()
 	delete(t.byID, o.id)
@@ -174,9 +177,12 @@ func (t *Table) upsert(o *origin, name string, k kind) int {
 	e := sh.m[name]
 	if i := e.indexOf(o); i >= 0 {
 		r := e.at(i)
-		if r.running != k.running || r.relay != k.relay || !sameMeta(r.meta, k.meta) {
+		if !o.sameMeta(name, k.meta) {
+			o.setMeta(o.names[r.pos], k.meta)
+		}
+		if r.running != k.running || r.relay != k.relay {
 			next := e.refs()
-			next[i].running, next[i].relay, next[i].meta = k.running, k.relay, k.meta
+			next[i].running, next[i].relay = k.running, k.relay
 			sh.store(o.names[r.pos], next)
 		}
 		return int(r.pos)
@@ -191,8 +197,11 @@ func (t *Table) upsert(o *origin, name string, k kind) int {
 	}
 	pos := len(o.names)
 	o.names = append(o.names, key)
+	if k.meta != nil {
+		o.setMeta(key, k.meta)
+	}
 	o.count.Add(1)
-	sh.store(key, append(e.refs(), ref{o: o, pos: uint32(pos), running: k.running, relay: k.relay, meta: k.meta}))
+	sh.store(key, append(e.refs(), ref{o: o, pos: uint32(pos), running: k.running, relay: k.relay}))
 	t.entries.Add(1)
 	return pos
 }
@@ -210,6 +219,7 @@ func (t *Table) removeAt(o *origin, pos int) {
 	sh := t.shardOf(name)
 	e := sh.m[name]
 	t.unlink(sh, name, &e, e.indexOf(o))
+	o.setMeta(name, nil)
 
 	last := len(o.names) - 1
 	if pos != last {
@@ -240,11 +250,4 @@ func (t *Table) unlink(sh *shard, name string, e *entry, i int) {
 		sh.store(name, slices.Delete(e.refs(), i, i+1))
 	}
 	t.entries.Add(-1)
-}
-
-func sameMeta(a, b *cluster.StreamMeta) bool {
-	if a == nil || b == nil {
-		return a == b
-	}
-	return *a == *b
 }
