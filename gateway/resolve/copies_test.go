@@ -9,8 +9,8 @@ import (
 	"github.com/peergate/peergate/shared/cluster"
 )
 
-// ids lists the origin ids of copies, draining and full ones marked with a suffix.
-func ids(cs []Copy) string {
+// copyIDs lists the origin ids of copies, draining and full ones marked with a suffix.
+func copyIDs(cs []Copy) string {
 	out := make([]string, len(cs))
 	for i, c := range cs {
 		out[i] = c.OriginID
@@ -95,13 +95,13 @@ func TestCopies(t *testing.T) {
 				got, oc := tb.Copies(req, buf)
 				buf = got
 				if oc != tc.oc {
-					t.Fatalf("outcome %v, want %v (%s)", oc, tc.oc, ids(got))
+					t.Fatalf("outcome %v, want %v (%s)", oc, tc.oc, copyIDs(got))
 				}
 				if tc.first != nil {
 					if len(got) != len(tc.first) || !slices.Contains(tc.first, got[0].OriginID) {
-						t.Fatalf("got %s, want all of %v", ids(got), tc.first)
+						t.Fatalf("got %s, want all of %v", copyIDs(got), tc.first)
 					}
-				} else if s := ids(got); s != tc.want {
+				} else if s := copyIDs(got); s != tc.want {
 					t.Fatalf("client %d: got %q, want %q", i, s, tc.want)
 				}
 				// Consistent with Resolve: the first copy is its answer.
@@ -176,8 +176,8 @@ func TestCopiesDoesNotAllocate(t *testing.T) {
 	tb := spillTable(0.8, views...)
 	req := Request{Name: cam, Proto: ProtoHTTP, Client: "10.0.0.1"}
 	buf := make([]Copy, 0, 8)
-	if got, oc := tb.Copies(req, buf); oc != OK || ids(got) != "r1 own r2(draining)" {
-		t.Fatalf("Copies = %v %s", oc, ids(got))
+	if got, oc := tb.Copies(req, buf); oc != OK || copyIDs(got) != "r1 own r2(draining)" {
+		t.Fatalf("Copies = %v %s", oc, copyIDs(got))
 	}
 	if n := testing.AllocsPerRun(100, func() { tb.Copies(req, buf) }); n != 0 {
 		t.Fatalf("Copies allocates %v times", n)
@@ -214,7 +214,7 @@ func TestCopiesCrowded(t *testing.T) {
 	const cam = "live/cam1"
 	tb := spillTable(0.8, view(org("own", util(0.85)), running(cam)), view(org("r1", util(0.5)), relayOf("own", cam)))
 	got, _ := tb.Copies(Request{Name: cam, Proto: ProtoHTTP, Client: "x"}, nil)
-	if ids(got) != "r1 own" || got[0].Crowded || !got[1].Crowded {
+	if copyIDs(got) != "r1 own" || got[0].Crowded || !got[1].Crowded {
 		t.Fatalf("copies %+v", got)
 	}
 	// Spilling off: nothing is crowded.
