@@ -67,6 +67,16 @@ func (g gatedResolver) Resolve(req resolve.Request) resolve.Result {
 	return g.table.Resolve(req)
 }
 
+// Copies lists the copies of a name for HLS content steering, under the same gate as Resolve:
+// before the first full read only a copy list whose first entry Resolve would answer.
+func (g gatedResolver) Copies(req resolve.Request, dst []resolve.Copy) ([]resolve.Copy, resolve.Outcome) {
+	copies, oc := g.table.Copies(req, dst)
+	if !g.ready() && oc != resolve.OK {
+		return copies[:0], resolve.Unavailable
+	}
+	return copies, oc
+}
+
 // Place chooses the origin for a publisher relayed by the gateway, under the same gate.
 func (g gatedResolver) Place(req resolve.Request) resolve.Result {
 	if !g.ready() {
@@ -140,8 +150,12 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 			MaxConns:          cfg.HTTP.MaxConns,
 			MaxConnsPerIP:     cfg.HTTP.MaxConnsPerIP,
 			RetryAfter:        cfg.HTTP.RetryAfter,
+			SteeringTTL:       cfg.HTTP.SteeringTTL,
 			Logger:            log.With("listener", listener),
 			Metrics:           metrics,
+		}
+		if cfg.HTTP.Steering {
+			srv.Steering = gatedResolver{table, watcher.Ready}
 		}
 		if err := srv.Initialize(); err != nil {
 			return nil, fmt.Errorf("listen.%s: %w", listener, err)

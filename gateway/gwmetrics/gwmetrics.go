@@ -26,6 +26,9 @@ const (
 	Refused          = "refused"            // over a listener's connection cap
 	RefusedPerIP     = "refused_per_ip"     // over a listener's per-client-address connection cap
 	EvictedSilent    = "evicted_silent"     // silent since accept, closed to let a new client into a full listener
+	Multivariant     = "multivariant"       // HTTP 200: an HLS multivariant playlist listing every copy as a pathway (content steering)
+	Steering         = "steering"           // HTTP 200: a steering answer keeping the player on its pathway
+	SteeringMove     = "steering_move"      // HTTP 200: a steering answer putting another pathway first
 	Unauthorized     = "unauthorized"       // publisher without a valid publish key, player without a valid play token (RTMP Publish.Unauthorized / Play.Failed, HTTP and RTSP 403)
 )
 

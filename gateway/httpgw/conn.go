@@ -93,6 +93,8 @@ func newWire(h *handler, log *slog.Logger, ln net.Listener, header, idle, write 
 			s = "HTTP/1.1 405 Method Not Allowed\r\nAllow: " + allow + "\r\n" + fixed + text
 		case oBadRequest:
 			continue
+		case oMultivariant, oSteering, oSteeringMove:
+			s = "HTTP/1.1 200 OK\r\n" + fixed + "Content-Type: " + oc.contentType() + "\r\n"
 		default:
 			st := statusOf(oc)
 			s = "HTTP/1.1 " + strconv.Itoa(st) + " " + http.StatusText(st) + "\r\n" + fixed + text
@@ -281,6 +283,12 @@ func (w *wire) serveConn(wc *wconn, accepted time.Time) {
 				b.out = append(b.out, '\r', '\n')
 			}
 			body = a.oc.body()
+			if a.body != nil {
+				body = a.body
+				b.out = append(b.out, "Content-Length: "...)
+				b.out = strconv.AppendInt(b.out, int64(len(body)), 10)
+				b.out = append(b.out, '\r', '\n')
+			}
 		}
 		b.out = w.appendDate(b.out, start)
 		switch {

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -26,6 +27,9 @@ const (
 	OutcomePreflight        = gwmetrics.Preflight        // 204: CORS preflight / OPTIONS
 	OutcomeUnauthorized     = gwmetrics.Unauthorized     // 403: AuthorizePlay refused the play token
 	OutcomeBadRequest       = gwmetrics.BadRequest       // 400/431/505: not HTTP/1.x, malformed or too large; closed
+	OutcomeMultivariant     = gwmetrics.Multivariant     // 200: HLS multivariant playlist with content steering
+	OutcomeSteering         = gwmetrics.Steering         // 200: steering answer, the player's pathway first
+	OutcomeSteeringMove     = gwmetrics.SteeringMove     // 200: steering answer moving the player to another pathway
 )
 
 const (
@@ -69,6 +73,8 @@ type handler struct {
 	log        *slog.Logger
 	metrics    Metrics
 	count      *counters // resolved from metrics once
+	steer      Copier    // nil: no content steering
+	steerTTL   int64     // seconds
 }
 
 // request is one request as the handler sees it, whichever server parsed it.
@@ -88,6 +94,7 @@ type answer struct {
 	oc       outcome
 	location string // with oOK only
 	route    string // resolve.Result.RouteLog of the origin chosen, for the log line
+	body     []byte // with oMultivariant and the steering outcomes: the document
 }
 
 // body is the text an answer carries for humans (nil: none).
@@ -143,6 +150,8 @@ func (h *handler) serve(r *request, start time.Time) answer {
 		// Browsers never follow a redirect on a preflight, and the answer does not depend on
 		// the stream, so it may be cached.
 		a = answer{status: http.StatusNoContent, oc: oPreflight}
+	case h.steer != nil && r.path == SteeringPath:
+		a, client, sticky, origin = h.steering(r)
 	default:
 		a, client, sticky, origin = h.redirect(r)
 	}
@@ -153,7 +162,7 @@ func (h *handler) serve(r *request, start time.Time) answer {
 
 // redirect answers GET and HEAD for a stream URL.
 func (h *handler) redirect(r *request) (a answer, client string, sticky bool, origin string) {
-	name, _, ok := streamname.FromHTTPPath(r.path)
+	name, kind, ok := streamname.FromHTTPPath(r.path)
 	if !ok {
 		return answer{status: http.StatusNotFound, oc: oBadPath}, "", false, ""
 	}
@@ -168,6 +177,12 @@ func (h *handler) redirect(r *request) (a answer, client string, sticky bool, or
 	if h.authorize != nil {
 		if err := h.authorize(name, r.query, client); err != nil {
 			return answer{status: http.StatusForbidden, oc: oUnauthorized}, client, sticky, ""
+		}
+	}
+
+	if h.steer != nil && kind == streamname.HLSMaster {
+		if a, origin, handled := h.multivariant(r, name, key, secure); handled {
+			return a, client, sticky, origin
 		}
 	}
 
@@ -200,6 +215,9 @@ func (h *handler) logLine(r *request, start time.Time, a answer, client, origin 
 	level := slog.LevelInfo
 	switch a.oc {
 	case oBadPath, oBadQuery, oPreflight, oMethodNotAllowed, oBadRequest:
+		level = slog.LevelDebug
+	case oSteering:
+		// A steering player asks every TTL; only answers that move it are news.
 		level = slog.LevelDebug
 	case oBadOrigin, oError:
 		level = slog.LevelError
@@ -273,6 +291,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if body != nil {
 		hdr["Content-Type"] = hText
 		hdr["X-Content-Type-Options"] = hNoSniff
+	}
+	if a.body != nil {
+		body = a.body
+		hdr["Content-Type"] = []string{a.oc.contentType()}
+		hdr["Content-Length"] = []string{strconv.Itoa(len(body))}
 	}
 	w.WriteHeader(a.status)
 	if body != nil && r.Method != http.MethodHead {

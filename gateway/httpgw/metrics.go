@@ -40,13 +40,24 @@ const (
 	oPreflight
 	oUnauthorized
 	oBadRequest
+	oMultivariant
+	oSteering
+	oSteeringMove
 	nOutcomes
 )
 
 var outcomeNames = [nOutcomes]string{
 	OutcomeOK, OutcomeNotFound, OutcomeUnavailable, OutcomeBadPath, OutcomeBadQuery,
 	OutcomeBadOrigin, OutcomeError, OutcomeMethodNotAllowed, OutcomePreflight,
-	OutcomeUnauthorized, OutcomeBadRequest,
+	OutcomeUnauthorized, OutcomeBadRequest, OutcomeMultivariant, OutcomeSteering, OutcomeSteeringMove,
+}
+
+// contentType is the Content-Type of an answer carrying a document.
+func (oc outcome) contentType() string {
+	if oc == oMultivariant {
+		return contentM3U8
+	}
+	return contentJSON
 }
 
 // counters are the listener's series, resolved once at Initialize.

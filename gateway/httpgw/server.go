@@ -103,6 +103,17 @@ type Server struct {
 	// RetryAfter is sent, in whole seconds (at least 1), with 503 when a stream is listed
 	// but no origin is eligible. It defaults to 2 seconds.
 	RetryAfter time.Duration
+	// Steering, when set, turns on HLS content steering (README, "HLS content steering"):
+	// GET of an HLS entry (/NAME/index.m3u8) answers 200 with a multivariant playlist that
+	// lists NAME's media playlist once per copy the Copier returns (one pathway each, the
+	// first being the origin the redirect would name), and SteeringPath answers the pathway
+	// priority for the viewer. A stream announced with codecs other than H.264 and AAC
+	// keeps the 302 (its origins serve another playlist layout). Nil (the default) redirects
+	// every request.
+	Steering Copier
+	// SteeringTTL is the TTL of steering answers, in whole seconds (rounded up, at least 1).
+	// It defaults to 5 seconds.
+	SteeringTTL time.Duration
 	// Logger receives one line per request outcome. It defaults to slog.Default().
 	Logger *slog.Logger
 	// Metrics counts outcomes and resolve latency. It may be nil.
@@ -126,7 +137,7 @@ func (s *Server) Initialize() error {
 	}{
 		{"ReadHeaderTimeout", s.ReadHeaderTimeout}, {"ReadTimeout", s.ReadTimeout},
 		{"WriteTimeout", s.WriteTimeout}, {"IdleTimeout", s.IdleTimeout},
-		{"ShutdownTimeout", s.ShutdownTimeout}, {"RetryAfter", s.RetryAfter},
+		{"ShutdownTimeout", s.ShutdownTimeout}, {"RetryAfter", s.RetryAfter}, {"SteeringTTL", s.SteeringTTL},
 	} {
 		if d.v < 0 {
 			return fmt.Errorf("httpgw: '%s' must not be negative", d.name)
@@ -158,6 +169,10 @@ func (s *Server) Initialize() error {
 	}
 	if h.metrics == nil || isNil(h.metrics) {
 		h.metrics = nopMetrics{}
+	}
+	if s.Steering != nil && !isNil(s.Steering) {
+		ttl := orDefault(s.SteeringTTL, DefaultSteeringTTL)
+		h.steer, h.steerTTL = s.Steering, max(int64((ttl+time.Second-1)/time.Second), 1)
 	}
 
 	ln, err := net.Listen("tcp", orDefault(s.Address, DefaultAddress))

@@ -242,6 +242,13 @@ type origin struct {
 	// in them: only the admin views read it, and a ref stays 16 bytes.
 	umu sync.RWMutex
 	ups map[string]string
+
+	// metas maps each running name the origin announced a description for (codecs, size,
+	// bitrate: cluster.StreamMeta) to it; nil while there is none. Kept beside the refs
+	// rather than in them: only steering's multivariant playlist reads it, and a ref stays
+	// 16 bytes. The descriptions are immutable: a change stores a new one.
+	mmu   sync.RWMutex
+	metas map[string]*cluster.StreamMeta
 }
 
 // upstream is the origin o pulls name from, or "".
@@ -270,10 +277,52 @@ func (o *origin) setUpstream(key, up string) {
 	}
 }
 
+// meta is o's description of name, or the zero value.
+func (o *origin) meta(name string) cluster.StreamMeta {
+	o.mmu.RLock()
+	m := o.metas[name]
+	o.mmu.RUnlock()
+	if m == nil {
+		return cluster.StreamMeta{}
+	}
+	return *m
+}
+
+// setMeta records (m != nil) or forgets o's description of name; key is the name's
+// canonical string. Writers only.
+func (o *origin) setMeta(key string, m *cluster.StreamMeta) {
+	o.mmu.Lock()
+	defer o.mmu.Unlock()
+	switch {
+	case m != nil:
+		if o.metas == nil {
+			o.metas = map[string]*cluster.StreamMeta{}
+		}
+		o.metas[key] = m
+	case o.metas != nil:
+		delete(o.metas, key)
+		if len(o.metas) == 0 {
+			o.metas = nil
+		}
+	}
+}
+
+// sameMeta reports whether o's description of name is m.
+func (o *origin) sameMeta(name string, m *cluster.StreamMeta) bool {
+	o.mmu.RLock()
+	cur := o.metas[name]
+	o.mmu.RUnlock()
+	if cur == nil || m == nil {
+		return cur == m
+	}
+	return *cur == *m
+}
+
 // snapshot is an immutable digest of one origin record.
 type snapshot struct {
 	rec  cluster.Origin
 	up   bool
+	gone bool // dropped from the table (readers in flight may still hold it)
 	full bool
 	util float64 // highest of CPU and the declared capacity terms: balances between copies
 	// fill is the highest declared capacity term alone (clients/max_clients,

@@ -72,13 +72,20 @@ type kind struct {
 	running  bool   // else ondemand
 	relay    bool   // a running relay copy pulled from another origin (cluster.Stream.Upstream)
 	upstream string // with relay: the origin it pulls from
+	meta     *cluster.StreamMeta
 }
 
 // kindOf maps a stream entry to its kind; unknown states are ignored rather than guessed.
 func kindOf(s *cluster.Stream) (kind, bool) {
 	switch s.State {
 	case cluster.StreamRunning:
-		return kind{running: true, relay: s.Upstream != "", upstream: s.Upstream}, true
+		k := kind{running: true, relay: s.Upstream != "", upstream: s.Upstream}
+		if s.Meta != (cluster.StreamMeta{}) {
+			m := s.Meta
+			m.Codecs = strings.Clone(m.Codecs) // never retain the caller's buffers
+			k.meta = &m
+		}
+		return k, true
 	case cluster.StreamOnDemand:
 		return kind{}, true
 	}
@@ -115,7 +122,7 @@ func (t *Table) addOrigin(id string, snap *snapshot) *origin {
 func (t *Table) dropOrigin(o *origin) {
 	// In-flight readers may still hold refs to it: make it ineligible before unlinking.
 	gone := *o.snap.Load()
-	gone.up = false
+	gone.up, gone.gone = false, true
 	o.snap.Store(&gone)
 	for _, name := range o.names {
 		sh := t.shardOf(name)
@@ -125,6 +132,9 @@ func (t *Table) dropOrigin(o *origin) {
 		}
 	}
 	o.names = nil
+	o.mmu.Lock()
+	o.metas = nil
+	o.mmu.Unlock()
 	o.count.Store(0)
 	t.omu.Lock()
 	delete(t.byID, o.id)
@@ -174,6 +184,9 @@ func (t *Table) upsert(o *origin, name string, k kind) int {
 				o.setUpstream(key, t.internID(k.upstream)) // before the ref says relay: readers find it
 			}
 		}
+		if !o.sameMeta(name, k.meta) {
+			o.setMeta(key, k.meta)
+		}
 		if r.running != k.running || r.relay != k.relay {
 			next := e.refs()
 			next[i].running, next[i].relay = k.running, k.relay
@@ -191,6 +204,9 @@ func (t *Table) upsert(o *origin, name string, k kind) int {
 	}
 	pos := len(o.names)
 	o.names = append(o.names, key)
+	if k.meta != nil {
+		o.setMeta(key, k.meta)
+	}
 	o.count.Add(1)
 	if k.relay {
 		o.setUpstream(key, t.internID(k.upstream))
@@ -225,6 +241,7 @@ func (t *Table) removeAt(o *origin, pos int) {
 	sh := t.shardOf(name)
 	e := sh.m[name]
 	t.unlink(sh, name, &e, e.indexOf(o))
+	o.setMeta(name, nil)
 
 	last := len(o.names) - 1
 	if pos != last {

@@ -97,6 +97,12 @@ type GatewayHTTP struct {
 	MaxConns int `yaml:"max_conns"`
 	// MaxConnsPerIP bounds concurrent connections from one client address. It defaults to 256.
 	MaxConnsPerIP int `yaml:"max_conns_per_ip"`
+	// Steering answers an HLS entry (/NAME/index.m3u8) with a multivariant playlist listing
+	// every copy of NAME as a pathway, plus HLS content steering (README, "HLS content
+	// steering"), instead of a 302. It defaults to false.
+	Steering bool `yaml:"steering"`
+	// SteeringTTL is the TTL of a steering answer: how often players ask again. It defaults to 5s.
+	SteeringTTL time.Duration `yaml:"steering_ttl"`
 }
 
 // GatewayRTSP tunes the gateway's RTSP listener (listen.rtsp).
@@ -303,6 +309,7 @@ func DefaultGateway() *Gateway {
 			ReadHeaderTimeout: 5 * time.Second,
 			MaxConns:          10000,
 			MaxConnsPerIP:     256,
+			SteeringTTL:       5 * time.Second,
 		},
 		RTMP: GatewayRTMP{
 			Mode:                "auto",

@@ -37,7 +37,7 @@ func TestGatewayDefaults(t *testing.T) {
 	}
 	if c.Listen.HTTP != ":8080" || c.Listen.RTSP != ":8554" || c.Listen.RTMP != ":1935" || c.Listen.Admin != ":9080" ||
 		c.Redis.URL != "redis://127.0.0.1:6379/0" || c.HTTP.RetryAfter != 2*time.Second ||
-		c.HTTP.ReadHeaderTimeout != 5*time.Second || c.HTTP.MaxConns != 10000 || c.Balance.Hysteresis != 0.10 || c.Balance.SpillAt != 0.8 ||
+		c.HTTP.ReadHeaderTimeout != 5*time.Second || c.HTTP.MaxConns != 10000 || c.HTTP.Steering || c.HTTP.SteeringTTL != 5*time.Second || c.Balance.Hysteresis != 0.10 || c.Balance.SpillAt != 0.8 ||
 		c.Registry.AntiEntropy != 30*time.Second || c.Registry.MaxClockSkew != time.Second || c.Log.Level != "info" || c.Log.Format != "text" {
 		t.Fatalf("defaults drifted: %+v", c)
 	}
@@ -296,6 +296,9 @@ func TestGatewayErrors(t *testing.T) {
 		{"bad env int", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_HTTP_MAX_CONNS=x"}, "env PEERGATE_HTTP_MAX_CONNS (http.max_conns): not an integer"},
 		{"bad env duration", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_HTTP_RETRY_AFTER=2"}, "env PEERGATE_HTTP_RETRY_AFTER (http.retry_after): not a duration"},
 		{"bad env float", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_BALANCE_HYSTERESIS=lots"}, "(balance.hysteresis): not a number"},
+		{"steering ttl short", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_HTTP_STEERING_TTL=500ms"}, "http.steering_ttl: must be whole seconds"},
+		{"steering ttl fraction", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_HTTP_STEERING_TTL=1500ms"}, "http.steering_ttl: must be whole seconds"},
+		{"steering bool", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_HTTP_STEERING=maybe"}, "(http.steering)"},
 		{"redis empty", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_REDIS_URL="}, "redis.url: required"},
 		{"redis scheme", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_REDIS_URL=http://x:1"}, "redis.url: "},
 		{"redis no host", "", []string{"PEERGATE_CLUSTER_KEY=" + key, "PEERGATE_REDIS_URL=redis:///0"}, "redis.url: "},
@@ -469,12 +472,13 @@ func TestEnvNamesCoverKeys(t *testing.T) {
 		"PEERGATE_RTSP_READ_TIMEOUT": "rtsp.read_timeout", "PEERGATE_RTSP_WRITE_TIMEOUT": "rtsp.write_timeout",
 		"PEERGATE_RTSP_DIAL_TIMEOUT": "rtsp.dial_timeout", "PEERGATE_RTSP_MAX_CONNS": "rtsp.max_conns",
 		"PEERGATE_RTSP_MAX_CONNS_PER_IP": "rtsp.max_conns_per_ip", "PEERGATE_BALANCE_SPILL_AT": "balance.spill_at",
+		"PEERGATE_HTTP_STEERING": "http.steering", "PEERGATE_HTTP_STEERING_TTL": "http.steering_ttl",
 	} {
 		if g[env] != path {
 			t.Errorf("gateway %s = %q, want %q", env, g[env], path)
 		}
 	}
-	if len(g) != 43 {
+	if len(g) != 45 {
 		t.Errorf("gateway has %d env keys: %v", len(g), g)
 	}
 	o := EnvNames(&Origin{})

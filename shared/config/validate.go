@@ -126,6 +126,9 @@ func (c *Gateway) Validate() error {
 	if p := c.HTTP.StickyParam; p != "" && (strings.ContainsAny(p, "&=#?%+ \t\r\n") || len(p) > 64) {
 		return keyError("http.sticky_param", "must be a plain query parameter name, got %q", p)
 	}
+	if c.HTTP.SteeringTTL < time.Second || c.HTTP.SteeringTTL > time.Hour || c.HTTP.SteeringTTL%time.Second != 0 {
+		return keyError("http.steering_ttl", "must be whole seconds from 1s to 1h (the steering answer's TTL counts seconds), got %s", c.HTTP.SteeringTTL)
+	}
 	if c.HTTP.RetryAfter < 1e9 {
 		return keyError("http.retry_after", "must be at least 1s (Retry-After counts whole seconds), got %s", c.HTTP.RetryAfter)
 	}
