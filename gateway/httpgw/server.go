@@ -1,4 +1,5 @@
-// Package httpgw is the gateway's HTTP listener: it answers every stream URL with a 302 to the chosen origin.
+// Package httpgw is the gateway's HTTP listener: it answers every stream URL with a 302 to the chosen origin,
+// or, with HLS content steering on, an HLS entry with a multivariant playlist of every copy and a steering endpoint.
 package httpgw
 
 import (
@@ -47,7 +48,8 @@ var _ Resolver = (*resolve.Table)(nil)
 // origin's registered base URL + the escaped path + the query as sent; an unknown NAME 404;
 // a listed NAME with no eligible origin 503 + Retry-After; a path that is not exactly a
 // stream URL 404; a query a Location must not carry 400. Never 301/308. Every answer has
-// Access-Control-Allow-Origin: * and Cache-Control: no-store. OPTIONS on any path is a
+// Access-Control-Allow-Origin: * and Cache-Control: no-store. With Steering set, the HLS
+// entry and SteeringPath answer 200 instead (see Steering). OPTIONS on any path is a
 // CORS preflight: 204 with Allow-Methods GET, HEAD, OPTIONS, Allow-Headers *, Max-Age one
 // day (browsers refuse a redirected preflight). Other methods get 405 with Allow.
 // The listener speaks HTTP/1.1 only (no h2 offered over TLS): one redirect per session does
