@@ -44,7 +44,7 @@ window.hls = hls;
 hls.on(Hls.Events.FRAG_LOADED, (e, d) => rec.frags.push({t: performance.now(), url: d.frag.url, sn: d.frag.sn, start: d.frag.start, pdt: d.frag.programDateTime || 0}));
 hls.on(Hls.Events.LEVEL_LOADED, (e, d) => rec.levels.push({t: performance.now(), url: d.details.url, startSN: d.details.startSN, endSN: d.details.endSN,
   start: d.details.fragments.length ? d.details.fragments[0].start : -1, pdt: d.details.fragments.length ? d.details.fragments[0].programDateTime || 0 : 0}));
-hls.on(Hls.Events.STEERING_MANIFEST_LOADED, (e, d) => rec.steering.push({t: performance.now(), priority: d.steeringManifest['PATHWAY-PRIORITY'] || []}));
+hls.on(Hls.Events.STEERING_MANIFEST_LOADED, (e, d) => rec.steering.push({t: performance.now(), priority: d.steeringManifest['PATHWAY-PRIORITY'] || [], clones: (d.steeringManifest['PATHWAY-CLONES'] || []).map(c => c.ID)}));
 hls.on(Hls.Events.LEVEL_SWITCHED, (e, d) => { const l = hls.levels[d.level]; rec.switches.push({t: performance.now(), pathway: l ? (l.pathwayId || '') : '', url: l ? l.url[0] || l.uri || '' : ''}); });
 hls.on(Hls.Events.MANIFEST_PARSED, () => rec.pathways.push({t: performance.now(), pathway: hls.levels[0] ? hls.levels[0].pathwayId : ''}));
 hls.on(Hls.Events.LEVELS_UPDATED, () => rec.pathways.push({t: performance.now(), pathway: hls.levels[0] ? hls.levels[0].pathwayId : ''}));
@@ -87,6 +87,7 @@ type steerRec struct {
 	Steering []struct {
 		T        float64  `json:"t"`
 		Priority []string `json:"priority"`
+		Clones   []string `json:"clones"`
 	} `json:"steering"`
 	Pathways []struct {
 		T       float64 `json:"t"`
@@ -497,13 +498,15 @@ func fetchText(u string) string {
 	return string(b)
 }
 
-// TestSteeringHLSJSDrainAlignedCopies is the control of TestSteeringHLSJSDrain: the second
-// copy is perfectly interchangeable with the first (origin B announces live/steer with a
-// public HTTP URL that is a reverse proxy to origin A: the same playlists and segments,
-// under another host and pathway). hls.js plays through the steering gateway from whichever
-// copy the gateway lists first; that origin is drained mid-playback; the player moves its
-// pathway and its fragment requests to the other host, with no stall longer than a segment.
-// It separates what the gateway's steering does from how alike the copies are.
+// TestSteeringHLSJSDrainAlignedCopies is the control of TestSteeringHLSJSDrain, and the test
+// of PATHWAY-CLONES: the second copy is perfectly interchangeable with the first (origin B's
+// public HTTP URL is a reverse proxy to origin A: the same playlists and segments, under
+// another host and pathway), and it appears only after the player loaded the multivariant
+// playlist, which lists A alone. hls.js plays from A through the steering gateway; B
+// announces live/steer; the steering answers offer B as a clone of A; A is drained
+// mid-playback; the player moves its pathway and its fragment requests to B's host, with no
+// stall longer than a segment. It separates what the gateway's steering does from how alike
+// the copies are.
 func TestSteeringHLSJSDrainAlignedCopies(t *testing.T) {
 	t.Parallel()
 	mediatest.Tool(t, "ffmpeg")
@@ -525,33 +528,31 @@ func TestSteeringHLSJSDrainAlignedCopies(t *testing.T) {
 		m, _ := streamOrigins(gw, name)
 		return m["steer-a"] == "running"
 	}, "%s never ran on steer-a", name)
-	// B announces the name (the admin API), so the gateway lists two running copies.
-	req, _ := http.NewRequest(http.MethodPut, "http://"+b.p.addr("admin")+"/api/v1/streams/"+name, strings.NewReader(`{"state":"running"}`))
-	req.Header.Set("Authorization", "Bearer "+token)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res.Body.Close()
-	if res.StatusCode/100 != 2 {
-		t.Fatalf("announcing %s on steer-b: %d", name, res.StatusCode)
-	}
-	mediatest.EventuallyT(t, 30*time.Second, func() bool {
-		m, _ := streamOrigins(gw, name)
-		return m["steer-b"] == "running"
-	}, "%s never listed on steer-b", name)
-
 	entry := "http://" + gw.addr("http") + "/" + name + "/index.m3u8"
-	mv := fetchText(entry)
-	t.Logf("multivariant playlist:\n%s", mv)
-	copyA := steerCopy{id: "steer-a", host: a.http, p: a.p}
-	copyB := steerCopy{id: "steer-b", host: hostOf(proxy.URL), p: b.p}
-	from, to := copyA, copyB
-	if strings.Contains(mv, `PATHWAY-ID="steer-b"`+"\n") && strings.Index(mv, `PATHWAY-ID="steer-b"`) < strings.Index(mv, `PATHWAY-ID="steer-a"`) {
-		from, to = copyB, copyA
+	if mv := fetchText(entry); strings.Contains(mv, "steer-b") || !strings.Contains(mv, `PATHWAY-ID="steer-a"`) {
+		t.Fatalf("multivariant playlist before steer-b carries the stream:\n%s", mv)
 	}
-	if !strings.Contains(mv, "http://"+copyA.host+"/"+name+"/main_stream.m3u8") || !strings.Contains(mv, "http://"+copyB.host+"/"+name+"/main_stream.m3u8") {
-		t.Fatalf("multivariant playlist does not list both copies:\n%s", mv)
-	}
-	steerAcrossDrain(t, gw, entry, from, to, func() { logCopy(t, from.id, "http://"+from.host+"/"+name) })
+
+	proxyHost := hostOf(proxy.URL)
+	steerAcrossDrain(t, gw, entry, steerCopy{id: "steer-a", host: a.http, p: a.p}, steerCopy{id: "steer-b", host: proxyHost},
+		func() {
+			// B announces the name (the admin API) after the player loaded the playlist.
+			req, _ := http.NewRequest(http.MethodPut, "http://"+b.p.addr("admin")+"/api/v1/streams/"+name, strings.NewReader(`{"state":"running"}`))
+			req.Header.Set("Authorization", "Bearer "+token)
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode/100 != 2 {
+				t.Fatalf("announcing %s on steer-b: %d", name, res.StatusCode)
+			}
+			mediatest.EventuallyT(t, 30*time.Second, func() bool {
+				m, _ := streamOrigins(gw, name)
+				return m["steer-b"] == "running"
+			}, "%s never listed on steer-b", name)
+			// Two steering TTLs: the player has had an answer offering the clone.
+			time.Sleep(3 * time.Second)
+			logCopy(t, "steer-a", a.publicHTTP+"/"+name)
+		})
 }
