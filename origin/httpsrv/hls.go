@@ -123,9 +123,7 @@ func (hm *hlsManager) feed(mx *hlsMuxer, byHub map[int]*gohlslib.Track, log *slo
 		hm.mu.Unlock()
 		close(mx.done)
 	}()
-	var ntp0 time.Time
-	var dts0 time.Duration
-	var failed int
+	var failed, skipped int
 	// An audio-only stream rotates on any unit SegmentDuration after the segment start:
 	// syncing at least every half of it sees every rotation.
 	leadVideo := mx.lead.Codec.IsVideo()
@@ -135,7 +133,7 @@ func (hm *hlsManager) feed(mx *hlsMuxer, byHub map[int]*gohlslib.Track, log *slo
 	for {
 		u, err := mx.rd.Read(hm.s.ctx)
 		if err != nil {
-			log.Info("hls muxer stopped", "reason", reason(err), "encode_errors", failed)
+			log.Info("hls muxer stopped", "reason", reason(err), "encode_errors", failed, "unclocked_units", skipped)
 			return
 		}
 		tr := byHub[u.Track]
@@ -144,11 +142,10 @@ func (hm *hlsManager) feed(mx *hlsMuxer, byHub map[int]*gohlslib.Track, log *slo
 		}
 		ntp := u.NTP
 		if ntp.IsZero() {
-			// Without a capture clock, derive one from the stream timeline so PROGRAM-DATE-TIME grows steadily.
-			if ntp0.IsZero() {
-				ntp0, dts0 = time.Now(), u.DTS
-			}
-			ntp = ntp0.Add(u.PTS - dts0)
+			// The stream awaits its source's clock (a relay before the upstream's first
+			// sender report): a segment must not start on a clock the source will contradict.
+			skipped++
+			continue
 		}
 		if tr == mx.lead && isReady(mx) {
 			var due bool
