@@ -106,13 +106,16 @@ func parseMediaPlaylist(body string) (int, []hlsSegment, error) {
 	return seq0, segs, sc.Err()
 }
 
-// TestTimelineAcrossCopies (issue 9, interchangeable copies): ffmpeg publishes live/tl to
-// owner A (RTMP, a key frame every 2 s, hls.segment_duration 1 s so every key frame cuts a
-// segment); a viewer asks relay B directly for live/tl, so B pulls it from A over RTSP (cluster
-// pull-through). B's segments carry A's clock: every segment B lists is also listed by A
-// with the same EXT-X-PROGRAM-DATE-TIME (within 50 ms) and the same EXTINF, so a player
-// moving between the copies lands on the same frame. (A relay inventing its own clock, as
-// before, is off by the age of the key frame it started from plus the pull's latency.)
+// TestTimelineAcrossCopies (issue 9, interchangeable copies): two streams on owner A, each
+// with a key frame every 2 s and hls.segment_duration 1 s, so every key frame cuts a segment:
+// live/tl published over RTMP (no clock from the publisher: A anchors one) and live/tlsr
+// published over RTSP by an ffmpeg whose RTCP sender reports carry a clock in 2020
+// (-start_time_realtime), years away from any clock an origin could invent. A viewer asks
+// relay B directly for each, so B pulls it from A over RTSP (cluster pull-through). B's
+// segments carry A's clock: every segment B lists within A's window is one of A's, with the
+// same EXT-X-PROGRAM-DATE-TIME (within 50 ms) and the same EXTINF, so a player moving
+// between the copies lands on the same frame. A relay inventing its own clock fails on
+// live/tlsr by six years.
 func TestTimelineAcrossCopies(t *testing.T) {
 	t.Parallel()
 	mediatest.Tool(t, "ffmpeg")
@@ -121,26 +124,40 @@ func TestTimelineAcrossCopies(t *testing.T) {
 	b := startMediaOrigin(t, "tl-relay", rs.URL(), "", "PEERGATE_HLS_SEGMENT_DURATION=1s")
 	gw := startGateway(t, "gw", rs.URL())
 	waitReady(t, gw)
-	pub := mediatest.PublishRTMP(t, "rtmp://"+a.rtmp+"/live/tl", mediatest.Source{GOP: 50})
-	mediatest.EventuallyT(t, 30*time.Second, func() bool {
-		m, _ := streamOrigins(gw, "live/tl")
-		return m["tl-owner"] == "running"
-	}, "live/tl never ran on tl-owner; publisher said: %s", pub.Output())
-
+	src := mediatest.Source{GOP: 50}
+	pubs := map[string]*mediatest.Proc{
+		"live/tl": mediatest.PublishRTMP(t, "rtmp://"+a.rtmp+"/live/tl", src),
+		"live/tlsr": mediatest.Start(t, "ffmpeg", append(mediatest.SourceArgs(src),
+			"-start_time_realtime", "1577836800000000", // 2020-01-01T00:00:00Z
+			"-f", "rtsp", "-rtsp_transport", "tcp", "rtsp://"+a.rtsp+"/live/tlsr")...),
+	}
+	for _, name := range []string{"live/tl", "live/tlsr"} {
+		mediatest.EventuallyT(t, 30*time.Second, func() bool {
+			m, _ := streamOrigins(gw, name)
+			return m["tl-owner"] == "running"
+		}, "%s never ran on tl-owner; publisher said: %s", name, pubs[name].Output())
+	}
 	c := &http.Client{Timeout: 20 * time.Second}
-	// A first request at B starts the relay pull and waits for B's first segment.
+	for _, name := range []string{"live/tl", "live/tlsr"} {
+		checkCopies(t, c, a, b, name)
+	}
+	if recs := logRecords(b.p, "on-demand pull running"); len(recs) != 2 || recs[0]["relay_from"] != "tl-owner" || recs[1]["relay_from"] != "tl-owner" {
+		t.Fatalf("relay B pulls %v, want one pull of each stream from tl-owner", recs)
+	}
+}
+
+// checkCopies asks relay b for name (starting its pull from owner a) and compares the media
+// playlists of both until four segments matched; any mismatch fails at once.
+func checkCopies(t *testing.T, c *http.Client, a, b *mediaOrigin, name string) {
+	t.Helper()
 	var lastErr error
 	if !mediatest.Eventually(60*time.Second, func() bool {
-		_, segs, err := mediaPlaylist(c, b.publicHTTP+"/live/tl")
+		_, segs, err := mediaPlaylist(c, b.publicHTTP+"/"+name)
 		lastErr = err
 		return err == nil && len(segs) >= 3
 	}) {
-		t.Fatalf("relay B never listed 3 segments: %v", lastErr)
+		t.Fatalf("%s: relay B never listed 3 segments: %v", name, lastErr)
 	}
-	if recs := logRecords(b.p, "on-demand pull running"); len(recs) != 1 || recs[0]["relay_from"] != "tl-owner" {
-		t.Fatalf("relay B pulls %v, want one pull from tl-owner", recs)
-	}
-
 	// Both playlists, fetched together, a few times over (segments come and go): every segment
 	// of B within A's window is one of A's, same PROGRAM-DATE-TIME and same EXTINF. The first
 	// segment of any muxer is the exception for EXTINF: gohlslib's DTS extractor gives the
@@ -151,12 +168,12 @@ func TestTimelineAcrossCopies(t *testing.T) {
 	deadline := time.Now().Add(60 * time.Second)
 	for len(matched) < 4 {
 		if time.Now().After(deadline) {
-			t.Fatalf("only %d segments of B matched A's in 60 s", len(matched))
+			t.Fatalf("%s: only %d segments of B matched A's in 60 s", name, len(matched))
 		}
-		seqA, segsA, errA := mediaPlaylist(c, a.publicHTTP+"/live/tl")
-		seqB, segsB, errB := mediaPlaylist(c, b.publicHTTP+"/live/tl")
+		seqA, segsA, errA := mediaPlaylist(c, a.publicHTTP+"/"+name)
+		seqB, segsB, errB := mediaPlaylist(c, b.publicHTTP+"/"+name)
 		if errA != nil || errB != nil || len(segsA) == 0 {
-			t.Logf("playlists: %v %v", errA, errB)
+			t.Logf("%s playlists: %v %v", name, errA, errB)
 			time.Sleep(time.Second)
 			continue
 		}
@@ -171,14 +188,14 @@ func TestTimelineAcrossCopies(t *testing.T) {
 				}
 			}
 			if m == nil {
-				t.Fatalf("B segment #%d at %s is in A's window (A seq %d, B seq %d) but A has no segment at that time:\nA %+v\nB %+v",
-					sb.seq, sb.pdt.Format(time.RFC3339Nano), seqA, seqB, segsA, segsB)
+				t.Fatalf("%s: B segment #%d at %s is in A's window (A seq %d, B seq %d) but A has no segment at that time:\nA %+v\nB %+v",
+					name, sb.seq, sb.pdt.Format(time.RFC3339Nano), seqA, seqB, segsA, segsB)
 			}
 			if d := m.dur - sb.dur; sb.seq > 0 && (d < -time.Millisecond || d > time.Millisecond) {
-				t.Fatalf("B segment #%d at %s lasts %v, A's #%d %v", sb.seq, sb.pdt.Format(time.RFC3339Nano), sb.dur, m.seq, m.dur)
+				t.Fatalf("%s: B segment #%d at %s lasts %v, A's #%d %v", name, sb.seq, sb.pdt.Format(time.RFC3339Nano), sb.dur, m.seq, m.dur)
 			}
 			if !matched[m.pdt] {
-				t.Logf("B #%d %s %v = A #%d %s %v", sb.seq, sb.pdt.Format(time.RFC3339Nano), sb.dur,
+				t.Logf("%s: B #%d %s %v = A #%d %s %v", name, sb.seq, sb.pdt.Format(time.RFC3339Nano), sb.dur,
 					m.seq, m.pdt.Format(time.RFC3339Nano), m.dur)
 			}
 			matched[m.pdt] = true
