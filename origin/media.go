@@ -29,8 +29,9 @@ import (
 //
 // Started parts are closed in reverse order: ingest first, then outputs, pulls and the Table.
 type mediaStack struct {
-	tbl *media.Table
-	odm *ondemand.Manager
+	tbl  *media.Table
+	odm  *ondemand.Manager
+	rtmp *rtmpsrv.Server // nil when listen.rtmp is ""
 
 	started   []interface{ Close() }
 	closeOnce sync.Once
@@ -101,6 +102,7 @@ func (m *mediaStack) serve(cfg *config.Origin, claim func(context.Context, strin
 			return fmt.Errorf("listen.rtmp: %w", err)
 		}
 		log.Info("listening", "listener", "rtmp", "addr", s.Addr().String())
+		m.rtmp = s
 	}
 	for i, st := range cfg.Streams {
 		if st.Kind() != config.SourceFile {
@@ -176,6 +178,7 @@ func rtmpServer(cfg *config.Origin, tbl *media.Table, publish func(name, query, 
 		AuthorizePlay:    pubauth.PlayAuthorizer(cfg.Auth.PlaySecret),
 		MaxConnsPerIP:    cfg.Limits.MaxConnsPerIP,
 		FirstByteTimeout: cfg.Limits.FirstByteTimeout,
+		ReconnectURL:     cfg.DrainReconnectURL,
 		Logger:           log,
 	}
 }
