@@ -70,7 +70,7 @@ func TestPlaylistClock(t *testing.T) {
 	}
 	st.AwaitSourceClock(time.Minute)
 	src := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC) // far from any clock a muxer could invent
-	const fps, gop, clockFrom = 25, 25, 30            // key frame every second; the clock arrives at unit 30
+	const fps, gop, clockFrom = 25, 25, 30             // key frame every second; the clock arrives at unit 30
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() {
