@@ -129,8 +129,9 @@ func (o *output) run() {
 		}
 		for _, p := range pkts {
 			p.Timestamp += ts
-			// per-session queues drop, never block; the NTP only feeds gortsplib's (disabled) reports
-			_ = o.ss.WritePacketRTPWithNTP(o.medias[u.Track], p, u.NTP)
+			// Per-session queues drop, never block. gortsplib gets the local time of writing
+			// (it derives PLAY's RTP-Info from it); the source clock goes in our sender reports.
+			_ = o.ss.WritePacketRTP(o.medias[u.Track], p)
 		}
 	}
 	err := o.rd.Err()
