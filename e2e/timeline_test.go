@@ -109,13 +109,13 @@ func parseMediaPlaylist(body string) (int, []hlsSegment, error) {
 // TestTimelineAcrossCopies (issue 9, interchangeable copies): two streams on owner A, each
 // with a key frame every 2 s and hls.segment_duration 1 s, so every key frame cuts a segment:
 // live/tl published over RTMP (no clock from the publisher: A anchors one) and live/tlsr
-// published over RTSP by an ffmpeg whose RTCP sender reports carry a clock in 2020
-// (-start_time_realtime), years away from any clock an origin could invent. A viewer asks
+// published over RTSP by an ffmpeg whose RTCP sender reports carry a clock of its own
+// (-start_time_realtime), far from any clock an origin could invent. A viewer asks
 // relay B directly for each, so B pulls it from A over RTSP (cluster pull-through). B's
-// segments carry A's clock: every segment B lists within A's window is one of A's, with the
-// same EXT-X-PROGRAM-DATE-TIME (within 50 ms) and the same EXTINF, so a player moving
-// between the copies lands on the same frame. A relay inventing its own clock fails on
-// live/tlsr by six years.
+// segments carry A's clock and A's numbers: every segment B lists within A's window is one of
+// A's, with the same EXT-X-PROGRAM-DATE-TIME (within 50 ms), the same media sequence number
+// and the same EXTINF, so a player moving between the copies lands on the same frame. A
+// relay inventing its own clock fails on live/tlsr (its publisher's clock is hours off).
 func TestTimelineAcrossCopies(t *testing.T) {
 	t.Parallel()
 	mediatest.Tool(t, "ffmpeg")
@@ -159,11 +159,17 @@ func checkCopies(t *testing.T, c *http.Client, a, b *mediaOrigin, name string) {
 		t.Fatalf("%s: relay B never listed 3 segments: %v", name, lastErr)
 	}
 	// Both playlists, fetched together, a few times over (segments come and go): every segment
-	// of B within A's window is one of A's, same PROGRAM-DATE-TIME and same EXTINF. The first
+	// of B within A's window is one of A's: same PROGRAM-DATE-TIME, same media sequence
+	// number (B asked A for it, httpsrv.HLSSeqPath) and same EXTINF. The first
 	// segment of any muxer is the exception for EXTINF: gohlslib's DTS extractor gives the
 	// first key frame DTS = PTS and later ones DTS = PTS - the B-frame delay, so a muxer's first
 	// segment is that delay (one frame here) shorter; its PROGRAM-DATE-TIME still matches.
 	const tol = 50 * time.Millisecond
+	_, firstB, err := mediaPlaylist(c, b.publicHTTP+"/"+name)
+	if err != nil || len(firstB) == 0 {
+		t.Fatalf("%s: B's playlist: %v", name, err)
+	}
+	segsB0 := firstB[0] // B's first segment, one B-frame delay shorter (below)
 	matched := map[time.Time]bool{}
 	deadline := time.Now().Add(60 * time.Second)
 	for len(matched) < 4 {
@@ -191,7 +197,10 @@ func checkCopies(t *testing.T, c *http.Client, a, b *mediaOrigin, name string) {
 				t.Fatalf("%s: B segment #%d at %s is in A's window (A seq %d, B seq %d) but A has no segment at that time:\nA %+v\nB %+v",
 					name, sb.seq, sb.pdt.Format(time.RFC3339Nano), seqA, seqB, segsA, segsB)
 			}
-			if d := m.dur - sb.dur; sb.seq > 0 && (d < -time.Millisecond || d > time.Millisecond) {
+			if m.seq != sb.seq {
+				t.Fatalf("%s: B segment at %s is #%d, A's is #%d: the copies number it differently", name, sb.pdt.Format(time.RFC3339Nano), sb.seq, m.seq)
+			}
+			if d := m.dur - sb.dur; !sb.pdt.Equal(segsB0.pdt) && (d < -time.Millisecond || d > time.Millisecond) {
 				t.Fatalf("%s: B segment #%d at %s lasts %v, A's #%d %v", name, sb.seq, sb.pdt.Format(time.RFC3339Nano), sb.dur, m.seq, m.dur)
 			}
 			if !matched[m.pdt] {

@@ -31,7 +31,8 @@ import (
 type mediaStack struct {
 	tbl  *media.Table
 	odm  *ondemand.Manager
-	rtmp *rtmpsrv.Server // nil when listen.rtmp is ""
+	rtmp *rtmpsrv.Server  // nil when listen.rtmp is ""
+	clu  ondemand.Cluster // registry lookups for cluster pull-through; nil without
 
 	started   []interface{ Close() }
 	closeOnce sync.Once
@@ -65,7 +66,7 @@ func newMedia(cfg *config.Origin, clu ondemand.Cluster, log *slog.Logger) (*medi
 		// RTSP and HLS viewers share one reader per stream; the rest have one each.
 		MaxReaders: cfg.Limits.MaxViewers + 16,
 	})
-	m := &mediaStack{tbl: tbl, odm: odm, started: []interface{ Close() }{tbl}}
+	m := &mediaStack{tbl: tbl, odm: odm, clu: clu, started: []interface{ Close() }{tbl}}
 	if err := m.start(odm); err != nil {
 		m.close()
 		return nil, fmt.Errorf("streams: %w", err)
@@ -78,6 +79,9 @@ func newMedia(cfg *config.Origin, clu ondemand.Cluster, log *slog.Logger) (*medi
 // a publisher is accepted.
 func (m *mediaStack) serve(cfg *config.Origin, claim func(context.Context, string) error, log *slog.Logger) error {
 	hs := httpServer(cfg, m.tbl, log)
+	if m.clu != nil {
+		hs.SequenceUpstream = m.relayHTTPUpstream
+	}
 	if err := m.start(hs); err != nil {
 		return fmt.Errorf("listen.http: %w", err)
 	}
@@ -113,6 +117,28 @@ func (m *mediaStack) serve(cfg *config.Origin, claim func(context.Context, strin
 		}
 	}
 	return nil
+}
+
+// relayHTTPUpstream is the HTTP base URL (private host, public port) of the origin name is
+// relayed from here, for httpsrv's SequenceUpstream; false when name is no relay copy.
+func (m *mediaStack) relayHTTPUpstream(name string) (string, bool) {
+	id, ok := m.odm.RelayUpstream(name)
+	if !ok {
+		return "", false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	carriers, err := m.clu.FindStream(ctx, name)
+	if err != nil {
+		return "", false
+	}
+	for i := range carriers {
+		if c := &carriers[i]; c.Origin.ID == id {
+			u := c.Origin.DialURL("http")
+			return u, u != ""
+		}
+	}
+	return "", false
 }
 
 // start initializes p and closes it with the stack.
