@@ -23,9 +23,9 @@ import (
 // would number the segment the owner calls 41 as, say, 3. Every copy already cuts its
 // segments at the same key frames when every key frame cuts (key-frame interval at least
 // hls.segment_duration) and stamps them with the same PROGRAM-DATE-TIME (the source clock,
-// see media.Stream). So a relay's muxer, once its first segment exists, asks its upstream
-// origin which sequence number the upstream serves for a segment starting at that
-// PROGRAM-DATE-TIME (GET HLSSeqPath?name=NAME&pdt=...), and from then on serves its
+// see media.Stream). So a relay's muxer, once its second segment exists (referenceSegment
+// says why not the first), asks its upstream origin which sequence number the upstream
+// serves for a segment starting at that PROGRAM-DATE-TIME (GET HLSSeqPath?name=NAME&pdt=...), and from then on serves its
 // playlists with that offset added (EXT-X-MEDIA-SEQUENCE, EXT-X-RENDITION-REPORT LAST-MSN)
 // and takes it off the _HLS_msn of LL-HLS requests. The upstream answers with its own
 // served numbers, so relays of relays agree too. Without an answer (not a relay, no upstream
@@ -39,9 +39,10 @@ import (
 const HLSSeqPath = "/_peergate/hlsseq"
 
 const (
-	// seqAlignTimeout bounds a relay muxer's alignment; requests wait for it (within
-	// FirstSegmentTimeout), the muxer's segments meanwhile go on.
-	seqAlignTimeout = 5 * time.Second
+	// seqAlignTimeout bounds a relay muxer's alignment from its first segment on (its second
+	// segment, then the upstream's answer); playlist requests wait for it, within the
+	// server's WriteTimeout; the muxer's segments meanwhile go on.
+	seqAlignTimeout = 8 * time.Second
 	// seqPDTTolerance: copies stamp the same frame with the same clock to the microsecond;
 	// playlists carry milliseconds.
 	seqPDTTolerance = 20 * time.Millisecond
@@ -65,12 +66,16 @@ func (hm *hlsManager) alignSequence(mx *hlsMuxer, log *slog.Logger) {
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, seqAlignTimeout)
 	defer cancel()
-	msn, pdt, err := mx.firstSegment()
-	if err != nil {
-		log.Info("hls sequence not aligned", "reason", err.Error())
-		return
+	var msn int
+	var pdt time.Time
+	for ok := false; !ok; {
+		if msn, pdt, ok = mx.referenceSegment(); !ok && !sleepCtx(ctx, 100*time.Millisecond) {
+			log.Info("hls sequence not aligned", "reason", "no second segment in time")
+			return
+		}
 	}
 	var up int
+	var err error
 	for {
 		up, err = upstreamSequence(ctx, base, mx.st.Name(), pdt)
 		if !errors.Is(err, errSeqRetry) || !sleepCtx(ctx, 250*time.Millisecond) {
@@ -85,20 +90,27 @@ func (hm *hlsManager) alignSequence(mx *hlsMuxer, log *slog.Logger) {
 	log.Info("hls sequence aligned", "upstream", base, "pdt", pdt.Format(time.RFC3339Nano), "upstream_msn", up, "offset", mx.seqOffset)
 }
 
-// firstSegment is the media sequence number and start time of the oldest segment of the
-// muxer's first media playlist.
-func (mx *hlsMuxer) firstSegment() (int, time.Time, error) {
+// referenceSegment is the media sequence number and start time of the muxer's second
+// segment, once it is listed (false before). Not the first: gohlslib's first segment starts
+// at the first key frame's PTS (its DTS extractor learns B-frame reordering later), so it
+// may end one key frame later than the upstream's segment starting there; from the second
+// on, both cut by the same rule from the same key frame.
+func (mx *hlsMuxer) referenceSegment() (int, time.Time, bool) {
 	pl, err := mx.mediaPlaylist()
 	if err != nil {
-		return 0, time.Time{}, err
+		return 0, time.Time{}, false
 	}
 	times := segmentTimes(pl)
+	seen := 0
 	for i, seg := range pl.Segments {
-		if !seg.Gap && !times[i].IsZero() {
-			return pl.MediaSequence + i, times[i], nil
+		if seg.Gap {
+			continue
+		}
+		if seen++; seen == 2 && !times[i].IsZero() {
+			return pl.MediaSequence + i, times[i], true
 		}
 	}
-	return 0, time.Time{}, errors.New("no segment with a PROGRAM-DATE-TIME")
+	return 0, time.Time{}, false
 }
 
 // segmentTimes is the start time of every segment of pl: its PROGRAM-DATE-TIME, or one
