@@ -261,3 +261,35 @@ func fetchMediaPlaylist(t *testing.T, s *Server, name string) *playlist.Media {
 	}
 	return &pl
 }
+
+// BenchmarkRelayPlaylist: what a relay's sequence offset costs a media playlist request:
+// "plain" is gohlslib's answer as an owner serves it, "shifted" the same answer rewritten
+// (_HLS_msn translation, capture, EXT-X-MEDIA-SEQUENCE rewrite), both in this run.
+func BenchmarkRelayPlaylist(b *testing.B) {
+	e := newEnv(b, media.Config{})
+	s := e.startHTTP(func(s *Server) { s.HLS.SegmentDuration = 200 * time.Millisecond })
+	e.synth("live/bench", 50, 10, 1000)
+	var mx *hlsMuxer
+	if !mediatest.Eventually(30*time.Second, func() bool {
+		mx = s.hls.get("live/bench")
+		return mx != nil && isReady(mx) && len(mx.keep.mediaPlaylists()) > 0
+	}) {
+		b.Fatal("no muxer")
+	}
+	<-mx.seqReady
+	name := mx.keep.mediaPlaylists()[0]
+	req := func() *http.Request {
+		return &http.Request{Method: http.MethodGet, URL: &url.URL{Path: name}, Header: http.Header{}}
+	}
+	b.Run("plain", func(b *testing.B) {
+		for b.Loop() {
+			mx.mux.Handle(&countingWriter{ResponseWriter: &captureWriter{h: http.Header{}, limit: 1 << 20}}, req())
+		}
+	})
+	mx.seqOffset = 1000 // no request runs concurrently
+	b.Run("shifted", func(b *testing.B) {
+		for b.Loop() {
+			mx.serveShiftedPlaylist(&countingWriter{ResponseWriter: &captureWriter{h: http.Header{}, limit: 1 << 20}}, req())
+		}
+	})
+}

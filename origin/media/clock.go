@@ -15,27 +15,36 @@ import "time"
 // unit, and a relay that takes the NTP from this origin's sender reports stamps its copy
 // with the very same values.
 type sourceClock struct {
-	anchor time.Time     // NTP of PTS 0; zero until anchored
-	await  time.Duration // AwaitSourceClock: how long units may stay unstamped
-	first  time.Time     // arrival of the first unit, for await
+	anchor time.Time        // NTP of PTS 0; zero until anchored
+	await  time.Duration    // AwaitSourceClock: how long units may stay unstamped
+	first  time.Time        // arrival of the first unit, for await
+	now    func() time.Time // time.Now when nil (tests set it)
 }
 
-// stamp returns the NTP of a unit with presentation time pts that arrived with ntp (zero
-// when the source gave none) at now. It returns zero only while the stream awaits its
-// source's clock.
-func (c *sourceClock) stamp(ntp time.Time, pts time.Duration, now time.Time) time.Time {
+// stamp returns the NTP of a unit with presentation time pts that arrived now with ntp (zero
+// when the source gave none). It returns zero only while the stream awaits its source's
+// clock. It reads the time only until the stream is anchored.
+func (c *sourceClock) stamp(ntp time.Time, pts time.Duration) time.Time {
 	if c.first.IsZero() {
-		c.first = now
+		c.first = c.clock()
 	}
 	if !ntp.IsZero() {
 		c.anchor = ntp.Add(-pts)
 		return ntp
 	}
 	if c.anchor.IsZero() {
+		now := c.clock()
 		if c.await > 0 && now.Sub(c.first) < c.await {
 			return time.Time{}
 		}
 		c.anchor = now.Add(-pts)
 	}
 	return c.anchor.Add(pts)
+}
+
+func (c *sourceClock) clock() time.Time {
+	if c.now != nil {
+		return c.now()
+	}
+	return time.Now()
 }

@@ -13,38 +13,38 @@ func TestSourceClockStamp(t *testing.T) {
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
 	var c sourceClock
-	if got := c.stamp(time.Time{}, 2*time.Second, t0); !got.Equal(t0) {
+	if got := c.at(t0).stamp(time.Time{}, 2*time.Second); !got.Equal(t0) {
 		t.Fatalf("first unit stamped %v, want arrival %v", got, t0)
 	}
 	// A late unit is stamped from its PTS, not from when it arrived.
-	if got := c.stamp(time.Time{}, 3*time.Second, t0.Add(7*time.Second)); !got.Equal(t0.Add(time.Second)) {
+	if got := c.at(t0.Add(7*time.Second)).stamp(time.Time{}, 3*time.Second); !got.Equal(t0.Add(time.Second)) {
 		t.Fatalf("later unit stamped %v, want anchor+PTS %v", got, t0.Add(time.Second))
 	}
 	src := time.Date(2020, 5, 6, 7, 8, 9, 0, time.UTC)
-	if got := c.stamp(src, 4*time.Second, t0.Add(8*time.Second)); !got.Equal(src) {
+	if got := c.at(t0.Add(8*time.Second)).stamp(src, 4*time.Second); !got.Equal(src) {
 		t.Fatalf("source NTP replaced: %v", got)
 	}
-	if got := c.stamp(time.Time{}, 5*time.Second, t0.Add(9*time.Second)); !got.Equal(src.Add(time.Second)) {
+	if got := c.at(t0.Add(9*time.Second)).stamp(time.Time{}, 5*time.Second); !got.Equal(src.Add(time.Second)) {
 		t.Fatalf("after the source clock: %v, want %v", got, src.Add(time.Second))
 	}
 
 	a := sourceClock{await: 5 * time.Second}
-	if got := a.stamp(time.Time{}, 0, t0); !got.IsZero() {
+	if got := a.at(t0).stamp(time.Time{}, 0); !got.IsZero() {
 		t.Fatalf("awaiting: stamped %v", got)
 	}
-	if got := a.stamp(src, time.Second, t0.Add(time.Second)); !got.Equal(src) {
+	if got := a.at(t0.Add(time.Second)).stamp(src, time.Second); !got.Equal(src) {
 		t.Fatalf("awaiting, source clock came: %v", got)
 	}
-	if got := a.stamp(time.Time{}, 2*time.Second, t0.Add(2*time.Second)); !got.Equal(src.Add(time.Second)) {
+	if got := a.at(t0.Add(2*time.Second)).stamp(time.Time{}, 2*time.Second); !got.Equal(src.Add(time.Second)) {
 		t.Fatalf("after the source clock came: %v", got)
 	}
 
 	b := sourceClock{await: 5 * time.Second}
-	b.stamp(time.Time{}, 0, t0)
-	if got := b.stamp(time.Time{}, 4*time.Second, t0.Add(4*time.Second)); !got.IsZero() {
+	b.at(t0).stamp(time.Time{}, 0)
+	if got := b.at(t0.Add(4*time.Second)).stamp(time.Time{}, 4*time.Second); !got.IsZero() {
 		t.Fatalf("within the bound: stamped %v", got)
 	}
-	if got := b.stamp(time.Time{}, 5*time.Second, t0.Add(5*time.Second)); !got.Equal(t0.Add(5 * time.Second)) {
+	if got := b.at(t0.Add(5*time.Second)).stamp(time.Time{}, 5*time.Second); !got.Equal(t0.Add(5 * time.Second)) {
 		t.Fatalf("past the bound: %v, want an own anchor %v", got, t0.Add(5*time.Second))
 	}
 }
@@ -85,4 +85,10 @@ func TestWriteUnitStampsOneClock(t *testing.T) {
 			t.Fatalf("unit %d: NTP %v after the first, want %v (PTS)", i, got, want)
 		}
 	}
+}
+
+// at makes the clock read t from now on.
+func (c *sourceClock) at(t time.Time) *sourceClock {
+	c.now = func() time.Time { return t }
+	return c
 }

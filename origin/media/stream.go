@@ -128,7 +128,7 @@ func (s *Stream) WriteUnit(u Unit) {
 		u.KeyFrame = false
 		u.DTS = u.PTS
 	}
-	u.NTP = s.clock.stamp(u.NTP, u.PTS, time.Now())
+	u.NTP = s.clock.stamp(u.NTP, u.PTS)
 	n := u.size()
 	s.ingress.Add(int64(n))
 	s.units.Add(1)
