@@ -20,6 +20,7 @@ const registryOpTimeout = 5 * time.Second
 type lifecycle struct {
 	reg      *registry.Registrar
 	log      *slog.Logger
+	rtmp     viewerMover // nil without an RTMP listener
 	flushed  atomic.Bool // the record and stream list reached the registry
 	draining atomic.Bool
 }
@@ -52,11 +53,22 @@ func (lc *lifecycle) register(ctx context.Context, attrs ...any) {
 	}
 }
 
-// drain publishes the draining state, waits for the viewers to leave (up to timeout) and
-// deregisters.
+// viewerMover asks viewers to move to another origin (rtmpsrv.Server: Enhanced RTMP's
+// ReconnectRequest to the players that follow it).
+type viewerMover interface {
+	Drain() int
+	ReconnectRequests() int64
+}
+
+// drain publishes the draining state, asks the RTMP players that can to reconnect (once
+// gateways know we drain, so they send them elsewhere), waits for the viewers to leave (up
+// to timeout) and deregisters. Everyone is served until they leave or timeout.
 func (lc *lifecycle) drain(viewers func() int64, timeout time.Duration) {
 	lc.draining.Store(true)
 	lc.do(context.Background(), lc.reg.Drain, "drain not published")
+	if lc.rtmp != nil {
+		lc.log.Info("rtmp players asked to reconnect", "players", lc.rtmp.Drain())
+	}
 	waitViewers(viewers, timeout, lc.log)
 	lc.do(context.Background(), lc.reg.Deregister, "deregister failed; the record expires with its TTL")
 }
@@ -77,7 +89,7 @@ func (lc *lifecycle) collectors() []prometheus.Collector {
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
-	return []prometheus.Collector{
+	out := []prometheus.Collector{
 		gauge("peergate_origin_draining", "1 while the origin drains before exit.",
 			func() float64 { return b2f(lc.draining.Load()) }),
 		gauge("peergate_origin_registered", "1 once the record and stream list reached the registry.",
@@ -89,6 +101,13 @@ func (lc *lifecycle) collectors() []prometheus.Collector {
 			"Seconds since the shared origin index last took this origin (NaN before the first write).",
 			func() float64 { return writeAge(lc.reg.LastIndexWrite()) }),
 	}
+	if lc.rtmp != nil {
+		out = append(out, prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "peergate_origin_rtmp_reconnect_requests_total",
+			Help: "NetConnection.Connect.ReconnectRequest messages sent to RTMP players while draining.",
+		}, func() float64 { return float64(lc.rtmp.ReconnectRequests()) }))
+	}
+	return out
 }
 
 // waitViewers returns when nobody watches any more or after timeout.

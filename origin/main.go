@@ -84,6 +84,9 @@ func run(ctx context.Context, path string, env []string, logOut io.Writer) error
 		return err
 	}
 	lc := &lifecycle{reg: reg, log: log}
+	if ms.rtmp != nil {
+		lc.rtmp = ms.rtmp
+	}
 	adm, err := startAdmin(cfg, lc, book, ms.tbl, logOut, log)
 	defer adm.Close()
 	if err != nil {

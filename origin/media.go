@@ -29,8 +29,10 @@ import (
 //
 // Started parts are closed in reverse order: ingest first, then outputs, pulls and the Table.
 type mediaStack struct {
-	tbl *media.Table
-	odm *ondemand.Manager
+	tbl  *media.Table
+	odm  *ondemand.Manager
+	rtmp *rtmpsrv.Server  // nil when listen.rtmp is ""
+	clu  ondemand.Cluster // registry lookups for cluster pull-through; nil without
 
 	started   []interface{ Close() }
 	closeOnce sync.Once
@@ -64,7 +66,7 @@ func newMedia(cfg *config.Origin, clu ondemand.Cluster, log *slog.Logger) (*medi
 		// RTSP and HLS viewers share one reader per stream; the rest have one each.
 		MaxReaders: cfg.Limits.MaxViewers + 16,
 	})
-	m := &mediaStack{tbl: tbl, odm: odm, started: []interface{ Close() }{tbl}}
+	m := &mediaStack{tbl: tbl, odm: odm, clu: clu, started: []interface{ Close() }{tbl}}
 	if err := m.start(odm); err != nil {
 		m.close()
 		return nil, fmt.Errorf("streams: %w", err)
@@ -77,6 +79,9 @@ func newMedia(cfg *config.Origin, clu ondemand.Cluster, log *slog.Logger) (*medi
 // a publisher is accepted.
 func (m *mediaStack) serve(cfg *config.Origin, claim func(context.Context, string) error, log *slog.Logger) error {
 	hs := httpServer(cfg, m.tbl, log)
+	if m.clu != nil {
+		hs.SequenceUpstream = m.relayHTTPUpstream
+	}
 	if err := m.start(hs); err != nil {
 		return fmt.Errorf("listen.http: %w", err)
 	}
@@ -101,6 +106,7 @@ func (m *mediaStack) serve(cfg *config.Origin, claim func(context.Context, strin
 			return fmt.Errorf("listen.rtmp: %w", err)
 		}
 		log.Info("listening", "listener", "rtmp", "addr", s.Addr().String())
+		m.rtmp = s
 	}
 	for i, st := range cfg.Streams {
 		if st.Kind() != config.SourceFile {
@@ -111,6 +117,28 @@ func (m *mediaStack) serve(cfg *config.Origin, claim func(context.Context, strin
 		}
 	}
 	return nil
+}
+
+// relayHTTPUpstream is the HTTP base URL (private host, public port) of the origin name is
+// relayed from here, for httpsrv's SequenceUpstream; false when name is no relay copy.
+func (m *mediaStack) relayHTTPUpstream(name string) (string, bool) {
+	id, ok := m.odm.RelayUpstream(name)
+	if !ok {
+		return "", false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	carriers, err := m.clu.FindStream(ctx, name)
+	if err != nil {
+		return "", false
+	}
+	for i := range carriers {
+		if c := &carriers[i]; c.Origin.ID == id {
+			u := c.Origin.DialURL("http")
+			return u, u != ""
+		}
+	}
+	return "", false
 }
 
 // start initializes p and closes it with the stack.
@@ -176,6 +204,7 @@ func rtmpServer(cfg *config.Origin, tbl *media.Table, publish func(name, query, 
 		AuthorizePlay:    pubauth.PlayAuthorizer(cfg.Auth.PlaySecret),
 		MaxConnsPerIP:    cfg.Limits.MaxConnsPerIP,
 		FirstByteTimeout: cfg.Limits.FirstByteTimeout,
+		ReconnectURL:     cfg.DrainReconnectURL,
 		Logger:           log,
 	}
 }

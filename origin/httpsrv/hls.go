@@ -38,6 +38,9 @@ type hlsMuxer struct {
 	lead  *gohlslib.Track // the track whose writes rotate segments
 	ready chan struct{}   // closed once the first segment exists
 	done  chan struct{}   // closed when the muxer stopped
+
+	seqReady  chan struct{} // closed once seqOffset is final (hlsseq.go)
+	seqOffset int           // added to gohlslib's media sequence numbers in served playlists
 }
 
 func newHLSManager(s *Server) *hlsManager {
@@ -48,6 +51,13 @@ func (hm *hlsManager) count() int {
 	hm.mu.Lock()
 	defer hm.mu.Unlock()
 	return len(hm.m)
+}
+
+// get returns the running muxer of name, nil if there is none; it starts none.
+func (hm *hlsManager) get(name string) *hlsMuxer {
+	hm.mu.Lock()
+	defer hm.mu.Unlock()
+	return hm.m[name]
 }
 
 // ensure returns the running muxer of st, starting one if needed.
@@ -96,9 +106,13 @@ func (hm *hlsManager) start(st *media.Stream) (*hlsMuxer, error) {
 	mx := &hlsMuxer{
 		st: st, rd: rd, mux: mux, lead: leadTrack(tracks),
 		keep:  newRetainer(mux, cfg.SegmentCount, cfg.SegmentMaxBytes),
-		ready: make(chan struct{}), done: make(chan struct{}),
+		ready: make(chan struct{}), done: make(chan struct{}), seqReady: make(chan struct{}),
 	}
-	hm.s.wg.Add(2)
+	hm.s.wg.Add(3)
+	go func() {
+		defer hm.s.wg.Done()
+		hm.alignSequence(mx, log)
+	}()
 	go func() {
 		defer hm.s.wg.Done()
 		hm.feed(mx, byHub, log)
@@ -123,9 +137,7 @@ func (hm *hlsManager) feed(mx *hlsMuxer, byHub map[int]*gohlslib.Track, log *slo
 		hm.mu.Unlock()
 		close(mx.done)
 	}()
-	var ntp0 time.Time
-	var dts0 time.Duration
-	var failed int
+	var failed, skipped int
 	// An audio-only stream rotates on any unit SegmentDuration after the segment start:
 	// syncing at least every half of it sees every rotation.
 	leadVideo := mx.lead.Codec.IsVideo()
@@ -135,7 +147,7 @@ func (hm *hlsManager) feed(mx *hlsMuxer, byHub map[int]*gohlslib.Track, log *slo
 	for {
 		u, err := mx.rd.Read(hm.s.ctx)
 		if err != nil {
-			log.Info("hls muxer stopped", "reason", reason(err), "encode_errors", failed)
+			log.Info("hls muxer stopped", "reason", reason(err), "encode_errors", failed, "unclocked_units", skipped)
 			return
 		}
 		tr := byHub[u.Track]
@@ -144,11 +156,10 @@ func (hm *hlsManager) feed(mx *hlsMuxer, byHub map[int]*gohlslib.Track, log *slo
 		}
 		ntp := u.NTP
 		if ntp.IsZero() {
-			// Without a capture clock, derive one from the stream timeline so PROGRAM-DATE-TIME grows steadily.
-			if ntp0.IsZero() {
-				ntp0, dts0 = time.Now(), u.DTS
-			}
-			ntp = ntp0.Add(u.PTS - dts0)
+			// The stream awaits its source's clock (a relay before the upstream's first
+			// sender report): a segment must not start on a clock the source will contradict.
+			skipped++
+			continue
 		}
 		if tr == mx.lead && isReady(mx) {
 			var due bool
@@ -340,10 +351,19 @@ func (s *Server) serveHLS(w http.ResponseWriter, r *http.Request, name string, s
 			return
 		}
 	}
+	// A relay's playlists wait for its sequence numbers (bounded by seqAlignTimeout).
+	select {
+	case <-mx.seqReady:
+	case <-r.Context().Done():
+		return
+	}
 	cw := &countingWriter{ResponseWriter: w}
-	if segment {
+	switch {
+	case segment:
 		mx.serveFile(cw, r)
-	} else {
+	case mx.seqOffset != 0 && fileName(r.URL.Path) != "index.m3u8":
+		mx.serveShiftedPlaylist(cw, r)
+	default:
 		mx.mux.Handle(cw, r)
 	}
 	if !cw.wrote {

@@ -88,6 +88,11 @@ type Server struct {
 	// FirstByteTimeout closes a connection that sends nothing this long after accept,
 	// whatever the protocol's own deadlines. It defaults to 5 seconds.
 	FirstByteTimeout time.Duration
+	// SequenceUpstream, if set, returns the HTTP base URL ("http://10.0.0.5:8081") of the
+	// origin NAME is relayed from here, false when NAME is no relay copy. A relay's HLS muxer
+	// then numbers its segments like that upstream (see HLSSeqPath). Nil: every muxer numbers
+	// from 0 (the default).
+	SequenceUpstream func(name string) (string, bool)
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 
@@ -285,8 +290,12 @@ func (s *Server) common(next http.Handler) http.Handler {
 
 // serve dispatches on the path kind: every URL of the layout ends in a known file name.
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == HLSJSPath {
+	switch r.URL.Path {
+	case HLSJSPath:
 		serveHLSJS(w, r)
+		return
+	case HLSSeqPath:
+		s.serveSeq(w, r)
 		return
 	}
 	name, kind, ok := streamname.FromHTTPPath(r.URL.EscapedPath())

@@ -34,6 +34,16 @@
 // that need the SPS before WriteUnit, e.g. a DTS extractor). Units are shared between
 // readers: nobody may modify a unit's byte slices after WriteUnit.
 //
+// # Wall clock
+//
+// Every unit leaves WriteUnit with Unit.NTP set: the source's own clock when the publisher
+// gave one (an RTSP publisher's or upstream origin's sender reports, via PacketNTP), else an
+// anchor taken at the stream's first unit plus the unit's PTS. All outputs read it (HLS
+// PROGRAM-DATE-TIME, RTSP sender reports), so every output and every relay copy of a stream
+// shows one clock. A source that will give its clock shortly (an RTSP pull) calls
+// st.AwaitSourceClock(d) after Publish: until its first NTP, for at most d, units keep a
+// zero NTP and outputs that need a clock skip them.
+//
 // # Reading
 //
 //	st, rd, err := tbl.Subscribe(ctx, "live/cam1", media.ReaderOptions{})

@@ -18,7 +18,7 @@ type Unit struct {
 	Track    int           // index into Stream.Tracks()
 	PTS      time.Duration // presentation time on the stream's timeline
 	DTS      time.Duration // decode time; grows; equal to PTS for audio
-	NTP      time.Time     // capture wall clock; zero when unknown
+	NTP      time.Time     // source wall clock of PTS; WriteUnit stamps it (see Stream.AwaitSourceClock)
 	AU       [][]byte      // video: NAL units of one access unit, no start codes
 	Frame    []byte        // audio: one AAC access unit or one Opus packet
 	KeyFrame bool          // video: random access point (set by WriteUnit)
@@ -52,6 +52,7 @@ type Stream struct {
 	done       chan struct{}
 	lastSample time.Time
 	lastBytes  int64
+	clock      sourceClock
 
 	ingress atomic.Int64
 	units   atomic.Int64
@@ -127,6 +128,7 @@ func (s *Stream) WriteUnit(u Unit) {
 		u.KeyFrame = false
 		u.DTS = u.PTS
 	}
+	u.NTP = s.clock.stamp(u.NTP, u.PTS)
 	n := u.size()
 	s.ingress.Add(int64(n))
 	s.units.Add(1)
@@ -152,6 +154,18 @@ func (s *Stream) WriteUnit(u Unit) {
 			s.dropLocked(r, ErrSlowReader)
 		}
 	}
+}
+
+// AwaitSourceClock tells the stream that its source carries its own wall clock (an RTSP
+// source's RTCP sender reports, PacketNTP): units written without one during the first d
+// after the first unit keep a zero NTP instead of getting one invented here, so no output
+// ever shows a clock the source later contradicts (HLS skips those units; RTSP sends no
+// sender report for them). After d without a source clock the stream anchors its own.
+// Call it after Publish, before the first WriteUnit.
+func (s *Stream) AwaitSourceClock(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.clock.await = d
 }
 
 // cacheGOP keeps the units since the last key frame of the main video track, within GOPCacheBytes.

@@ -24,6 +24,10 @@ import (
 	"github.com/peergate/peergate/origin/media"
 )
 
+// sourceClockWait bounds how long an RTSP pull waits for its source's first sender report
+// before the copy anchors a clock of its own (a source that sends none).
+const sourceClockWait = 5 * time.Second
+
 // rtspPuller plays an RTSP source over TCP (reliable between servers, no UDP port games).
 type rtspPuller struct{}
 
@@ -78,6 +82,10 @@ func (rtspPuller) run(ctx context.Context, u *url.URL, timeout time.Duration, pu
 	if err != nil {
 		return err
 	}
+	// The source's wall clock comes with its RTCP sender reports (a peergate origin sends one
+	// a second, from the owner's clock): stamp nothing until the first, so every output of this
+	// copy shows the source's clock (HLS PROGRAM-DATE-TIME), never one of its own.
+	st.AwaitSourceClock(sourceClockWait)
 	for i, p := range picks {
 		cb, err := ingest.Depacketizer(p.forma, i, st.WriteUnit)
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"github.com/bluenviron/gortmplib"
@@ -57,8 +58,16 @@ type Server struct {
 	// address, and a non-nil error refuses the play with NetStream.Play.Failed. Nil lets
 	// anyone play (the default).
 	AuthorizePlay func(name, query, client string) error
+	// ReconnectURL is where Drain sends players that follow Enhanced RTMP's ReconnectRequest:
+	// an rtmp:// or rtmps:// base URL (a gateway's, "rtmp://gw.example.com"), to which the
+	// player's own app is appended for the tcUrl. Empty (the default) sends no tcUrl: the
+	// player reconnects to the URL it used (through a gateway relay: the gateway).
+	ReconnectURL string
 	// Logger gets one line per connection outcome. It defaults to slog.Default().
 	Logger *slog.Logger
+
+	players    players
+	reconnects atomic.Int64
 
 	ln      *netcap.Listener
 	ctx     context.Context
@@ -142,10 +151,12 @@ func (s *Server) handle(c net.Conn) {
 
 func (s *Server) serve(c net.Conn) outcome {
 	_ = c.SetDeadline(time.Now().Add(s.HandshakeTimeout))
-	sc := &gortmplib.ServerConn{RW: c}
+	sniff := &connectSniffer{ReadWriter: c}
+	sc := &gortmplib.ServerConn{RW: sniff}
 	if err := sc.Initialize(); err != nil {
 		return outcome{err: fmt.Errorf("handshake/connect: %w", err)}
 	}
+	capsEx, app := sniff.connect()
 	if err := sc.AcceptConn(); err != nil {
 		return outcome{err: fmt.Errorf("connect: %w", err)}
 	}
@@ -177,7 +188,8 @@ func (s *Server) serve(c net.Conn) outcome {
 			return outcome{role: "player", name: name, err: fmt.Errorf("unauthorized: %w", err)}
 		}
 	}
-	return outcome{role: "player", name: name, err: s.play(c, sc, name)}
+	pl := &player{follows: capsEx&capsExReconnect != 0, app: app, ask: make(chan struct{}, 1)}
+	return outcome{role: "player", name: name, err: s.play(c, sc, name, pl)}
 }
 
 // writeStatus answers play/publish with an error onStatus on the stream (message stream 1).
@@ -243,7 +255,7 @@ func (s *Server) publish(c net.Conn, sc *gortmplib.ServerConn, name string) erro
 	}
 }
 
-func (s *Server) play(c net.Conn, sc *gortmplib.ServerConn, name string) error {
+func (s *Server) play(c net.Conn, sc *gortmplib.ServerConn, name string, pl *player) error {
 	st, err := s.Table.Find(s.ctx, name)
 	// Find may wait out an on-demand start past the handshake deadline: the answer still goes out.
 	_ = c.SetDeadline(time.Now().Add(s.WriteTimeout))
@@ -282,7 +294,9 @@ func (s *Server) play(c net.Conn, sc *gortmplib.ServerConn, name string) error {
 	}
 	_ = c.SetReadDeadline(time.Time{})
 
-	s.Logger.Info("rtmp play", "name", name, "remote", c.RemoteAddr().String())
+	s.Logger.Info("rtmp play", "name", name, "remote", c.RemoteAddr().String(), "follows_reconnect", pl.follows)
+	s.players.add(pl)
+	defer s.players.remove(pl)
 
 	// The player's own messages (acks, pings) are read and dropped; a read error means it left.
 	gone := make(chan error, 1)
@@ -310,6 +324,16 @@ func (s *Server) play(c net.Conn, sc *gortmplib.ServerConn, name string) error {
 		case err := <-gone:
 			gone <- err // for the deferred wait
 			return nil
+		case <-pl.ask:
+			// The origin drains: the player reconnects elsewhere when it likes; until it
+			// leaves it is served as before.
+			tc := s.reconnectTCURL(pl.app)
+			_ = c.SetWriteDeadline(time.Now().Add(s.WriteTimeout))
+			if err := sc.Write(reconnectRequest(tc)); err != nil {
+				return err
+			}
+			s.reconnects.Add(1)
+			s.Logger.Info("rtmp reconnect requested", "name", name, "remote", c.RemoteAddr().String(), "tc_url", tc)
 		case u, ok := <-rd.C():
 			if !ok {
 				return rd.Err()

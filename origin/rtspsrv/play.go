@@ -26,8 +26,9 @@ type output struct {
 	encoders []func(u media.Unit) ([]*rtp.Packet, error)
 	tsBase   []uint32
 	rates    []int
-	refs     int       // reader sessions; guarded by h.mu
-	lastUsed time.Time // guarded by h.mu
+	reports  []*senderReporter // per hub track
+	refs     int               // reader sessions; guarded by h.mu
+	lastUsed time.Time         // guarded by h.mu
 }
 
 // output returns the feed of name, creating it (and maybe waiting for an on-demand start).
@@ -82,6 +83,7 @@ func newOutput(h *handler, st *media.Stream) (*output, error) {
 		o.encoders = append(o.encoders, enc)
 		o.tsBase = append(o.tsBase, rand.Uint32())
 		o.rates = append(o.rates, tr.ClockRate())
+		o.reports = append(o.reports, &senderReporter{rate: tr.ClockRate()})
 	}
 	o.ss = &gortsplib.ServerStream{Server: h.s.srv, Desc: desc}
 	if err := o.ss.Initialize(); err != nil {
@@ -93,6 +95,12 @@ func newOutput(h *handler, st *media.Stream) (*output, error) {
 		return nil, err
 	}
 	o.rd = rd
+	stats := o.ss.Stats()
+	for i, m := range o.medias {
+		for _, fs := range stats.Medias[m].Formats {
+			o.reports[i].ssrc = fs.LocalSSRC
+		}
+	}
 	return o, nil
 }
 
@@ -100,6 +108,13 @@ func newOutput(h *handler, st *media.Stream) (*output, error) {
 func (o *output) run() {
 	defer o.h.s.wg.Done()
 	defer o.ss.Close()
+	srDone := make(chan struct{})
+	defer close(srDone)
+	o.h.s.wg.Add(1)
+	go func() {
+		defer o.h.s.wg.Done()
+		o.sendReports(srDone)
+	}()
 	for u := range o.rd.C() {
 		if u.Track >= len(o.encoders) {
 			continue
@@ -108,14 +123,15 @@ func (o *output) run() {
 		if err != nil {
 			continue
 		}
-		ntp := u.NTP
-		if ntp.IsZero() {
-			ntp = time.Now()
-		}
 		ts := o.tsBase[u.Track] + uint32(media.ToClock(u.PTS, o.rates[u.Track]))
+		if !u.NTP.IsZero() { // zero while the stream awaits its source's clock: no report
+			o.reports[u.Track].note(ts, u.NTP, time.Now())
+		}
 		for _, p := range pkts {
 			p.Timestamp += ts
-			_ = o.ss.WritePacketRTPWithNTP(o.medias[u.Track], p, ntp) // per-session queues drop, never block
+			// Per-session queues drop, never block. gortsplib gets the local time of writing
+			// (it derives PLAY's RTP-Info from it); the source clock goes in our sender reports.
+			_ = o.ss.WritePacketRTP(o.medias[u.Track], p)
 		}
 	}
 	err := o.rd.Err()

@@ -49,6 +49,12 @@ type Server struct {
 	// WriteQueueSize is the per-reader queue of outgoing packets (a power of two); a reader
 	// that lets it overflow is disconnected. It defaults to 1024.
 	WriteQueueSize int
+	// SenderReportPeriod is how often each RTP feed sends an RTCP sender report (the NTP of
+	// the stream's source clock for an RTP timestamp, media.Unit.NTP): a player, or a relay
+	// origin pulling the stream, learns the source's wall clock from the first one, so it
+	// comes about this long after PLAY at most. It defaults to 1 second (gortsplib's own
+	// reports, every 10 seconds, are turned off).
+	SenderReportPeriod time.Duration
 	// OutputIdle closes the RTP feed of a stream that had no RTSP reader for this long.
 	// It defaults to 10 seconds.
 	OutputIdle time.Duration
@@ -105,6 +111,9 @@ func (s *Server) Initialize() error {
 	if s.WriteQueueSize <= 0 {
 		s.WriteQueueSize = 1024
 	}
+	if s.SenderReportPeriod <= 0 {
+		s.SenderReportPeriod = time.Second
+	}
 	if s.OutputIdle <= 0 {
 		s.OutputIdle = 10 * time.Second
 	}
@@ -121,6 +130,9 @@ func (s *Server) Initialize() error {
 		WriteTimeout:   s.WriteTimeout,
 		IdleTimeout:    s.IdleTimeout,
 		WriteQueueSize: s.WriteQueueSize,
+		// Each feed sends its own sender reports, from the source clock, every
+		// SenderReportPeriod (sr.go); gortsplib's period (10 s) is not settable.
+		DisableRTCPSenderReports: true,
 		Listen: func(network, address string) (net.Listener, error) {
 			ln, err := net.Listen(network, address)
 			if err != nil {

@@ -285,10 +285,13 @@ type Origin struct {
 	Publish      Publish       `yaml:"publish"`
 	Capacity     Capacity      `yaml:"capacity"`
 	DrainTimeout time.Duration `yaml:"drain_timeout"` // defaults to 30s
-	HLS          HLS           `yaml:"hls"`
-	OnDemand     OnDemand      `yaml:"ondemand"`
-	Limits       Limits        `yaml:"limits"`
-	Streams      []Stream      `yaml:"streams"`
+	// DrainReconnectURL is the gateway RTMP base URL ("rtmp://gw.example.com") a draining origin
+	// sends RTMP players that follow ReconnectRequest to; "" lets them reconnect to the URL they used.
+	DrainReconnectURL string   `yaml:"drain_reconnect_url"`
+	HLS               HLS      `yaml:"hls"`
+	OnDemand          OnDemand `yaml:"ondemand"`
+	Limits            Limits   `yaml:"limits"`
+	Streams           []Stream `yaml:"streams"`
 }
 
 func defaultCommon() Common {

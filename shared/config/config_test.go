@@ -187,6 +187,7 @@ public:
 heartbeat: {interval: 500ms, ttl: 2s}
 capacity: {max_clients: 100, max_bandwidth: 1000000000}
 drain_timeout: 10s
+drain_reconnect_url: rtmp://gw.example.com:1935
 hls: {variant: lowlatency, part_duration: 100ms}
 ondemand: {idle_timeout: 5s}
 limits: {max_conns: 50}
@@ -216,7 +217,7 @@ streams:
 	}
 	if c.ID != "edge-2" || c.Private != "10.1.2.3" || c.Heartbeat.Interval != 500*time.Millisecond ||
 		c.Heartbeat.TTL != 4*time.Second || c.Capacity.MaxClients != 200 || c.Capacity.MaxBandwidth != 1e9 ||
-		c.DrainTimeout != 10*time.Second {
+		c.DrainTimeout != 10*time.Second || c.DrainReconnectURL != "rtmp://gw.example.com:1935" {
 		t.Fatalf("got %+v", c)
 	}
 	wantPub := map[string]string{
@@ -392,6 +393,8 @@ func TestOriginErrors(t *testing.T) {
 		{"max clients", "", []string{"PEERGATE_CAPACITY_MAX_CLIENTS=-1"}, "capacity.max_clients: must not be negative"},
 		{"max bandwidth", "", []string{"PEERGATE_CAPACITY_MAX_BANDWIDTH=-5"}, "capacity.max_bandwidth: must not be negative"},
 		{"drain", "", []string{"PEERGATE_DRAIN_TIMEOUT=-1s"}, "drain_timeout: must not be negative"},
+		{"drain reconnect scheme", "", []string{"PEERGATE_DRAIN_RECONNECT_URL=http://gw"}, "drain_reconnect_url: want an rtmp://"},
+		{"drain reconnect path", "", []string{"PEERGATE_DRAIN_RECONNECT_URL=rtmp://gw/live"}, "drain_reconnect_url: want an rtmp://"},
 		{"streams env", "", []string{"PEERGATE_STREAMS=demo"}, "env PEERGATE_STREAMS: streams can only be set in the config file"},
 		{"gateway-only env on origin", "", []string{"PEERGATE_HTTP_MAX_CONNS=1"}, "PEERGATE_HTTP_MAX_CONNS: unknown variable"},
 		{"stream name empty", "streams: [{name: ''}]\n", nil, "streams[0].name:"},
@@ -485,7 +488,8 @@ func TestEnvNamesCoverKeys(t *testing.T) {
 	for env, path := range map[string]string{
 		"PEERGATE_PUBLIC_HTTP": "public.http", "PEERGATE_HEARTBEAT_TTL": "heartbeat.ttl",
 		"PEERGATE_CAPACITY_MAX_CLIENTS": "capacity.max_clients", "PEERGATE_DRAIN_TIMEOUT": "drain_timeout", "PEERGATE_ID": "id",
-		"PEERGATE_HLS_VARIANT": "hls.variant", "PEERGATE_ONDEMAND_IDLE_TIMEOUT": "ondemand.idle_timeout",
+		"PEERGATE_DRAIN_RECONNECT_URL": "drain_reconnect_url",
+		"PEERGATE_HLS_VARIANT":         "hls.variant", "PEERGATE_ONDEMAND_IDLE_TIMEOUT": "ondemand.idle_timeout",
 		"PEERGATE_LIMITS_MAX_CONNS": "limits.max_conns", "PEERGATE_LISTEN_RTSP_UDP": "listen.rtsp_udp",
 		"PEERGATE_LIMITS_MAX_CONNS_PER_IP": "limits.max_conns_per_ip", "PEERGATE_LIMITS_FIRST_BYTE_TIMEOUT": "limits.first_byte_timeout",
 		"PEERGATE_ADMIN_TOKEN": "admin.token", "PEERGATE_AUTH_PUBLISH_SECRET": "auth.publish_secret",

@@ -292,6 +292,13 @@ func (c *Origin) Validate() error {
 	if c.DrainTimeout < 0 {
 		return keyError("drain_timeout", "must not be negative, got %s", c.DrainTimeout)
 	}
+	if u := c.DrainReconnectURL; u != "" {
+		p, err := url.Parse(u)
+		if err != nil || (p.Scheme != "rtmp" && p.Scheme != "rtmps") || p.Host == "" || strings.Trim(p.Path, "/") != "" ||
+			p.RawQuery != "" || p.Fragment != "" || p.User != nil {
+			return keyError("drain_reconnect_url", "want an rtmp:// or rtmps:// base URL without path or query (the player's app is appended), got %q", u)
+		}
+	}
 	if err := c.validateMedia(); err != nil {
 		return err
 	}
