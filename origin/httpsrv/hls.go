@@ -20,6 +20,18 @@ import (
 // tsOffset keeps muxed timestamps positive: B-frame DTS can precede a stream's zero PTS.
 const tsOffset = 10 * time.Second
 
+// sourcePTS is the HLS timestamp of a unit presented at ntp on the source's clock: the time
+// since the Unix epoch in the track's clock rate. Every copy of a stream (owner, relays,
+// relays of relays) reads the same clock, so each writes the same PTS for the same frame,
+// and a player that moves between copies (content steering) finds the media it buffered at
+// the same place on its timeline; the owner's own stream time or a relay's pull start would
+// give every copy another zero. MPEG-TS keeps 33 bits of it (in a 90 kHz clock it wraps
+// every 26.5 hours, at the same instant on every copy; players handle the wrap); fMP4 keeps
+// all 64. Far from zero, a B-frame's DTS never goes negative.
+func sourcePTS(ntp time.Time, rate int) int64 {
+	return media.ToClock(ntp.Sub(time.Unix(0, 0)), rate)
+}
+
 // hlsManager owns one gohlslib Muxer per live stream, each fed by one hub reader however
 // many HLS viewers there are.
 type hlsManager struct {
@@ -173,7 +185,7 @@ func (hm *hlsManager) feed(mx *hlsMuxer, byHub map[int]*gohlslib.Track, log *slo
 				lastSync, synced = u.DTS, true
 			}
 		}
-		pts := media.ToClock(u.PTS+tsOffset, tr.ClockRate)
+		pts := sourcePTS(ntp, tr.ClockRate)
 		switch tr.Codec.(type) {
 		case *codecs.H264:
 			err = mx.mux.WriteH264(tr, ntp, pts, u.AU)
