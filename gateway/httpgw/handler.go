@@ -188,7 +188,7 @@ func (h *handler) redirect(r *request) (a answer, client string, sticky bool, or
 
 	// Two monotonic clock reads (vDSO, tens of ns) against microseconds per request.
 	t0 := time.Now()
-	res := h.res.Resolve(resolve.Request{Name: name, Proto: resolve.ProtoHTTP, Secure: secure, Client: key})
+	res := h.res.Resolve(resolve.Request{Name: name, Proto: resolve.ProtoHTTP, Secure: secure, Client: key, Arrival: true})
 	h.count.resolve(time.Since(t0))
 
 	switch res.Outcome {

@@ -253,7 +253,7 @@ func (h *handler) multivariant(r *request, name, key string, secure bool) (a ans
 	buf := copyBufs.Get().(*[]resolve.Copy)
 	defer copyBufs.Put(buf)
 	t0 := time.Now()
-	copies, oc := h.steer.Copies(resolve.Request{Name: name, Proto: resolve.ProtoHTTP, Secure: secure, Client: key}, (*buf)[:0])
+	copies, oc := h.steer.Copies(resolve.Request{Name: name, Proto: resolve.ProtoHTTP, Secure: secure, Client: key, Arrival: true}, (*buf)[:0])
 	*buf = copies[:0]
 	h.count.resolve(time.Since(t0))
 	switch oc {
@@ -364,6 +364,7 @@ func (h *handler) steering(r *request) (a answer, client string, sticky bool, or
 	buf := copyBufs.Get().(*[]resolve.Copy)
 	defer copyBufs.Put(buf)
 	t0 := time.Now()
+	// Not an arrival: the player already plays one of the copies; its load is in the heartbeats.
 	copies, oc := h.steer.Copies(resolve.Request{Name: q.name, Proto: resolve.ProtoHTTP, Secure: secure, Client: key}, (*buf)[:0])
 	*buf = copies[:0]
 	h.count.resolve(time.Since(t0))

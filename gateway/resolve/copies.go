@@ -67,6 +67,7 @@ func (t *Table) Copies(req Request, dst []Copy) ([]Copy, Outcome) {
 		snaps = append(snaps, e.at(i).o.snap.Load())
 	}
 	d := t.decide(&e, snaps, req, nameKey, clientKey)
+	d.count(req)
 	chosen := d.chosen()
 	oc := Unavailable
 	if chosen != nil {
@@ -139,5 +140,5 @@ func (t *Table) Copies(req Request, dst []Copy) ([]Copy, Outcome) {
 // copyOf is the Copy of a pick, without the stream's description.
 func (p *pick) copyOf(relay bool) Copy {
 	return Copy{OriginID: p.o.id, BaseURL: p.s.urls[p.scheme], Scheme: schemeNames[p.scheme], Relay: relay,
-		score: p.score, fill: p.s.fill}
+		score: p.score, fill: p.s.fill()}
 }

@@ -75,8 +75,8 @@ func (t *Table) Explain(req Request) Explanation {
 			OriginID:    r.o.id,
 			OriginState: s.rec.State,
 			StreamState: cluster.StreamOnDemand,
-			Utilization: s.util,
-			Fill:        s.fill,
+			Utilization: s.util(),
+			Fill:        s.fill(),
 			Score:       score(nameKey, r.o.idHash),
 		}
 		if r.running {
@@ -106,7 +106,7 @@ func (t *Table) Explain(req Request) Explanation {
 	if d.which == tookSpill {
 		sp := &d.spill
 		ex.Candidates = append(ex.Candidates, Candidate{OriginID: sp.o.id, OriginState: sp.s.rec.State,
-			NewRelay: true, Eligible: true, Scheme: schemeNames[sp.scheme], Utilization: sp.s.util, Fill: sp.s.fill,
+			NewRelay: true, Eligible: true, Scheme: schemeNames[sp.scheme], Utilization: sp.s.util(), Fill: sp.s.fill(),
 			Score: sp.score, Chosen: true})
 	}
 	group := func(c *Candidate) int {
@@ -196,10 +196,10 @@ func (d *decision) spillReason(spillAt float64) string {
 	switch d.which {
 	case tookRelay:
 		return s + fmt.Sprintf("; spilled to relay %s (%.2f, rendezvous on name among %s under spill_at)",
-			d.relay.o.id, d.relay.s.fill, plural(d.relays, "eligible relay", "eligible relays"))
+			d.relay.o.id, d.relay.s.fill(), plural(d.relays, "eligible relay", "eligible relays"))
 	case tookSpill:
 		return s + fmt.Sprintf("; no relay under spill_at; spilled to new relay %s (%.2f, rendezvous on name among origins under spill_at), which pulls the stream from the cluster",
-			d.spill.o.id, d.spill.s.fill)
+			d.spill.o.id, d.spill.s.fill())
 	}
 	return s + "; no relay or other origin under spill_at"
 }
@@ -209,16 +209,16 @@ func (d *decision) reason(listed int, hysteresis float64) string {
 	case d.which == tookRelay || d.which == tookSpill:
 		return fmt.Sprintf("%s eligible", plural(d.running, "owner", "owners"))
 	case d.which == tookAnyRelay:
-		return fmt.Sprintf("no owner eligible; took relay %s (%.2f) of %s", d.anyRelay.o.id, d.anyRelay.s.util,
+		return fmt.Sprintf("no owner eligible; took relay %s (%.2f) of %s", d.anyRelay.o.id, d.anyRelay.s.util(),
 			plural(d.relays, "eligible relay", "eligible relays"))
 	case d.running >= 2:
 		s := fmt.Sprintf("running on %s; top two %s (%.2f), %s (%.2f); took %s",
 			plural(d.running, "eligible origin", "eligible origins"),
-			d.first.o.id, d.first.s.util, d.second.o.id, d.second.s.util, d.chosen().o.id)
+			d.first.o.id, d.first.s.util(), d.second.o.id, d.second.s.util(), d.chosen().o.id)
 		if d.which == tookSecond {
 			return s + fmt.Sprintf(" (utilization lower by more than %.2f)", hysteresis)
 		}
-		if d.second.s.util < d.first.s.util {
+		if d.second.s.util() < d.first.s.util() {
 			return s + fmt.Sprintf(" (%s not lower by more than %.2f)", d.second.o.id, hysteresis)
 		}
 		return s

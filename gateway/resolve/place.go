@@ -38,8 +38,8 @@ func (t *Table) Place(req Request) Result {
 			continue
 		}
 		p := pick{o: o, s: s, scheme: sch, score: score(nameKey, o.idHash)}
-		if best.o == nil || s.util < bestUtil || (s.util == bestUtil && p.beats(&best)) {
-			best, bestUtil = p, s.util
+		if best.o == nil || s.util() < bestUtil || (s.util() == bestUtil && p.beats(&best)) {
+			best, bestUtil = p, s.util()
 		}
 	}
 	t.omu.RUnlock()

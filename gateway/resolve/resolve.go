@@ -53,6 +53,12 @@ type Request struct {
 	Proto  Proto
 	Secure bool   // the viewer asked for https, rtsps or rtmps
 	Client string // viewer key for stickiness: client IP or a token
+	// Arrival marks a viewer being sent now (a listener's redirect or relay): Resolve and
+	// Copies count it on the chosen origin until that origin's next heartbeat reports its
+	// own load, so a crowd arriving between two heartbeats does not all land on the origin
+	// the last one showed least loaded. Questions (explain, a steering re-answer for a
+	// viewer already playing) leave it unset.
+	Arrival bool
 }
 
 // Outcome says whether a request found an origin; the zero value is none of them.
@@ -323,13 +329,22 @@ type snapshot struct {
 	rec  cluster.Origin
 	up   bool
 	gone bool // dropped from the table (readers in flight may still hold it)
-	full bool
-	util float64 // highest of CPU and the declared capacity terms: balances between copies
-	// fill is the highest declared capacity term alone (clients/max_clients,
-	// egress/max_bandwidth), 0 when the origin declares none. Spill-over compares fill, not
-	// util: CPU is shared with whatever else runs on the machine, and a relay on a busy
-	// machine is no remedy for it, while a declared capacity is exactly what a relay adds.
-	fill float64
+
+	// The load terms as the record reported them. Read them through full, fill and util,
+	// which add the viewers this gateway sent since (sent).
+	fullBW     bool    // egress at max_bandwidth
+	maxClients int64   // capacity.max_clients, 0 = none
+	perClient  float64 // 1/max_clients, 0 = none
+	clientFill float64 // clients/max_clients
+	bwFill     float64 // egress/max_bandwidth
+	cpu        float64
+
+	// sent counts the viewers Resolve sent to the origin since this snapshot: the origin
+	// reports them only in its next heartbeat, and a crowd arriving in between would all
+	// land on the origin the last heartbeat showed least loaded, past its capacity. A new
+	// snapshot (the next heartbeat, which counts them itself) starts again from 0.
+	sent atomic.Int64
+
 	urls [len(schemeNames)]string
 	priv [len(schemeNames)]string // urls with the private host, or ""
 }
@@ -372,12 +387,35 @@ func newSnapshot(rec cluster.Origin, prev *snapshot) *snapshot {
 	}
 	s.up = rec.State == cluster.StateUp
 	l, c := rec.Load, rec.Capacity
-	s.full = (c.MaxClients > 0 && l.Clients >= c.MaxClients) ||
-		(c.MaxBandwidthBps > 0 && l.EgressBps >= c.MaxBandwidthBps)
-	s.fill = utilization(cluster.Load{Clients: l.Clients, EgressBps: l.EgressBps}, c)
-	s.util = max(s.fill, utilization(l, cluster.Capacity{}))
+	s.fullBW = c.MaxBandwidthBps > 0 && l.EgressBps >= c.MaxBandwidthBps
+	if c.MaxClients > 0 {
+		s.maxClients = c.MaxClients
+		s.perClient = 1 / float64(c.MaxClients)
+		s.clientFill = float64(l.Clients) / float64(c.MaxClients)
+	}
+	if c.MaxBandwidthBps > 0 {
+		s.bwFill = float64(l.EgressBps) / float64(c.MaxBandwidthBps)
+	}
+	s.cpu = utilization(cluster.Load{CPU: l.CPU}, cluster.Capacity{})
 	return s
 }
+
+// full reports whether the origin is at its declared capacity: clients (with the viewers
+// sent since the record) or bandwidth.
+func (s *snapshot) full() bool {
+	return s.fullBW || (s.maxClients > 0 && s.rec.Load.Clients+s.sent.Load() >= s.maxClients)
+}
+
+// fill is the highest declared capacity term alone (clients/max_clients, with the viewers
+// sent since the record; egress/max_bandwidth), 0 when the origin declares none. Spill-over
+// compares fill, not util: CPU is shared with whatever else runs on the machine, and a relay
+// on a busy machine is no remedy for it, while a declared capacity is exactly what a relay adds.
+func (s *snapshot) fill() float64 {
+	return max(s.clientFill+float64(s.sent.Load())*s.perClient, s.bwFill)
+}
+
+// util is the highest of CPU and the declared capacity terms: it balances between copies.
+func (s *snapshot) util() float64 { return max(s.fill(), s.cpu) }
 
 // utilization is the highest of the set capacity terms and CPU.
 func utilization(l cluster.Load, c cluster.Capacity) float64 {
@@ -409,7 +447,7 @@ func (s *snapshot) check(p Proto, secure bool) (int, why) {
 	if !s.up {
 		return -1, notUp
 	}
-	if s.full {
+	if s.full() {
 		return -1, full
 	}
 	if int(p) >= len(protoNames) {
@@ -573,7 +611,7 @@ func (t *Table) decide(e *entry, snaps []*snapshot, req Request, nameKey, client
 			if p.beats(&d.anyRelay) {
 				d.anyRelay = p
 			}
-			if t.spillAt > 0 && s.fill < t.spillAt && p.beats(&d.relay) {
+			if t.spillAt > 0 && s.fill() < t.spillAt && p.beats(&d.relay) {
 				d.relay = p
 			}
 		case r.running:
@@ -596,7 +634,7 @@ func (t *Table) decide(e *entry, snaps []*snapshot, req Request, nameKey, client
 	case d.running >= 2:
 		d.which = tookFirst
 		// Power of two choices, with a margin so that a viewer does not flap between two origins.
-		if d.first.s.util-d.second.s.util > t.hysteresis {
+		if d.first.s.util()-d.second.s.util() > t.hysteresis {
 			d.which = tookSecond
 		}
 	case d.running == 1:
@@ -608,7 +646,7 @@ func (t *Table) decide(e *entry, snaps []*snapshot, req Request, nameKey, client
 		}
 		return d
 	}
-	if t.spillAt > 0 && (d.which == none || d.chosen().s.fill >= t.spillAt) {
+	if t.spillAt > 0 && (d.which == none || d.chosen().s.fill() >= t.spillAt) {
 		d.spilled = true
 		if d.relay.o != nil {
 			d.which = tookRelay
@@ -643,7 +681,7 @@ func (t *Table) spillPick(e *entry, d *decision, req Request, nameKey uint64) {
 		}
 		s := o.snap.Load()
 		sch, w := s.check(req.Proto, req.Secure)
-		if w != eligible || s.fill >= t.spillAt {
+		if w != eligible || s.fill() >= t.spillAt {
 			continue
 		}
 		p := pick{o: o, s: s, scheme: sch, score: score(nameKey, o.idHash)}
@@ -661,7 +699,15 @@ func (t *Table) Resolve(req Request) Result {
 		return Result{Outcome: NotFound}
 	}
 	d := t.decide(&e, nil, req, nameKey, clientKey)
+	d.count(req)
 	return d.result()
+}
+
+// count adds the viewer to the chosen origin's load until its next heartbeat.
+func (d *decision) count(req Request) {
+	if c := d.chosen(); c != nil && req.Arrival {
+		c.s.sent.Add(1)
+	}
 }
 
 func (d *decision) result() Result {

@@ -121,9 +121,10 @@ func (t *Table) addOrigin(id string, snap *snapshot) *origin {
 
 func (t *Table) dropOrigin(o *origin) {
 	// In-flight readers may still hold refs to it: make it ineligible before unlinking.
-	gone := *o.snap.Load()
+	old := o.snap.Load()
+	gone := newSnapshot(old.rec, old)
 	gone.up, gone.gone = false, true
-	o.snap.Store(&gone)
+	o.snap.Store(gone)
 	for _, name := range o.names {
 		sh := t.shardOf(name)
 		old := sh.m[name]

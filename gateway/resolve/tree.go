@@ -64,7 +64,7 @@ func (t *Table) Tree(name string) (Tree, bool) {
 		return TreeNode{OriginID: r.o.id, OriginState: s.rec.State, Upstream: ups[i],
 			Clients: s.rec.Load.Clients, MaxClients: s.rec.Capacity.MaxClients,
 			EgressBps: s.rec.Load.EgressBps, MaxBandwidthBps: s.rec.Capacity.MaxBandwidthBps,
-			Fill: s.fill, Utilization: s.util, Full: s.full, Relays: []TreeNode{}}
+			Fill: s.fill(), Utilization: s.util(), Full: s.full(), Relays: []TreeNode{}}
 	}
 	running := map[string]bool{}   // ids running the name, as owner or relay
 	children := map[string][]int{} // upstream id -> relays pulling from it (indexes in refs, by id)

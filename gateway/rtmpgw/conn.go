@@ -374,7 +374,7 @@ func (s *Server) session(c net.Conn, cl *connLog) {
 		}
 	}
 
-	rq := resolve.Request{Name: req.name, Proto: resolve.ProtoRTMP, Client: cl.client}
+	rq := resolve.Request{Name: req.name, Proto: resolve.ProtoRTMP, Client: cl.client, Arrival: !req.publish}
 	t0 := time.Now()
 	var res resolve.Result
 	if req.publish {

@@ -341,7 +341,7 @@ func (s *Server) describe(req *base.Request, client string, res *base.Response, 
 		}
 	}
 	t0 := time.Now()
-	r := s.Resolver.Resolve(resolve.Request{Name: name, Proto: resolve.ProtoRTSP, Client: client})
+	r := s.Resolver.Resolve(resolve.Request{Name: name, Proto: resolve.ProtoRTSP, Client: client, Arrival: true})
 	s.Metrics.ResolveDuration(proto, time.Since(t0))
 	switch r.Outcome {
 	case resolve.OK:
