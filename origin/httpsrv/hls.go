@@ -20,6 +20,21 @@ import (
 // tsOffset keeps muxed timestamps positive: B-frame DTS can precede a stream's zero PTS.
 const tsOffset = 10 * time.Second
 
+// cutTolerance is how much earlier than hls.segment_duration after a segment's start a key
+// frame still cuts. Timestamps from the source clock reach a relay through RTCP's fixed-point
+// NTP and come out a tick early or late; without the tolerance, key frames exactly
+// segment_duration apart would cut on one copy and run on to the next key frame on another.
+// It is well under one frame at any frame rate.
+const cutTolerance = 5 * time.Millisecond
+
+// cutAt is the SegmentMinDuration gohlslib gets for a segment duration d.
+func cutAt(d time.Duration) time.Duration {
+	if d > 2*cutTolerance {
+		return d - cutTolerance
+	}
+	return d
+}
+
 // sourcePTS is the HLS timestamp of a unit presented at ntp on the source's clock: the time
 // since the Unix epoch in the track's clock rate. Every copy of a stream (owner, relays,
 // relays of relays) reads the same clock, so each writes the same PTS for the same frame,
@@ -29,7 +44,10 @@ const tsOffset = 10 * time.Second
 // every 26.5 hours, at the same instant on every copy; players handle the wrap); fMP4 keeps
 // all 64. Far from zero, a B-frame's DTS never goes negative.
 func sourcePTS(ntp time.Time, rate int) int64 {
-	return media.ToClock(ntp.Sub(time.Unix(0, 0)), rate)
+	d := ntp.Sub(time.Unix(0, 0))
+	// To the nearest tick: the owner's and a relay's times for one frame differ by a few
+	// nanoseconds at most, which rounding down could turn into a whole tick.
+	return media.ToClock(d+time.Second/time.Duration(2*rate), rate)
 }
 
 // hlsManager owns one gohlslib Muxer per live stream, each fed by one hub reader however
@@ -102,7 +120,7 @@ func (hm *hlsManager) start(st *media.Stream) (*hlsMuxer, error) {
 		Tracks:             tracks,
 		Variant:            variant,
 		SegmentCount:       cfg.SegmentCount,
-		SegmentMinDuration: cfg.SegmentDuration,
+		SegmentMinDuration: cutAt(cfg.SegmentDuration),
 		PartMinDuration:    cfg.PartDuration,
 		SegmentMaxSize:     cfg.SegmentMaxBytes,
 		OnEncodeError:      func(err error) { log.Debug("hls encode", "err", err) },
