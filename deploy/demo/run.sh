@@ -116,7 +116,7 @@ for _ in $(seq 100); do
 	if command -v curl >/dev/null 2>&1; then
 		if curl -fsS http://127.0.0.1:9080/readyz >/dev/null 2>&1 &&
 			[ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/live/demo2/index.m3u8)" = 302 ] &&
-			[ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/demo/index.m3u8)" = 302 ]; then
+			[ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/demo/mpegts)" = 302 ]; then
 			ready=1
 			break
 		fi
@@ -138,16 +138,20 @@ peergate demo is running. Play through the gateway (it redirects, the origin ser
   ffplay rtmp://127.0.0.1:1935/static/demo               # RTMP through the gateway (`static/demo` is NAME `demo`)
   ffplay rtmp://127.0.0.1:1935/live/demo2                # RTMP through the gateway to origin2
   ffprobe -v error -show_entries stream=codec_name,width,height http://127.0.0.1:8080/demo/index.m3u8
+Fan-out: origin1 declares capacity.max_clients 4; play demo 5 or more times at once (e.g. several
+  ffplay windows) and the gateway sends the 5th on to origin2, which pulls demo from origin1 once.
 Publish your own: ffmpeg -re -i FILE -c copy -f flv rtmp://127.0.0.1:1935/live/mine      # RTMP through the gateway
               or: ffmpeg -re -i FILE -c copy -f rtsp rtsp://127.0.0.1:8554/live/mine     # RTSP through the gateway
   then play http://127.0.0.1:8080/live/mine/index.m3u8
 Redirects and cluster view:
-  curl -i http://127.0.0.1:8080/demo/index.m3u8          # 302 -> http://127.0.0.1:8081/demo/index.m3u8 (origin1)
+  curl -i http://127.0.0.1:8080/demo/mpegts              # 302 -> http://127.0.0.1:8081/demo/mpegts (origin1)
+  curl -s http://127.0.0.1:8080/demo/index.m3u8          # HLS content steering (http.steering): one pathway per copy
   curl -i http://127.0.0.1:8080/live/demo2/index.m3u8    # 302 -> http://127.0.0.1:8082/live/demo2/index.m3u8 (origin2)
   curl -i 'http://127.0.0.1:8080/demo/mpegts?token=abc'  # path and query are kept
   curl -i http://127.0.0.1:8080/nope/index.m3u8          # 404: no origin has it
   curl -s http://127.0.0.1:9080/api/v1/origins           # cluster view
   curl -s http://127.0.0.1:9080/api/v1/streams
+  curl -s 'http://127.0.0.1:9080/api/v1/tree?name=demo'  # owner and relays of demo
   curl -s 'http://127.0.0.1:9080/api/v1/explain?name=demo&proto=http&client=10.0.0.1'
   curl -s http://127.0.0.1:9080/metrics | grep ^peergate
 Origins' admin: http://127.0.0.1:9081/readyz, http://127.0.0.1:9082/readyz (metrics on /metrics).
