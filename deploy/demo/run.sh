@@ -115,7 +115,7 @@ ready=""
 for _ in $(seq 100); do
 	if command -v curl >/dev/null 2>&1; then
 		if curl -fsS http://127.0.0.1:9080/readyz >/dev/null 2>&1 &&
-			[ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/live/demo2/index.m3u8)" = 302 ] &&
+			[ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/live/demo2/mpegts)" = 302 ] &&
 			[ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/demo/mpegts)" = 302 ]; then
 			ready=1
 			break

@@ -305,7 +305,7 @@ func (h *handler) multivariant(r *request, name, key string, secure bool) (a ans
 		b.WriteByte('\n')
 		listed++
 	}
-	return answer{status: http.StatusOK, oc: oMultivariant, body: []byte(b.String())}, first, true
+	return answer{status: http.StatusOK, oc: oMultivariant, body: []byte(b.String()), route: copies[0].Route}, first, true
 }
 
 // fillMeta returns m with what it lacks taken from from.

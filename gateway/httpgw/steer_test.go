@@ -335,7 +335,7 @@ func TestSteeringCountsAndLogs(t *testing.T) {
 	mu.Lock()
 	out := buf.String()
 	mu.Unlock()
-	for _, want := range []string{"outcome=multivariant origin=own", "outcome=steering origin=own", "outcome=steering_move origin=own", "outcome=bad_query"} {
+	for _, want := range []string{"outcome=multivariant origin=own route=owner ", "outcome=steering origin=own", "outcome=steering_move origin=own", "outcome=bad_query"} {
 		if strings.Count(out, want) != 1 {
 			t.Errorf("log has %d lines with %q:\n%s", strings.Count(out, want), want, out)
 		}

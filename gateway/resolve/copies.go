@@ -20,6 +20,9 @@ type Copy struct {
 	// Crowded marks a copy filled to balance.spill_at of its declared capacity or more (when
 	// spilling is on): new viewers spill elsewhere, and a steering answer moves players off it.
 	Crowded bool
+	// Route, on the first copy only, is the route of Resolve's answer as its log line names
+	// it (Result.RouteLog: owner, relay, new_relay, ondemand, with /spilled).
+	Route string
 	// Meta describes the stream on this origin (codecs, size, bitrate) when the origin
 	// announced it; zero otherwise. Codecs is as the registry holds it: unchecked.
 	Meta cluster.StreamMeta
@@ -74,6 +77,7 @@ func (t *Table) Copies(req Request, dst []Copy) ([]Copy, Outcome) {
 		oc = OK
 		relay := chosen == &d.relay || chosen == &d.anyRelay || chosen == &d.spill
 		dst = append(dst, chosen.copyOf(relay))
+		dst[0].Route = d.result().RouteLog()
 		if chosen != &d.spill {
 			dst[0].Meta = chosen.o.meta(req.Name)
 		}
