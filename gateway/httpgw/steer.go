@@ -290,6 +290,12 @@ func (h *handler) multivariant(r *request, name, key string, secure bool) (a ans
 		if listed == maxCopies {
 			break
 		}
+		if i > 0 && (c.Full || c.Draining) {
+			// A new viewer gets only copies that can take it: players that probe every
+			// variant (ffmpeg) would otherwise open a session on a full or draining origin.
+			// The steering answers still list them for the viewers already there.
+			continue
+		}
 		loc, ok := streamname.Location(c.BaseURL, path, r.query)
 		if !ok || !validPathway(c.OriginID) || (i > 0 && !tsCodecs(c.Meta.Codecs)) {
 			if i == 0 {

@@ -124,6 +124,23 @@ func TestSteeringMultivariant(t *testing.T) {
 			t.Errorf("%s: %d, want %d\n%s", target, res.StatusCode, code, body)
 		}
 	}
+	// A full or draining copy is not offered to a new viewer (ffmpeg opens a session on every
+	// variant it probes); the first copy stays whatever Resolve answers.
+	for _, state := range []struct {
+		state   string
+		clients int64
+	}{{cluster.StateUp, 100}, {cluster.StateDraining, 0}} {
+		other := "r1"
+		if want.OriginID == "r1" {
+			other = "own"
+		}
+		setOrigin(tb, other, state.state, state.clients)
+		_, body := sget(t, s, "/live/cam1/index.m3u8")
+		if _, vs := playlistVariants(t, body); len(vs) != 1 || vs[0][0] != want.OriginID {
+			t.Errorf("%s %s with %d clients: variants %q, want only %s", other, state.state, state.clients, vs, want.OriginID)
+		}
+		setOrigin(tb, other, cluster.StateUp, 0)
+	}
 	// HEAD has the headers and no body.
 	hr := raw(t, s.Addr(), "HEAD", "HEAD /live/cam1/index.m3u8 HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
 	if b, _ := io.ReadAll(hr.Body); hr.StatusCode != 200 || len(b) != 0 || hr.ContentLength <= 0 {
