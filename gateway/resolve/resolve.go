@@ -396,7 +396,7 @@ func newSnapshot(rec cluster.Origin, prev *snapshot) *snapshot {
 	if c.MaxBandwidthBps > 0 {
 		s.bwFill = float64(l.EgressBps) / float64(c.MaxBandwidthBps)
 	}
-	s.cpu = utilization(cluster.Load{CPU: l.CPU}, cluster.Capacity{})
+	s.cpu = cluster.Capacity{}.Utilization(cluster.Load{CPU: l.CPU})
 	return s
 }
 
@@ -416,21 +416,6 @@ func (s *snapshot) fill() float64 {
 
 // util is the highest of CPU and the declared capacity terms: it balances between copies.
 func (s *snapshot) util() float64 { return max(s.fill(), s.cpu) }
-
-// utilization is the highest of the set capacity terms and CPU.
-func utilization(l cluster.Load, c cluster.Capacity) float64 {
-	u := l.CPU
-	if !(u >= 0) { // NaN or negative reads as idle rather than poisoning comparisons
-		u = 0
-	}
-	if c.MaxClients > 0 {
-		u = max(u, float64(l.Clients)/float64(c.MaxClients))
-	}
-	if c.MaxBandwidthBps > 0 {
-		u = max(u, float64(l.EgressBps)/float64(c.MaxBandwidthBps))
-	}
-	return u
-}
 
 // why a listing origin is not eligible.
 type why uint8

@@ -335,27 +335,6 @@ func TestShardPadding(t *testing.T) {
 	}
 }
 
-func TestUtilization(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		desc string
-		l    cluster.Load
-		c    cluster.Capacity
-		want float64
-	}{
-		{"nothing set", cluster.Load{Clients: 50, EgressBps: 1e9}, cluster.Capacity{}, 0},
-		{"cpu only", cluster.Load{CPU: 0.4}, cluster.Capacity{}, 0.4},
-		{"clients dominate", cluster.Load{Clients: 50, CPU: 0.1}, cluster.Capacity{MaxClients: 100}, 0.5},
-		{"egress dominates", cluster.Load{Clients: 10, EgressBps: 900, CPU: 0.1}, cluster.Capacity{MaxClients: 100, MaxBandwidthBps: 1000}, 0.9},
-		{"negative cpu is idle", cluster.Load{CPU: -3}, cluster.Capacity{}, 0},
-	}
-	for _, tc := range tests {
-		if got := utilization(tc.l, tc.c); got != tc.want {
-			t.Errorf("%s: %v, want %v", tc.desc, got, tc.want)
-		}
-	}
-}
-
 func TestOnDemandRendezvousOnName(t *testing.T) {
 	t.Parallel()
 	tb := New(Options{})

@@ -123,7 +123,7 @@ func chooseUpstream(carriers []cluster.Carrier, self, name string, maxDepth int,
 			continue
 		}
 		l, cp := c.Origin.Load, c.Origin.Capacity
-		full := (cp.MaxClients > 0 && l.Clients >= cp.MaxClients) || (cp.MaxBandwidthBps > 0 && l.EgressBps >= cp.MaxBandwidthBps)
+		full := cp.Full(l)
 		class := 0
 		if d > 0 {
 			class = 1
@@ -134,7 +134,7 @@ func chooseUpstream(carriers []cluster.Carrier, self, name string, maxDepth int,
 		cands = append(cands, cand{
 			up:      Upstream{ID: c.Origin.ID, URL: base + "/" + name, Depth: d + 1},
 			avoided: avoid != "" && c.Origin.ID == avoid,
-			class:   class, draining: c.Origin.State != cluster.StateUp, util: utilization(l, cp),
+			class:   class, draining: c.Origin.State != cluster.StateUp, util: cp.Utilization(l),
 		})
 	}
 	if len(cands) == 0 {
@@ -155,21 +155,6 @@ func compareBool(a, b bool) int {
 		return 1
 	}
 	return -1
-}
-
-// utilization is the highest of the set capacity terms and CPU (as the gateway computes it).
-func utilization(l cluster.Load, c cluster.Capacity) float64 {
-	u := l.CPU
-	if !(u >= 0) {
-		u = 0
-	}
-	if c.MaxClients > 0 {
-		u = max(u, float64(l.Clients)/float64(c.MaxClients))
-	}
-	if c.MaxBandwidthBps > 0 {
-		u = max(u, float64(l.EgressBps)/float64(c.MaxBandwidthBps))
-	}
-	return u
 }
 
 // findUpstream asks the cluster for name's upstream, bounded in time and in lookups in flight;

@@ -42,6 +42,34 @@ type Capacity struct {
 	MaxBandwidthBps int64 `json:"max_bandwidth_bps,omitempty"`
 }
 
+// Full reports whether l reaches a declared capacity (clients or bandwidth).
+func (c Capacity) Full(l Load) bool {
+	return (c.MaxClients > 0 && l.Clients >= c.MaxClients) || (c.MaxBandwidthBps > 0 && l.EgressBps >= c.MaxBandwidthBps)
+}
+
+// Fill is the share of the declared capacity l uses: the higher of clients/max_clients and
+// egress/max_bandwidth, 0 when nothing is declared. It is what balance.spill_at compares.
+func (c Capacity) Fill(l Load) float64 {
+	u := 0.0
+	if c.MaxClients > 0 {
+		u = float64(l.Clients) / float64(c.MaxClients)
+	}
+	if c.MaxBandwidthBps > 0 {
+		u = max(u, float64(l.EgressBps)/float64(c.MaxBandwidthBps))
+	}
+	return u
+}
+
+// Utilization is how loaded an origin is for balancing: the higher of its CPU (a NaN or
+// negative report reads as idle rather than poisoning comparisons) and c.Fill(l).
+func (c Capacity) Utilization(l Load) float64 {
+	cpu := l.CPU
+	if !(cpu >= 0) {
+		cpu = 0
+	}
+	return max(cpu, c.Fill(l))
+}
+
 // Origin is the record an origin writes on every heartbeat.
 type Origin struct {
 	ID         string    `json:"id"`
