@@ -46,31 +46,14 @@ func originClients(gw *proc) (map[string]int64, error) {
 
 // relaysOf lists the origins the gateway shows relaying name.
 func relaysOf(gw *proc, name string) (map[string]bool, error) {
-	res, err := http.Get("http://" + gw.addr("admin") + "/api/v1/streams?name=" + name)
-	if err != nil {
-		return nil, err
-	}
-	defer res.Body.Close()
-	var body struct {
-		Streams []struct {
-			Origins []struct {
-				ID    string `json:"id"`
-				Relay bool   `json:"relay"`
-			} `json:"origins"`
-		} `json:"streams"`
-	}
-	if err := json.NewDecoder(res.Body).Decode(&body); err != nil {
-		return nil, err
-	}
+	es, err := streamEntries(gw, name)
 	out := map[string]bool{}
-	for _, s := range body.Streams {
-		for _, o := range s.Origins {
-			if o.Relay {
-				out[o.ID] = true
-			}
+	for _, e := range es {
+		if e.Relay {
+			out[e.ID] = true
 		}
 	}
-	return out, nil
+	return out, err
 }
 
 // logRecords returns a proc's JSON log records whose msg is msg.

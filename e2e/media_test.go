@@ -66,8 +66,15 @@ func startMediaOrigin(t testing.TB, id, redisURL, streamsYAML string, env ...str
 	return o
 }
 
-// streamOrigins asks the gateway's admin API which origins list name, and in which state.
-func streamOrigins(gw *proc, name string) (map[string]string, error) {
+// streamEntry is one origin listing a stream in the gateway's /api/v1/streams.
+type streamEntry struct {
+	ID    string `json:"id"`
+	State string `json:"state"`
+	Relay bool   `json:"relay"`
+}
+
+// streamEntries asks the gateway's admin API which origins list name.
+func streamEntries(gw *proc, name string) ([]streamEntry, error) {
 	res, err := http.Get("http://" + gw.addr("admin") + "/api/v1/streams?name=" + name)
 	if err != nil {
 		return nil, err
@@ -75,23 +82,27 @@ func streamOrigins(gw *proc, name string) (map[string]string, error) {
 	defer res.Body.Close()
 	var body struct {
 		Streams []struct {
-			Name    string `json:"name"`
-			Origins []struct {
-				ID    string `json:"id"`
-				State string `json:"state"`
-			} `json:"origins"`
+			Origins []streamEntry `json:"origins"`
 		} `json:"streams"`
 	}
 	if err := json.NewDecoder(res.Body).Decode(&body); err != nil {
 		return nil, err
 	}
-	out := map[string]string{}
+	var out []streamEntry
 	for _, s := range body.Streams {
-		for _, o := range s.Origins {
-			out[o.ID] = o.State
-		}
+		out = append(out, s.Origins...)
 	}
 	return out, nil
+}
+
+// streamOrigins asks the gateway's admin API which origins list name, and in which state.
+func streamOrigins(gw *proc, name string) (map[string]string, error) {
+	es, err := streamEntries(gw, name)
+	out := map[string]string{}
+	for _, e := range es {
+		out[e.ID] = e.State
+	}
+	return out, err
 }
 
 // TestMediaThroughGateway: ffmpeg publishes over RTMP to one origin and over RTSP to another;
