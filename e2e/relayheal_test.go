@@ -1,0 +1,173 @@
+package e2e
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/peergate/peergate/internal/mediatest"
+	"github.com/peergate/peergate/internal/poll"
+	"github.com/peergate/peergate/internal/redistest"
+)
+
+// TestRelayHandover (issue 9, a relay of a relay whose upstream dies): an owner with
+// capacity.max_clients 1 fed by an ffmpeg publisher, relay r1 pulling from it (the owner is
+// then full), relay r2 pulling from r1 (owners are full, so r2 takes the relay). An RTSP
+// viewer (ffmpeg, decoding) and an HLS viewer (playlist and newest segment every second) watch
+// r2 directly. r1 is SIGKILLed: r2 pulls from the owner at once and continues its stream, so
+// the RTSP viewer's ffmpeg keeps running and decodes at least 50 more frames, the HLS
+// playlist keeps growing on the same numbering (its muxer never stops), and r2's log shows
+// the stream held, then continued from the owner, never ended.
+func TestRelayHandover(t *testing.T) {
+	t.Parallel()
+	mediatest.Tool(t, "ffmpeg")
+	rs := redistest.Standalone(t)
+	const name = "live/heal"
+	own := startMediaOrigin(t, "rh-own", rs.URL(), "", "PEERGATE_CAPACITY_MAX_CLIENTS=1", "PEERGATE_HLS_SEGMENT_DURATION=1s")
+	r1 := startMediaOrigin(t, "rh-r1", rs.URL(), "", "PEERGATE_CAPACITY_MAX_CLIENTS=10", "PEERGATE_HLS_SEGMENT_DURATION=1s")
+	r2 := startMediaOrigin(t, "rh-r2", rs.URL(), "", "PEERGATE_CAPACITY_MAX_CLIENTS=10", "PEERGATE_HLS_SEGMENT_DURATION=1s")
+	gw := startGateway(t, "gw", rs.URL()) // to watch the registry
+	waitReady(t, gw)
+	pub := mediatest.PublishRTMP(t, "rtmp://"+own.rtmp+"/"+name, mediatest.Source{GOP: 25})
+	poll.T(t, 30*time.Second, func() bool {
+		m, _ := streamOrigins(gw, name)
+		return m[own.id] == "running"
+	}, "%s never ran on %s; publisher: %s", name, own.id, pub.Output())
+
+	// r1 relays from the owner, which is then full: r2 will pull from r1.
+	if p, err := mediatest.ProbeStream(context.Background(), "http://"+r1.http+"/"+name+"/mpegts",
+		mediatest.ReadOptions{Frames: 10, Timeout: 30 * time.Second}); err != nil || p.Frames < 10 {
+		t.Fatalf("viewer on r1: %+v, %v", p, err)
+	}
+	poll.T(t, 20*time.Second, func() bool {
+		c, _ := originClients(gw)
+		return c[own.id] >= 1
+	}, "the owner never reported r1's pull as a client")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	viewer := &retryingPlayer{url: "rtsp://" + r2.rtsp + "/" + name}
+	a := &playAttempt{ua: "relayheal-viewer"}
+	wg.Go(func() {
+		viewer.play(ctx, a) // one attempt: it must not end
+		a.ended.Store(true)
+	})
+	poll.T(t, 40*time.Second, func() bool { return a.frames.Load() >= 25 }, "the RTSP viewer on r2 decoded %d frames", a.frames.Load())
+	if recs := logRecords(r2.p, "on-demand pull running"); len(recs) != 1 || recs[0]["relay_from"] != r1.id {
+		t.Fatalf("r2 pulls %v, want one pull from %s", recs, r1.id)
+	}
+
+	// An HLS viewer of r2: the media playlist and its newest segment, every second.
+	c := &http.Client{Timeout: 10 * time.Second}
+	base := "http://" + r2.http + "/" + name
+	type look struct {
+		at       time.Time
+		last     int // number of the newest segment
+		err      error
+		segments int
+	}
+	var hlsMu sync.Mutex
+	var looks []look
+	lookHLS := func() {
+		seq, segs, err := mediaPlaylist(c, base)
+		l := look{at: time.Now(), err: err, segments: len(segs)}
+		if err == nil && len(segs) > 0 {
+			l.last = seq + len(segs) - 1
+		}
+		hlsMu.Lock()
+		looks = append(looks, l)
+		hlsMu.Unlock()
+	}
+	poll.T(t, 30*time.Second, func() bool {
+		_, segs, err := mediaPlaylist(c, base)
+		return err == nil && len(segs) >= 2
+	}, "r2 serves no HLS playlist")
+	wg.Go(func() {
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			lookHLS()
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	})
+	time.Sleep(2 * time.Second) // a few looks before the kill
+
+	atKill := a.frames.Load()
+	killedAt := time.Now()
+	r1.p.signal(syscall.SIGKILL)
+	if _, ok := r1.p.wait(10 * time.Second); !ok {
+		t.Fatal("r1 did not die")
+	}
+	poll.T(t, 40*time.Second, func() bool { return a.frames.Load() >= atKill+50 || a.ended.Load() },
+		"the RTSP viewer on r2 decoded %d frames after the kill", a.frames.Load()-atKill)
+	if a.ended.Load() {
+		t.Fatalf("the RTSP viewer on r2 ended after the kill (%d frames after it)", a.frames.Load()-atKill)
+	}
+	t.Logf("RTSP viewer: %d frames at the kill, %d more %v later", atKill, a.frames.Load()-atKill, time.Since(killedAt).Round(100*time.Millisecond))
+
+	// HLS: the newest segment's number kept growing past the kill, never went back, and
+	// the muxer never stopped.
+	var lastBefore int
+	poll.T(t, 30*time.Second, func() bool {
+		hlsMu.Lock()
+		defer hlsMu.Unlock()
+		for _, l := range looks {
+			if l.at.Before(killedAt) && l.err == nil {
+				lastBefore = l.last
+			}
+		}
+		n := len(looks)
+		return n > 0 && looks[n-1].err == nil && looks[n-1].last >= lastBefore+3
+	}, "r2's HLS playlist stopped growing after the kill")
+	cancel()
+	wg.Wait()
+	prev := -1
+	for _, l := range looks {
+		if l.err != nil {
+			t.Errorf("HLS look at %v: %v", l.at.Sub(killedAt).Round(100*time.Millisecond), l.err)
+			continue
+		}
+		if l.last < prev {
+			t.Errorf("HLS look at %v: newest segment %d after %d: the numbering went back", l.at.Sub(killedAt).Round(100*time.Millisecond), l.last, prev)
+		}
+		prev = l.last
+	}
+	t.Logf("HLS: newest segment %d before the kill, %d at the end", lastBefore, prev)
+	if recs := logRecords(r2.p, "hls muxer stopped"); len(recs) != 0 {
+		t.Errorf("r2's HLS muxer stopped: %v", recs)
+	}
+
+	// r2's log: held (from r1), continued (from the owner), never ended.
+	held := logRecords(r2.p, "relay upstream lost, stream held")
+	if len(held) != 1 || held[0]["relay_from"] != r1.id {
+		t.Errorf("r2 held its stream %v, want once, after %s died", held, r1.id)
+	}
+	cont := logRecords(r2.p, "relay stream continued")
+	if len(cont) != 1 || cont[0]["relay_from"] != own.id {
+		t.Errorf("r2 continued %v, want once, from %s", cont, own.id)
+	} else {
+		t.Logf("r2 continued from %s after a gap of %v", own.id, cont[0]["gap"])
+	}
+	if recs := logRecords(r2.p, "relay stream ended"); len(recs) != 0 {
+		t.Errorf("r2's stream ended: %v", recs)
+	}
+	for _, rec := range logRecords(r2.p, "on-demand pull running")[1:] {
+		if rec["relay_from"] != own.id || rec["continues"] != true {
+			t.Errorf("r2 pulled again %v, want from %s continuing its stream", rec, own.id)
+		}
+	}
+	for _, rec := range logRecords(r2.p, "rtsp play") {
+		if ua, _ := rec["user_agent"].(string); strings.HasPrefix(ua, "relayheal-viewer") && rec["outcome"] != nil {
+			t.Logf("r2 rtsp play: %v", rec)
+		}
+	}
+}
