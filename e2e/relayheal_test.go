@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"net/http"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -142,8 +141,28 @@ func TestRelayHandover(t *testing.T) {
 		prev = l.last
 	}
 	t.Logf("HLS: newest segment %d before the kill, %d at the end", lastBefore, prev)
-	if recs := logRecords(r2.p, "hls muxer stopped"); len(recs) != 0 {
-		t.Errorf("r2's HLS muxer stopped: %v", recs)
+	// Numbers against the owner's, reported, not asserted: the owner's RTSP feed starts a new
+	// session at its next key frame, so the continued stream skips the frames up to it, and
+	// gohlslib's DTS extraction spreads that jump over the following frames: the first key
+	// frame after the gap does not cut, the segment across the gap runs one key frame
+	// longer, and r2's numbers fall one behind the owner's from there (README, "When a relay
+	// dies").
+	if _, ownSegs, err := mediaPlaylist(c, "http://"+own.http+"/"+name); err == nil {
+		if _, r2Segs, err := mediaPlaylist(c, base); err == nil {
+			var same, behind []int
+			for _, s := range r2Segs {
+				for _, o := range ownSegs {
+					if d := s.pdt.Sub(o.pdt); d > -50*time.Millisecond && d < 50*time.Millisecond {
+						if s.seq == o.seq {
+							same = append(same, s.seq)
+						} else {
+							behind = append(behind, o.seq-s.seq)
+						}
+					}
+				}
+			}
+			t.Logf("HLS numbers against the owner's, segments starting together: %v equal, %v off by", same, behind)
+		}
 	}
 
 	// r2's log: held (from r1), continued (from the owner), never ended.
@@ -155,7 +174,10 @@ func TestRelayHandover(t *testing.T) {
 	if len(cont) != 1 || cont[0]["relay_from"] != own.id {
 		t.Errorf("r2 continued %v, want once, from %s", cont, own.id)
 	} else {
-		t.Logf("r2 continued from %s after a gap of %v", own.id, cont[0]["gap"])
+		gap, _ := cont[0]["gap"].(float64) // nanoseconds
+		skipped, _ := cont[0]["skipped"].(float64)
+		t.Logf("r2 continued from %s after a gap of %v, seamless %v, source time skipped %v", own.id,
+			time.Duration(gap).Round(time.Millisecond), cont[0]["seamless"], time.Duration(skipped).Round(time.Millisecond))
 	}
 	if recs := logRecords(r2.p, "relay stream ended"); len(recs) != 0 {
 		t.Errorf("r2's stream ended: %v", recs)
@@ -163,11 +185,6 @@ func TestRelayHandover(t *testing.T) {
 	for _, rec := range logRecords(r2.p, "on-demand pull running")[1:] {
 		if rec["relay_from"] != own.id || rec["continues"] != true {
 			t.Errorf("r2 pulled again %v, want from %s continuing its stream", rec, own.id)
-		}
-	}
-	for _, rec := range logRecords(r2.p, "rtsp play") {
-		if ua, _ := rec["user_agent"].(string); strings.HasPrefix(ua, "relayheal-viewer") && rec["outcome"] != nil {
-			t.Logf("r2 rtsp play: %v", rec)
 		}
 	}
 }

@@ -45,6 +45,17 @@ type Splice struct {
 	pending []Unit
 	resumed chan struct{}
 	done    bool // resumed was closed
+	seam    Seam // how the main track passed its seam; set before resumed is closed
+}
+
+// Seam tells how a Splice joined the new source to the stream (Splice.Seam).
+type Seam struct {
+	// Continued: the new source repeated the last frame written and the stream went on
+	// right after it, nothing lost. Otherwise it went on at a later key frame (a lost
+	// stretch of the main track: Skipped long).
+	Continued bool
+	Skipped   time.Duration // source time between the last frame written and the next one
+	Dropped   int           // units of the new source dropped as already written (or undecodable)
 }
 
 // Splice continues s with a new source whose tracks are tracks (the same codecs and
@@ -80,6 +91,13 @@ func (s *Stream) Splice(tracks []*Track) (*Splice, error) {
 
 // Stream is the stream continued.
 func (sp *Splice) Stream() *Stream { return sp.s }
+
+// Seam is how the stream went on; valid once Resumed is closed.
+func (sp *Splice) Seam() Seam {
+	sp.s.mu.Lock()
+	defer sp.s.mu.Unlock()
+	return sp.seam
+}
 
 // Resumed is closed once the new source's units reach the stream's readers past the seam
 // (on the video track, when there is one).
@@ -152,26 +170,37 @@ func (sp *Splice) write(u Unit) {
 			u.AU, key = fixParams(tr.Format, u.AU)
 			switch {
 			case ntp.Sub(last).Abs() <= seamTolerance:
-				sp.pass(u.Track) // the last frame written: continue after it
+				// The last frame written: continue after it.
+				sp.pass(u.Track, Seam{Continued: true, Dropped: sp.seam.Dropped + 1})
 				return
 			case key && ntp.Sub(last) > seamTolerance:
-				sp.pass(u.Track) // the last frame is not coming: restart at a key frame
+				// The last frame is not coming: restart at a key frame.
+				sp.pass(u.Track, Seam{Skipped: ntp.Sub(last), Dropped: sp.seam.Dropped})
 			default:
+				sp.drop(u.Track)
 				return
 			}
 		} else {
 			if ntp.Sub(last) <= seamTolerance {
+				sp.drop(u.Track)
 				return
 			}
-			sp.pass(u.Track)
+			sp.pass(u.Track, Seam{Continued: true, Dropped: sp.seam.Dropped})
 		}
 	}
 	s.writeLocked(u)
 }
 
-func (sp *Splice) pass(track int) {
+func (sp *Splice) drop(track int) {
+	if track == sp.main {
+		sp.seam.Dropped++
+	}
+}
+
+func (sp *Splice) pass(track int, seam Seam) {
 	sp.passed[track] = true
 	if track == sp.main {
+		sp.seam = seam
 		sp.resume()
 	}
 }

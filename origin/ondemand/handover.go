@@ -26,8 +26,9 @@ import (
 // loaded machine; short enough that players keep waiting rather than give up.
 const DefaultRelayGrace = 5 * time.Second
 
-// errHoldExpired ends a pull whose held stream ended under it (no continuation within grace).
-var errHoldExpired = errors.New("ondemand: held relay stream ended: no upstream continued it within grace")
+// errStreamGone ends a pull whose stream ended under it: a held relay stream whose grace ran
+// out before the pull continued it.
+var errStreamGone = errors.New("ondemand: the stream ended under the pull (a held relay stream not continued within grace)")
 
 // held is a relay stream waiting for its next upstream.
 type held struct {

@@ -274,7 +274,7 @@ func (m *Manager) run(p *pull) {
 		if time.Since(began) > m.RetryMax {
 			backoff = m.RetryMin // it ran fine for a while: a fresh failure
 		}
-		if errors.Is(err, errHoldExpired) || m.handingOver(p) {
+		if errors.Is(err, errStreamGone) || m.handingOver(p) {
 			// The stream waits for another upstream (its viewers with it), or just ended
 			// because none came in time: pull again at once.
 			log.Warn("on-demand pull failed", "err", err, "retry_in", time.Duration(0))
@@ -396,7 +396,9 @@ func (m *Manager) pullOnce(p *pull, log *slog.Logger) error {
 				defer watch.Done()
 				select {
 				case <-sc.Resumed():
-					log.Info("relay stream continued", "gap", time.Since(hh.since).Round(time.Millisecond))
+					seam := sc.Seam()
+					log.Info("relay stream continued", "gap", time.Since(hh.since).Round(time.Millisecond),
+						"seamless", seam.Continued, "skipped", seam.Skipped, "repeated_units", seam.Dropped)
 				case <-ctx.Done():
 				}
 			}()
@@ -409,7 +411,7 @@ func (m *Manager) pullOnce(p *pull, log *slog.Logger) error {
 	cause := context.Cause(ctx)
 	// A relay keeps its stream for the next upstream (handover.go) unless the pull ended for
 	// a reason of its own.
-	keep := p.relay && m.ctx.Err() == nil && !errors.Is(cause, errIdle) && !errors.Is(cause, errHoldExpired)
+	keep := p.relay && m.ctx.Err() == nil && !errors.Is(cause, errIdle) && !errors.Is(cause, errStreamGone)
 	switch {
 	case st == nil:
 	case sp != nil:
@@ -424,8 +426,8 @@ func (m *Manager) pullOnce(p *pull, log *slog.Logger) error {
 		return errIdle
 	case errors.Is(cause, errNoTracks):
 		return errNoTracks
-	case errors.Is(cause, errHoldExpired):
-		return errHoldExpired
+	case errors.Is(cause, errStreamGone):
+		return errStreamGone
 	}
 	if err == nil {
 		err = errors.New("source ended")
@@ -445,7 +447,7 @@ func (m *Manager) watchIdle(ctx context.Context, cancel context.CancelCauseFunc,
 			return
 		case <-st.Done():
 			// Ended under the pull: a held relay stream whose grace ran out (handover.go).
-			cancel(errHoldExpired)
+			cancel(errStreamGone)
 			return
 		case <-t.C:
 		}
