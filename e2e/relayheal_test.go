@@ -15,10 +15,10 @@ import (
 
 // TestRelayHandover (issue 9, a relay of a relay whose upstream dies): an owner with
 // capacity.max_clients 1 fed by an ffmpeg publisher, relay r1 pulling from it (the owner is
-// then full), relay r2 pulling from r1 (owners are full, so r2 takes the relay). An RTSP
-// viewer (ffmpeg, decoding) and an HLS viewer (playlist and newest segment every second) watch
-// r2 directly. r1 is SIGKILLed: r2 pulls from the owner at once and continues its stream, so
-// the RTSP viewer's ffmpeg keeps running and decodes at least 50 more frames, the HLS
+// then full), relay r2 pulling from r1 (owners are full, so r2 takes the relay). RTSP, RTMP
+// and HTTP MPEG-TS viewers (ffmpeg, decoding) and an HLS viewer (the media playlist every
+// second) watch r2 directly. r1 is SIGKILLed: r2 pulls from the owner at once and continues
+// its stream, so every viewer's ffmpeg keeps running and decodes at least 50 more frames, the HLS
 // playlist keeps growing on the same numbering (its muxer never stops), and r2's log shows
 // the stream held, then continued from the owner, never ended.
 func TestRelayHandover(t *testing.T) {
@@ -50,18 +50,30 @@ func TestRelayHandover(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	viewer := &retryingPlayer{url: "rtsp://" + r2.rtsp + "/" + name}
-	a := &playAttempt{ua: "relayheal-viewer"}
-	wg.Go(func() {
-		viewer.play(ctx, a) // one attempt: it must not end
-		a.ended.Store(true)
-	})
-	poll.T(t, 40*time.Second, func() bool { return a.frames.Load() >= 25 }, "the RTSP viewer on r2 decoded %d frames", a.frames.Load())
+	// One viewer per streaming protocol, straight at r2, each one ffmpeg attempt that must
+	// not end.
+	viewers := map[string]*playAttempt{}
+	for proto, u := range map[string]string{
+		"rtsp":   "rtsp://" + r2.rtsp + "/" + name,
+		"rtmp":   "rtmp://" + r2.rtmp + "/" + name,
+		"mpegts": "http://" + r2.http + "/" + name + "/mpegts",
+	} {
+		a := &playAttempt{ua: "relayheal-" + proto}
+		viewers[proto] = a
+		p := &retryingPlayer{url: u}
+		wg.Go(func() {
+			p.play(ctx, a)
+			a.ended.Store(true)
+		})
+	}
+	for proto, a := range viewers {
+		poll.T(t, 40*time.Second, func() bool { return a.frames.Load() >= 25 }, "the %s viewer on r2 decoded %d frames", proto, a.frames.Load())
+	}
 	if recs := logRecords(r2.p, "on-demand pull running"); len(recs) != 1 || recs[0]["relay_from"] != r1.id {
 		t.Fatalf("r2 pulls %v, want one pull from %s", recs, r1.id)
 	}
 
-	// An HLS viewer of r2: the media playlist and its newest segment, every second.
+	// An HLS viewer of r2: the media playlist every second.
 	c := &http.Client{Timeout: 10 * time.Second}
 	base := "http://" + r2.http + "/" + name
 	type look struct {
@@ -100,18 +112,24 @@ func TestRelayHandover(t *testing.T) {
 	})
 	time.Sleep(2 * time.Second) // a few looks before the kill
 
-	atKill := a.frames.Load()
+	atKill := map[string]int64{}
+	for proto, a := range viewers {
+		atKill[proto] = a.frames.Load()
+	}
 	killedAt := time.Now()
 	r1.p.signal(syscall.SIGKILL)
 	if _, ok := r1.p.wait(10 * time.Second); !ok {
 		t.Fatal("r1 did not die")
 	}
-	poll.T(t, 40*time.Second, func() bool { return a.frames.Load() >= atKill+50 || a.ended.Load() },
-		"the RTSP viewer on r2 decoded %d frames after the kill", a.frames.Load()-atKill)
-	if a.ended.Load() {
-		t.Fatalf("the RTSP viewer on r2 ended after the kill (%d frames after it)", a.frames.Load()-atKill)
+	for proto, a := range viewers {
+		poll.T(t, 40*time.Second, func() bool { return a.frames.Load() >= atKill[proto]+50 || a.ended.Load() },
+			"the %s viewer on r2 decoded %d frames after the kill", proto, a.frames.Load()-atKill[proto])
+		if a.ended.Load() {
+			t.Errorf("the %s viewer on r2 ended after the kill (%d frames after it)", proto, a.frames.Load()-atKill[proto])
+			continue
+		}
+		t.Logf("%s viewer: %d frames at the kill, %d more %v later", proto, atKill[proto], a.frames.Load()-atKill[proto], time.Since(killedAt).Round(100*time.Millisecond))
 	}
-	t.Logf("RTSP viewer: %d frames at the kill, %d more %v later", atKill, a.frames.Load()-atKill, time.Since(killedAt).Round(100*time.Millisecond))
 
 	// HLS: the newest segment's number kept growing past the kill, never went back, and
 	// the muxer never stopped.

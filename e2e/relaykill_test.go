@@ -148,7 +148,10 @@ func (p *retryingPlayer) run(ctx context.Context) {
 func (p *retryingPlayer) play(ctx context.Context, a *playAttempt) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	args := []string{"-hide_banner", "-nostdin", "-loglevel", "info", "-threads", "1", "-user_agent", a.ua}
+	args := []string{"-hide_banner", "-nostdin", "-loglevel", "info", "-threads", "1"}
+	if !strings.HasPrefix(p.url, "rtmp://") { // ffmpeg's RTMP client has no user agent option
+		args = append(args, "-user_agent", a.ua)
+	}
 	if strings.HasPrefix(p.url, "rtsp://") {
 		args = append(args, "-rtsp_transport", "tcp", "-timeout", "10000000")
 	}
