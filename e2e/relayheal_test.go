@@ -183,6 +183,21 @@ func TestRelayHandover(t *testing.T) {
 		}
 	}
 
+	// The registry lists r2 with its new upstream (the tree as the gateway sees it).
+	poll.T(t, 20*time.Second, func() bool {
+		tr, err := getTree(gw, name)
+		if err != nil {
+			return false
+		}
+		var up string
+		tr.walk(func(x *treeNode) {
+			if x.OriginID == r2.id {
+				up = x.Upstream
+			}
+		})
+		return up == own.id
+	}, "the tree never showed %s pulling from %s", r2.id, own.id)
+
 	// r2's log: held (from r1), continued (from the owner), never ended.
 	held := logRecords(r2.p, "relay upstream lost, stream held")
 	if len(held) != 1 || held[0]["relay_from"] != r1.id {
