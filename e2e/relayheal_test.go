@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"net/http"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -18,9 +19,11 @@ import (
 // then full), relay r2 pulling from r1 (owners are full, so r2 takes the relay). RTSP, RTMP
 // and HTTP MPEG-TS viewers (ffmpeg, decoding) and an HLS viewer (the media playlist every
 // second) watch r2 directly. r1 is SIGKILLed: r2 pulls from the owner at once and continues
-// its stream, so every viewer's ffmpeg keeps running and decodes at least 50 more frames, the HLS
-// playlist keeps growing on the same numbering (its muxer never stops), and r2's log shows
-// the stream held, then continued from the owner, never ended.
+// its stream, so every viewer's ffmpeg keeps running and decodes at least 50 more frames;
+// the HLS playlist keeps growing, never goes back, and a second after the kill still lists
+// the segments of before (the same muxer); r2's log shows the stream held, then continued
+// from the owner, never ended; the tree shows r2 under the owner. Without the handover the
+// viewers end and the playlist starts anew.
 func TestRelayHandover(t *testing.T) {
 	t.Parallel()
 	mediatest.Tool(t, "ffmpeg")
@@ -81,6 +84,7 @@ func TestRelayHandover(t *testing.T) {
 		last     int // number of the newest segment
 		err      error
 		segments int
+		pdts     []time.Time
 	}
 	var hlsMu sync.Mutex
 	var looks []look
@@ -89,6 +93,9 @@ func TestRelayHandover(t *testing.T) {
 		l := look{at: time.Now(), err: err, segments: len(segs)}
 		if err == nil && len(segs) > 0 {
 			l.last = seq + len(segs) - 1
+		}
+		for _, sg := range segs {
+			l.pdts = append(l.pdts, sg.pdt)
 		}
 		hlsMu.Lock()
 		looks = append(looks, l)
@@ -159,6 +166,23 @@ func TestRelayHandover(t *testing.T) {
 		prev = l.last
 	}
 	t.Logf("HLS: newest segment %d before the kill, %d at the end", lastBefore, prev)
+	// The same muxer: the first playlist read a second after the kill still lists the newest
+	// segment listed before it (a new muxer would list only segments of its own).
+	var newestBefore time.Time
+	var firstAfter *look
+	for i, l := range looks {
+		if l.err != nil || len(l.pdts) == 0 {
+			continue
+		}
+		if l.at.Before(killedAt) {
+			newestBefore = l.pdts[len(l.pdts)-1]
+		} else if firstAfter == nil && l.at.After(killedAt.Add(time.Second)) {
+			firstAfter = &looks[i]
+		}
+	}
+	if firstAfter == nil || !slices.ContainsFunc(firstAfter.pdts, func(p time.Time) bool { return p.Equal(newestBefore) }) {
+		t.Errorf("r2's playlist after the kill no longer lists the segment of %v it listed before: its HLS muxer restarted", newestBefore)
+	}
 	// Numbers against the owner's, reported, not asserted: the owner's RTSP feed starts a new
 	// session at its next key frame, so the continued stream skips the frames up to it, and
 	// gohlslib's DTS extraction spreads that jump over the following frames: the first key
