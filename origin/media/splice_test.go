@@ -1,6 +1,7 @@
 package media
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
@@ -232,5 +233,60 @@ func TestSpliceRefused(t *testing.T) {
 	f.st.Close()
 	if _, err := f.st.Splice(testTracks()); !errors.Is(err, ErrStreamClosed) {
 		t.Errorf("closed: err %v, want ErrStreamClosed", err)
+	}
+}
+
+// BenchmarkSpliceWrite: the cost of writing through a Splice (past its seam) against writing
+// to the stream itself, one reader draining; "stream" is the baseline of the same run.
+func BenchmarkSpliceWrite(b *testing.B) {
+	epoch := time.Date(2026, 12, 1, 7, 0, 0, 0, time.UTC)
+	frameBytes := make([]byte, 10000)
+	frameBytes[0] = 0x41
+	unit := func(i int, base time.Duration) Unit {
+		au := [][]byte{frameBytes}
+		if i%50 == 0 {
+			au = [][]byte{idr}
+		}
+		pts := time.Duration(i) * frame
+		return Unit{Track: 0, PTS: pts - base, DTS: pts - base, NTP: epoch.Add(pts), AU: au}
+	}
+	for _, spliced := range []bool{false, true} {
+		name := "stream"
+		if spliced {
+			name = "splice"
+		}
+		b.Run(name, func(b *testing.B) {
+			tbl := NewTable(Config{})
+			defer tbl.Close()
+			st, _ := tbl.Publish("bench", testTracks())
+			rd, _ := st.AddReader(ReaderOptions{QueueLen: 4096})
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				for {
+					if _, err := rd.Read(context.Background()); err != nil {
+						return
+					}
+				}
+			}()
+			st.WriteUnit(unit(0, 0))
+			write := st.WriteUnit
+			if spliced {
+				sp, err := st.Splice(testTracks())
+				if err != nil {
+					b.Fatal(err)
+				}
+				sp.WriteUnit(unit(0, 0)) // the seam: the last frame again
+				write = sp.WriteUnit
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 1; i <= b.N; i++ {
+				write(unit(i, time.Hour))
+			}
+			b.StopTimer()
+			st.Close()
+			<-done
+		})
 	}
 }
