@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -157,5 +159,66 @@ func TestRelayHandoverGrace(t *testing.T) {
 		return !listed
 	}) || !strings.Contains(o.reg.hist(), "live/cam=removed") {
 		t.Fatalf("the relay is still listed: %s", o.reg.hist())
+	}
+}
+
+// TestRelayHandoverTracksDiffer: when the next copy's tracks differ from the held stream's
+// (here another picture size: another SPS), the held stream ends as it did before the
+// handover existed (its readers get EOF) and the relay publishes a new stream from the new
+// upstream.
+func TestRelayHandoverTracksDiffer(t *testing.T) {
+	ffmpeg := mediatest.Tool(t, "ffmpeg")
+	small := filepath.Join(t.TempDir(), "small.ts")
+	out, err := exec.Command(ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
+		"-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
+		"-t", "4", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", "25",
+		"-c:a", "aac", "-ac", "2", "-f", "mpegts", small).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffmpeg: %v: %s", err, out)
+	}
+	aSrv, _, a, _ := twinOrigins(t)
+	// b-second serves live/cam from the smaller clip.
+	btbl := media.NewTable(media.Config{})
+	t.Cleanup(btbl.Close)
+	bSrv := &rtspsrv.Server{Address: "127.0.0.1:0", Table: btbl, Logger: testLogger()}
+	if err := bSrv.Initialize(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(bSrv.Close)
+	bsrc := &filesrc.Source{Name: "live/cam", Path: small, Table: btbl, Logger: testLogger()}
+	if err := bsrc.Initialize(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(bsrc.Close)
+	b := cluster.Carrier{
+		Origin: cluster.Origin{ID: "b-second", State: cluster.StateUp, Public: cluster.Public{"rtsp": "rtsp://" + bSrv.Addr().String()}},
+		Stream: cluster.Stream{Name: "live/cam", State: cluster.StreamRunning},
+	}
+	logs := &logCounts{}
+	fc := &fakeCluster{carriers: []cluster.Carrier{a, b}}
+	o := startOrigin(t, nil, originOpts{idle: 30 * time.Second, cluster: fc, startTimeout: 10 * time.Second, logs: logs, grace: 10 * time.Second})
+	st, rd, err := o.tbl.Subscribe(context.Background(), "live/cam", media.ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	if got, err := readVideo(rd, 20, 30*time.Second); err != nil {
+		t.Fatalf("before the death: %d frames, %v", len(got), err)
+	}
+	if m := st.Meta(); m.Width != 640 {
+		t.Fatalf("relay stream %+v, want the 640-wide demo", m)
+	}
+	aSrv.Close()
+	if _, err := readVideo(rd, 1<<20, 30*time.Second); !errors.Is(err, io.EOF) {
+		t.Fatalf("reader of the held stream: %v, want EOF (tracks differ)", err)
+	}
+	if !mediatest.Eventually(20*time.Second, func() bool {
+		s := o.tbl.Get("live/cam")
+		return s != nil && s != st && s.Meta().Width == 320
+	}) {
+		t.Fatalf("no new stream from b-second; registry: %s", o.reg.hist())
+	}
+	if logs.get("relay stream ended") != 1 || logs.get("relay stream continued") != 0 {
+		t.Errorf("log: ended %d, continued %d; want 1, 0", logs.get("relay stream ended"), logs.get("relay stream continued"))
 	}
 }
