@@ -148,7 +148,10 @@ func (p *retryingPlayer) run(ctx context.Context) {
 func (p *retryingPlayer) play(ctx context.Context, a *playAttempt) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	args := []string{"-hide_banner", "-nostdin", "-loglevel", "info", "-threads", "1", "-user_agent", a.ua}
+	args := []string{"-hide_banner", "-nostdin", "-loglevel", "info", "-threads", "1"}
+	if !strings.HasPrefix(p.url, "rtmp://") { // ffmpeg's RTMP client has no user agent option
+		args = append(args, "-user_agent", a.ua)
+	}
 	if strings.HasPrefix(p.url, "rtsp://") {
 		args = append(args, "-rtsp_transport", "tcp", "-timeout", "10000000")
 	}
@@ -223,8 +226,8 @@ func (p *retryingPlayer) play(ctx context.Context, a *playAttempt) {
 // decoding video) arrive through the gateway one by one, so the owner fills, a first relay
 // takes the overflow up to spill_at (8 of 10), and a second relay pulls from the first, which
 // still has room while the owner is full (a relay of a relay). The admin API's tree shows that chain. The first relay is SIGKILLed: its viewers
-// (and those of the relay below it, whose stream ends with its upstream) see EOF or stall and
-// come back through the gateway like retrying players; every viewer decodes frames again
+// see EOF or stall and come back through the gateway like retrying players (those of the
+// relay below it keep playing: it continues its stream from a live copy, TestRelayHandover); every viewer decodes frames again
 // from a live origin; the relay below moves to a live upstream at its first retry and stays
 // in the tree; the tree drops the dead relay once its heartbeat TTL runs out, nothing is left
 // detached and every relay pulls from a live origin. Every redirect the gateway logged names

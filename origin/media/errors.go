@@ -24,4 +24,8 @@ var (
 	ErrTooManyReaders = errors.New("media: too many readers")
 	// ErrTooManyViewers: the stream has Config.MaxViewers viewers already.
 	ErrTooManyViewers = errors.New("media: too many viewers")
+	// ErrTracksDiffer: Stream.Splice with tracks other than the stream's.
+	ErrTracksDiffer = errors.New("media: the new source's tracks differ from the stream's")
+	// ErrNoSourceClock: Stream.Splice on a stream that never carried its source's clock.
+	ErrNoSourceClock = errors.New("media: the stream carries no source clock to continue on")
 )

@@ -53,6 +53,8 @@ type Stream struct {
 	lastSample time.Time
 	lastBytes  int64
 	clock      sourceClock
+	last       []time.Time // per track: NTP of the last unit written (splice.go)
+	clocked    bool        // some unit came with the source's own clock (splice.go)
 
 	ingress atomic.Int64
 	units   atomic.Int64
@@ -71,6 +73,7 @@ func newStream(t *Table, name string) *Stream {
 
 func (s *Stream) setTracks(tracks []*Track) {
 	s.tracks = tracks
+	s.last = make([]time.Time, len(tracks))
 	for i, tr := range tracks {
 		if tr.IsVideo() {
 			s.videoTrack = i
@@ -112,6 +115,11 @@ func (s *Stream) Meta() cluster.StreamMeta {
 func (s *Stream) WriteUnit(u Unit) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.writeLocked(u)
+}
+
+// writeLocked is WriteUnit with s.mu held.
+func (s *Stream) writeLocked(u Unit) {
 	if s.closed || u.Track < 0 || u.Track >= len(s.tracks) {
 		return
 	}
@@ -128,7 +136,11 @@ func (s *Stream) WriteUnit(u Unit) {
 		u.KeyFrame = false
 		u.DTS = u.PTS
 	}
+	if !u.NTP.IsZero() {
+		s.clocked = true
+	}
 	u.NTP = s.clock.stamp(u.NTP, u.PTS)
+	s.last[u.Track] = u.NTP
 	n := u.size()
 	s.ingress.Add(int64(n))
 	s.units.Add(1)

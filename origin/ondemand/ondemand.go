@@ -51,6 +51,10 @@ type Manager struct {
 	Self string
 	// MaxRelayDepth bounds relay chains (see ChooseUpstream). It defaults to DefaultMaxRelayDepth.
 	MaxRelayDepth int
+	// RelayGrace is how long a relay copy whose upstream dropped keeps its stream, and its
+	// viewers, waiting for the pull from another copy to continue it (handover.go). It
+	// defaults to 5 seconds; negative turns the handover off (the stream ends at once).
+	RelayGrace time.Duration
 	// PlayToken, when set, returns the query ("token=...") a relay pull presents to its
 	// upstream for name (origins that check play tokens share auth.play_secret). Called for
 	// every attempt, so the token is fresh; it is never logged.
@@ -83,6 +87,7 @@ type pull struct {
 
 	relay    bool   // a cluster pull-through copy (src.URL is the upstream's)
 	upstream string // the upstream origin's id; guarded by Manager.mu
+	held     *held  // a relay stream waiting for its next upstream (handover.go); guarded by Manager.mu
 }
 
 // errIdle ends a pull that lost its viewers.
@@ -108,6 +113,9 @@ func (m *Manager) Initialize() error {
 	}
 	if m.Logger == nil {
 		m.Logger = slog.Default()
+	}
+	if m.RelayGrace == 0 {
+		m.RelayGrace = DefaultRelayGrace
 	}
 	if m.MaxRelayDepth <= 0 {
 		m.MaxRelayDepth = DefaultMaxRelayDepth
@@ -229,6 +237,7 @@ func (m *Manager) Close() {
 // run pulls p until it is idle, retrying with backoff while there is demand.
 func (m *Manager) run(p *pull) {
 	defer m.wg.Done()
+	defer m.endHold(p, "pull stopped")
 	log := m.Logger.With("stream", p.src.Name, "source", redact(p.src.URL))
 	if p.relay {
 		log = m.Logger.With("stream", p.src.Name, "relay_from", p.upstream, "source", redact(p.src.URL))
@@ -264,6 +273,16 @@ func (m *Manager) run(p *pull) {
 		}
 		if time.Since(began) > m.RetryMax {
 			backoff = m.RetryMin // it ran fine for a while: a fresh failure
+		}
+		if errors.Is(err, errStreamGone) || m.handingOver(p) {
+			// The stream waits for another upstream (its viewers with it), or just ended
+			// because none came in time: pull again at once.
+			log.Warn("on-demand pull failed", "err", err, "retry_in", time.Duration(0))
+			if m.finishIfIdle(p) {
+				log.Info("on-demand pull given up", "reason", "no viewers")
+				return
+			}
+			continue
 		}
 		log.Warn("on-demand pull failed", "err", err, "retry_in", backoff)
 		select {
@@ -332,8 +351,10 @@ func (m *Manager) pullOnce(p *pull, log *slog.Logger) error {
 	default:
 		pl = &hlsPuller{}
 	}
-	// publish is called by the puller once it knows the tracks; the idle watch starts then.
+	// The puller calls pub once it knows the tracks; the idle watch starts then.
 	var st *media.Stream
+	var sp *media.Splice // set when this attempt continues a held relay stream
+	var h *held          // the hold sp continues
 	var watch sync.WaitGroup
 	defer watch.Wait()
 	var published atomic.Bool
@@ -345,31 +366,68 @@ func (m *Manager) pullOnce(p *pull, log *slog.Logger) error {
 		}
 	})
 	defer startBound.Stop()
-	publish := func(tracks []*media.Track) (*media.Stream, error) {
-		s, err := p.tbl.Publish(p.src.Name, tracks)
-		if err != nil {
-			return nil, err
-		}
+	started := func(s *media.Stream) {
 		published.Store(true)
 		st = s
-		log.Info("on-demand pull running", "codecs", s.Meta().Codecs)
 		watch.Add(1)
 		go func() {
 			defer watch.Done()
 			m.watchIdle(ctx, cancel, p, s)
 		}()
-		return s, nil
 	}
-	err = pl.run(ctx, u, m.Timeout, publish)
+	pub := &publisher{
+		publish: func(tracks []*media.Track) (*media.Stream, error) {
+			m.endHold(p, "new upstream not relayed over RTSP")
+			s, err := p.tbl.Publish(p.src.Name, tracks)
+			if err != nil {
+				return nil, err
+			}
+			log.Info("on-demand pull running", "codecs", s.Meta().Codecs)
+			started(s)
+			return s, nil
+		},
+	}
+	pub.clocked = func(tracks []*media.Track) (unitWriter, error) {
+		if hh, sc := m.continueHold(p, tracks, log); sc != nil {
+			h, sp = hh, sc
+			started(sc.Stream())
+			watch.Add(1)
+			go func() {
+				defer watch.Done()
+				select {
+				case <-sc.Resumed():
+					seam := sc.Seam()
+					log.Info("relay stream continued", "gap", time.Since(hh.since).Round(time.Millisecond),
+						"seamless", seam.Continued, "skipped", seam.Skipped, "repeated_units", seam.Dropped)
+				case <-ctx.Done():
+				}
+			}()
+			return sc, nil
+		}
+		return pub.publish(tracks)
+	}
+	err = pl.run(ctx, u, m.Timeout, pub)
 	cancel(nil)
-	if st != nil {
+	cause := context.Cause(ctx)
+	// A relay keeps its stream for the next upstream (handover.go) unless the pull ended for
+	// a reason of its own.
+	keep := p.relay && m.ctx.Err() == nil && !errors.Is(cause, errIdle) && !errors.Is(cause, errStreamGone)
+	switch {
+	case st == nil:
+	case sp != nil:
+		m.afterContinue(p, h, sp, keep, err, log)
+	case keep:
+		m.hold(p, st, err, log)
+	default:
 		st.Close() // the Table reports StreamStopped: the registry shows ondemand again
 	}
-	switch cause := context.Cause(ctx); {
+	switch {
 	case errors.Is(cause, errIdle):
 		return errIdle
 	case errors.Is(cause, errNoTracks):
 		return errNoTracks
+	case errors.Is(cause, errStreamGone):
+		return errStreamGone
 	}
 	if err == nil {
 		err = errors.New("source ended")
@@ -388,6 +446,8 @@ func (m *Manager) watchIdle(ctx context.Context, cancel context.CancelCauseFunc,
 		case <-ctx.Done():
 			return
 		case <-st.Done():
+			// Ended under the pull: a held relay stream whose grace ran out (handover.go).
+			cancel(errStreamGone)
 			return
 		case <-t.C:
 		}
@@ -413,7 +473,22 @@ func (m *Manager) watchIdle(ctx context.Context, cancel context.CancelCauseFunc,
 
 // puller speaks one source protocol: connect, learn tracks, publish, write units until error or ctx.
 type puller interface {
-	run(ctx context.Context, u *url.URL, timeout time.Duration, publish func([]*media.Track) (*media.Stream, error)) error
+	run(ctx context.Context, u *url.URL, timeout time.Duration, pub *publisher) error
+}
+
+// publisher is how a puller starts its output once it knows the tracks.
+type publisher struct {
+	// publish starts a new stream (a held relay stream ends first).
+	publish func([]*media.Track) (*media.Stream, error)
+	// clocked is for a source that carries the source's clock (RTSP sender reports): it
+	// continues a held relay stream when the tracks match it, and publishes otherwise.
+	clocked func([]*media.Track) (unitWriter, error)
+}
+
+// unitWriter takes a puller's units: a *media.Stream or a *media.Splice.
+type unitWriter interface {
+	WriteUnit(media.Unit)
+	AwaitSourceClock(time.Duration)
 }
 
 // redact drops credentials from a URL for logs.

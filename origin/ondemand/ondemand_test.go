@@ -229,13 +229,14 @@ type originOpts struct {
 	logs         *logCounts // counts the Manager's log records, if set
 	cluster      Cluster    // Manager.Cluster (Self is "self")
 	playToken    func(string) string
+	grace        time.Duration // Manager.RelayGrace
 }
 
 func startOrigin(t *testing.T, sources []Source, oo originOpts) *origin {
 	t.Helper()
 	o := &origin{}
 	o.m = &Manager{Sources: sources, IdleTimeout: oo.idle, RetryMin: 100 * time.Millisecond, RetryMax: time.Second,
-		Timeout: 3 * time.Second, Logger: testLogger(), Cluster: oo.cluster, Self: "self", PlayToken: oo.playToken}
+		Timeout: 3 * time.Second, Logger: testLogger(), Cluster: oo.cluster, Self: "self", PlayToken: oo.playToken, RelayGrace: oo.grace}
 	if oo.logs != nil {
 		o.m.Logger = slog.New(countingHandler{o.m.Logger.Handler(), oo.logs})
 	}

@@ -31,7 +31,7 @@ const sourceClockWait = 5 * time.Second
 // rtspPuller plays an RTSP source over TCP (reliable between servers, no UDP port games).
 type rtspPuller struct{}
 
-func (rtspPuller) run(ctx context.Context, u *url.URL, timeout time.Duration, publish func([]*media.Track) (*media.Stream, error)) error {
+func (rtspPuller) run(ctx context.Context, u *url.URL, timeout time.Duration, pub *publisher) error {
 	bu, err := base.ParseURL(u.String())
 	if err != nil {
 		return err
@@ -78,7 +78,7 @@ func (rtspPuller) run(ctx context.Context, u *url.URL, timeout time.Duration, pu
 			return fmt.Errorf("setup: %w", err)
 		}
 	}
-	st, err := publish(tracks)
+	st, err := pub.clocked(tracks)
 	if err != nil {
 		return err
 	}
@@ -116,7 +116,7 @@ func ptr[T any](v T) *T { return &v }
 // rtmpPuller plays an RTMP source.
 type rtmpPuller struct{}
 
-func (rtmpPuller) run(ctx context.Context, u *url.URL, timeout time.Duration, publish func([]*media.Track) (*media.Stream, error)) error {
+func (rtmpPuller) run(ctx context.Context, u *url.URL, timeout time.Duration, pub *publisher) error {
 	dialer := &net.Dialer{Timeout: timeout}
 	var conn net.Conn
 	var connMu sync.Mutex
@@ -157,7 +157,7 @@ func (rtmpPuller) run(ctx context.Context, u *url.URL, timeout time.Duration, pu
 	if len(tracks) == 0 {
 		return errors.New("no supported track in the source")
 	}
-	st, err := publish(tracks)
+	st, err := pub.publish(tracks)
 	if err != nil {
 		return err
 	}
@@ -178,7 +178,7 @@ func (rtmpPuller) run(ctx context.Context, u *url.URL, timeout time.Duration, pu
 // hlsPuller plays an HLS source with gohlslib's client.
 type hlsPuller struct{}
 
-func (hlsPuller) run(ctx context.Context, u *url.URL, timeout time.Duration, publish func([]*media.Track) (*media.Stream, error)) error {
+func (hlsPuller) run(ctx context.Context, u *url.URL, timeout time.Duration, pub *publisher) error {
 	var pubErr error
 	var c *gohlslib.Client
 	c = &gohlslib.Client{
@@ -212,7 +212,7 @@ func (hlsPuller) run(ctx context.Context, u *url.URL, timeout time.Duration, pub
 				pubErr = errors.New("no supported track in the source")
 				return pubErr
 			}
-			st, err := publish(tracks)
+			st, err := pub.publish(tracks)
 			if err != nil {
 				pubErr = err
 				return err
