@@ -22,9 +22,12 @@ import (
 // origins with capacity.max_clients 10 each, one of them publishing live/big, and 50 RTSP
 // viewers arriving through the gateway one every 250 ms. With fan-out off
 // (balance.spill_at 0) only the owner serves the stream; with it on (0.8) the overflow goes
-// to relays. Reported: viewers that received media (served), viewers per origin of the
-// cluster (served/4) and the ratio on/off measured in the same run. It runs the cluster once
-// whatever b.N is (make bench passes -benchtime=1x).
+// to relays. A third round sends the 50 one every 20 ms, faster than heartbeats (1 s here)
+// report load: the gateway's own count of what it sent keeps every origin within its
+// capacity. Reported: viewers that received media (served), viewers per origin of the
+// cluster (served/4), the most clients any origin reported (peak-clients; the owner's
+// include its relays' pulls) and the ratio on/off measured in the same run. It runs each
+// cluster once whatever b.N is.
 func BenchmarkFanOutViewers(b *testing.B) {
 	mediatest.Tool(b, "ffmpeg")
 	const (
@@ -36,13 +39,15 @@ func BenchmarkFanOutViewers(b *testing.B) {
 	for _, mode := range []struct {
 		name    string
 		spillAt string
-	}{{"fanout=off", "0"}, {"fanout=on", "0.8"}} {
+		gap     time.Duration
+	}{{"fanout=off", "0", 250 * time.Millisecond}, {"fanout=on", "0.8", 250 * time.Millisecond}, {"fanout=on/burst", "0.8", 20 * time.Millisecond}} {
 		b.Run(mode.name, func(b *testing.B) {
 			for b.Loop() {
-				n := fanOutRound(b, mode.spillAt, origins, maxClients, viewers)
+				n, peak := fanOutRound(b, mode.spillAt, origins, maxClients, viewers, mode.gap)
 				served[mode.name] = n
 				b.ReportMetric(float64(n), "served")
 				b.ReportMetric(float64(n)/origins, "viewers/origin")
+				b.ReportMetric(float64(peak), "peak-clients")
 			}
 		})
 	}
@@ -52,8 +57,9 @@ func BenchmarkFanOutViewers(b *testing.B) {
 	}
 }
 
-// fanOutRound runs one cluster and counts the viewers that received RTP packets.
-func fanOutRound(b *testing.B, spillAt string, origins, maxClients, viewers int) int {
+// fanOutRound runs one cluster, viewers arriving gap apart, and counts the viewers that
+// received RTP packets and the most clients any origin reported meanwhile.
+func fanOutRound(b *testing.B, spillAt string, origins, maxClients, viewers int, gap time.Duration) (int, int64) {
 	b.StopTimer()
 	rs := redistest.Standalone(b)
 	capacity := fmt.Sprintf("PEERGATE_CAPACITY_MAX_CLIENTS=%d", maxClients)
@@ -73,6 +79,27 @@ func fanOutRound(b *testing.B, spillAt string, origins, maxClients, viewers int)
 	var wg sync.WaitGroup
 	got := make([]atomic.Int64, viewers)
 	var refused atomic.Int64
+	var peak atomic.Int64
+	var peakAt atomic.Value // origin id
+	peakAt.Store("")
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for ctx.Err() == nil {
+			if m, err := originClients(gw); err == nil {
+				for id, n := range m {
+					if n > peak.Load() {
+						peak.Store(n)
+						peakAt.Store(id)
+					}
+				}
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
 	for i := range viewers {
 		wg.Go(func() {
 			err := rtspViewer(ctx, "rtsp://"+gw.addr("rtsp")+"/live/big", &got[i])
@@ -82,7 +109,7 @@ func fanOutRound(b *testing.B, spillAt string, origins, maxClients, viewers int)
 				}
 			}
 		})
-		time.Sleep(250 * time.Millisecond)
+		time.Sleep(gap)
 	}
 	// Everybody has had time to start; count the ones media reaches now.
 	before := make([]int64, viewers)
@@ -99,8 +126,10 @@ func fanOutRound(b *testing.B, spillAt string, origins, maxClients, viewers int)
 	}
 	cancel()
 	wg.Wait()
-	b.Logf("spill_at %s: %d of %d viewers received media, %d refused", spillAt, n, viewers, refused.Load())
-	return n
+	<-sampled
+	b.Logf("spill_at %s, one viewer every %v: %d of %d viewers received media, %d refused, peak %d clients (on %s)",
+		spillAt, gap, n, viewers, refused.Load(), peak.Load(), peakAt.Load())
+	return n, peak.Load()
 }
 
 // rtspViewer plays url (following the gateway's redirect) and counts RTP packets into n
