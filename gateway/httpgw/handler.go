@@ -160,6 +160,20 @@ func (h *handler) serve(r *request, start time.Time) answer {
 	return a
 }
 
+// viewer identifies the player of r asking for name with query (the stream URL's, or the
+// one a steering request carries): its address, its stickiness key (http.sticky_param's
+// value when the query has one, else the address), whether it came over TLS, and whether
+// its play token (when tokens are checked) allows it.
+func (h *handler) viewer(r *request, name, query string) (client, key string, sticky, secure, allowed bool) {
+	client, secure = h.peerOf(r)
+	key = client
+	if v := queryValue(query, h.sticky); v != "" {
+		key, sticky = v, true
+	}
+	allowed = h.authorize == nil || h.authorize(name, query, client) == nil
+	return client, key, sticky, secure, allowed
+}
+
 // redirect answers GET and HEAD for a stream URL.
 func (h *handler) redirect(r *request) (a answer, client string, sticky bool, origin string) {
 	name, kind, ok := streamname.FromHTTPPath(r.path)
@@ -169,15 +183,9 @@ func (h *handler) redirect(r *request) (a answer, client string, sticky bool, or
 	if !streamname.ValidQuery(r.query) {
 		return answer{status: http.StatusBadRequest, oc: oBadQuery}, "", false, ""
 	}
-	client, secure := h.peerOf(r)
-	key := client
-	if v := queryValue(r.query, h.sticky); v != "" {
-		key, sticky = v, true
-	}
-	if h.authorize != nil {
-		if err := h.authorize(name, r.query, client); err != nil {
-			return answer{status: http.StatusForbidden, oc: oUnauthorized}, client, sticky, ""
-		}
+	client, key, sticky, secure, allowed := h.viewer(r, name, r.query)
+	if !allowed {
+		return answer{status: http.StatusForbidden, oc: oUnauthorized}, client, sticky, ""
 	}
 
 	if h.steer != nil && kind == streamname.HLSMaster {

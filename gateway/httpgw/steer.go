@@ -357,15 +357,9 @@ func (h *handler) steering(r *request) (a answer, client string, sticky bool, or
 	if !ok {
 		return answer{status: http.StatusBadRequest, oc: oBadQuery}, "", false, ""
 	}
-	client, secure := h.peerOf(r)
-	key := client
-	if v := queryValue(q.viewer, h.sticky); v != "" {
-		key, sticky = v, true
-	}
-	if h.authorize != nil {
-		if err := h.authorize(q.name, q.viewer, client); err != nil {
-			return answer{status: http.StatusForbidden, oc: oUnauthorized}, client, sticky, ""
-		}
+	client, key, sticky, secure, allowed := h.viewer(r, q.name, q.viewer)
+	if !allowed {
+		return answer{status: http.StatusForbidden, oc: oUnauthorized}, client, sticky, ""
 	}
 	buf := copyBufs.Get().(*[]resolve.Copy)
 	defer copyBufs.Put(buf)
